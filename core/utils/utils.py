@@ -1,0 +1,93 @@
+"""Small helpers shared by the training and evaluation scripts (SPEC sections 2, 6.1, 7, 9)."""
+import argparse
+import datetime
+import random
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def str2bool(v):
+    """Parse yes/true/t/y/1 and no/false/f/n/0 (any case); a bool passes through (SPEC section 2)."""
+    if isinstance(v, bool):
+        return v
+    if v.lower() in ('yes', 'true', 't', 'y', '1'):
+        return True
+    if v.lower() in ('no', 'false', 'f', 'n', '0'):
+        return False
+    raise argparse.ArgumentTypeError(f'Boolean value expected, got {v!r}.')
+
+
+def str2float(x):
+    """Parse a float or a fraction `a/b` (so `8/255` works on the command line)."""
+    if isinstance(x, (int, float)):
+        return float(x)
+    try:
+        if '/' in x:
+            num, den = x.split('/')
+            return float(num) / float(den)
+        return float(x)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'a number or a fraction a/b expected, got {x!r}.') from None
+
+
+def seed(seed=1):
+    """Seed numpy, torch and every CUDA device, as the reference's `seed` (Python `random` untouched)."""
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def seed_everything(s):
+    """Also seed Python's `random` (used by torchvision's AutoAugment-style transforms)."""
+    random.seed(s)
+    seed(s)
+
+
+def format_time(elapsed):
+    """Seconds -> 'H:MM:SS' (rounded), as the reference's log lines."""
+    return str(datetime.timedelta(seconds=int(round(elapsed))))
+
+
+class SmoothCrossEntropyLoss(nn.Module):
+    """Label-smoothing cross-entropy (SPEC 6.1).
+
+    loss_i = (1 - ls) * (-log p_{i,y_i}) + ls * mean_k(-log p_{ik}); mean over the batch.
+    Targets: true class 1 - ls + ls/K, other classes ls/K.
+    """
+
+    def __init__(self, smoothing=0.0, reduction='mean'):
+        super().__init__()
+        self.smoothing = smoothing
+        self.reduction = reduction
+
+    def forward(self, logits, target):
+        return smooth_cross_entropy(logits, target, self.smoothing, self.reduction)
+
+
+def smooth_cross_entropy(logits, target, smoothing=0.0, reduction='mean'):
+    log_prob = F.log_softmax(logits, dim=-1)
+    nll = -log_prob.gather(dim=-1, index=target.unsqueeze(1)).squeeze(1)
+    smooth = -log_prob.mean(dim=-1)
+    loss = (1.0 - smoothing) * nll + smoothing * smooth
+    if reduction == 'mean':
+        return loss.mean()
+    if reduction == 'sum':
+        return loss.sum()
+    return loss
+
+
+def track_bn_stats(model, track_stats=True):
+    """Switch `track_running_stats` of every BatchNorm (False: use batch statistics, update nothing)."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.track_running_stats = track_stats
+
+
+def set_bn_momentum(model, momentum=1.0):
+    """Set the momentum of every BatchNorm of `model` (the WA trainer's first-step trick, SPEC 7)."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = momentum
