@@ -1,0 +1,46 @@
+#!/usr/bin/env python3
+"""Copy the first N images of an image/label .npz into a new uncompressed .npz (for small runs on a CPU).
+
+    python scripts/subset_npz.py data/cifar10/train.npz data-small/cifar10/train.npz 4096
+    python scripts/subset_npz.py data/cifar10/test.npz  data-small/cifar10/test.npz  1000
+
+The schema is that of the DDPM data files and of ../shared/data/cifar10-jpeg/make_npz.py:
+`image` uint8 N x 32 x 32 x 3 and `label` int64 N. An existing output file is never overwritten.
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+
+
+def fail(msg):
+    print(f'error: {msg}', file=sys.stderr)
+    sys.exit(2)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('src', help='input .npz with image and label')
+    p.add_argument('dst', help='output .npz (must not exist)')
+    p.add_argument('n', type=int, help='number of images to keep (the first N)')
+    args = p.parse_args(argv)
+    if not os.path.isfile(args.src):
+        fail(f'{args.src} does not exist')
+    if os.path.exists(args.dst):
+        fail(f'{args.dst} exists already; remove it yourself or choose another path')
+    if args.n <= 0:
+        fail('N must be positive')
+    with np.load(args.src, mmap_mode='r') as f:
+        if 'image' not in f or 'label' not in f:
+            fail(f'{args.src} has no image/label arrays')
+        image, label = f['image'][:args.n], f['label'][:args.n]
+    os.makedirs(os.path.dirname(os.path.abspath(args.dst)), exist_ok=True)
+    tmp = args.dst + '.tmp.npz'
+    np.savez(tmp, image=np.ascontiguousarray(image), label=np.ascontiguousarray(label))
+    os.replace(tmp, args.dst)
+    print(f'{args.dst}: {len(label)} images')
+
+
+if __name__ == '__main__':
+    main()
