@@ -1,0 +1,100 @@
+"""MART: misclassification-aware adversarial training (SPEC 6.6).
+
+Paper: Wang et al., "Improving Adversarial Robustness Requires Revisiting Misclassified Examples", ICLR 2020.
+
+`MartInnerMax` is the attack (L-inf sign ascent on the mean cross-entropy, in eval mode), `mart_outer_loss`
+the pure loss on logits, and `mart_loss` the composite the trainer calls: T attack forwards in eval mode
+(running statistics used, not updated), then z = model(x) and z_adv = model(x_adv) in train mode, each
+updating the BatchNorm running statistics once.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from core.errors import UserError
+from core.metrics import accuracy
+from core.utils.context import ctx_eval
+
+__all__ = ['MartInnerMax', 'mart_outer_loss', 'mart_loss']
+
+
+class MartInnerMax:
+    """MART's inner maximisation: L-inf PGD on mean CE(model(x'), y) from x + 0.001 * N(0, 1) (SPEC 6.6).
+
+    Paper: Wang et al., ICLR 2020. Threat model: L-inf ball of radius eps, images in [0, 1].
+
+    Args:
+        model: the network; run in eval mode (restored as found, also on an exception). Parameters keep
+            requiring grad as in the reference, but gradients are taken w.r.t. the input only, so no
+            parameter `.grad` is touched.
+        attack: only 'linf-pgd'; anything else raises UserError (a ValueError).
+        eps: radius. Default 8/255. step: step size. Default 2/255. iters: T. Default 10.
+
+    Call: `attack(x, y) -> x_adv`, x (B, C, H, W) in [0, 1], y (B,) int64; x_adv detached, in [0, 1], within
+    eps of x. The initial noise comes from the CPU generator (float32) and is moved to x's device; the start
+    point is not clamped (as in the reference; the first step clamps).
+    """
+
+    def __init__(self, model, attack='linf-pgd', eps=8 / 255, step=2 / 255, iters=10):
+        if attack != 'linf-pgd':
+            raise UserError(f'attack {attack!r} is not supported for MART training; use --attack linf-pgd.')
+        self.model, self.eps, self.step, self.iters = model, eps, step, iters
+
+    def __call__(self, x, y):
+        x = x.detach()
+        eps = self.eps
+        with ctx_eval(self.model), torch.enable_grad():
+            x_adv = x + 0.001 * torch.randn(x.shape, dtype=torch.float32).to(x.device)
+            for _ in range(self.iters):
+                x_adv.requires_grad_(True)
+                loss = F.cross_entropy(self.model(x_adv), y)
+                grad, = torch.autograd.grad(loss, [x_adv])
+                x_adv = x_adv.detach() + self.step * torch.sign(grad)
+                x_adv = torch.min(torch.max(x_adv, x - eps), x + eps)
+                x_adv = torch.clamp(x_adv, 0.0, 1.0)
+        return torch.clamp(x_adv, 0.0, 1.0).detach()
+
+
+def mart_outer_loss(logits_nat, logits_adv, y, beta):
+    """MART outer loss (SPEC 6.6 step 3-5).
+
+    With P = softmax(z), P_adv = softmax(z_adv) and y_hat_i the most probable class of P_adv other than y_i:
+      L_adv = CE(z_adv, y) + mean_i[-log(1.0001 - P_adv[i, y_hat_i] + 1e-12)],
+      L_rob = (1/B) sum_i (sum_k P_ik (log P_ik - log(P_adv_ik + 1e-12))) * (1.0000001 - P[i, y_i]),
+      loss = L_adv + beta * L_rob (gradients through both distributions).
+
+    Args:
+        logits_nat, logits_adv: (B, K) logits; y: (B,) int64 labels; beta: weight of the robust term.
+    Returns:
+        (loss 0-dim tensor, {'loss', 'clean_acc', 'adversarial_acc'} floats).
+    """
+    batch_size = len(logits_nat)
+    adv_probs = F.softmax(logits_adv, dim=1)
+    top2 = torch.argsort(adv_probs, dim=1)[:, -2:]
+    new_y = torch.where(top2[:, -1] == y, top2[:, -2], top2[:, -1])
+    loss_adv = F.cross_entropy(logits_adv, y) + F.nll_loss(torch.log(1.0001 - adv_probs + 1e-12), new_y)
+    nat_probs = F.softmax(logits_nat, dim=1)
+    true_probs = torch.gather(nat_probs, 1, y.unsqueeze(1).long()).squeeze(1)
+    kl = nn.KLDivLoss(reduction='none')(torch.log(adv_probs + 1e-12), nat_probs)
+    loss_robust = (1.0 / batch_size) * torch.sum(torch.sum(kl, dim=1) * (1.0000001 - true_probs))
+    loss = loss_adv + float(beta) * loss_robust
+    metrics = {'loss': loss.item(), 'clean_acc': accuracy(y, logits_nat.detach()),
+               'adversarial_acc': accuracy(y, logits_adv.detach())}
+    return loss, metrics
+
+
+def mart_loss(model, x, y, *, step_size=0.007, epsilon=0.031, perturb_steps=10, beta=6.0, attack='linf-pgd'):
+    """MART training loss (SPEC 6.6): `MartInnerMax` in eval mode, then train mode and `mart_outer_loss`.
+
+    Args:
+        model: the training model (left in train mode). x: (B, C, H, W) in [0, 1]. y: (B,) int64.
+        step_size, epsilon, perturb_steps: alpha, eps, T. beta: weight of the robust term. Default 6.0.
+        attack: only 'linf-pgd'.
+    Returns:
+        (loss, metrics). No optimizer is touched: the caller zeroes the gradients before backward.
+    """
+    x_adv = MartInnerMax(model, attack, epsilon, step_size, perturb_steps)(x, y)
+    model.train()
+    logits = model(x)
+    logits_adv = model(x_adv)
+    return mart_outer_loss(logits, logits_adv, y, beta)
