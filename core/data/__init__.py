@@ -1,0 +1,110 @@
+"""Data layer (SPEC 3): DATASETS, SEMISUP_DATASETS, get_data_info, load_data, set_epoch, validate_unsup_fraction.
+
+`load_data(DATA_DIR, ...)` with DATA_DIR = join(--data-dir, name) returns the datasets and loaders of `name`
+(the basename of DATA_DIR). The semi-supervised sets cifar10s/cifar100s/svhns read their base data from the
+sibling folder (./data/cifar10s -> ./data/cifar10) and the generated data from `aux_data_filename`.
+See docs/data.md for the offline layout and core/data/semisup.py for the sampler's semantics.
+"""
+import math
+import os
+
+from core.data.cifar10 import DATA_DESC as _CIFAR10
+from core.data.cifar10 import load_cifar10
+from core.data.cifar10s import load_cifar10s
+from core.data.cifar100 import DATA_DESC as _CIFAR100
+from core.data.cifar100 import load_cifar100
+from core.data.cifar100s import load_cifar100s
+from core.data.common import AUGMENTATIONS, eval_loader, parse_augmentation, train_loader
+from core.data.semisup import SemiSupervisedSampler, validate_unsup_fraction
+from core.data.svhn import DATA_DESC as _SVHN
+from core.data.svhn import load_svhn
+from core.data.svhns import load_svhns
+from core.data.tiny_imagenet import DATA_DESC as _TINY
+from core.data.tiny_imagenet import load_tinyimagenet
+from core.errors import UserError
+
+DATASETS = ('cifar10', 'svhn', 'cifar100', 'tiny-imagenet', 'cifar10s', 'cifar100s', 'svhns')
+SEMISUP_DATASETS = ('cifar10s', 'cifar100s', 'svhns')
+
+_PLAIN = {'cifar10': load_cifar10, 'cifar100': load_cifar100, 'svhn': load_svhn,
+          'tiny-imagenet': load_tinyimagenet}
+_SEMISUP = {'cifar10s': load_cifar10s, 'cifar100s': load_cifar100s, 'svhns': load_svhns}
+_INFO = (('cifar100', _CIFAR100), ('cifar10', _CIFAR10), ('svhn', _SVHN), ('tiny-imagenet', _TINY))
+
+__all__ = ['AUGMENTATIONS', 'DATASETS', 'SEMISUP_DATASETS', 'get_data_info', 'load_data', 'set_epoch',
+           'validate_unsup_fraction', 'parse_augmentation']
+
+
+def get_data_info(data_dir):
+    """Dataset info `{data, classes, num_classes, mean, std}` of DATA_DIR, chosen from its basename (SPEC 3.1).
+
+    The basename is tested for `cifar100`, `cifar10`, `svhn`, `tiny-imagenet` in that order (the reference tested
+    the whole path, so a parent folder named e.g. `svhn` misclassified it, SPEC 12 #14). `data` is the basename,
+    e.g. `cifar10s`. Returns a fresh dict (the module's table is never mutated).
+    """
+    name = os.path.basename(os.path.normpath(str(data_dir)))
+    for key, desc in _INFO:
+        if key in name:
+            info = dict(desc)
+            info['data'] = name
+            return info
+    raise UserError(f'{data_dir}: unknown dataset {name!r}; the folder name must be one of {", ".join(DATASETS)}.')
+
+
+def load_data(data_dir, batch_size=256, batch_size_test=256, num_workers=4, use_augmentation='base',
+              shuffle_train=True, aux_data_filename=None, unsup_fraction=None, validation=False, seed=1, rank=0,
+              world_size=1, pin_memory=False, val_size=1024):
+    """Datasets and loaders of DATA_DIR's dataset (SPEC 3.3-3.5).
+
+    Args:
+        data_dir (str): join(root, name), name in DATASETS (e.g. ./data/cifar10s).
+        batch_size (int): GLOBAL training batch size (each of `world_size` ranks yields its share).
+        batch_size_test (int): batch size of the test and validation loaders (unsharded, last batch kept).
+        num_workers (int): loader worker processes (4 as the reference; 0 loads in the main process).
+        use_augmentation (bool or str): True = 'base' (crop+flip), False = 'none', or a name in AUGMENTATIONS.
+        shuffle_train (bool): shuffle the plain training set (ignored for semi-supervised data, as the reference).
+        aux_data_filename (str): generated data for *s datasets: .npz / .pickle, comma-separated list or folder.
+        unsup_fraction (float or None): fraction of each batch from the generated data; None or negative -> one
+            merged pool (SPEC 3.4). The CLI value is checked by `validate_unsup_fraction` (must be in [0, 1)).
+        validation (bool): carve the first `val_size` base training images out as a validation set.
+        seed (int): seed of the sampler's streams (batches and augmentations are functions of (seed, epoch)).
+        rank, world_size (int): DDP position; ranks with the same seed split every global batch.
+        pin_memory (bool): DataLoader pin_memory.
+        val_size (int): validation size (1024, SPEC 3.3).
+
+    Returns:
+        (train_dataset, test_dataset, train_loader, test_loader), or with `validation`
+        (train_dataset, test_dataset, val_dataset, train_loader, test_loader, val_loader).
+    """
+    name = os.path.basename(os.path.normpath(str(data_dir)))
+    if name not in DATASETS:
+        raise UserError(f'{data_dir}: unknown dataset {name!r}; the folder name must be one of {", ".join(DATASETS)}.')
+    if unsup_fraction is not None and (math.isnan(unsup_fraction) or unsup_fraction >= 1):
+        validate_unsup_fraction(unsup_fraction)  # raises
+    if name in SEMISUP_DATASETS:
+        train_dataset, test_dataset, val_dataset = _SEMISUP[name](data_dir, use_augmentation, aux_data_filename,
+                                                                  validation, val_size)
+        sampler = SemiSupervisedSampler(train_dataset.sup_indices, train_dataset.unsup_indices, batch_size,
+                                        unsup_fraction, math.ceil(train_dataset.dataset_size / batch_size), seed,
+                                        rank, world_size)
+    else:
+        train_dataset, test_dataset, val_dataset, _ = _PLAIN[name](data_dir, use_augmentation, validation, val_size)
+        sampler = SemiSupervisedSampler(range(len(train_dataset)), [], batch_size, 0.0, None, seed, rank, world_size,
+                                        shuffle=shuffle_train)
+    train_dl = train_loader(train_dataset, sampler, num_workers, pin_memory)
+    test_dl = eval_loader(test_dataset, batch_size_test, num_workers, pin_memory)
+    if validation:
+        val_dl = eval_loader(val_dataset, batch_size_test, num_workers, pin_memory)
+        return train_dataset, test_dataset, val_dataset, train_dl, test_dl, val_dl
+    return train_dataset, test_dataset, train_dl, test_dl
+
+
+def set_epoch(loader, epoch):
+    """Make `loader`'s next pass draw epoch `epoch` (batches, augmentations and worker seeds from (seed, epoch)).
+
+    Call it before iterating each epoch (any epoch numbering works, as long as resume uses the same one).
+    """
+    sampler = loader.batch_sampler
+    sampler.set_epoch(epoch)
+    if loader.generator is not None:
+        loader.generator.manual_seed(sampler.stream_seed(2, epoch))

@@ -1,0 +1,209 @@
+"""Shared pieces of the data layer: offline reading of the base splits, transforms, the image dataset, loaders.
+
+Where the base data are read from (first match wins), for DATA_DIR = join(--data-dir, name):
+  1. `DATA_DIR/train.npz` and `DATA_DIR/test.npz`, each with `image` (uint8, N x 32 x 32 x 3, RGB) and `label`
+     (integers, N): the output of `../shared/data/cifar10-jpeg/make_npz.py DATA_DIR`. Uncompressed files are
+     memory-mapped.
+  2. torchvision's own files in DATA_DIR (`cifar-10-batches-py/`, `cifar-100-python/`, `train_32x32.mat` and
+     `test_32x32.mat`), read with `download=False`.
+  3. Otherwise torchvision downloads them into DATA_DIR; offline, this fails with a UserError naming the paths
+     tried and the command that makes the `.npz` files.
+"""
+import os
+
+import numpy as np
+import torch
+import torchvision
+import torchvision.transforms as T
+from PIL import Image
+from torch.utils.data import DataLoader, get_worker_info
+
+from core.data.npz import open_image_label_file
+from core.errors import UserError
+
+AUGMENTATIONS = ('none', 'base', 'cutout', 'autoaugment', 'randaugment')
+MAKE_NPZ_CMD = 'python ../shared/data/cifar10-jpeg/make_npz.py {dir}'
+
+# torchvision class, the folder/file it keeps in DATA_DIR, how a split is selected.
+_TORCHVISION = {
+    'cifar10': (torchvision.datasets.CIFAR10, 'cifar-10-batches-py', 'train'),
+    'cifar100': (torchvision.datasets.CIFAR100, 'cifar-100-python', 'train'),
+    'svhn': (torchvision.datasets.SVHN, '{split}_32x32.mat', 'split'),
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Base splits
+# ---------------------------------------------------------------------------------------------------------------
+
+def _torchvision_split(name, data_dir, split, download):
+    cls, _, how = _TORCHVISION[name]
+    kwargs = {'train': split == 'train'} if how == 'train' else {'split': split}
+    ds = cls(root=data_dir, download=download, **kwargs)
+    if name == 'svhn':  # torchvision keeps SVHN as N x 3 x 32 x 32 (label 10 already mapped to 0); we use NHWC
+        return np.ascontiguousarray(ds.data.transpose(0, 2, 3, 1)), np.asarray(ds.labels, dtype=np.int64)
+    return ds.data, np.asarray(ds.targets, dtype=np.int64)
+
+
+def _download(name, data_dir, split):
+    """torchvision's download (a separate function so tests can replace it)."""
+    return _torchvision_split(name, data_dir, split, download=True)
+
+
+def load_split(name, data_dir, split, num_classes):
+    """Images (N x 32 x 32 x 3 uint8, NHWC) and labels (int array) of split `train`/`test` of cifar10/cifar100/svhn.
+
+    Looks for DATA_DIR/{split}.npz, then torchvision's files in DATA_DIR, then downloads (see the module doc).
+    """
+    npz = os.path.join(data_dir, f'{split}.npz')
+    if os.path.isfile(npz):
+        return open_image_label_file(npz, num_classes)
+    tv_path = os.path.join(data_dir, _TORCHVISION[name][1].format(split=split))
+    if os.path.exists(tv_path):
+        try:
+            return _torchvision_split(name, data_dir, split, download=False)
+        except Exception as e:  # noqa: BLE001 - torchvision raises RuntimeError/OSError/ValueError on bad files
+            raise UserError(f'{tv_path}: cannot read {name} {split} split ({type(e).__name__}: {e}).') from None
+    try:
+        return _download(name, data_dir, split)
+    except Exception as e:  # noqa: BLE001 - offline: URLError, RuntimeError, ...
+        hint = f'; for CIFAR-10 offline run `{MAKE_NPZ_CMD.format(dir=data_dir)}`' if name == 'cifar10' else ''
+        raise UserError(f'{name} {split} data not found: tried {npz}, {tv_path} and a torchvision download '
+                        f'({type(e).__name__}); put {split}.npz (image N x 32 x 32 x 3 uint8, label N) in '
+                        f'{data_dir}{hint}.') from None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Transforms (SPEC 3.2; names beyond 'none'/'base' follow the successor's --augment, off by default)
+# ---------------------------------------------------------------------------------------------------------------
+
+class Cutout:
+    """Zero a size x size square (clipped at the border) at a uniformly random centre of a C x H x W tensor."""
+
+    def __init__(self, size=18):
+        self.size = size
+
+    def __call__(self, x):
+        h, w = x.shape[-2:]
+        cy, cx = int(torch.randint(h, ())), int(torch.randint(w, ()))
+        y0, y1 = max(cy - self.size // 2, 0), min(cy + self.size - self.size // 2, h)
+        x0, x1 = max(cx - self.size // 2, 0), min(cx + self.size - self.size // 2, w)
+        x = x.clone()
+        x[..., y0:y1, x0:x1] = 0
+        return x
+
+    def __repr__(self):
+        return f'Cutout(size={self.size})'
+
+
+def parse_augmentation(use_augmentation):
+    """The reference's bool (True -> 'base', False -> 'none') or one of AUGMENTATIONS."""
+    if use_augmentation is True:
+        return 'base'
+    if use_augmentation is False or use_augmentation is None:
+        return 'none'
+    name = str(use_augmentation).lower()
+    if name not in AUGMENTATIONS:
+        raise UserError(f'unknown augmentation {use_augmentation!r}; choose one of {", ".join(AUGMENTATIONS)} '
+                        f'(or a bool: true = base, false = none).')
+    return name
+
+
+def get_transforms(name, use_augmentation):
+    """(train transform, test transform) of dataset `name` (SPEC 3.2). Test/val: ToTensor only.
+
+    base: cifar10 RandomCrop(32, 4) + flip; cifar100 also RandomRotation(15); tiny-imagenet RandomCrop(64, 4)
+    + flip; svhn: no augmentation whatever is asked (reference). Beyond the reference (off by default), for
+    cifar10/cifar100/tiny-imagenet: cutout = base + Cutout(18); autoaugment = crop, flip, AutoAugment(CIFAR-10
+    policy), ToTensor, Cutout(18); randaugment = RandAugment(2, 14) then base.
+    """
+    aug = parse_augmentation(use_augmentation)
+    test = T.ToTensor()
+    if aug == 'none' or name == 'svhn':
+        return test, test
+    size = 64 if name == 'tiny-imagenet' else 32
+    crop_flip = [T.RandomCrop(size, padding=4), T.RandomHorizontalFlip()]
+    base = crop_flip + ([T.RandomRotation(15)] if name == 'cifar100' else [])
+    if aug == 'base':
+        ops = base + [T.ToTensor()]
+    elif aug == 'cutout':
+        ops = base + [T.ToTensor(), Cutout(18)]
+    elif aug == 'autoaugment':
+        ops = crop_flip + [T.AutoAugment(T.AutoAugmentPolicy.CIFAR10), T.ToTensor(), Cutout(18)]
+    else:  # randaugment
+        ops = [T.RandAugment(num_ops=2, magnitude=14)] + base + [T.ToTensor()]
+    return T.Compose(ops), test
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Dataset and loaders
+# ---------------------------------------------------------------------------------------------------------------
+
+class ArraySource:
+    """Images (N x H x W x 3 uint8 array, possibly memory-mapped) and labels as a sequence of (image, label)."""
+
+    def __init__(self, images, labels):
+        if len(images) != len(labels):
+            raise ValueError(f'{len(images)} images but {len(labels)} labels')
+        self.images, self.labels = images, labels
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return np.asarray(self.images[i]), int(self.labels[i])
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Concatenation of image sources (no copy) with a transform: `ds[i] -> (3 x H x W float in [0,1], int label)`.
+
+    A key may also be `(index, seed)`, as the batch samplers of this package yield them: the transform's random
+    draws then come from torch's RNG seeded with `seed` (restored afterwards in the main process), so an item's
+    augmentation depends on (run seed, epoch, position in the epoch) only, not on the worker count or on the
+    global RNG.
+
+    Args:
+        sources (list): sequences of (H x W x 3 uint8 array or PIL image, label).
+        transform (callable): PIL image -> tensor.
+    """
+
+    def __init__(self, sources, transform):
+        self.sources = list(sources)
+        self.transform = transform
+        self.offsets = np.cumsum([0] + [len(s) for s in self.sources]).tolist()
+
+    def __len__(self):
+        return self.offsets[-1]
+
+    def _item(self, i):
+        for k in range(len(self.sources)):
+            if i < self.offsets[k + 1]:
+                return self.sources[k][i - self.offsets[k]]
+        raise IndexError(i)
+
+    def __getitem__(self, key):
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        image, label = self._item(int(index))
+        if isinstance(image, np.ndarray):
+            image = Image.fromarray(image)
+        if seed is None:
+            return self.transform(image), label
+        if get_worker_info() is None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return self.transform(image), label
+        torch.manual_seed(seed)
+        return self.transform(image), label
+
+
+def eval_loader(dataset, batch_size, num_workers, pin_memory):
+    """Unshuffled loader that keeps the last partial batch (SPEC 3.5)."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=pin_memory)
+
+
+def train_loader(dataset, batch_sampler, num_workers, pin_memory):
+    """Loader over a batch sampler of this package; its generator (worker base seeds) follows `set_epoch`."""
+    generator = torch.Generator()
+    generator.manual_seed(batch_sampler.stream_seed(2))
+    return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers, pin_memory=pin_memory,
+                      generator=generator)

@@ -1,0 +1,145 @@
+"""Memory-mapped access to image/label arrays stored in .npz (and .pickle) files, with cheap input checks.
+
+An `.npz` written by `np.savez` is a zip archive whose members (`image.npy`, `label.npy`) are stored
+uncompressed, so each member is a plain `.npy` file at a known offset inside the archive. `open_npz_member`
+parses the zip's local file header and the `.npy` header and returns an `np.memmap` on the member's data: nothing
+is read until an item is indexed, so memory does not grow with the size of the file. A compressed member
+(`np.savez_compressed`) cannot be mapped; the error names the conversion command (`python -m core.data.convert`).
+"""
+import os
+import pickle
+import struct
+import zipfile
+
+import numpy as np
+
+from core.errors import UserError
+
+CONVERT_CMD = 'python -m core.data.convert {src} {dst}'
+_LOCAL_HEADER = struct.Struct('<4s2B4HL2L2H')  # zip local file header, 30 bytes
+_LABEL_CHUNK = 1 << 22  # labels are checked in chunks of 4M entries
+
+
+def _converted_name(path):
+    root, _ = os.path.splitext(path)
+    return root + '_uncompressed.npz'
+
+
+def npz_members(path):
+    """Names (without `.npy`) of the arrays in the `.npz` at `path`; UserError if it is not a readable npz."""
+    if not os.path.isfile(path):
+        raise UserError(f'{path}: no such file.')
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return [n[:-4] for n in zf.namelist() if n.endswith('.npy')]
+    except zipfile.BadZipFile:
+        raise UserError(f'{path}: not an .npz archive (expected np.savez output with image and label).') from None
+
+
+def open_npz_member(path, key):
+    """Memory-map the array `key` of the uncompressed `.npz` at `path` (read-only `np.memmap`)."""
+    with zipfile.ZipFile(path) as zf:
+        try:
+            info = zf.getinfo(key + '.npy')
+        except KeyError:
+            raise UserError(f'{path}: no array {key!r} (has {npz_members(path)}); '
+                            f'expected arrays image (N x 32 x 32 x 3 uint8) and label (N).') from None
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise UserError(f'{path}: {key!r} is compressed and cannot be memory-mapped; convert it once with '
+                            f'`{CONVERT_CMD.format(src=path, dst=_converted_name(path))}` and use the output.')
+        with open(path, 'rb') as f:
+            f.seek(info.header_offset)
+            fields = _LOCAL_HEADER.unpack(f.read(_LOCAL_HEADER.size))
+            if fields[0] != b'PK\x03\x04':
+                raise UserError(f'{path}: corrupt zip header of {key!r}.')
+            name_len, extra_len = fields[-2], fields[-1]
+            f.seek(info.header_offset + _LOCAL_HEADER.size + name_len + extra_len)
+            try:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+                else:
+                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            except ValueError as e:
+                raise UserError(f'{path}: {key!r} is not a valid .npy member ({e}).') from None
+            offset = f.tell()
+        if dtype.hasobject:
+            raise UserError(f'{path}: {key!r} holds Python objects; expected a numeric array.')
+        if int(np.prod(shape)) == 0:
+            return np.zeros(shape, dtype=dtype)
+        return np.memmap(path, dtype=dtype, mode='r', offset=offset, shape=shape, order='F' if fortran else 'C')
+
+
+def read_labels(labels, path, num_classes):
+    """Check 1-D integer labels in [0, num_classes) chunk by chunk and return them as a compact in-RAM array.
+
+    The array is uint8/int16/int32 (1-4 bytes per image, whatever the file's integer type), so a memmapped
+    label file is read once and never kept mapped.
+    """
+    if labels.ndim != 1:
+        raise UserError(f'{path}: labels have shape {tuple(labels.shape)}; expected a 1-D array (N,).')
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise UserError(f'{path}: labels have dtype {labels.dtype}; expected integers in [0, {num_classes}).')
+    dtype = np.uint8 if num_classes <= 256 else np.int16 if num_classes <= 32767 else np.int32
+    out = np.empty(len(labels), dtype=dtype)
+    for start in range(0, len(labels), _LABEL_CHUNK):
+        chunk = np.asarray(labels[start:start + _LABEL_CHUNK])
+        if chunk.size and (chunk.min() < 0 or chunk.max() >= num_classes):
+            bad = chunk[(chunk < 0) | (chunk >= num_classes)][0]
+            raise UserError(f'{path}: label {bad} outside [0, {num_classes}); labels must be class indices 0..'
+                            f'{num_classes - 1}.')
+        out[start:start + len(chunk)] = chunk
+    return out
+
+
+def check_images(images, path, size=32, key='image'):
+    """Check an image array's dtype and NHWC shape without reading it (N x size x size x 3, uint8)."""
+    shape = tuple(images.shape)
+    if images.ndim != 4:
+        raise UserError(f'{path}: {key!r} has shape {shape}; expected N x {size} x {size} x 3 (NHWC) uint8.')
+    if shape[1] == 3 and shape[3] != 3:
+        raise UserError(f'{path}: {key!r} has shape {shape}, which looks like NCHW; expected NHWC '
+                        f'N x {size} x {size} x 3 (transpose with .transpose(0, 2, 3, 1)).')
+    if shape[3] != 3:
+        raise UserError(f'{path}: {key!r} has {shape[3]} channels (shape {shape}); expected 3 (RGB), '
+                        f'N x {size} x {size} x 3.')
+    if shape[1:3] != (size, size):
+        raise UserError(f'{path}: {key!r} has {shape[1]}x{shape[2]} images (shape {shape}); expected '
+                        f'{size}x{size}, N x {size} x {size} x 3.')
+    if images.dtype != np.uint8:
+        raise UserError(f'{path}: {key!r} has dtype {images.dtype}; expected uint8 pixels in [0, 255] '
+                        f'(convert with (x * 255).round().astype(np.uint8) if they are floats in [0, 1]).')
+
+
+def open_image_label_file(path, num_classes, size=32, image_key='image', label_key='label'):
+    """Open an image/label file lazily and check it: `.npz` (memory-mapped) or reference `.pickle` (in RAM).
+
+    Returns (images, labels): images an N x size x size x 3 uint8 array (np.memmap for .npz), labels a compact
+    in-RAM integer array. Only headers and labels are read here.
+    """
+    if not os.path.exists(path):
+        raise UserError(f'{path}: no such file.')
+    if path.endswith('.pickle') or path.endswith('.pkl'):
+        with open(path, 'rb') as f:
+            try:
+                d = pickle.load(f)
+            except Exception as e:  # noqa: BLE001 - any unpickling failure is bad input
+                raise UserError(f'{path}: cannot unpickle ({type(e).__name__}: {e}).') from None
+        if not isinstance(d, dict) or 'data' not in d or 'extrapolated_targets' not in d:
+            keys = sorted(d) if isinstance(d, dict) else type(d).__name__
+            raise UserError(f'{path}: expected a dict with keys data and extrapolated_targets, got {keys}.')
+        images, labels, image_key, label_key = np.asarray(d['data']), np.asarray(d['extrapolated_targets']), \
+            'data', 'extrapolated_targets'
+    else:
+        members = npz_members(path)
+        for key in (image_key, label_key):
+            if key not in members:
+                raise UserError(f'{path}: no array {key!r} (has {members}); expected arrays {image_key} '
+                                f'(N x {size} x {size} x 3 uint8) and {label_key} (N).')
+        images = open_npz_member(path, image_key)
+        labels = open_npz_member(path, label_key)
+    check_images(images, path, size, image_key)
+    if labels.ndim == 1 and len(labels) != len(images):
+        raise UserError(f'{path}: {len(images)} images but {len(labels)} labels; the counts must match.')
+    labels = read_labels(labels, path, num_classes)
+    return images, labels

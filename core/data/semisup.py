@@ -1,0 +1,186 @@
+"""Semi-supervised datasets and the batch sampler of `--unsup-fraction` (SPEC 3.3, 3.4).
+
+The training set of cifar10s/cifar100s/svhns is the labelled base train split (minus the validation images)
+followed by the generated images, as one `ImageDataset` over the two sources: nothing is concatenated or copied,
+and generated `.npz` files stay memory-mapped. `sup_indices` are 0..n_real-1 and `unsup_indices` n_real..n-1.
+
+`SemiSupervisedSampler` draws each batch as the reference does (a fresh permutation of the labelled pool per
+epoch, consecutive slices of `sup_bs`, filled with generated indices drawn with replacement, shuffled, and a new
+permutation when a pass ends; `ceil(dataset_size / batch_size)` batches per epoch). Two deliberate differences,
+which change neither the distributions nor the batch composition, only the random stream (the reference's is
+not reproducible anyway, SPEC 12 #32):
+  - Randomness comes from generators owned by the sampler, seeded from (seed, epoch), instead of the global
+    torch/numpy RNGs. So epoch e's batches (and, through per-item seeds, their augmentations) are a function of
+    (seed, e) only: a run resumed at epoch k draws what the uninterrupted run draws, and data loading never
+    consumes the training RNG. Call `set_epoch(loader, e)` before each epoch; without it each new iterator
+    moves on to the next epoch by itself.
+  - DDP: every rank draws the same global batch of `batch_size` (the GLOBAL batch) and keeps the strided share
+    `batch[rank::world_size]`. The shares are disjoint and together exactly the batch a single process draws with
+    the same seed; since the global batch is shuffled, each share keeps the real/generated mix (in expectation).
+    If `world_size` does not divide the batch, ranks `< batch_size % world_size` get one image more.
+"""
+import math
+
+import numpy as np
+import torch
+
+from core.data.common import ArraySource, ImageDataset, get_transforms, load_split
+from core.data.generated import GeneratedData
+from core.errors import UserError
+
+
+def validate_unsup_fraction(unsup_fraction):
+    """`--unsup-fraction` must lie in [0, 1): UserError otherwise (None, used by library callers, passes)."""
+    if unsup_fraction is None:
+        return None
+    f = float(unsup_fraction)
+    if not 0.0 <= f < 1.0 or math.isnan(f):
+        raise UserError(f'--unsup-fraction {unsup_fraction} is outside [0, 1); it is the fraction of each batch '
+                        f'drawn from the generated data (e.g. 0.7).')
+    return f
+
+
+def _seed_sequence(seed, epoch, stream):
+    return np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFFFFFF, int(epoch), int(stream)])
+
+
+class SemiSupervisedSampler(torch.utils.data.Sampler):
+    """Batch sampler mixing labelled and generated indices (SPEC 3.4), deterministic per (seed, epoch), DDP-aware.
+
+    Yields lists of `(index, item_seed)` pairs (the seed drives that item's augmentation, see `ImageDataset`).
+
+    Args:
+        sup_indices (sequence of int): labelled index pool.
+        unsup_indices (sequence of int): generated index pool (may be empty when unsup_fraction is 0).
+        batch_size (int): GLOBAL batch size (all ranks together).
+        unsup_fraction (float or None): fraction of each batch drawn from `unsup_indices`; None or negative ->
+            one merged pool `sup + unsup`, fraction 0 (SPEC 3.4 step 1).
+        num_batches (int or None): batches per epoch; None -> ceil(len(sup pool) / batch_size).
+        seed (int): run seed. rank, world_size (int): this process's share of every batch.
+        shuffle (bool): False walks the labelled pool in order (plain, unshuffled loaders).
+    """
+
+    def __init__(self, sup_indices, unsup_indices, batch_size, unsup_fraction=None, num_batches=None, seed=1,
+                 rank=0, world_size=1, shuffle=True):
+        if batch_size < 1:
+            raise UserError(f'batch size {batch_size} must be positive.')
+        if not 0 <= rank < world_size:
+            raise ValueError(f'rank {rank} outside [0, world_size={world_size}).')
+        if batch_size < world_size:
+            raise UserError(f'global batch size {batch_size} is smaller than the world size {world_size}.')
+        self.sup_indices = np.asarray(sup_indices, dtype=np.int64)
+        self.unsup_indices = np.asarray(unsup_indices, dtype=np.int64)
+        if unsup_fraction is None or unsup_fraction < 0:
+            self.sup_indices = np.concatenate([self.sup_indices, self.unsup_indices])
+            unsup_fraction = 0.0
+        self.batch_size = batch_size
+        self.unsup_fraction = unsup_fraction
+        self.unsup_bs = int(batch_size * unsup_fraction)
+        self.sup_bs = batch_size - self.unsup_bs
+        if len(self.sup_indices) == 0:
+            raise UserError('no labelled training images.')
+        if self.unsup_bs > 0 and len(self.unsup_indices) == 0:
+            raise UserError(f'--unsup-fraction {unsup_fraction} needs generated data (--aux-data-filename).')
+        self.num_batches = num_batches if num_batches is not None else math.ceil(len(self.sup_indices) / batch_size)
+        self.seed, self.rank, self.world_size, self.shuffle = seed, rank, world_size, shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        """Make the next iteration draw epoch `epoch`'s batches."""
+        self.epoch = int(epoch)
+
+    def stream_seed(self, stream, epoch=None):
+        """A 64-bit seed derived from (seed, epoch, stream); stream 0 torch sampler, 1 numpy, 2 loader workers."""
+        epoch = self.epoch if epoch is None else epoch
+        return int(_seed_sequence(self.seed, epoch, stream).generate_state(1, np.uint64)[0])
+
+    def global_batches(self, epoch):
+        """The global batches of `epoch` as (indices, item_seeds) int64 arrays, before the DDP split."""
+        g = torch.Generator()
+        g.manual_seed(self.stream_seed(0, epoch))
+        rng = np.random.default_rng(_seed_sequence(self.seed, epoch, 1))
+        n_sup, count = len(self.sup_indices), 0
+        while count < self.num_batches:
+            order = torch.randperm(n_sup, generator=g).numpy() if self.shuffle else np.arange(n_sup)
+            perm = self.sup_indices[order]
+            for start in range(0, n_sup, self.sup_bs):
+                if count >= self.num_batches:
+                    return
+                batch = perm[start:start + self.sup_bs]
+                if self.sup_bs < self.batch_size:
+                    fill = torch.randint(len(self.unsup_indices), (self.batch_size - len(batch),), generator=g)
+                    batch = np.concatenate([batch, self.unsup_indices[fill.numpy()]])
+                if self.shuffle:
+                    rng.shuffle(batch)
+                yield batch, rng.integers(0, 2 ** 63 - 1, size=len(batch), dtype=np.int64)
+                count += 1
+
+    def __iter__(self):
+        epoch = self.epoch
+        self.epoch += 1  # a new iterator without set_epoch moves on to the next epoch
+        for batch, seeds in self.global_batches(epoch):
+            share = slice(self.rank, None, self.world_size)
+            yield list(zip(batch[share].tolist(), seeds[share].tolist()))
+
+    def __len__(self):
+        return self.num_batches
+
+
+class SemiSupervisedDataset(ImageDataset):
+    """Labelled base images followed by generated images, without copying either (SPEC 3.3).
+
+    Attributes: `sup_indices`, `unsup_indices` (index lists), `dataset_size` (base split size before the
+    validation split was removed: 50000 for CIFAR, 73257 for SVHN), `generated` (the `GeneratedData` or None).
+    """
+
+    def __init__(self, real, generated, transform, dataset_size):
+        super().__init__([real] + ([generated] if generated is not None else []), transform)
+        n_real = len(real)
+        self.generated = generated
+        self.sup_indices = list(range(n_real))
+        self.unsup_indices = list(range(n_real, len(self)))
+        self.dataset_size = dataset_size
+
+
+def load_base(name, data_dir, num_classes, use_augmentation='base', validation=False, val_size=1024):
+    """Train/test/validation `ImageDataset`s of a base dataset (cifar10, cifar100, svhn) read from data_dir.
+
+    With `validation`, the first `val_size` training images (file order) are removed from the training set and
+    served, with the test transform, as the validation set (SPEC 3.3). Returns (train ArraySource, train
+    transform, test_dataset, val_dataset or None, size of the base train split).
+    """
+    train_tf, test_tf = get_transforms(name, use_augmentation)
+    images, labels = load_split(name, data_dir, 'train', num_classes)
+    test_images, test_labels = load_split(name, data_dir, 'test', num_classes)
+    n = len(labels)
+    val_dataset = None
+    if validation:
+        if val_size >= n:
+            raise UserError(f'{data_dir}: {n} training images cannot give a {val_size}-image validation split.')
+        val_dataset = ImageDataset([ArraySource(images[:val_size], labels[:val_size])], test_tf)
+        images, labels = images[val_size:], labels[val_size:]
+    train = ArraySource(images, labels)
+    test_dataset = ImageDataset([ArraySource(test_images, test_labels)], test_tf)
+    return train, train_tf, test_dataset, val_dataset, n
+
+
+def load_plain(name, data_dir, num_classes, use_augmentation='base', validation=False, val_size=1024):
+    """(train dataset, test dataset, val dataset or None, base train size) of a plain dataset."""
+    train, train_tf, test_dataset, val_dataset, n = load_base(name, data_dir, num_classes, use_augmentation,
+                                                              validation, val_size)
+    return ImageDataset([train], train_tf), test_dataset, val_dataset, n
+
+
+def load_semisup(name, data_dir, num_classes, use_augmentation='base', aux_data_filename=None, validation=False,
+                 val_size=1024):
+    """(train SemiSupervisedDataset, test dataset, val dataset or None) of `name + 's'`; base data in data_dir.
+
+    The test set is the base `test` split, also for svhns (the reference used SVHN's train split, SPEC 12 #12).
+    """
+    if not aux_data_filename:
+        raise UserError(f'{name}s is semi-supervised and needs generated data: pass --aux-data-filename '
+                        f'(a .npz with image and label, a .pickle, a comma-separated list or a folder of parts).')
+    generated = GeneratedData(aux_data_filename, num_classes)
+    train, train_tf, test_dataset, val_dataset, n = load_base(name, data_dir, num_classes, use_augmentation,
+                                                              validation, val_size)
+    return SemiSupervisedDataset(train, generated, train_tf, dataset_size=n), test_dataset, val_dataset
