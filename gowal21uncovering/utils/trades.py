@@ -208,12 +208,14 @@ def trades_kl_loss(logits_nat, logits_adv, y, beta, ls=0.1, soft_labels=None):
     return loss, _metrics(loss, y, logits_nat, logits_adv, soft_labels is not None)
 
 
-def lse_targets(y, num_classes, ls=0.0):
+def lse_targets(y, num_classes, ls=0.0, dtype=torch.float32):
     """SCORE targets: 1 - ls on the true class, ls/(K-1) elsewhere (SPEC 6.5 step 2; differs from 6.1).
 
-    Computed as the reference does: (1 - K*ls/(K-1)) * onehot(y) + ls/(K-1). y (B,) int64 -> (B, K) float32.
+    Computed as the reference does: (1 - K*ls/(K-1)) * onehot(y) + ls/(K-1), in `dtype` (the reference's
+    float32 by default; float64 logits get float64 targets). y (B,) int64 -> (B, K).
     """
-    return (1 - num_classes * ls / (num_classes - 1)) * F.one_hot(y, num_classes=num_classes) + ls / (num_classes - 1)
+    onehot = F.one_hot(y, num_classes=num_classes).to(dtype)
+    return (1 - num_classes * ls / (num_classes - 1)) * onehot + ls / (num_classes - 1)
 
 
 def score_lse_loss(logits_nat, logits_adv, y, beta, ls=0.0, num_classes=None, clip_value=0.0, soft_labels=None):
@@ -234,7 +236,7 @@ def score_lse_loss(logits_nat, logits_adv, y, beta, ls=0.0, num_classes=None, cl
         (loss 0-dim tensor, {'loss', 'clean_acc', 'adversarial_acc'} floats).
     """
     num_classes = logits_nat.shape[1] if num_classes is None else num_classes
-    target = soft_labels if soft_labels is not None else lse_targets(y, num_classes, ls)
+    target = soft_labels if soft_labels is not None else lse_targets(y, num_classes, ls, logits_nat.dtype)
     q_nat = F.softmax(logits_nat, dim=1)
     q_adv = F.softmax(logits_adv, dim=1)
     loss_natural = torch.sum((q_nat - target) ** 2, dim=-1)

@@ -1,0 +1,306 @@
+"""TRADES-KL, SCORE-LSE and MART: outer losses against hand-worked 2x3 numbers, inner-max invariants,
+and the forward / running-stat counts of SPEC 6.9."""
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from core.errors import UserError
+from core.utils.mart import MartInnerMax, mart_loss, mart_outer_loss
+from core.utils.utils import track_bn_stats
+from gowal21uncovering.utils.ema import bn_momentum_trick
+from gowal21uncovering.utils.trades import (
+    TradesInnerMax,
+    inner_maximize,
+    kl_div_batchmean,
+    score_lse_loss,
+    squared_error_sum,
+    trades_kl_loss,
+    trades_loss,
+    trades_loss_LSE,
+)
+
+# ------------------------------------------------------------------------------------------------------
+# Hand arithmetic on plain Python lists (math.log / math.exp only)
+# ------------------------------------------------------------------------------------------------------
+
+Z_NAT = [[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]]
+Z_ADV = [[0.5, 2.5, 1.0], [1.0, 0.0, 2.0]]
+Y = [1, 0]          # sample 0 is classified correctly (clean and adversarial), sample 1 is not
+P_SOFT = [[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]]   # contains a zero: 0 log 0 = 0
+
+
+def softmax(row):
+    e = [math.exp(v) for v in row]
+    return [v / sum(e) for v in e]
+
+
+def kl(p, q):  # sum_k p_k log(p_k / q_k), 0 log 0 = 0
+    return sum(pk * (math.log(pk) - math.log(qk)) for pk, qk in zip(p, q) if pk > 0)
+
+
+def t(rows):
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+LABELS = torch.tensor(Y)
+
+
+def test_kl_div_batchmean_2x3():
+    expected = (kl(P_SOFT[0], softmax(Z_NAT[0])) + kl(P_SOFT[1], softmax(Z_NAT[1]))) / 2
+    assert kl_div_batchmean(t(P_SOFT), t(Z_NAT)).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_squared_error_sum_2x3():
+    expected = sum((q - p) ** 2 for i in range(2) for q, p in zip(softmax(Z_NAT[i]), P_SOFT[i]))
+    assert squared_error_sum(t(P_SOFT), t(Z_NAT)).item() == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize('ls', [0.0, 0.1])
+def test_trades_kl_loss_2x3(ls):
+    beta = 6.0
+    nat = 0.0
+    for i in range(2):
+        logp = [math.log(v) for v in softmax(Z_NAT[i])]
+        nat += (1 - ls) * (-logp[Y[i]]) + ls * sum(-v for v in logp) / 3
+    nat /= 2
+    rob = (kl(softmax(Z_NAT[0]), softmax(Z_ADV[0])) + kl(softmax(Z_NAT[1]), softmax(Z_ADV[1]))) / 2
+    loss, metrics = trades_kl_loss(t(Z_NAT), t(Z_ADV), LABELS, beta, ls=ls)
+    assert loss.item() == pytest.approx(nat + beta * rob, rel=1e-12)
+    assert metrics == {'loss': pytest.approx(nat + beta * rob), 'clean_acc': 0.5, 'adversarial_acc': 0.5}
+
+
+def test_trades_kl_loss_soft_labels_2x3():
+    beta = 2.0
+    nat = (kl(P_SOFT[0], softmax(Z_NAT[0])) + kl(P_SOFT[1], softmax(Z_NAT[1]))) / 2
+    rob = (kl(softmax(Z_NAT[0]), softmax(Z_ADV[0])) + kl(softmax(Z_NAT[1]), softmax(Z_ADV[1]))) / 2
+    loss, metrics = trades_kl_loss(t(Z_NAT), t(Z_ADV), None, beta, ls=0.1, soft_labels=t(P_SOFT))
+    assert loss.item() == pytest.approx(nat + beta * rob, rel=1e-12)
+    assert metrics['clean_acc'] == -1 and metrics['adversarial_acc'] == -1
+
+
+def _lse_hand(target, beta, clip):
+    nat = rob = 0.0
+    for i in range(2):
+        qn, qa = softmax(Z_NAT[i]), softmax(Z_ADV[i])
+        nat += sum((a - b) ** 2 for a, b in zip(qn, target[i]))
+        rob += max(sum((a - b) ** 2 for a, b in zip(qa, qn)) - clip, 0.0)
+    return nat / 2 + beta * rob / 2
+
+
+def _rob_per_sample(i):
+    return sum((a - b) ** 2 for a, b in zip(softmax(Z_ADV[i]), softmax(Z_NAT[i])))
+
+
+@pytest.mark.parametrize('ls', [0.0, 0.2])
+def test_score_lse_loss_2x3(ls):
+    # SCORE target: 1 - ls on the true class and ls/(K-1) = ls/2 elsewhere (NOT the 6.1 smoothing)
+    target = [[ls / 2, 1 - ls, ls / 2], [1 - ls, ls / 2, ls / 2]]
+    loss, metrics = score_lse_loss(t(Z_NAT), t(Z_ADV), LABELS, 3.0, ls=ls, num_classes=3)
+    assert loss.item() == pytest.approx(_lse_hand(target, 3.0, 0.0), rel=1e-12)
+    assert metrics['clean_acc'] == 0.5 and metrics['adversarial_acc'] == 0.5
+
+
+def test_score_lse_loss_clip_value_2x3():
+    r0, r1 = _rob_per_sample(0), _rob_per_sample(1)
+    clip = (r0 + r1) / 2          # between the two: one sample is clipped to 0, the other is not
+    assert min(r0, r1) < clip < max(r0, r1)
+    target = [[0.05, 0.9, 0.05], [0.9, 0.05, 0.05]]
+    loss, _ = score_lse_loss(t(Z_NAT), t(Z_ADV), LABELS, 4.0, ls=0.1, num_classes=3, clip_value=clip)
+    expected = _lse_hand(target, 4.0, clip)
+    assert expected == pytest.approx(_lse_hand(target, 0.0, 0.0) + 4.0 * (max(r0, r1) - clip) / 2)
+    assert loss.item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_score_lse_loss_soft_labels_2x3():
+    loss, metrics = score_lse_loss(t(Z_NAT), t(Z_ADV), None, 2.0, ls=0.3, num_classes=3, soft_labels=t(P_SOFT))
+    assert loss.item() == pytest.approx(_lse_hand(P_SOFT, 2.0, 0.0), rel=1e-12)
+    assert metrics['clean_acc'] == -1 and metrics['adversarial_acc'] == -1
+
+
+def test_mart_outer_loss_2x3():
+    beta = 5.0
+    ce = lse_adv = rob = 0.0
+    for i in range(2):
+        pn, pa = softmax(Z_NAT[i]), softmax(Z_ADV[i])
+        ce += -math.log(pa[Y[i]])
+        y_hat = max((k for k in range(3) if k != Y[i]), key=lambda k: pa[k])
+        lse_adv += -math.log(1.0001 - pa[y_hat] + 1e-12)
+        kl_i = sum(pn[k] * (math.log(pn[k]) - math.log(pa[k] + 1e-12)) for k in range(3))
+        rob += kl_i * (1.0000001 - pn[Y[i]])
+    expected = ce / 2 + lse_adv / 2 + beta * rob / 2
+    loss, metrics = mart_outer_loss(t(Z_NAT), t(Z_ADV), LABELS, beta)
+    assert loss.item() == pytest.approx(expected, rel=1e-10)
+    assert metrics['clean_acc'] == 0.5 and metrics['adversarial_acc'] == 0.5
+
+
+def test_robust_terms_differentiate_through_both_arguments():
+    # gradcheck compares autograd with finite differences of the value: it fails if z_nat were detached
+    # anywhere in the robust term (TRADES: "gradients through both arguments").
+    zn, za = t(Z_NAT).requires_grad_(), t(Z_ADV).requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b: trades_kl_loss(a, b, LABELS, 6.0)[0], (zn, za))
+    assert torch.autograd.gradcheck(lambda a, b: score_lse_loss(a, b, LABELS, 6.0, ls=0.1)[0], (zn, za))
+    assert torch.autograd.gradcheck(lambda a, b: mart_outer_loss(a, b, LABELS, 6.0)[0], (zn, za))
+
+
+# ------------------------------------------------------------------------------------------------------
+# Inner maximisation on a tiny conv net
+# ------------------------------------------------------------------------------------------------------
+
+def tiny_net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3),
+                         nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+
+
+def batch(b=6):
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(b, 3, 8, 8, generator=g), torch.randint(0, 3, (b,), generator=g)
+
+
+def bn_state(model):
+    return [(m.training, getattr(m, 'track_running_stats', None)) for m in model.modules()]
+
+
+def bn_buffers(model):
+    return [b.clone() for n, b in model.named_buffers()]
+
+
+@pytest.mark.parametrize('divergence', ['kl', 'lse'])
+@pytest.mark.parametrize('attack,eps', [('linf-pgd', 8 / 255), ('l2-pgd', 0.25)])
+def test_inner_max_ball_box_modes_and_no_param_grad(divergence, attack, eps):
+    model, (x, _) = tiny_net(), batch()
+    x[0, :, :2] = 0.0   # pixels on the box boundary
+    x[1, :, :2] = 1.0
+    model.eval()
+    model[4].track_running_stats = False
+    before, buffers = bn_state(model), bn_buffers(model)
+    with torch.no_grad():
+        p = torch.softmax(model(x), 1)
+    x_adv = inner_maximize(model, x, p, divergence, attack, eps=eps, step=2 / 255, iters=3)
+    d = (x_adv - x).view(len(x), -1)
+    if attack == 'linf-pgd':
+        assert d.abs().max() <= eps + 1e-6
+    else:
+        assert (d.norm(dim=1) <= eps * (1 + 1e-5)).all()
+    assert 0 <= x_adv.min() and x_adv.max() <= 1
+    assert not x_adv.requires_grad and d.abs().max() > 0
+    assert bn_state(model) == before
+    assert all(torch.equal(a, b) for a, b in zip(buffers, bn_buffers(model)))   # no running-stat update
+    assert all(q.grad is None for q in model.parameters())
+
+
+def test_inner_max_l2_zero_gradient_samples_stay_in_ball():
+    # A constant model: every per-sample gradient is zero, so each gets a fresh N(0,1) direction.
+    model = nn.Sequential(nn.Flatten(), nn.Linear(192, 3))
+    nn.init.zeros_(model[1].weight)
+    x = batch(4)[0]
+    x_adv = TradesInnerMax(model, 'kl', 'l2-pgd', eps=0.5, iters=4)(x, torch.full((4, 3), 1 / 3))
+    norms = (x_adv - x).view(4, -1).norm(dim=1)
+    assert torch.isfinite(x_adv).all() and (norms <= 0.5 * (1 + 1e-5)).all() and (norms > 0.01).all()
+
+
+def test_inner_max_restores_modes_on_exception_and_rejects_unknown_attack():
+    model, (x, _) = tiny_net(), batch()
+    model.eval()
+    before = bn_state(model)
+    with pytest.raises(RuntimeError):   # a target of the wrong width fails inside the loop
+        inner_maximize(model, x, torch.full((6, 5), 0.2), 'lse', 'linf-pgd', iters=2)
+    assert bn_state(model) == before
+    for bad in ['fgsm', 'linf-apgd']:
+        with pytest.raises(UserError):   # a ValueError subclass
+            TradesInnerMax(model, 'kl', bad)
+    with pytest.raises(UserError):
+        mart_loss(model, x, batch()[1], attack='l2-pgd')
+    with pytest.raises(ValueError):
+        TradesInnerMax(model, 'js')
+
+
+def test_mart_inner_max_eval_mode_and_ball():
+    model, (x, y) = tiny_net(), batch()
+    model.train()
+    buffers = bn_buffers(model)
+    x_adv = MartInnerMax(model, eps=8 / 255, step=2 / 255, iters=3)(x, y)
+    assert (x_adv - x).abs().max() <= 8 / 255 + 1e-6 and 0 <= x_adv.min() and x_adv.max() <= 1
+    assert model.training and all(m.training for m in model.modules())
+    assert all(torch.equal(a, b) for a, b in zip(buffers, bn_buffers(model)))
+    assert all(q.grad is None for q in model.parameters())
+
+
+# ------------------------------------------------------------------------------------------------------
+# Forward-pass and running-stat update counts (SPEC 6.9)
+# ------------------------------------------------------------------------------------------------------
+
+class Recorder:
+    """Forward hook on the whole model: (train mode, BN tracking, input) of every forward."""
+
+    def __init__(self, model):
+        self.calls = []
+        bn = model[1]
+        model.register_forward_hook(lambda m, inp, out: self.calls.append((m.training, bn.track_running_stats,
+                                                                            inp[0].detach().clone())))
+
+
+def _loss_fn(name):
+    kw = dict(step_size=2 / 255, epsilon=8 / 255, perturb_steps=3, beta=6.0)
+    return {
+        'trades': lambda m, x, y: trades_loss(m, x, y, **kw),
+        'lse': lambda m, x, y: trades_loss_LSE(m, x, y, num_classes=3, **kw),
+        'mart': lambda m, x, y: mart_loss(m, x, y, **kw),
+    }[name]
+
+
+@pytest.mark.parametrize('name', ['trades', 'lse', 'mart'])
+def test_forward_and_running_stat_counts(name):
+    model, (x, y) = tiny_net(), batch()
+    model.train()
+    rec = Recorder(model)
+    loss, metrics = _loss_fn(name)(model, x, y)
+    T = 3
+    modes = [(c[0], c[1]) for c in rec.calls]
+    if name == 'mart':   # T attack forwards in eval mode (running stats used), then 2 train-mode forwards
+        assert modes == [(False, True)] * T + [(True, True)] * 2
+    else:                # 1 target + T attack forwards with batch statistics and no update, then 2
+        assert modes == [(True, False)] * (1 + T) + [(True, True)] * 2
+        assert torch.equal(rec.calls[0][2], x)
+    assert torch.equal(rec.calls[-2][2], x) and not torch.equal(rec.calls[-1][2], x)   # z_nat, then z_adv
+    assert all(int(m.num_batches_tracked) == 2 for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    assert all(q.grad is None for q in model.parameters())   # nothing but the caller's backward writes .grad
+    loss.backward()
+    assert all(q.grad is not None for q in model.parameters())
+    assert set(metrics) == {'loss', 'clean_acc', 'adversarial_acc'} and metrics['loss'] == loss.item()
+
+
+@pytest.mark.parametrize('fn', [trades_loss, trades_loss_LSE])
+def test_cutmix_soft_labels_skip_the_target_forward(fn):
+    model, (x, _) = tiny_net(), batch()
+    soft = torch.softmax(torch.randn(6, 3), 1)
+    rec = Recorder(model)
+    kw = dict(num_classes=3) if fn is trades_loss_LSE else {}
+    _, metrics = fn(model, x, soft, step_size=2 / 255, epsilon=8 / 255, perturb_steps=3, beta=6.0,
+                    use_cutmix=True, **kw)
+    assert [(c[0], c[1]) for c in rec.calls] == [(True, False)] * 3 + [(True, True)] * 2
+    assert metrics['clean_acc'] == -1 and metrics['adversarial_acc'] == -1
+
+
+def test_first_step_momentum_trick_leaves_adversarial_batch_stats():
+    # SPEC 7: at s = 0 the BN momentum is 1.0; the natural forward sets the running stats, the adversarial
+    # forward overwrites them, so they end as the adversarial batch's statistics (unbiased variance).
+    model, (x, y) = tiny_net(), batch()
+    model.train()
+    bn_momentum_trick(model, 0)
+    seen = []
+    model[1].register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach().clone()))
+    trades_loss(model, x, y, step_size=2 / 255, epsilon=8 / 255, perturb_steps=2, beta=6.0)
+    last = seen[-1]
+    assert torch.allclose(model[1].running_mean, last.mean(dim=(0, 2, 3)), atol=1e-6)
+    assert torch.allclose(model[1].running_var, last.var(dim=(0, 2, 3), unbiased=True), atol=1e-6)
+
+
+def test_track_bn_stats_helper():
+    model = tiny_net()
+    track_bn_stats(model, False)
+    assert not any(m.track_running_stats for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    track_bn_stats(model, True)
+    assert all(m.track_running_stats for m in model.modules() if isinstance(m, nn.BatchNorm2d))
