@@ -1,0 +1,256 @@
+"""Checkpoint I/O: unwrap, prefix-tolerant strict loading, atomic saves, safe loads (SPEC 12 #36).
+
+The reference saved `DataParallel(Sequential([Normalization,] backbone)).state_dict()`, so every key starts with
+`module.0.` (no `--normalize`) or `module.1.` (with it). `create_model` returns a `ModelWrapper` whose state dict has
+exactly those keys. `load_state_dict` also accepts the usual variants of the same weights: no prefix at all
+(`0.init_conv.weight`, or bare backbone keys `init_conv.weight`), `module.module.` (DDP around the wrapper) and
+`_orig_mod.` (torch.compile), and loads them strictly. Every `torch.load` here uses `weights_only=True`, so a file
+that needs pickled code is refused and nothing in it is executed.
+"""
+import os
+import pickle
+import re
+import tempfile
+from collections import Counter
+
+import torch
+import torch.nn as nn
+
+from core.errors import UserError
+
+__all__ = ['canonical_state_dict', 'describe_state_dict', 'load_checkpoint', 'load_state_dict', 'load_weights',
+           'save_atomic', 'strip_wrapper_prefixes', 'unwrap_model']
+
+_WRAPPER_PREFIXES = ('module.', '_orig_mod.')
+_INDEX_RE = re.compile(r'^(\d+)\.')
+
+
+def unwrap_model(model):
+    """Strip DistributedDataParallel / DataParallel (`.module`) and torch.compile (`._orig_mod`) wrappers, in any
+    nesting, down to the model itself (the ModelWrapper of `create_model`, whose own `.module` is kept)."""
+    while True:
+        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, '_orig_mod', None), nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def strip_wrapper_prefixes(state_dict):
+    """Remove leading `module.` / `_orig_mod.` prefixes while every key has the same one.
+
+    Returns (stripped state dict, the removed prefix string). E.g. `module.0.init_conv.weight` -> `0.init_conv.weight`
+    with prefix `module.`; `_orig_mod.module.module.1.x` -> `1.x` with prefix `_orig_mod.module.module.`.
+    """
+    sd = dict(state_dict)
+    removed = ''
+    while sd:
+        for p in _WRAPPER_PREFIXES:
+            if all(k.startswith(p) for k in sd):
+                sd = {k[len(p):]: v for k, v in sd.items()}
+                removed += p
+                break
+        else:
+            break
+    return sd, removed
+
+
+def _sequential_index(keys):
+    """The common leading `N.` index of `keys` (a Sequential child), or None if they do not all share one."""
+    indices = {m.group(1) if m else None for m in map(_INDEX_RE.match, keys)}
+    if len(indices) == 1 and None not in indices:
+        return int(indices.pop())
+    return None
+
+
+def canonical_state_dict(state_dict, backbone_index=0):
+    """Rewrite `state_dict` to the ModelWrapper / reference layout `module.P.<backbone key>`.
+
+    Accepted inputs: `module.P.*` (the reference and this project), `module.module.P.*` (DDP), `_orig_mod.` anywhere
+    in the wrapper chain (torch.compile), `P.*` (a Sequential), and bare backbone keys (`init_conv.weight`), which get
+    P = `backbone_index` (0 without --normalize, 1 with it). Values are not copied.
+    """
+    sd, _ = strip_wrapper_prefixes(state_dict)
+    if sd and _sequential_index(sd) is None:
+        sd = {f'{backbone_index}.{k}': v for k, v in sd.items()}
+    return {f'module.{k}': v for k, v in sd.items()}
+
+
+def _head_classes(sd, key):
+    return int(sd[key].shape[0]) if key in sd and sd[key].dim() == 2 else None
+
+
+def _count(keys, pattern):
+    """Counter of group(1) -> number of distinct group(2) over the keys matching `pattern`."""
+    seen = {}
+    for k in keys:
+        m = re.match(pattern, k)
+        if m:
+            seen.setdefault(m.group(1), set()).add(m.group(2))
+    return Counter({g: len(v) for g, v in seen.items()})
+
+
+def _infer_architecture(sd):
+    """(architecture name, num_classes) from the keys and shapes of a backbone state dict, or (None, None)."""
+    keys = list(sd)
+    if 'init_conv.weight' in sd and 'logits.weight' in sd:  # WRN-Swish
+        blocks = _count(keys, r'^layer\.(\d+)\.block\.(\d+)\.')
+        if len(blocks) == 3:
+            n = blocks['0']
+            width = sd['logits.weight'].shape[1] // 64
+            return f'wrn-{6 * n + 4}-{width}-swish', _head_classes(sd, 'logits.weight')
+    if 'conv_2d.weight' in sd and 'logits.weight' in sd:  # PreAct ResNet-Swish
+        blocks = _count(keys, r'^layer_(\d+)\.(\d+)\.')
+        depth = {(2, 2, 2, 2): 18, (3, 4, 6, 3): 34}.get(tuple(blocks[str(i)] for i in range(4)))
+        if depth:
+            return f'preact-resnet{depth}-swish', _head_classes(sd, 'logits.weight')
+    if 'conv1.weight' in sd and 'fc.weight' in sd:  # WRN (ReLU)
+        blocks = _count(keys, r'^block(\d)\.layer\.(\d+)\.')
+        if len(blocks) == 3:
+            n = blocks['1']
+            width = sd['fc.weight'].shape[1] // 64
+            return f'wrn-{6 * n + 4}-{width}', _head_classes(sd, 'fc.weight')
+    if 'conv1.weight' in sd and 'linear.weight' in sd:  # ResNet / PreAct ResNet
+        blocks = tuple(_count(keys, r'^layer(\d)\.(\d+)\.')[str(i)] for i in range(1, 5))
+        bottleneck = any('.conv3.' in k for k in keys)
+        depth = {((2, 2, 2, 2), False): 18, ((3, 4, 6, 3), False): 34, ((3, 4, 6, 3), True): 50,
+                 ((3, 4, 23, 3), True): 101}.get((blocks, bottleneck))
+        if depth:
+            family = 'resnet' if 'bn1.weight' in sd else 'preact-resnet'
+            return f'{family}{depth}', _head_classes(sd, 'linear.weight')
+    return None, None
+
+
+def describe_state_dict(state_dict):
+    """A short human description of the architecture a state dict holds, e.g. 'a wrn-28-10-swish (10 classes)'.
+
+    Works for every family of `core.models` (any prefix). WRN-Swish weights are named `-swish` (the weights of the
+    ReLU variant of that family are the same). Falls back to 'a different architecture (N tensors)'.
+    """
+    sd, _ = strip_wrapper_prefixes(state_dict)
+    if sd and _sequential_index(sd) is not None:
+        sd = {_INDEX_RE.sub('', k, count=1): v for k, v in sd.items()}
+    name, classes = _infer_architecture(sd)
+    if name is None:
+        return f'a different architecture ({len(state_dict)} tensors)'
+    return f'a {name} ({classes} classes)' if classes is not None else f'a {name}'
+
+
+def _describe_model(model):
+    name, classes = getattr(model, 'name', None), getattr(model, 'num_classes', None)
+    if isinstance(name, str) and classes is not None:
+        return f'{name} ({classes} classes)'
+    return describe_state_dict(model.state_dict())[2:]
+
+
+def load_state_dict(model, state_dict, source=None):
+    """Load `state_dict` strictly into `model` (a ModelWrapper, possibly wrapped in DDP / torch.compile).
+
+    Arguments:
+        model: the model from `create_model` (any wrapper is stripped with `unwrap_model`).
+        state_dict: weights with any accepted prefix (see `canonical_state_dict`).
+        source: a name for error messages (e.g. the checkpoint path), default 'the checkpoint'.
+    Raises UserError (one line) when the weights do not fit: a different architecture or number of classes (naming
+    both), or a different --normalize setting. Returns the unwrapped model.
+    """
+    target = unwrap_model(model)
+    source = f'checkpoint {source}' if source is not None else 'the checkpoint'
+    target_sd = target.state_dict()
+    target_stripped, target_prefix = strip_wrapper_prefixes(target_sd)
+    target_index = _sequential_index(target_stripped)
+
+    sd, _ = strip_wrapper_prefixes(state_dict)
+    source_index = _sequential_index(sd) if sd else None
+    if target_index is not None and source_index is None:  # bare backbone keys
+        sd = {f'{target_index}.{k}': v for k, v in sd.items()}
+    elif target_index is None and source_index is not None:  # Sequential keys into a bare backbone
+        sd = {_INDEX_RE.sub('', k, count=1): v for k, v in sd.items()}
+    normalize_differs = (source_index != target_index and getattr(target, 'normalize', None) is not None
+                         and {source_index, target_index} == {0, 1})
+    if normalize_differs:  # compare the backbones first; complain about --normalize only if they agree
+        sd = {_INDEX_RE.sub(f'{target_index}.', k, count=1): v for k, v in sd.items()}
+    sd = {target_prefix + k: v for k, v in sd.items()}
+
+    missing = [k for k in target_sd if k not in sd]
+    unexpected = [k for k in sd if k not in target_sd]
+    wrong_shape = [k for k in target_sd if k in sd and tuple(sd[k].shape) != tuple(target_sd[k].shape)]
+    if missing or unexpected or wrong_shape:
+        have, want = describe_state_dict(state_dict), _describe_model(target)
+        detail = []
+        if missing:
+            detail.append(f'{len(missing)} missing keys (e.g. {missing[0]})')
+        if unexpected:
+            detail.append(f'{len(unexpected)} unexpected keys (e.g. {unexpected[0]})')
+        if wrong_shape:
+            k = wrong_shape[0]
+            detail.append(f'{len(wrong_shape)} shape mismatches (e.g. {k}: {tuple(sd[k].shape)} vs '
+                          f'{tuple(target_sd[k].shape)})')
+        raise UserError(f'{source} holds {have} but --model is {want}: {", ".join(detail)}; '
+                        f'pass the --model and data set the weights were trained with')
+    if normalize_differs:
+        raise UserError(f'{source} was saved with --normalize {source_index == 1} (keys module.{source_index}.*) '
+                        f'but the model is built with --normalize {target_index == 1}: '
+                        f'pass --normalize {source_index == 1}')
+    target.load_state_dict(sd, strict=True)
+    return target
+
+
+def save_atomic(obj, path):
+    """torch.save `obj` to `path` atomically: write a temporary file in the same directory, flush and fsync it,
+    then os.replace it into place. A crash mid-save leaves any previous file at `path` intact."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):  # only our own temporary file, never the user's `path`
+            os.remove(tmp)
+        raise
+    if os.name == 'posix':  # make the rename itself durable
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def load_checkpoint(path, map_location='cpu'):
+    """torch.load(path, map_location, weights_only=True), with one-line UserErrors.
+
+    A missing path, a file that is not a PyTorch checkpoint, and a file that needs pickled code (refused by
+    weights_only; nothing in it is executed) each raise UserError naming the path.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        what = 'is a directory, not a file' if os.path.isdir(path) else 'does not exist'
+        raise UserError(f'checkpoint {path} {what}: pass the path of a .pt file')
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        m = re.search(r'Unsupported global: GLOBAL (\S+)', str(e))
+        needs = f'needs the pickled code {m.group(1)}' if m else 'is not a plain tensor/dict checkpoint'
+        raise UserError(f'checkpoint {path} was refused: it {needs}, which torch.load(weights_only=True) never '
+                        f'executes (nothing in it was run); re-save only its tensors (model.state_dict()) from a '
+                        f'trusted copy') from None
+    except (RuntimeError, EOFError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f'checkpoint {path} is not a readable PyTorch file (truncated or corrupt?): {first}') from None
+
+
+def load_weights(path, key='model_state_dict', map_location='cpu'):
+    """The model weights stored at `path`: `ckpt[key]` of a {'model_state_dict': ...} checkpoint (the averaged weights
+    of weights-best.pt / weights-last.pt), or the file itself if it is a bare state dict of tensors."""
+    ckpt = load_checkpoint(path, map_location=map_location)
+    if isinstance(ckpt, dict) and key in ckpt and isinstance(ckpt[key], dict):
+        return ckpt[key]
+    if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        return ckpt
+    found = ', '.join(map(str, list(ckpt)[:5])) if isinstance(ckpt, dict) else type(ckpt).__name__
+    raise UserError(f'checkpoint {path} holds neither a {{{key!r}: state_dict}} dict nor a state dict of tensors '
+                    f'(found {found}): pass a weights file written by train-wa.py or a torch.save(state_dict)')
