@@ -97,7 +97,8 @@ def create_wa_eval_attack(wa_model, attack_type, attack_eps, attack_iter, attack
     """WATrainer's eval attack (SPEC 5.7): create_attack(wa_model, CWLoss, type, eps, 4T, step, 'uniform').
 
     With the defaults: L-inf PGD-40, eps 8/255, step 2/255, CW margin loss (summed), on the averaged model.
-    Used for both the validation and the test adversarial accuracy.
+    Used for both the validation and the test adversarial accuracy. DeepFool ignores the loss and APGD always
+    uses 'ce' (SPEC 5.4), so for those types the CW criterion has no effect.
     """
     return create_attack(wa_model, CWLoss, attack_type, attack_eps, 4 * attack_iter, attack_step,
                          rand_init_type='uniform')
