@@ -1,0 +1,47 @@
+"""The run log: every `log(msg)` prints msg and writes it, bare, as one line of `log-train.log` (SPEC 9.1 step 3).
+
+Unlike the reference, the file handler hangs on a logger of its own (not the root logger), so third-party
+INFO messages do not leak into the file and building a second Logger does not duplicate lines (quirk 29).
+"""
+import logging
+
+__all__ = ['Logger']
+
+
+class Logger:
+    """Print and log to a file.
+
+    Args:
+        path: the log file.
+        mode: 'w' (a new run: the file is truncated, as the reference's 'w+') or 'a' (a resumed run).
+        enabled: False makes `log` a no-op (the non-primary processes of a DDP run).
+    """
+
+    def __init__(self, path, mode='w', enabled=True):
+        self.path = path
+        self.enabled = enabled
+        self.logger = logging.getLogger(f'score-at.run.{path}')
+        self.logger.propagate = False
+        self.logger.setLevel(logging.INFO)
+        for h in list(self.logger.handlers):
+            self.logger.removeHandler(h)
+            h.close()
+        if enabled:
+            handler = logging.FileHandler(path, mode=mode)
+            handler.setFormatter(logging.Formatter('%(message)s'))
+            self.logger.addHandler(handler)
+            print('Logging to file: ', path)
+
+    def log(self, message):
+        """Print `message` and append it to the log file."""
+        if not self.enabled:
+            return
+        print(message)
+        self.logger.info(message)
+        for h in self.logger.handlers:
+            h.flush()
+
+    def close(self):
+        for h in list(self.logger.handlers):
+            self.logger.removeHandler(h)
+            h.close()

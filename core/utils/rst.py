@@ -1,0 +1,28 @@
+"""Cosine learning-rate schedule of RST (Carmon et al. 2019), the `--scheduler cosine` of train-wa.py (SPEC 8)."""
+import math
+
+from torch.optim.lr_scheduler import LRScheduler
+
+__all__ = ['CosineLR']
+
+
+class CosineLR(LRScheduler):
+    """lr(e) = 0.5 * max_lr * (1 + cos(pi * (e - 1) / epochs)) for epoch e = 1, 2, ... (stepped once per epoch).
+
+    The construction-time step sets epoch 1 to max_lr, as the reference. Every parameter group gets the same
+    value. `state_dict()` holds only numbers (loadable with weights_only=True).
+
+    Args:
+        optimizer: the optimizer whose groups' 'lr' is set.
+        max_lr: the peak (first-epoch) learning rate.
+        epochs: the number of epochs E of the schedule.
+    """
+
+    def __init__(self, optimizer, max_lr, epochs, last_epoch=-1):
+        self.max_lr = max_lr
+        self.epochs = epochs
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self):
+        lr = 0.5 * self.max_lr * (1 + math.cos(math.pi * self.last_epoch / self.epochs))
+        return [lr for _ in self.optimizer.param_groups]
