@@ -18,6 +18,7 @@ from core.attacks import (
     LinfAPGDAttack,
     LinfDeepFoolAttack,
     LinfPGDAttack,
+    PGDAttack,
     attack_norm,
     create_attack,
     create_train_and_eval_attacks,
@@ -228,6 +229,24 @@ def test_l2_pgd_first_step_by_hand():
     x_adv = L2PGDAttack(linear_model(W), nn.CrossEntropyLoss(), eps=eps, nb_iter=1, eps_iter=step,
                         rand_init=False)(X, Y)
     assert torch.allclose(x_adv, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize('ord, init', [(math.inf, 'uniform'), (2, 'uniform'), (math.inf, 'normal')])
+def test_pgd_random_start_by_hand(ord, init):
+    """nb_iter = 0 returns the random start: SPEC 5.1 step 2, drawn from the same stream by hand."""
+    x, eps = torch.rand(3, 3, 2, 2), 0.5
+    attack = PGDAttack(linear_model(W), nn.CrossEntropyLoss(), eps=eps, nb_iter=0, ord=ord, rand_init_type=init)
+    torch.manual_seed(11)
+    if init == 'normal':
+        delta = 0.001 * torch.randn_like(x)  # no clamp of delta; only the final box clamp
+    elif ord == 2:
+        delta = torch.zeros_like(x).uniform_(0, 1) - x  # U(0, 1) - x, then scaled into the ball
+        delta = delta * torch.clamp(eps / delta.flatten(1).norm(dim=1), max=1).view(-1, 1, 1, 1)
+    else:
+        delta = eps * torch.zeros_like(x).uniform_(-1, 1)
+    expected = torch.clamp(x + delta, 0, 1)
+    torch.manual_seed(11)
+    assert torch.allclose(attack(x, torch.zeros(3, dtype=torch.long)), expected, atol=1e-6)
 
 
 @pytest.mark.parametrize('cls, dual', [(L2DeepFoolAttack, 2), (LinfDeepFoolAttack, 1)])
