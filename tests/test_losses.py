@@ -304,3 +304,74 @@ def test_track_bn_stats_helper():
     assert not any(m.track_running_stats for m in model.modules() if isinstance(m, nn.BatchNorm2d))
     track_bn_stats(model, True)
     assert all(m.track_running_stats for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+
+
+# ------------------------------------------------------------------------------------------------------
+# RNG stream and the reference's backward-and-zero idiom (SPEC 6.4, quirk 2)
+# ------------------------------------------------------------------------------------------------------
+
+def test_initial_noise_comes_from_the_cpu_generator():
+    model, (x, _) = tiny_net(), batch()
+    p = torch.full((6, 3), 1 / 3)
+    torch.manual_seed(7)
+    x_adv = inner_maximize(model, x, p, 'kl', 'linf-pgd', eps=0.1, iters=0)
+    after = torch.rand(1)
+    torch.manual_seed(7)
+    expected = torch.clamp(x + torch.empty(x.shape, dtype=torch.float32).uniform_(-0.1, 0.1), 0, 1)
+    assert torch.equal(x_adv, expected) and torch.equal(after, torch.rand(1))
+    torch.manual_seed(7)   # L2: the uniform draw is consumed first (and discarded), then 0.001 * N(0, 1)
+    x_adv = inner_maximize(model, x, p, 'kl', 'l2-pgd', eps=0.1, iters=0)
+    torch.manual_seed(7)
+    torch.empty(x.shape).uniform_(-0.1, 0.1)
+    assert torch.equal(x_adv, torch.clamp(x + 0.001 * torch.randn(x.shape), 0, 1))
+
+
+def _spec_trades(model, x, y, eps, step, iters, beta, attack, lse, ls=0.1):
+    """SPEC 6.4 / 6.5 written out with the reference's idiom: loss.backward() into the parameters too, an SGD
+    optimizer over delta, then zero_grad before the outer loss."""
+    div = ((lambda p, z: torch.sum((torch.softmax(z, 1) - p) ** 2)) if lse
+           else (lambda p, z: nn.KLDivLoss(reduction='batchmean')(torch.log_softmax(z, 1), p)))
+    model.train()
+    track_bn_stats(model, False)
+    x_adv = torch.clamp(x + torch.FloatTensor(x.shape).uniform_(-eps, eps), 0.0, 1.0)
+    p_nat = torch.softmax(model(x), 1).detach()
+    if attack == 'linf-pgd':
+        for _ in range(iters):
+            x_adv.requires_grad_()
+            grad = torch.autograd.grad(div(p_nat, model(x_adv)), [x_adv])[0]
+            x_adv = torch.clamp(torch.min(torch.max(x_adv.detach() + step * torch.sign(grad), x - eps), x + eps), 0, 1)
+    else:
+        delta = (0.001 * torch.randn(x.shape)).requires_grad_(True)
+        opt = torch.optim.SGD([delta], lr=eps / iters * 2)
+        for _ in range(iters):
+            opt.zero_grad()
+            (-1 * div(p_nat, model(x + delta))).backward()
+            norms = delta.grad.view(len(x), -1).norm(p=2, dim=1)
+            delta.grad.div_(norms.view(-1, 1, 1, 1))
+            opt.step()
+            delta.data.add_(x).clamp_(0, 1).sub_(x)
+            delta.data.renorm_(p=2, dim=0, maxnorm=eps)
+        x_adv = x + delta.detach()
+    track_bn_stats(model, True)
+    x_adv = torch.clamp(x_adv, 0.0, 1.0)
+    model.zero_grad()
+    z_nat, z_adv = model(x), model(x_adv)
+    if lse:
+        return score_lse_loss(z_nat, z_adv, y, beta, ls=ls, num_classes=3)[0]
+    return trades_kl_loss(z_nat, z_adv, y, beta, ls=ls)[0]
+
+
+@pytest.mark.parametrize('attack,eps,lse', [('linf-pgd', 8 / 255, False), ('l2-pgd', 0.5, False),
+                                            ('l2-pgd', 0.5, True), ('linf-pgd', 8 / 255, True)])
+def test_composites_equal_the_spec_algorithm_bitwise(attack, eps, lse):
+    (x, y), kw = batch(), dict(step_size=2 / 255, epsilon=eps, perturb_steps=3, beta=6.0, attack=attack)
+    ref, new = tiny_net(), tiny_net()
+    torch.manual_seed(3)
+    loss_ref = _spec_trades(ref, x, y, eps, 2 / 255, 3, 6.0, attack, lse)
+    loss_ref.backward()
+    torch.manual_seed(3)
+    loss_new = (trades_loss_LSE(new, x, y, num_classes=3, **kw) if lse else trades_loss(new, x, y, **kw))[0]
+    loss_new.backward()
+    assert torch.equal(loss_ref, loss_new)
+    assert all(torch.equal(a.grad, b.grad) for a, b in zip(ref.parameters(), new.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(ref.buffers(), new.buffers()))

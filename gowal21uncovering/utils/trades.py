@@ -148,7 +148,7 @@ class TradesInnerMax:
                 x_adv = torch.min(torch.max(x_adv, x - eps), x + eps)
                 x_adv = torch.clamp(x_adv, 0.0, 1.0)
         else:  # 'l2-pgd': plain SGD (no momentum) on delta, rate 2*eps/T, on the negated divergence
-            lr = eps / self.iters * 2
+            lr = eps / self.iters * 2 if self.iters > 0 else 0.0   # T = 0: the reference divides by zero
             view = (-1,) + (1,) * (x.dim() - 1)
             delta = 0.001 * torch.randn(x.shape, dtype=torch.float32).to(x.device)
             for _ in range(self.iters):
