@@ -7,7 +7,8 @@ import argparse
 
 from core.attacks import ATTACKS
 from core.data import DATASETS
-from core.models import MODELS
+from core.models import check_model_name
+from core.utils.distributed import AMP_MODES, DEVICES
 from core.utils.utils import str2bool, str2float
 
 
@@ -27,7 +28,7 @@ def parser_train():
     parser.add_argument('--desc', type=str, required=True,
                         help='Description of experiment. It will be used to name directories.')
 
-    parser.add_argument('-m', '--model', choices=MODELS, default='wrn-28-10-swish', metavar='MODEL',
+    parser.add_argument('-m', '--model', type=check_model_name, default='wrn-28-10-swish', metavar='MODEL',
                         help='Model architecture: one of the reference list, or wrn-D-W[-swish] with (D-4) % 6 == 0.')
     parser.add_argument('--normalize', type=str2bool, default=False, help='Normalize input.')
     parser.add_argument('--pretrained-file', type=str, default=None, help='Pretrained weights file name.')
@@ -48,8 +49,10 @@ def parser_train():
     parser.add_argument('-a', '--attack', type=str, choices=ATTACKS, default='linf-pgd', help='Type of attack.')
     parser.add_argument('--attack-eps', type=str2float, default=8 / 255, help='Epsilon for the attack.')
     parser.add_argument('--attack-step', type=str2float, default=2 / 255, help='Step size for PGD attack.')
-    parser.add_argument('--attack-iter', type=int, default=10, help='Max. number of iterations (if any) for the attack.')
-    parser.add_argument('--keep-clean', type=str2bool, default=False, help='Use clean samples during adversarial training.')
+    parser.add_argument('--attack-iter', type=int, default=10,
+                        help='Max. number of iterations (if any) for the attack.')
+    parser.add_argument('--keep-clean', type=str2bool, default=False,
+                        help='Use clean samples during adversarial training.')
 
     parser.add_argument('--debug', action='store_true', default=False,
                         help='Debug code. Run 1 epoch of training and evaluation.')
@@ -67,6 +70,28 @@ def parser_train():
     parser.add_argument('--ls', type=float, default=0.1, help='label smoothing.')
     parser.add_argument('--clip_value', default=0, type=float)
     parser.add_argument('--CutMix', action='store_true', default=False, help='use CutMix.')
+    # train-wa.py (the reference adds it after parsing the rest)
+    parser.add_argument('--tau', type=float, default=0.995, help='Weight averaging decay (0: no weight averaging).')
+
+    # This reimplementation (after the reference's keys in args.txt).
+    extra = parser.add_argument_group('beyond the reference')
+    extra.add_argument('--resume', action='store_true', default=False,
+                       help='Continue the run LOG_DIR/DESC from its state-last.pt (same flags).')
+    extra.add_argument('--overwrite', action='store_true', default=False,
+                       help='Write a new run over the files of an existing LOG_DIR/DESC (nothing is deleted).')
+    extra.add_argument('--amp', choices=AMP_MODES, default='none',
+                       help='Mixed precision: none (float32, the reference), bf16 (CPU or CUDA), '
+                            'fp16 (CUDA, with a GradScaler).')
+    extra.add_argument('--device', choices=DEVICES, default='auto', help='auto (CUDA if available), cpu or cuda.')
+    extra.add_argument('--num-workers', type=int, default=4, help='DataLoader worker processes (the reference: 4).')
+    extra.add_argument('--sync-bn', action='store_true', default=False,
+                       help='Under torchrun: SyncBatchNorm, batch statistics over all processes.')
+    extra.add_argument('--compile', action='store_true', default=False, help='torch.compile the training model.')
+    extra.add_argument('--channels-last', action='store_true', default=False,
+                       help='channels_last memory format for the model and the batches.')
+    # Testing aids (documented in docs/train.md, hidden from --help).
+    extra.add_argument('--validation-size', type=int, default=1024, help=argparse.SUPPRESS)
+    extra.add_argument('--stop-after', type=int, default=None, help=argparse.SUPPRESS)
     return parser
 
 
