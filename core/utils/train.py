@@ -1,0 +1,356 @@
+"""The plain adversarial trainer (`--tau 0`) and the learning-rate schedules (SPEC 5.7, 6.2, 6.3, 6.6, 6.7, 8).
+
+`Trainer` holds the model, the optimizer and scheduler, the training and evaluation attacks, and runs one
+epoch (`train`) or one evaluation (`eval`). `WATrainer` (gowal21uncovering/utils/watrain.py) adds weight
+averaging on top of it and is what train-wa.py uses by default.
+
+Where the model lives: `self.model` is the plain network (a ModelWrapper: state-dict keys `module.0.`/
+`module.1.`); `self.train_model` is the module the training forwards go through: the same object, or a
+DistributedDataParallel / torch.compile wrapper around it (`wrap`). Checkpoints and the optimizer's
+parameter names always come from `self.model`.
+"""
+import os
+import sys
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.optim.lr_scheduler import MultiStepLR, OneCycleLR
+from tqdm import tqdm
+
+from core.attacks import create_train_and_eval_attacks
+from core.errors import UserError
+from core.metrics import accuracy, num_correct
+from core.models import create_model
+from core.utils.checkpoint import load_checkpoint, load_state_dict, save_atomic
+from core.utils.context import ctx_eval, ctx_noparamgrad_and_eval
+from core.utils.distributed import Runtime, all_reduce_sum, wrap_ddp
+from core.utils.mart import mart_loss
+from core.utils.rst import CosineLR
+from core.utils.utils import seed
+from gowal21uncovering.utils.ema import update_steps
+
+__all__ = ['SCHEDULERS', 'Trainer', 'pretrained_path', 'trades_loss_plain']
+
+SCHEDULERS = ('cyclic', 'step', 'cosine', 'cosinew')
+
+
+def pretrained_path(args):
+    """`--pretrained-file`: a run name under --log-dir (its weights-best.pt, as the reference) or a .pt file."""
+    name = args.pretrained_file
+    if os.path.isfile(name):
+        return name
+    return os.path.join(args.log_dir, name, 'weights-best.pt')
+
+
+def trades_loss_plain(model, x, y, *, step_size=0.003, epsilon=0.031, perturb_steps=10, beta=1.0):
+    """TRADES of the plain Trainer (`--tau 0`, SPEC 6.7; Zhang et al., ICML 2019), L-inf only.
+
+    Attack in eval mode from x + 0.001 N(0, 1) (CPU draw, then moved), T sign-ascent steps on the summed
+    KL(p(model(x)) || p(model(x_adv))) with p(model(x)) from an eval-mode forward, projection to the eps-box
+    and [0, 1]. Then, in train mode, loss = CE(z_nat, y) + beta * KL_sum(p(z_nat) || p(z_adv)) / B.
+
+    Args:
+        model: the training model (left in train mode). x: (B, C, H, W) in [0, 1]. y: (B,) int64.
+        step_size, epsilon, perturb_steps: alpha, eps, T. beta: weight of the robust term.
+    Returns:
+        (loss, {'loss', 'clean_acc', 'adversarial_acc'}). No optimizer is touched.
+    """
+    x = x.detach()
+    with ctx_eval(model), torch.enable_grad():
+        with torch.no_grad():
+            p_nat = F.softmax(model(x), dim=1)
+        x_adv = x + 0.001 * torch.randn(x.shape).to(x.device)
+        for _ in range(perturb_steps):
+            x_adv.requires_grad_(True)
+            loss_kl = F.kl_div(F.log_softmax(model(x_adv), dim=1), p_nat, reduction='sum')
+            grad, = torch.autograd.grad(loss_kl, [x_adv])
+            x_adv = x_adv.detach() + step_size * torch.sign(grad)
+            x_adv = torch.min(torch.max(x_adv, x - epsilon), x + epsilon)
+            x_adv = torch.clamp(x_adv, 0.0, 1.0)
+    model.train()
+    x_adv = torch.clamp(x_adv, 0.0, 1.0).detach()
+    logits_nat = model(x)
+    logits_adv = model(x_adv)
+    loss_robust = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits_nat, dim=1), reduction='sum') / len(x)
+    loss = F.cross_entropy(logits_nat, y) + beta * loss_robust
+    return loss, {'loss': loss.item(), 'clean_acc': accuracy(y, logits_nat.detach()),
+                  'adversarial_acc': accuracy(y, logits_adv.detach())}
+
+
+class Trainer:
+    """Adversarial training without weight averaging (the reference's `core/utils/train.py: Trainer`).
+
+    Construction (SPEC 7 step 1): seed, build the model, the criterion (mean cross-entropy), the optimizer
+    and scheduler (`init_optimizer`), load `--pretrained-file` if given, build the attacks.
+
+    Args:
+        info: dataset info of `core.data.get_data_info` (keys data, num_classes, mean, std).
+        args: the parsed train-wa.py flags.
+        runtime: device / AMP / DDP decisions (`core.utils.distributed.setup`). Default: CPU, float32.
+    """
+
+    def __init__(self, info, args, runtime=None):
+        seed(args.seed)
+        self.params = args
+        self.info = info
+        self.runtime = runtime if runtime is not None else Runtime(device=torch.device('cpu'))
+        self.device = self.runtime.device
+        self.num_classes = info['num_classes']
+        self.model = create_model(args.model, args.normalize, info, self.device)
+        if getattr(args, 'channels_last', False):
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.train_model = self.model
+        self.criterion = nn.CrossEntropyLoss()
+        self.scheduler = None
+        self.init_optimizer(self.params.num_adv_epochs)
+        if self.params.pretrained_file is not None:
+            self.load_pretrained(pretrained_path(self.params))
+        self.attack, self.eval_attack = create_train_and_eval_attacks(
+            self.model, self.criterion, args.attack, args.attack_eps, args.attack_iter, args.attack_step)
+        self.scaler = self.runtime.grad_scaler()
+        self.last_global_step = 0
+
+    # ------------------------------------------------------------------ optimizer and schedule (SPEC 8)
+    def param_groups(self):
+        """One group, weight decay on every parameter (the plain Trainer)."""
+        return [{'params': list(self.model.parameters())}]
+
+    def init_optimizer(self, num_epochs):
+        """SGD(lr, momentum 0.9, nesterov, coupled weight decay) and, if num_epochs > 0, the scheduler."""
+        self.optimizer = torch.optim.SGD(self.param_groups(), lr=self.params.lr,
+                                         weight_decay=self.params.weight_decay, momentum=0.9,
+                                         nesterov=self.params.nesterov)
+        if num_epochs <= 0:
+            return
+        self.init_scheduler(num_epochs)
+
+    def init_scheduler(self, num_epochs):
+        """The `--scheduler` of SPEC 8 (OneCycleLR keeps its default momentum cycling 0.95 -> 0.85 -> 0.95)."""
+        p = self.params
+        if p.scheduler == 'cyclic':
+            steps = update_steps(p.data, p.batch_size)
+            self.scheduler = OneCycleLR(self.optimizer, max_lr=p.lr, pct_start=0.25, steps_per_epoch=steps,
+                                        epochs=int(num_epochs))
+        elif p.scheduler == 'step':
+            self.scheduler = MultiStepLR(self.optimizer, gamma=0.1, milestones=[100, 105])
+        elif p.scheduler == 'cosine':
+            self.scheduler = CosineLR(self.optimizer, max_lr=p.lr, epochs=int(num_epochs))
+        elif p.scheduler == 'cosinew':
+            self.scheduler = OneCycleLR(self.optimizer, max_lr=p.lr, pct_start=0.025, total_steps=int(num_epochs))
+        else:
+            self.scheduler = None
+
+    def last_lr(self):
+        """LR of group 0 for the next batch (the value train-wa.py logs at the start of an epoch)."""
+        if self.scheduler is None:
+            return self.optimizer.param_groups[0]['lr']
+        return self.scheduler.get_last_lr()[0]
+
+    # ------------------------------------------------------------------ wrapping (DDP, SyncBN, compile)
+    def wrap(self, sync_bn=False, compile=False):
+        """Set `self.train_model`: SyncBatchNorm (in place), DDP and torch.compile as asked. Call before the
+        second `init_optimizer` (SyncBatchNorm modules replace the BatchNorm ones but keep their parameters)."""
+        if sync_bn and self.runtime.distributed:
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        model = wrap_ddp(self.model, self.runtime)
+        if compile:
+            model = torch.compile(model)
+        self.train_model = model
+
+    # ------------------------------------------------------------------ losses (SPEC 6)
+    def check_loss_flags(self):
+        """The plain Trainer trains Madry, TRADES (6.7, L-inf) or MART; LSE and CutMix need weight averaging."""
+        p = self.params
+        if p.LSE or p.CutMix:
+            raise UserError('--LSE and --CutMix need weight averaging (the reference WATrainer): use --tau > 0.')
+        if p.beta is not None and not p.mart and p.attack != 'linf-pgd':
+            raise UserError('the plain Trainer (--tau 0) implements TRADES for --attack linf-pgd only; '
+                            'use --tau > 0 or --attack linf-pgd.')
+
+    def loss(self, x, y):
+        """Dispatch (SPEC 6): MART if --mart, else TRADES if --beta is set, else Madry."""
+        p, model = self.params, self.train_model
+        if p.beta is not None and p.mart:
+            return mart_loss(model, x, y, step_size=p.attack_step, epsilon=p.attack_eps,
+                             perturb_steps=p.attack_iter, beta=p.beta, attack=p.attack)
+        if p.beta is not None:
+            return trades_loss_plain(model, x, y, step_size=p.attack_step, epsilon=p.attack_eps,
+                                     perturb_steps=p.attack_iter, beta=p.beta)
+        return self.adversarial_loss(x, y)
+
+    def adversarial_loss(self, x, y):
+        """Madry PGD-AT (SPEC 6.3): attack in eval mode, then mean CE on x_adv (and x with --keep-clean)."""
+        with ctx_noparamgrad_and_eval(self.model):
+            x_adv, _ = self.attack.perturb(x, y)
+        if self.params.keep_clean:
+            x_adv, y_adv = torch.cat((x, x_adv), dim=0), torch.cat((y, y), dim=0)
+        else:
+            y_adv = y
+        out = self.train_model(x_adv)
+        loss = self.criterion(out, y_adv)
+        preds = out.detach()
+        metrics = {'loss': loss.item()}
+        if self.params.keep_clean:
+            metrics['clean_acc'] = accuracy(y, preds[:len(x)])
+            metrics['adversarial_acc'] = accuracy(y, preds[len(x):])
+        else:
+            metrics['adversarial_acc'] = accuracy(y, preds)
+        return loss, metrics
+
+    def standard_loss(self, x, y):
+        """Mean CE on clean images (SPEC 6.2; not used by train-wa.py)."""
+        out = self.train_model(x)
+        loss = self.criterion(out, y)
+        return loss, {'loss': loss.item(), 'clean_acc': accuracy(y, out.detach())}
+
+    # ------------------------------------------------------------------ one epoch
+    def prepare_batch(self, x, y, train=False):
+        """Move a CPU batch to the device (and to channels_last if asked); `train` marks training batches."""
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        if getattr(self.params, 'channels_last', False):
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y
+
+    def global_step(self, epoch, update_iter):
+        """Optimizer steps taken after `update_iter` steps of epoch `epoch` (WATrainer: the reference's formula)."""
+        return (epoch - 1) * getattr(self, 'update_steps', 0) + update_iter
+
+    def before_step(self, epoch, update_iter):
+        """Hook run before each batch (WATrainer: the BatchNorm momentum trick)."""
+
+    def after_step(self, epoch, update_iter):
+        """Hook run after each optimizer step (WATrainer: the weight-averaging update)."""
+
+    def end_epoch(self):
+        """Hook run after the epoch's scheduler step (WATrainer: copy BN statistics into the averaged model)."""
+
+    def restore_bn_momentum(self, global_step):
+        """After a resume, the BatchNorm momentum the training had reached (WATrainer's trick; nothing here)."""
+
+    def progress(self, dataloader, epoch):
+        """A tqdm bar on the primary process; refreshed at most every 30 s when stderr is not a terminal."""
+        return tqdm(dataloader, desc=f'Epoch {epoch}', disable=not self.runtime.is_primary, leave=False,
+                    dynamic_ncols=True, mininterval=0.1 if sys.stderr.isatty() else 30.0, file=sys.stderr)
+
+    def train(self, dataloader, epoch=0, adversarial=True):
+        """Train one epoch; returns the unweighted mean over batches of each batch metric (SPEC 6.9).
+
+        Per batch: loss (under autocast), zero the gradients, backward (scaled with fp16), optional global
+        norm clipping, optimizer step, and the per-batch scheduler step of `cyclic`. After the epoch: the
+        per-epoch scheduler step of `step`, `cosine`, `cosinew`. Under DDP the means are also averaged over
+        the processes.
+        """
+        p = self.params
+        self.train_model.train()
+        rows = []
+        bar = self.progress(dataloader, epoch)
+        for update_iter, (x, y) in enumerate(bar):
+            self.before_step(epoch, update_iter)
+            x, y = self.prepare_batch(x, y, train=True)
+            with self.runtime.autocast():
+                loss, metrics = self.loss(x, y) if adversarial else self.standard_loss(x, y)
+            self.optimizer.zero_grad(set_to_none=False)
+            self.scaler.scale(loss).backward()
+            if p.clip_grad:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), p.clip_grad)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            if p.scheduler in ('cyclic',):
+                self.scheduler.step()
+            self.after_step(epoch, update_iter + 1)
+            self.last_global_step = self.global_step(epoch, update_iter + 1)
+            rows.append(metrics)
+            bar.set_postfix({k: f'{v:.4f}' for k, v in _means(rows).items()}, refresh=False)
+        bar.close()
+        if p.scheduler in ('step', 'converge', 'cosine', 'cosinew') and self.scheduler is not None:
+            self.scheduler.step()
+        self.end_epoch()
+        means = _means(rows)
+        if self.runtime.distributed:
+            keys = list(means)
+            sums = all_reduce_sum([means[k] for k in keys], self.runtime)
+            means = {k: s / self.runtime.world_size for k, s in zip(keys, sums)}
+        return means
+
+    # ------------------------------------------------------------------ evaluation
+    def eval_model(self):
+        """The model evaluated: the trained model here, the averaged model in WATrainer."""
+        return self.model
+
+    def evaluate(self, dataloader, adversarial=False, sharded=False):
+        """Accuracy of `eval_model()` in eval mode on `dataloader`, clean or under `self.eval_attack`.
+
+        Returns (mean of per-batch accuracies, the reference's logged figure (SPEC quirk 7);
+                 correct / total, the exact accuracy).
+        Under DDP the batches are split round-robin over the processes and the sums reduced, so both figures
+        equal the single-process ones (up to the attack's random start); `sharded=True` says the loader already
+        yields this process's share (the training loader).
+        """
+        model = self.eval_model()
+        model.eval()
+        rank, world = self.runtime.rank, self.runtime.world_size
+        acc_sum, n_batches, correct, total = 0.0, 0, 0, 0
+        for i, (x, y) in enumerate(dataloader):
+            if not sharded and i % world != rank:
+                continue
+            x, y = self.prepare_batch(x, y)
+            with self.runtime.autocast():
+                if adversarial:
+                    with ctx_noparamgrad_and_eval(model):
+                        x_adv, _ = self.eval_attack.perturb(x, y)
+                    x = x_adv
+                with torch.no_grad():
+                    out = model(x)
+            acc_sum += accuracy(y, out)
+            correct += num_correct(y, out)
+            total += len(y)
+            n_batches += 1
+        acc_sum, n_batches, correct, total = all_reduce_sum([acc_sum, n_batches, correct, total], self.runtime)
+        return acc_sum / max(1, n_batches), correct / max(1, total)
+
+    def eval(self, dataloader, adversarial=False):
+        """Mean of per-batch accuracies, the reference's `eval` (SPEC quirk 7)."""
+        return self.evaluate(dataloader, adversarial)[0]
+
+    # ------------------------------------------------------------------ checkpoints
+    def weights(self):
+        """The reference's checkpoint content for this trainer: {'model_state_dict': weights}."""
+        return {'model_state_dict': self.model.state_dict()}
+
+    def save_model(self, path):
+        save_atomic(self.weights(), path)
+
+    def load_pretrained(self, path):
+        """Load `model_state_dict` of a checkpoint into the model (strict, any `module.` prefix)."""
+        if not os.path.isfile(path):
+            raise UserError(f'--pretrained-file: {path} does not exist; give a run name under --log-dir '
+                            f'(its weights-best.pt is read) or a checkpoint file.')
+        checkpoint = load_checkpoint(path)
+        if 'model_state_dict' not in checkpoint:
+            raise UserError(f'--pretrained-file: {path} has no model_state_dict; give a weights-*.pt of a run.')
+        load_state_dict(self.model, checkpoint['model_state_dict'])
+
+    def state_dict(self):
+        """Everything of the trainer a resume needs (tensors, numbers and strings only)."""
+        state = {'model': self.model.state_dict(), 'optimizer': self.optimizer.state_dict(),
+                 'scheduler': None if self.scheduler is None else self.scheduler.state_dict(),
+                 'scaler': self.scaler.state_dict()}
+        return state
+
+    def load_state_dict(self, state):
+        load_state_dict(self.model, state['model'])
+        self.optimizer.load_state_dict(state['optimizer'])
+        if self.scheduler is not None and state['scheduler'] is not None:
+            self.scheduler.load_state_dict(state['scheduler'])
+        if state.get('scaler'):
+            self.scaler.load_state_dict(state['scaler'])
+
+
+def _means(rows):
+    """Unweighted mean over batches of each metric (keys in first-seen order)."""
+    if not rows:
+        return {}
+    keys = list(rows[0])
+    return {k: sum(r[k] for r in rows) / len(rows) for k in keys}
