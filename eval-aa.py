@@ -1,0 +1,259 @@
+"""AutoAttack evaluation of a run, or of a released checkpoint (SPEC section 10).
+
+    python eval-aa.py --data-dir DATA --log-dir LOGS --desc NAME [--version standard|plus|custom|rand]
+
+reads LOGS/NAME/args.txt (the training flags, JSON) and LOGS/NAME/weights-best.pt, rebuilds the model the run was
+trained with, and runs AutoAttack on the test set (`--train`: the training set). The threat model is the run's:
+L-inf when its attack was fgsm or an L-inf attack, else L2, with eps = its `attack_eps`. Everything goes to
+stdout and is appended to LOGS/NAME/log-aa.log; the numbers also to LOGS/NAME/eval-aa.json.
+
+Differences from the reference (docs/eval.md): flags given on the command line override args.txt;
+`--num-samples`, `--batch-size`, `--weights`, `--unaveraged`, `--device`; linf-apgd runs are evaluated in L-inf;
+checkpoints load with weights_only=True; an interrupted evaluation resumes from its AutoAttack state file; the
+log is appended to, never truncated.
+"""
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import sys
+import time
+
+import torch
+
+from core.attacks import attack_norm
+from core.autoattack import make_autoattack, run_autoattack
+from core.data import get_data_info, load_data
+from core.errors import UserError, exit_on_user_error
+from core.models import create_model
+from core.utils.checkpoint import load_checkpoint, load_state_dict
+from core.utils.parser import parser_eval
+from core.utils.utils import format_time, seed
+
+# Keys the reference's eval parser shares with args.txt: there the saved value won; here an explicit flag wins.
+SHARED_KEYS = ('data_dir', 'log_dir', 'desc', 'seed')
+# Keys eval-aa.py needs from args.txt.
+REQUIRED_KEYS = ('data', 'model', 'normalize', 'attack', 'attack_eps')
+# args.data -> the folder under --data-dir holding the plain dataset (SPEC 10 step 3, plus tiny-imagenet).
+DATA_FOLDERS = {'cifar10': 'cifar10', 'cifar10s': 'cifar10', 'cifar100': 'cifar100', 'cifar100s': 'cifar100',
+                'svhn': 'svhn', 'svhns': 'svhn', 'tiny-imagenet': 'tiny-imagenet'}
+
+
+# ----------------------------------------------------------------------------------------------- arguments
+def explicit_flags(argv):
+    """The flags given on the command line, as {dest: value} (a second parse with every default suppressed)."""
+    parser = parser_eval()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return vars(parser.parse_args(argv))
+
+
+def resolve_args(argv=None):
+    """Command line + LOG_DIR/DESC/args.txt -> (args, run folder, {key: 'args.txt' or 'command line'}).
+
+    The run folder is LOG_DIR/DESC from the command line (defaults included), as in the reference. Values: the eval
+    parser's defaults, then args.txt (it wins for the keys of the training run and for the four keys the reference
+    let it win: data_dir, log_dir, desc, seed), then every flag given explicitly on the command line.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    cli = vars(parser_eval().parse_args(argv))
+    explicit = explicit_flags(argv)
+    run_dir = os.path.join(cli['log_dir'], cli['desc'])
+    args_path = os.path.join(run_dir, 'args.txt')
+    if not os.path.isfile(args_path):
+        raise UserError(f'no args.txt for run {cli["desc"]!r}: tried {args_path}; pass --log-dir and --desc so that '
+                        'LOG_DIR/DESC holds the run (args.txt and weights-best.pt).')
+    try:
+        with open(args_path) as f:
+            saved = json.load(f)
+    except ValueError as e:
+        raise UserError(f'{args_path}: not a JSON args.txt ({e}).') from None
+    if not isinstance(saved, dict):
+        raise UserError(f'{args_path}: expected a JSON object of training flags.')
+    missing = [k for k in REQUIRED_KEYS if k not in saved]
+    if missing:
+        raise UserError(f'{args_path}: missing {", ".join(missing)}; it must hold the training flags of the run.')
+
+    merged, source = dict(cli), {k: 'default' for k in cli}
+    for key, value in saved.items():
+        if key in SHARED_KEYS or key not in cli:
+            merged[key], source[key] = value, 'args.txt'
+    for key, value in explicit.items():
+        merged[key], source[key] = value, 'command line'
+    return argparse.Namespace(**merged), run_dir, source
+
+
+def data_folder(data):
+    """args.data -> folder name under the data root (cifar10s -> cifar10, ...)."""
+    if data not in DATA_FOLDERS:
+        raise UserError(f'args.txt: unknown data {data!r}; eval-aa.py evaluates {", ".join(DATA_FOLDERS)}.')
+    return DATA_FOLDERS[data]
+
+
+def resolve_device(name):
+    if name == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f'unknown --device {name!r}; use auto, cpu, cuda or cuda:N.') from None
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise UserError(f'--device {name}: CUDA is not available here; use --device cpu (or auto).')
+    return device
+
+
+def sha256_of(path, chunk=1 << 22):
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(chunk), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_json_atomic(path, obj):
+    tmp = f'{path}.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(obj, f, indent=2)
+        f.write('\n')
+    os.replace(tmp, path)
+
+
+def collect(loader, limit):
+    """All (or the first `limit`) images and labels of a loader, as two CPU tensors (SPEC 3.6)."""
+    xs, ys, count = [], [], 0
+    for x, y in loader:
+        xs.append(x)
+        ys.append(y)
+        count += len(y)
+        if limit is not None and count >= limit:
+            break
+    x, y = torch.cat(xs), torch.cat(ys)
+    return (x, y) if limit is None else (x[:limit], y[:limit])
+
+
+# ----------------------------------------------------------------------------------------------- main
+def main(argv=None):
+    start = time.time()
+    args, run_dir, source = resolve_args(argv)
+    weights = args.weights if args.weights is not None else os.path.join(run_dir, 'weights-best.pt')
+    if not os.path.isfile(weights):
+        hint = ''
+        if args.weights is None and os.path.isfile(os.path.join(run_dir, 'weights-last.pt')):
+            hint = f' ({os.path.join(run_dir, "weights-last.pt")} exists: pass --weights to evaluate it)'
+        raise UserError(f'no checkpoint to evaluate: tried {weights}{hint}; pass --weights FILE.')
+    if args.num_samples is not None and args.num_samples < 1:
+        raise UserError(f'--num-samples {args.num_samples}: must be a positive number of images.')
+    if args.batch_size < 1:
+        raise UserError(f'--batch-size {args.batch_size}: must be positive.')
+    if args.n_iter is not None and (args.version != 'custom' or args.n_iter < 1):
+        raise UserError('--n-iter (a testing aid) needs --version custom and a positive number of iterations.')
+    device = resolve_device(args.device)
+
+    log_path = os.path.join(run_dir, 'log-aa.log')
+
+    def log(message):
+        print(message, flush=True)
+        with open(log_path, 'a') as f:
+            f.write(f'{message}\n')
+
+    log(f'==== eval-aa.py {datetime.datetime.now().isoformat(timespec="seconds")} ====')
+    log(f'Run: {run_dir}, checkpoint: {weights}')
+    for key in ('data_dir', 'seed'):
+        if source.get(key) == 'args.txt':
+            log(f'{key} = {getattr(args, key)!r} (from args.txt; pass --{key.replace("_", "-")} to change it)')
+
+    # -- data (SPEC 3.6): the plain dataset, unshuffled, no augmentation
+    data_dir = os.path.join(args.data_dir, data_folder(args.data))
+    info = get_data_info(data_dir)
+    log(f'Using device: {device}')
+    seed(args.seed)
+    try:
+        _, _, train_loader, test_loader = load_data(data_dir, batch_size=args.batch_size,
+                                                    batch_size_test=args.batch_size, num_workers=0,
+                                                    use_augmentation=False, shuffle_train=False)
+    except UserError as e:
+        if source.get('data_dir') == 'args.txt':
+            raise UserError(f'{e} (data_dir {args.data_dir!r} comes from args.txt; pass --data-dir)') from None
+        raise
+    if args.train:
+        log('Evaluating on training set.')
+    loader = train_loader if args.train else test_loader
+    split_size = len(loader.dataset)
+    if args.num_samples is not None and args.num_samples > split_size:
+        raise UserError(f'--num-samples {args.num_samples}: the {"training" if args.train else "test"} split of '
+                        f'{info["data"]} has only {split_size} images.')
+    x_test, y_test = collect(loader, args.num_samples)
+    log(f'Data: {data_dir}, {"train" if args.train else "test"} split, {len(y_test)} of {split_size} images.')
+
+    # -- model: the run's architecture with the checkpoint's weights
+    log(args.model)
+    model = create_model(args.model, args.normalize, info, device)
+    key = 'unaveraged_model_state_dict' if args.unaveraged else 'model_state_dict'
+    checkpoint = load_checkpoint(weights)
+    if not isinstance(checkpoint, dict) or key not in checkpoint:
+        found = ', '.join(map(str, checkpoint)) if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        fix = ' (drop --unaveraged)' if args.unaveraged else ''
+        raise UserError(f'{weights}: no {key!r} in the checkpoint (found: {found}){fix}.')
+    load_state_dict(model, checkpoint[key])
+    del checkpoint
+    if args.unaveraged:
+        log('Using the unaveraged model.')
+    elif getattr(args, 'tau', None):
+        log('Using WA model.')
+    model.eval()
+
+    # -- AutoAttack
+    seed(args.seed)
+    norm = attack_norm(args.attack)
+    eps = float(args.attack_eps)
+    checkpoint_sha256 = sha256_of(weights)
+    config = dict(checkpoint_sha256=checkpoint_sha256, state_dict=key, split='train' if args.train else 'test',
+                  n=len(y_test), data=info['data'], norm=norm, eps=eps, version=args.version, seed=args.seed,
+                  batch_size=args.batch_size, n_iter=args.n_iter)
+    state_key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+    state_path = os.path.join(run_dir, f'eval-aa-state-{state_key}.json')
+    log(f'AutoAttack: version {args.version}, norm {norm}, eps {eps:.6f} ({eps * 255:.2f}/255), seed {args.seed}, '
+        f'{len(y_test)} images, batch size {args.batch_size}')
+    adversary = make_autoattack(model, norm, eps, version=args.version, seed=args.seed, device=device,
+                                log_path=log_path, n_iter=args.n_iter)
+    result = run_autoattack(adversary, x_test, y_test, bs=args.batch_size, state_path=state_path)
+    wall = time.time() - start
+
+    summary = {
+        'clean_accuracy': result['clean'],
+        'robust_accuracy_after': result['attacks'],
+        'robust_accuracy': result['robust'],
+        'counts': result['counts'],
+        'n': result['n'],
+        'split': config['split'],
+        'data': info['data'],
+        'data_dir': data_dir,
+        'model': args.model,
+        'eps': eps,
+        'norm': norm,
+        'version': args.version,
+        'seed': args.seed,
+        'batch_size': args.batch_size,
+        'n_iter': args.n_iter,
+        'checkpoint': os.path.abspath(weights),
+        'checkpoint_sha256': checkpoint_sha256,
+        'state_dict': key,
+        'backend': result['backend'],
+        'resumed': result['resumed'],
+        'wall_time_s': round(wall, 1),
+        'date': datetime.datetime.now().isoformat(timespec='seconds'),
+    }
+    json_path = os.path.join(run_dir, 'eval-aa.json')
+    write_json_atomic(json_path, summary)
+    for path in (state_path, f'{state_path}.progress.json'):  # this evaluation's own scratch files
+        if os.path.isfile(path):
+            os.remove(path)
+    log(f'Clean accuracy: {100 * result["clean"]:.2f}%, robust accuracy: {100 * result["robust"]:.2f}% '
+        f'({norm}, eps {eps:.6f}, {result["n"]} images, {format_time(wall)}); written to {json_path}')
+    log('Script Completed.')
+    return summary
+
+
+if __name__ == '__main__':
+    exit_on_user_error(main)
