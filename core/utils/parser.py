@@ -96,27 +96,49 @@ def parser_train():
 
 
 def parser_eval():
-    """Flags of eval-aa.py (the reference's `parser_eval`)."""
+    """Flags of eval-aa.py (the reference's `parser_eval`, then this project's additions).
+
+    `--num-samples` now works and defaults to the whole split (the reference parsed a default of 1000 and
+    evaluated everything, SPEC 12 #10). `--source`, `--wb` and `--threat` belong to the reference's eval-rb.py
+    and are accepted and ignored, as there. Every flag given on the command line overrides args.txt.
+    """
     parser = argparse.ArgumentParser(description='Robustness evaluation.')
 
-    parser.add_argument('--data-dir', type=str, default='./data', help='Data directory.')
-    parser.add_argument('--log-dir', type=str, default='./logs', help='Log directory.')
+    parser.add_argument('--data-dir', type=str, default='./data',
+                        help='Root data folder: the data is read from DATA_DIR/cifar10 (cifar10, cifar10s), '
+                             'DATA_DIR/cifar100, DATA_DIR/svhn or DATA_DIR/tiny-imagenet.')
+    parser.add_argument('--log-dir', type=str, default='./logs', help='Root of the run folders: LOG_DIR/DESC.')
 
-    parser.add_argument('--desc', type=str, required=True, help='Description of model to be evaluated.')
-    parser.add_argument('--num-samples', type=int, default=1000, help='Number of test samples.')
+    parser.add_argument('--desc', type=str, required=True,
+                        help='Run to evaluate: reads LOG_DIR/DESC/args.txt and LOG_DIR/DESC/weights-best.pt.')
+    parser.add_argument('--num-samples', type=int, default=None,
+                        help='Evaluate the first N images of the split (default: all of them).')
 
     # eval-aa.py
     parser.add_argument('--train', action='store_true', default=False, help='Evaluate on training set.')
     parser.add_argument('-v', '--version', type=str, default='standard', choices=['custom', 'plus', 'standard', 'rand'],
                         help='Version of AA.')
 
-    # eval-rb.py
+    # eval-rb.py (ignored by eval-aa.py, as in the reference)
     parser.add_argument('--source', type=str, default=None, help='Path to source model for black-box evaluation.')
     parser.add_argument('--wb', action='store_true', default=False, help='Perform white-box PGD evaluation.')
 
-    # eval-rb.py
+    # eval-rb.py (ignored by eval-aa.py, as in the reference)
     parser.add_argument('--threat', type=str, default='corruptions', choices=['corruptions', 'Linf', 'L2'],
                         help='Threat model for evaluation.')
 
     parser.add_argument('--seed', type=int, default=1, help='Random seed.')
+
+    # This reimplementation.
+    extra = parser.add_argument_group('beyond the reference')
+    extra.add_argument('--batch-size', type=int, default=128,
+                       help='Batch size of the data loader and of AutoAttack (the reference: 128, hard-coded).')
+    extra.add_argument('--weights', type=str, default=None,
+                       help='Checkpoint to evaluate (default: LOG_DIR/DESC/weights-best.pt).')
+    extra.add_argument('--unaveraged', action='store_true', default=False,
+                       help="Evaluate the checkpoint's unaveraged_model_state_dict (the raw model of a "
+                            'weight-averaged run) instead of model_state_dict.')
+    extra.add_argument('--device', type=str, default='auto', help='auto (CUDA if available), cpu, cuda or cuda:N.')
+    # Testing aid (documented in docs/eval.md, hidden from --help): APGD iterations of --version custom.
+    extra.add_argument('--n-iter', type=int, default=None, help=argparse.SUPPRESS)
     return parser
