@@ -1,10 +1,9 @@
 """Data layer (SPEC 3): sampler semantics, validation split, generated data, bad input, DDP split, determinism.
 
-Synthetic data only: every image is constant per channel and encodes an id (channel 0 = id // 256, channel 1 =
-id % 256, channel 2 = source tag), so a loaded tensor tells which file and which row it came from.
+Synthetic data only (in tmp_path): every image is constant per channel and encodes an id (channel 0 = id // 256,
+channel 1 = id % 256, channel 2 = source tag), so a loaded tensor tells which file and which row it came from.
 """
 import math
-import os
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ import torch
 from core.data import SEMISUP_DATASETS, get_data_info, load_data, set_epoch, validate_unsup_fraction
 from core.data import common as data_common
 from core.data.convert import convert
+from core.data.npz import NpyMember
 from core.data.semisup import SemiSupervisedSampler
 from core.errors import UserError
 
@@ -154,10 +154,24 @@ def test_generated_labels_are_used(root):
     assert train[train.unsup_indices[5]][1] == aux_label(5)
 
 
-def test_generated_data_is_memory_mapped(root):
+def _rss_mib():
+    with open('/proc/self/status') as f:
+        return next(int(line.split()[1]) for line in f if line.startswith('VmRSS:')) / 1024
+
+
+def test_generated_data_is_read_lazily_from_the_file(tmp_path, root):
     train = semisup(root)[0]
     images = train.generated.parts[0].images
-    assert isinstance(images, np.memmap) and images.filename == os.path.abspath(root / 'aux.npz')
+    assert isinstance(images, NpyMember) and images.path == str(root / 'aux.npz')  # no copy in RAM
+    n = 30000  # 88 MiB of generated images: reading them all must not raise RSS (an in-RAM copy or mmap would)
+    path = tmp_path / 'big.npz'
+    np.savez(path, image=np.broadcast_to(make_images([7], AUX), (n, 32, 32, 3)), label=np.zeros(n, np.int64))
+    rss = _rss_mib()
+    train = semisup(root, aux_data_filename=str(path))[0]
+    for i in train.unsup_indices[::3]:
+        train.generated[i - train.unsup_indices[0]]
+    assert _rss_mib() - rss < 20
+    assert decode(train[train.unsup_indices[-1]][0][None]) == ([7], [AUX])
 
 
 def test_folder_of_parts_and_comma_list(root):

@@ -2,10 +2,11 @@
 
 `--aux-data-filename` takes one file, a comma-separated list of files, or a folder whose `*.npz` files (sorted by
 name) are the parts of one data set; several entries are read in the order given, with no merge step. `.npz` files
-must be uncompressed (as `np.savez` writes them) and are memory-mapped: each image is read from disk when indexed,
-so the process's memory does not grow with the number of generated images (the labels are kept in RAM, one byte
-per image). The `.pickle` of Carmon et al. is loaded into RAM, as the reference does; convert it once with
-`python -m core.data.convert IN.pickle OUT.npz` to memory-map it too. The files' labels are used as hard labels.
+must be uncompressed (as `np.savez` writes them) and are read lazily (`core.data.npz.NpyMember`): each image is
+read from the file when indexed, so the process's memory does not grow with the number of generated images (the
+labels are kept in RAM, one byte per image). The `.pickle` of Carmon et al. is loaded into RAM, as the reference
+does; convert it once with `python -m core.data.convert IN.pickle OUT.npz` to read it lazily too. The files'
+labels are used as hard labels.
 """
 import bisect
 import glob
@@ -13,7 +14,7 @@ import os
 
 import numpy as np
 
-from core.data.npz import open_image_label_file, open_npz_member
+from core.data.npz import open_image_label_file
 from core.errors import UserError
 
 
@@ -38,26 +39,14 @@ def split_aux_spec(spec):
 
 
 class _Part:
-    """One file's images (memory-mapped for .npz) and labels; pickles without the mapped array (spawn workers)."""
+    """One file's images (a lazy `NpyMember` for .npz, an in-RAM array for .pickle) and labels."""
 
     def __init__(self, path, num_classes, size):
         self.path = path
         self.images, self.labels = open_image_label_file(path, num_classes, size)
-        self.mapped = isinstance(self.images, np.memmap)
 
     def __len__(self):
         return len(self.labels)
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        if self.mapped:
-            state['images'] = None
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        if self.mapped:
-            self.images = open_npz_member(self.path, 'image')
 
 
 class GeneratedData:
