@@ -1,0 +1,258 @@
+"""Checkpoint I/O (SPEC 12 #36): reference key layout, prefix variants, mismatch messages, safe and atomic files."""
+import os
+
+import pytest
+import torch
+import torch.nn as nn
+
+from core.errors import UserError
+from core.models import create_model
+from core.utils.checkpoint import (
+    canonical_state_dict,
+    describe_state_dict,
+    load_checkpoint,
+    load_state_dict,
+    load_weights,
+    save_atomic,
+    unwrap_model,
+)
+
+INFO = dict(data='cifar10s', num_classes=10, mean=(0.4914, 0.4822, 0.4465), std=(0.2023, 0.1994, 0.2010))
+NAME = 'wrn-10-2-swish'
+
+
+def trained_like(name=NAME, normalize=False, seed=0, info=INFO):
+    """A model with non-default weights and BN statistics (one train-mode forward), in eval mode."""
+    torch.manual_seed(seed)
+    model = create_model(name, normalize, info, 'cpu')
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+        model.train()
+        model(torch.rand(4, 3, 32, 32))
+    return model.eval()
+
+
+def logits(model, x):
+    with torch.no_grad():
+        return model.eval()(x)
+
+
+class Compiled(nn.Module):
+    """Stands in for torch.compile's OptimizedModule (same `_orig_mod` attribute and key prefix), without dynamo."""
+
+    def __init__(self, model):
+        super().__init__()
+        self._orig_mod = model
+
+    def forward(self, x):
+        return self._orig_mod(x)
+
+
+def strip(sd, n):
+    return {k[n:]: v for k, v in sd.items()}
+
+
+@pytest.mark.parametrize('normalize,prefix', [(False, 'module.0.'), (True, 'module.1.')])
+def test_reference_layout_loads_strict_and_gives_identical_logits(normalize, prefix):
+    source = trained_like(normalize=normalize, seed=0)
+    sd = source.state_dict()
+    assert all(k.startswith(prefix) for k in sd)  # the reference's DataParallel layout
+    target = create_model(NAME, normalize, INFO, 'cpu')
+    x = torch.rand(3, 3, 32, 32)
+    assert not torch.equal(logits(target, x), logits(source, x))
+    assert load_state_dict(target, sd) is target
+    assert torch.equal(logits(target, x), logits(source, x))
+    for k, v in sd.items():
+        assert torch.equal(target.state_dict()[k], v)
+
+
+def variants(sd):
+    """The same weights under the prefixes other tools write (sd is in the `module.0.` layout)."""
+    return {
+        'sequential (no prefix)': strip(sd, len('module.')),
+        'bare backbone': strip(sd, len('module.0.')),
+        'DataParallel/DDP around the wrapper': {'module.' + k: v for k, v in sd.items()},
+        'torch.compile': {'_orig_mod.' + k: v for k, v in sd.items()},
+        'DDP around torch.compile': {'module._orig_mod.' + k: v for k, v in sd.items()},
+        'DataParallel of a bare backbone': {'module.' + k: v for k, v in strip(sd, len('module.0.')).items()},
+    }
+
+
+def test_prefix_variants_load():
+    source = trained_like(seed=1)
+    x = torch.rand(2, 3, 32, 32)
+    expected = logits(source, x)
+    for what, sd in variants(source.state_dict()).items():
+        target = create_model(NAME, False, INFO, 'cpu')
+        load_state_dict(target, sd)
+        assert torch.equal(logits(target, x), expected), what
+        assert list(canonical_state_dict(sd)) == list(source.state_dict()), what
+
+
+def test_bare_backbone_keys_go_behind_the_normalization_layer():
+    source = trained_like(normalize=True, seed=2)
+    bare = strip(source.state_dict(), len('module.1.'))
+    assert list(canonical_state_dict(bare, backbone_index=1)) == list(source.state_dict())
+    target = create_model(NAME, True, INFO, 'cpu')
+    load_state_dict(target, bare)
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(logits(target, x), logits(source, x))
+
+
+def test_load_into_wrapped_models():
+    source = trained_like(seed=3)
+    x = torch.rand(2, 3, 32, 32)
+    for wrap in (nn.DataParallel, Compiled, lambda m: nn.DataParallel(Compiled(m))):
+        inner = create_model(NAME, False, INFO, 'cpu')
+        wrapped = wrap(inner)
+        assert unwrap_model(wrapped) is inner
+        load_state_dict(wrapped, source.state_dict())
+        assert torch.equal(logits(inner, x), logits(source, x))
+    model = create_model(NAME, False, INFO, 'cpu')
+    assert unwrap_model(model) is model  # the wrapper's own `.module` is kept
+
+
+@pytest.mark.slow
+def test_unwrap_real_torch_compile():
+    model = create_model('wrn-10-1-swish', False, INFO, 'cpu')
+    compiled = torch.compile(model)
+    assert unwrap_model(compiled) is model
+    assert all(k.startswith('_orig_mod.module.0.') for k in compiled.state_dict())
+    load_state_dict(model, compiled.state_dict())
+
+
+def one_line_error(model, sd, source='run/weights-best.pt'):
+    with pytest.raises(UserError) as info:
+        load_state_dict(model, sd, source=source)
+    message = str(info.value)
+    assert '\n' not in message
+    return message
+
+
+def test_architecture_mismatch_names_both():
+    sd = trained_like().state_dict()
+    message = one_line_error(create_model('wrn-16-2-swish', False, INFO, 'cpu'), sd)
+    assert message.startswith('checkpoint run/weights-best.pt holds a wrn-10-2-swish (10 classes) '
+                              'but --model is wrn-16-2-swish (10 classes): ')
+    message = one_line_error(create_model(NAME, False, dict(INFO, num_classes=100), 'cpu'), sd)
+    assert 'holds a wrn-10-2-swish (10 classes) but --model is wrn-10-2-swish (100 classes)' in message
+    message = one_line_error(create_model('wrn-10-2', False, INFO, 'cpu'), sd)
+    assert 'holds a wrn-10-2-swish (10 classes) but --model is wrn-10-2 (10 classes)' in message
+    message = one_line_error(create_model('wrn-10-4-swish', True, INFO, 'cpu'), sd)  # both differ: arch first
+    assert 'holds a wrn-10-2-swish (10 classes) but --model is wrn-10-4-swish (10 classes)' in message
+
+
+def test_normalize_mismatch_is_named():
+    sd = trained_like(normalize=False).state_dict()
+    message = one_line_error(create_model(NAME, True, INFO, 'cpu'), sd)
+    assert 'saved with --normalize False' in message and 'pass --normalize False' in message
+
+
+def test_missing_tensor_is_reported():
+    sd = dict(trained_like().state_dict())
+    del sd['module.0.batchnorm.num_batches_tracked']
+    message = one_line_error(create_model(NAME, False, INFO, 'cpu'), sd)
+    assert '1 missing keys (e.g. module.0.batchnorm.num_batches_tracked)' in message
+
+
+@pytest.mark.parametrize('name,info,expected', [
+    ('wrn-28-10-swish', INFO, 'a wrn-28-10-swish (10 classes)'),
+    ('wrn-70-16-swish', dict(INFO, num_classes=100), 'a wrn-70-16-swish (100 classes)'),
+    ('wrn-34-10', INFO, 'a wrn-34-10 (10 classes)'),
+    ('preact-resnet18', INFO, 'a preact-resnet18 (10 classes)'),
+    ('preact-resnet101', INFO, 'a preact-resnet101 (10 classes)'),
+    ('resnet50', INFO, 'a resnet50 (10 classes)'),
+    ('preact-resnet34-swish', INFO, 'a preact-resnet34-swish (10 classes)'),
+    ('preact-resnet18', dict(INFO, data='tiny-imagenet', num_classes=200), 'a preact-resnet18 (200 classes)'),
+])
+def test_describe_state_dict(name, info, expected):
+    with torch.device('meta'):
+        sd = create_model(name, True, info, 'meta').state_dict()
+    for variant in (sd, strip(sd, len('module.1.')), {'module.' + k: v for k, v in sd.items()}):
+        assert describe_state_dict(variant) == expected
+
+
+def test_describe_unknown():
+    sd = {'a.weight': torch.zeros(2), 'b.weight': torch.zeros(2), 'c': torch.zeros(1)}
+    assert describe_state_dict(sd) == 'a different architecture (3 tensors)'
+
+
+class Payload:
+    """A pickled object whose unpickling would create a file: loading it must never run this."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, 'w'))
+
+
+def test_pickled_code_is_refused_and_never_executed(tmp_path):
+    marker = tmp_path / 'executed'
+    path = tmp_path / 'evil.pt'
+    torch.save({'model_state_dict': {'w': torch.zeros(1)}, 'payload': Payload(str(marker))}, path)
+    assert not marker.exists()
+    for load in (load_checkpoint, load_weights):
+        with pytest.raises(UserError, match='refused.*never executes') as info:
+            load(path)
+        assert str(path) in str(info.value) and '\n' not in str(info.value)
+    assert not marker.exists()
+
+
+def test_missing_and_corrupt_files(tmp_path):
+    with pytest.raises(UserError, match=f'{tmp_path / "nope.pt"} does not exist'):
+        load_checkpoint(tmp_path / 'nope.pt')
+    with pytest.raises(UserError, match='is a directory'):
+        load_checkpoint(tmp_path)
+    (tmp_path / 'broken.pt').write_bytes(b'not a checkpoint at all')
+    with pytest.raises(UserError, match='broken.pt'):
+        load_checkpoint(tmp_path / 'broken.pt')
+
+
+def test_save_atomic_round_trip_and_overwrite(tmp_path):
+    path = tmp_path / 'weights-last.pt'
+    first = {'model_state_dict': {'w': torch.arange(3.0)}, 'epoch': 1}
+    save_atomic(first, path)
+    loaded = load_checkpoint(path)
+    assert torch.equal(loaded['model_state_dict']['w'], torch.arange(3.0)) and loaded['epoch'] == 1
+    save_atomic({'model_state_dict': {'w': torch.ones(2)}, 'epoch': 2}, str(path))
+    assert load_checkpoint(path)['epoch'] == 2
+    assert sorted(os.listdir(tmp_path)) == ['weights-last.pt']  # no temporary file left behind
+
+
+class SaveFailed(Exception):
+    pass
+
+
+class FailsWhenSaved:
+    """An object whose pickling fails half-way through torch.save (a crash mid-save)."""
+
+    def __reduce__(self):
+        raise SaveFailed('simulated crash')
+
+
+def test_save_atomic_failure_keeps_the_previous_file(tmp_path):
+    path = tmp_path / 'weights-last.pt'
+    save_atomic({'epoch': 1}, path)
+    with pytest.raises(SaveFailed):
+        save_atomic({'epoch': 2, 'weights': torch.ones(1000), 'bad': FailsWhenSaved()}, path)
+    assert load_checkpoint(path) == {'epoch': 1}
+    assert sorted(os.listdir(tmp_path)) == ['weights-last.pt']
+
+
+def test_load_weights(tmp_path):
+    model = trained_like(seed=4)
+    sd = model.state_dict()
+    save_atomic({'model_state_dict': sd, 'unaveraged_model_state_dict': {}}, tmp_path / 'weights-best.pt')
+    torch.save(sd, tmp_path / 'bare.pt')
+    for name in ('weights-best.pt', 'bare.pt'):
+        weights = load_weights(tmp_path / name)
+        assert list(weights) == list(sd) and all(torch.equal(weights[k], sd[k]) for k in sd)
+    target = create_model(NAME, False, INFO, 'cpu')
+    load_state_dict(target, load_weights(tmp_path / 'weights-best.pt'), source='weights-best.pt')
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(logits(target, x), logits(model, x))
+    torch.save({'epoch': 3, 'args': {'model': NAME}}, tmp_path / 'other.pt')
+    with pytest.raises(UserError, match="neither a {'model_state_dict'"):
+        load_weights(tmp_path / 'other.pt')
