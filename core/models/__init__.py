@@ -19,8 +19,8 @@ from .ti_preact_resnet import ti_preact_resnet
 from .wideresnet import wideresnet
 from .wideresnetwithswish import wideresnetwithswish
 
-__all__ = ['MODELS', 'ModelWrapper', 'Normalization', 'check_model_name', 'create_model', 'is_known_model',
-           'parse_wrn_name']
+__all__ = ['MODELS', 'ModelWrapper', 'Normalization', 'check_model_name', 'create_backbone', 'create_model',
+           'is_known_model', 'parse_wrn_name']
 
 # The reference's list, in its order (SPEC 4). `wrn-32-10` is listed but cannot be built ((32 - 4) % 6 != 0).
 MODELS = ('resnet18', 'resnet34', 'resnet50', 'resnet101',
@@ -50,14 +50,16 @@ def _name_error(name):
         return (f'unknown model {name!r}: use one of {", ".join(m for m in MODELS if m != "wrn-32-10")}, '
                 f'or wrn-D-W / wrn-D-W-swish with (D - 4) % 6 == 0')
     depth, width, swish = wrn
-    if (depth - 4) % 6 != 0 or depth < 10:
-        lower = max(10, depth - (depth - 4) % 6)
-        upper = lower + 6 if depth >= 10 else 10
-        best = upper if (upper - depth) <= (depth - lower) or depth < 10 else lower
-        suggestion = f'wrn-{best}-{width}' + ('-swish' if swish else '')
+    suffix = '-swish' if swish else ''
+    if depth < 10:
+        return (f'model {name!r} cannot be built: a WideResNet needs depth = 6n + 4 with n >= 1 block per group, '
+                f'so at least 10; use e.g. wrn-10-{width}{suffix}')
+    if (depth - 4) % 6 != 0:
+        lower = depth - (depth - 4) % 6
+        best = lower + 6 if (lower + 6 - depth) <= (depth - lower) else lower  # the nearest valid depth
         listed = ' (it is listed by the reference but fails its depth assertion)' if name in MODELS else ''
-        return (f'model {name!r} cannot be built{listed}: a WideResNet needs depth = 6n + 4 with n >= 1, but '
-                f'({depth} - 4) % 6 = {(depth - 4) % 6}; use e.g. {suggestion}')
+        return (f'model {name!r} cannot be built{listed}: a WideResNet needs depth = 6n + 4, but '
+                f'({depth} - 4) % 6 = {(depth - 4) % 6}; use e.g. wrn-{best}-{width}{suffix}')
     if width < 1:
         return f'model {name!r} cannot be built: the width must be >= 1; use e.g. wrn-{depth}-10'
     return None
