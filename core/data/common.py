@@ -188,12 +188,15 @@ class ImageDataset(torch.utils.data.Dataset):
             image = Image.fromarray(image)
         if seed is None:
             return self.transform(image), label
-        if get_worker_info() is None:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                return self.transform(image), label
-        torch.manual_seed(seed)
-        return self.transform(image), label
+        # Only the CPU generator: torch.manual_seed would also queue lazy CUDA/XPU seeding calls (slow, growing).
+        rng = torch.default_generator
+        state = rng.get_state() if get_worker_info() is None else None  # the main process's RNG is restored
+        rng.manual_seed(seed)
+        try:
+            return self.transform(image), label
+        finally:
+            if state is not None:
+                rng.set_state(state)
 
 
 def eval_loader(dataset, batch_size, num_workers, pin_memory):
