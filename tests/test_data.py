@@ -334,3 +334,10 @@ def test_missing_base_data_names_paths_and_command(tmp_path, monkeypatch):
         load_data(str(tmp_path / 'cifar10'), num_workers=0)
     msg = str(e.value)
     assert str(tmp_path / 'cifar10' / 'train.npz') in msg and 'cifar-10-batches-py' in msg and 'make_npz.py' in msg
+
+
+def test_corrupt_torchvision_folder(tmp_path):
+    (tmp_path / 'cifar10' / 'cifar-10-batches-py').mkdir(parents=True)
+    with pytest.raises(UserError, match='cannot read cifar10 train split') as e:
+        load_data(str(tmp_path / 'cifar10'), num_workers=0)
+    assert '\n' not in str(e.value)

@@ -63,7 +63,9 @@ def load_split(name, data_dir, split, num_classes):
         try:
             return _torchvision_split(name, data_dir, split, download=False)
         except Exception as e:  # noqa: BLE001 - torchvision raises RuntimeError/OSError/ValueError on bad files
-            raise UserError(f'{tv_path}: cannot read {name} {split} split ({type(e).__name__}: {e}).') from None
+            reason = ' '.join(str(e).split())
+            raise UserError(f'{tv_path}: cannot read {name} {split} split ({type(e).__name__}: {reason}); '
+                            f'replace the files or put {split}.npz in {data_dir}.') from None
     try:
         return _download(name, data_dir, split)
     except Exception as e:  # noqa: BLE001 - offline: URLError, RuntimeError, ...

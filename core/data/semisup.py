@@ -2,7 +2,7 @@
 
 The training set of cifar10s/cifar100s/svhns is the labelled base train split (minus the validation images)
 followed by the generated images, as one `ImageDataset` over the two sources: nothing is concatenated or copied,
-and generated `.npz` files stay memory-mapped. `sup_indices` are 0..n_real-1 and `unsup_indices` n_real..n-1.
+and generated `.npz` files are read lazily. `sup_indices` are 0..n_real-1 and `unsup_indices` n_real..n-1.
 
 `SemiSupervisedSampler` draws each batch as the reference does (a fresh permutation of the labelled pool per
 epoch, consecutive slices of `sup_bs`, filled with generated indices drawn with replacement, shuffled, and a new
@@ -44,6 +44,24 @@ def _seed_sequence(seed, epoch, stream):
     return np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFFFFFF, int(epoch), int(stream)])
 
 
+def _pool(indices):
+    """Index pool: a `range` stays lazy (50M generated indices cost nothing), anything else becomes an int64 array."""
+    if isinstance(indices, range):
+        return indices
+    return np.asarray(indices, dtype=np.int64)
+
+
+def _array(pool):
+    return np.arange(pool.start, pool.stop, pool.step, dtype=np.int64) if isinstance(pool, range) else pool
+
+
+def _take(pool, positions):
+    """pool[positions] for an int64 array of positions."""
+    if isinstance(pool, range):
+        return pool.start + positions.astype(np.int64) * pool.step
+    return pool[positions]
+
+
 class SemiSupervisedSampler(torch.utils.data.Sampler):
     """Batch sampler mixing labelled and generated indices (SPEC 3.4), deterministic per (seed, epoch), DDP-aware.
 
@@ -68,10 +86,10 @@ class SemiSupervisedSampler(torch.utils.data.Sampler):
             raise ValueError(f'rank {rank} outside [0, world_size={world_size}).')
         if batch_size < world_size:
             raise UserError(f'global batch size {batch_size} is smaller than the world size {world_size}.')
-        self.sup_indices = np.asarray(sup_indices, dtype=np.int64)
-        self.unsup_indices = np.asarray(unsup_indices, dtype=np.int64)
+        self.sup_indices, self.unsup_indices = _pool(sup_indices), _pool(unsup_indices)
         if unsup_fraction is None or unsup_fraction < 0:
-            self.sup_indices = np.concatenate([self.sup_indices, self.unsup_indices])
+            self.sup_indices = np.concatenate([_array(self.sup_indices), _array(self.unsup_indices)])
+            self.unsup_indices = range(0)
             unsup_fraction = 0.0
         self.batch_size = batch_size
         self.unsup_fraction = unsup_fraction
@@ -102,14 +120,14 @@ class SemiSupervisedSampler(torch.utils.data.Sampler):
         n_sup, count = len(self.sup_indices), 0
         while count < self.num_batches:
             order = torch.randperm(n_sup, generator=g).numpy() if self.shuffle else np.arange(n_sup)
-            perm = self.sup_indices[order]
+            perm = _take(self.sup_indices, order)
             for start in range(0, n_sup, self.sup_bs):
                 if count >= self.num_batches:
                     return
                 batch = perm[start:start + self.sup_bs]
                 if self.sup_bs < self.batch_size:
                     fill = torch.randint(len(self.unsup_indices), (self.batch_size - len(batch),), generator=g)
-                    batch = np.concatenate([batch, self.unsup_indices[fill.numpy()]])
+                    batch = np.concatenate([batch, _take(self.unsup_indices, fill.numpy())])
                 if self.shuffle:
                     rng.shuffle(batch)
                 yield batch, rng.integers(0, 2 ** 63 - 1, size=len(batch), dtype=np.int64)
@@ -129,7 +147,7 @@ class SemiSupervisedSampler(torch.utils.data.Sampler):
 class SemiSupervisedDataset(ImageDataset):
     """Labelled base images followed by generated images, without copying either (SPEC 3.3).
 
-    Attributes: `sup_indices`, `unsup_indices` (index lists), `dataset_size` (base split size before the
+    Attributes: `sup_indices`, `unsup_indices` (ranges), `dataset_size` (base split size before the
     validation split was removed: 50000 for CIFAR, 73257 for SVHN), `generated` (the `GeneratedData` or None).
     """
 
@@ -137,8 +155,8 @@ class SemiSupervisedDataset(ImageDataset):
         super().__init__([real] + ([generated] if generated is not None else []), transform)
         n_real = len(real)
         self.generated = generated
-        self.sup_indices = list(range(n_real))
-        self.unsup_indices = list(range(n_real, len(self)))
+        self.sup_indices = range(n_real)
+        self.unsup_indices = range(n_real, len(self))
         self.dataset_size = dataset_size
 
 
