@@ -241,14 +241,14 @@ def main(argv=None):
         'state_dict': key,
         'backend': result['backend'],
         'resumed': result['resumed'],
+        'max_perturbation': result['max_perturbation'],
         'wall_time_s': round(wall, 1),
         'date': datetime.datetime.now().isoformat(timespec='seconds'),
     }
     json_path = os.path.join(run_dir, 'eval-aa.json')
     write_json_atomic(json_path, summary)
-    for path in (state_path, f'{state_path}.progress.json'):  # this evaluation's own scratch files
-        if os.path.isfile(path):
-            os.remove(path)
+    if os.path.isfile(state_path):  # this evaluation's own scratch file, complete now
+        os.remove(state_path)
     log(f'Clean accuracy: {100 * result["clean"]:.2f}%, robust accuracy: {100 * result["robust"]:.2f}% '
         f'({norm}, eps {eps:.6f}, {result["n"]} images, {format_time(wall)}); written to {json_path}')
     log('Script Completed.')

@@ -13,14 +13,13 @@ and appends to `log_path` through `autoattack.other_utils.Logger`; pyautoattack 
 `logging.getLogger('auto-attack')` at DEBUG). Both run the same attacks with the same settings,
 so a version, a seed and the same inputs give the same adversarial examples.
 """
-import ast
 import contextlib
 import inspect
 import json
 import logging
 import os
 import sys
-from pathlib import Path
+import time
 
 import torch
 
@@ -42,6 +41,7 @@ except ImportError:  # pragma: no cover - depends on what is installed
 VERSIONS = ('standard', 'plus', 'custom', 'rand')
 CUSTOM_ATTACKS = ('apgd-ce', 'apgd-t')  # eval-aa.py's `--version custom` (SPEC section 10, step 8)
 PYAA_LOGGER = 'auto-attack'
+STATE_FORMAT = 'score-at eval-aa state 1'
 
 
 def require_autoattack():
@@ -71,8 +71,8 @@ def set_apgd_iterations(attack, n_iter):
 
 
 @contextlib.contextmanager
-def _pyaa_logging(log_path):
-    """Route pyautoattack's DEBUG log to stdout and (appending) to `log_path` for the duration of the block."""
+def _pyaa_logging(log_path, level=logging.DEBUG):
+    """Route pyautoattack's log (records >= `level`) to stdout and, appending, to `log_path` during the block."""
     logger = logging.getLogger(PYAA_LOGGER)
     old_level, old_propagate = logger.level, logger.propagate
     formatter = logging.Formatter('%(message)s')
@@ -82,7 +82,7 @@ def _pyaa_logging(log_path):
     for h in handlers:
         h.setFormatter(formatter)
         logger.addHandler(h)
-    logger.setLevel(logging.DEBUG)
+    logger.setLevel(level)
     logger.propagate = False
     try:
         yield logger
@@ -94,15 +94,26 @@ def _pyaa_logging(log_path):
         logger.propagate = old_propagate
 
 
-def _log_context(adversary):
-    """A context yielding `log(msg)`: the package's own logger, so our lines land where AutoAttack's do."""
+def _log_path(adversary):
     if _backend_of(adversary) == 'pyautoattack':
-        @contextlib.contextmanager
-        def ctx():
-            with _pyaa_logging(getattr(adversary, 'log_path', None)) as logger:
-                yield logger.info
-        return ctx()
-    return contextlib.nullcontext(adversary.logger.log)
+        return getattr(adversary, 'log_path', None)
+    return getattr(adversary.logger, 'log_path', None)
+
+
+@contextlib.contextmanager
+def _package_quiet(adversary):
+    """Keep only the package's warnings (its checks) during a call: its progress lines are relative to the subset
+    it is given, so `run_autoattack` prints its own, over the whole evaluation."""
+    if _backend_of(adversary) == 'pyautoattack':
+        with _pyaa_logging(_log_path(adversary), level=logging.WARNING):
+            yield
+        return
+    verbose = adversary.verbose
+    adversary.verbose = False
+    try:
+        yield
+    finally:
+        adversary.verbose = verbose
 
 
 def make_autoattack(model, norm, eps, version='standard', seed=None, device=None, log_path=None,
@@ -155,220 +166,169 @@ def make_autoattack(model, norm, eps, version='standard', seed=None, device=None
     return adversary
 
 
-@contextlib.contextmanager
-def _fixed_state_loader(adversary):
-    """Make the package's `EvaluationState.from_disk` read back what its `to_disk` wrote.
-
-    Both packages' `to_disk` write the set of attacks with `json.dump(default=str)`, i.e. as the string
-    "{'apgd-ce', 'apgd-t'}", and `from_disk` returns it (and the finished attacks) without converting back, so a
-    restored state never matches `set(attacks_to_run)` and `add_run_attack` fails on a list: resuming raises.
-    For the duration of the call, the module's `EvaluationState` is replaced by a subclass that converts both.
-    """
-    module = sys.modules.get(type(adversary).__module__)
-    original = getattr(module, 'EvaluationState', None)
-    if original is None:
-        yield
-        return
-
-    class EvaluationState(original):
-        @classmethod
-        def from_disk(cls, path):
-            state = super().from_disk(path)
-            if isinstance(state._attacks_to_run, str):
-                state._attacks_to_run = set(ast.literal_eval(state._attacks_to_run))
-            state._attacks_to_run = set(state._attacks_to_run)
-            state._run_attacks = set(state._run_attacks)
-            return state
-
-    module.EvaluationState = EvaluationState
-    try:
-        yield
-    finally:
-        module.EvaluationState = original
-
-
-def _current_attack(adversary, obj):
-    """The AutoAttack attack name that is calling `obj.perturb` (its state tells which one)."""
-    if obj is adversary.apgd:
-        return 'apgd-' + adversary.apgd.loss
-    if obj is adversary.apgd_targeted:
-        return 'apgd-t'
-    if obj is adversary.fab:
-        return 'fab-t' if adversary.fab.targeted else 'fab'
-    return 'square'
-
-
-def _read_json(path):
+def _read_state(path, n, names):
+    """The state saved by `run_autoattack` at `path`, or None; ValueError if it belongs to another evaluation."""
     try:
         with open(path) as f:
-            return json.load(f)
+            state = json.load(f)
     except (OSError, ValueError):
         return None
+    if state.get('format') != STATE_FORMAT:
+        return None
+    if state['n'] != n or state['attacks'] != names:
+        raise ValueError(f'AutoAttack state {path} is for {state["n"]} images and attacks {state["attacks"]}, not '
+                         f'{n} and {names}: move it away or evaluate the same images with the same version')
+    return state
 
 
 def _write_json_atomic(path, obj):
     tmp = f'{path}.tmp'
     with open(tmp, 'w') as f:
-        json.dump(obj, f, indent=2)
+        json.dump(obj, f)
     os.replace(tmp, path)
 
 
-def run_autoattack(adversary, x, y, bs=250, state_path=None):
-    """Run AutoAttack and return the accuracies it logs, as numbers.
+def _flags_to_str(flags):
+    return ''.join('1' if f else '0' for f in flags.tolist())
 
-    Same computation as the package's `run_standard_evaluation(x, y, bs)`: clean accuracy, then each attack in
-    `adversary.attacks_to_run` on the points still robust. To report the robust accuracy after each attack
-    exactly (the packages only log it as a rounded percentage), every attack's `perturb` is wrapped for the
-    duration of the call to count the points it fools (one extra forward per batch, the same one AutoAttack does).
 
-    Resume: with `state_path`, when the installed package supports it, AutoAttack saves its robust flags and
-    finished attacks there after every batch and continues from them when the file exists. A sidecar file
-    `<state_path>.progress.json` keeps the robust counts of finished attacks for the report. A state file left
-    by an interruption before the clean accuracy was computed is unusable and is replaced.
+def _str_to_flags(s):
+    return torch.tensor([c == '1' for c in s], dtype=torch.bool)
+
+
+def _attack_subset(adversary, attack, x, y, bs):
+    """One package call: `attack` alone on (x, y) -> (x_adv, y_adv), as inside `run_standard_evaluation`."""
+    backend = _backend_of(adversary)
+    saved = adversary.attacks_to_run
+    adversary.attacks_to_run = [attack]
+    try:
+        with _package_quiet(adversary):
+            if backend == 'pyautoattack':
+                return adversary.run_standard_evaluation(x, y, batch_size=bs)
+            if 'return_labels' in inspect.signature(adversary.run_standard_evaluation).parameters:
+                return adversary.run_standard_evaluation(x, y, bs=bs, return_labels=True)
+            x_adv = adversary.run_standard_evaluation(x, y, bs=bs)
+            y_adv = torch.cat([adversary.get_logits(x_adv[i:i + bs].to(adversary.device)).max(dim=1)[1].cpu()
+                               for i in range(0, len(x_adv), bs)])
+            return x_adv, y_adv
+    finally:
+        adversary.attacks_to_run = saved
+
+
+def run_autoattack(adversary, x, y, bs=250, state_path=None, chunk_batches=10):
+    """Run AutoAttack as the package's `run_standard_evaluation(x, y, bs)` does, and return its accuracies as numbers.
+
+    Same computation as one package call: the clean accuracy, then each attack of `adversary.attacks_to_run` on
+    the points still robust, in batches of `bs` over those points in index order, every batch seeded by the
+    attack itself. Here each attack is run by the package on consecutive chunks of `chunk_batches * bs` of those
+    points (same batches, same seeds, hence the same adversarial examples), so that
+
+    - the robust accuracy after every attack is exact (the packages only log it as a rounded percentage), and
+    - with `state_path`, the robust flags, finished attacks and position in the current attack are saved (JSON,
+      atomically) after every chunk; a rerun with the same state file continues from there. (The packages' own
+      `state_path` cannot restore: their state file writes the attack set as a string that their loader never
+      converts back, and the restore path references labels it never set.)
+
+    Progress (which attack runs, how many points remain robust) is printed and appended to the adversary's log file;
+    the package's own lines are limited to its warnings.
 
     Args:
         adversary: from `make_autoattack`.
-        x: (N, C, H, W) images in [0, 1] (any device; moved batch by batch to the adversary's device).
+        x: (N, C, H, W) images in [0, 1] (moved batch by batch to the adversary's device).
         y: (N,) int64 labels.
         bs: batch size.
-        state_path: AutoAttack state file (JSON) or None.
+        state_path: JSON state file, or None.
+        chunk_batches: batches per package call (and per state save).
     Returns:
-        dict with `n`, `clean` (accuracy), `attacks` ({attack: robust accuracy after it}, in run order; None if a
-        resumed run has no record of an attack finished earlier), `robust` (final robust accuracy),
-        `counts` (the same as numbers of images), `resumed` (bool), `backend`, `x_adv` (adversarial examples of
-        this call; for a resumed run only those found after the resume).
+        dict with `n`, `clean` (accuracy), `attacks` ({attack: robust accuracy after it}, in order), `robust` (final
+        robust accuracy), `counts` (the same as numbers of images), `resumed`, `backend`, `max_perturbation`
+        (largest norm of an adversarial perturbation found in this call) and `x_adv` (x with the adversarial
+        examples found in this call).
     """
     n = x.shape[0]
-    x = x.contiguous()  # the packages' gradient checks `view` the input gradient, which fails on other layouts
+    x = x.detach().cpu().contiguous()  # the packages' gradient checks `view` the input gradient
+    y = y.detach().cpu()
     names = list(adversary.attacks_to_run)
-    backend = _backend_of(adversary)
-    supports_state = 'state_path' in inspect.signature(adversary.run_standard_evaluation).parameters
-    if state_path is not None and not supports_state:
-        state_path = None
-    progress_path = None if state_path is None else f'{state_path}.progress.json'
+    log_path = _log_path(adversary)
+    start_time = time.time()
 
-    with _log_context(adversary) as log:
-        # -- where do we start: a fresh run or an AutoAttack state left by an interrupted one
-        state = _read_json(state_path) if state_path is not None and os.path.exists(state_path) else None
-        if state_path is not None and os.path.exists(state_path) and (state is None or
-                                                                      state.get('_robust_flags') is None):
-            log(f'AutoAttack state {state_path} holds no robust flags yet (interrupted before the clean pass): '
-                'starting afresh')
-            os.replace(state_path, f'{state_path}.unusable')
-            state = None
-        done_before = {}
-        if state is not None:
-            flags = state['_robust_flags']
-            if len(flags) != n:
-                raise ValueError(f'AutoAttack state {state_path} is for {len(flags)} images, not {n}: '
-                                 'remove it or evaluate the same images')
-            robust_start = int(sum(bool(f) for f in flags))
-            clean_correct = int(round(state['_clean_accuracy'] * n))
-            saved = (_read_json(progress_path) or {}) if progress_path else {}
-            done_before = {a: saved.get(a) for a in state.get('_run_attacks', [])}
-            log(f'resuming AutoAttack from {state_path}: {robust_start}/{n} points robust, '
-                f'finished: {", ".join(done_before) or "none"}')
+    def log(message):
+        print(message, flush=True)
+        if log_path is not None:
+            with open(log_path, 'a') as f:
+                f.write(f'{message}\n')
+
+    def save():
+        if state_path is not None:
+            _write_json_atomic(state_path, {
+                'format': STATE_FORMAT, 'n': n, 'attacks': names, 'clean': clean, 'robust': _flags_to_str(robust),
+                'after': after, 'current': current})
+
+    state = _read_state(state_path, n, names) if state_path is not None else None
+    if state is not None:
+        clean, robust, after, current = state['clean'], _str_to_flags(state['robust']), state['after'], state['current']
+        log(f'resuming AutoAttack from {state_path}: clean {clean}/{n}, {int(robust.sum())}/{n} robust, '
+            f'finished: {", ".join(after) or "none"}')
+    else:
+        with torch.no_grad():
+            pred = torch.cat([adversary.get_logits(x[i:i + bs].to(adversary.device)).max(dim=1)[1].cpu()
+                              for i in range(0, n, bs)])
+        robust = pred.eq(y)
+        clean, after, current = int(robust.sum()), {}, None
+        save()
+    log(f'using {adversary.version} version including {", ".join(names)}.')
+    log(f'initial accuracy: {100 * clean / n:.2f}% ({clean}/{n})')
+
+    x_adv = x.clone()
+    max_pert = 0.0
+    chunk = max(1, chunk_batches) * bs
+    for attack in names:
+        if attack in after:
+            continue
+        if current is not None and current['attack'] == attack:
+            todo, position = torch.nonzero(_str_to_flags(current['start'])).flatten(), current['position']
         else:
-            clean_correct = 0
-            with torch.no_grad():
-                for i in range(0, n, bs):
-                    xb = x[i:i + bs].to(adversary.device)
-                    yb = y[i:i + bs].to(adversary.device)
-                    clean_correct += adversary.get_logits(xb).max(dim=1)[1].eq(yb).sum().item()
-            robust_start = clean_correct
-
-        # -- count, per attack, the points each perturb call fools
-        fooled = {a: 0 for a in names}
-        record = {}  # attack -> robust count after it, for attacks finished in this call
-        order = []
-
-        def note_finished():
-            robust = robust_start - sum(fooled[a] for a in order)
-            record[order[-1]] = robust
-            log(f'{order[-1]} finished: {robust}/{n} points remain robust')
-            if progress_path is not None:
-                _write_json_atomic(progress_path, {**{a: c for a, c in done_before.items() if c is not None},
-                                                   **record})
-
-        def wrap(obj):
-            original = obj.perturb
-
-            def perturb(xb, yb, *args, **kwargs):
-                name = _current_attack(adversary, obj)
-                if not order or order[-1] != name:
-                    if order:
-                        note_finished()
-                    order.append(name)
-                x_adv = original(xb, yb, *args, **kwargs)
-                with torch.no_grad():
-                    pred = adversary.get_logits(x_adv).max(dim=1)[1]
-                fooled[name] = fooled.get(name, 0) + int((~yb.to(pred.device).eq(pred)).sum().item())
-                return x_adv
-
-            obj.perturb = perturb
-
-        attack_objects = [adversary.apgd, adversary.apgd_targeted, adversary.fab, adversary.square]
-        for obj in attack_objects:
-            wrap(obj)
-        try:
-            kwargs = {'state_path': Path(state_path)} if state_path is not None else {}
-            with torch.no_grad(), _fixed_state_loader(adversary):
-                if backend == 'pyautoattack':
-                    try:
-                        out = adversary.run_standard_evaluation(x, y, batch_size=bs, **kwargs)
-                    except UnboundLocalError:
-                        # pyautoattack 0.2.0 returns `y_adv`, never set on its restore path, after the attacks
-                        # have run and the final state has been written; the state file holds the result.
-                        if state is None:
-                            raise
-                        out = None
-                else:
-                    out = adversary.run_standard_evaluation(x, y, bs=bs, **kwargs)
-            if order:
-                note_finished()
-        finally:
-            for obj in attack_objects:
-                del obj.perturb  # back to the class's method
-        x_adv = out[0] if isinstance(out, tuple) else out  # None after a pyautoattack resume
-
-        # -- robust count after each attack, in order
-        counts = {'clean': clean_correct}
-        robust = robust_start
-        after = {}
-        for a in names:
-            if a in record:
-                robust = record[a]
-                after[a] = robust
-            elif a in done_before and a not in order:
-                after[a] = done_before[a]
-            else:  # skipped because no robust point was left
-                after[a] = robust
-        counts['attacks'] = after
-        counts['robust'] = robust
-
-        # -- check against the package's own record of the final robust flags
-        final_state = _read_json(state_path) if state_path is not None else None
-        if final_state is not None and final_state.get('_robust_flags') is not None:
-            package_robust = int(sum(bool(f) for f in final_state['_robust_flags']))
-        elif state is None:
-            with torch.no_grad():
-                package_robust = sum(adversary.get_logits(x_adv[i:i + bs].to(adversary.device)).max(dim=1)[1]
-                                     .eq(y[i:i + bs].to(adversary.device)).sum().item() for i in range(0, n, bs))
+            todo, position = torch.nonzero(robust).flatten(), 0
+            current = {'attack': attack, 'start': _flags_to_str(robust), 'position': 0}
+        if len(todo) == 0:
+            log('no robust datapoints left, skipping remaining attacks')
         else:
-            package_robust = robust
-        if package_robust != robust:
-            log(f'warning: counted {robust} robust points but AutoAttack reports {package_robust}; '
-                'reporting AutoAttack\'s number')
-            counts['robust'] = robust = package_robust
-        log(f'clean: {clean_correct}/{n}, robust: {robust}/{n} ({100 * robust / n:.2f}%)')
+            log(f'running {attack} on {len(todo)} points')
+        while position < len(todo):
+            idx = todo[position:position + chunk]
+            adv, y_adv = _attack_subset(adversary, attack, x[idx], y[idx], bs)
+            adv, y_adv = adv.detach().cpu(), y_adv.detach().cpu()
+            fooled = ~y_adv.eq(y[idx])
+            robust[idx[fooled]] = False
+            x_adv[idx[fooled]] = adv[fooled]
+            if fooled.any():
+                delta = (adv[fooled] - x[idx[fooled]]).flatten(1)
+                norm = delta.abs().max(1)[0] if adversary.norm == 'Linf' else (
+                    delta.norm(p=2, dim=1) if adversary.norm == 'L2' else delta.abs().sum(1))
+                max_pert = max(max_pert, norm.max().item())
+            position += len(idx)
+            current['position'] = position
+            save()
+            log(f'{attack} - {position}/{len(todo)} points attacked, {int(fooled.sum())} of the last {len(idx)} '
+                f'fooled; robust: {int(robust.sum())}/{n} ({time.time() - start_time:.1f} s)')
+        after[attack] = int(robust.sum())
+        current = None
+        save()
+        log(f'robust accuracy after {attack.upper()}: {100 * after[attack] / n:.2f}% ({after[attack]}/{n}, '
+            f'total time {time.time() - start_time:.1f} s)')
 
+    final = int(robust.sum())
+    log(f'max {adversary.norm} perturbation: {max_pert:.5f} (eps {adversary.epsilon:.5f}), nan in tensor: '
+        f'{int(torch.isnan(x_adv).sum())}, max: {x_adv.max().item():.5f}, min: {x_adv.min().item():.5f}')
+    log(f'robust accuracy: {100 * final / n:.2f}% ({final}/{n})')
     return {
         'n': n,
-        'clean': clean_correct / n,
-        'attacks': {a: (None if c is None else c / n) for a, c in after.items()},
-        'robust': robust / n,
-        'counts': counts,
+        'clean': clean / n,
+        'attacks': {a: after[a] / n for a in names},
+        'robust': final / n,
+        'counts': {'clean': clean, 'attacks': {a: after[a] for a in names}, 'robust': final},
         'resumed': state is not None,
-        'backend': backend,
+        'backend': _backend_of(adversary),
+        'max_perturbation': max_pert,
         'x_adv': x_adv,
     }

@@ -163,6 +163,7 @@ def test_released_args_without_data_dir_names_the_cluster_path(tmp_path, capsys)
 
 
 # ----------------------------------------------------------------------------------------------- bad input
+@pytest.mark.slow  # a subprocess: imports torch again
 def test_missing_args_txt_exit_2_with_path(tmp_path):
     proc = subprocess.run([sys.executable, os.path.join(ROOT, 'eval-aa.py'), '--log-dir', str(tmp_path),
                            '--desc', 'nothing'], capture_output=True, text=True, cwd=ROOT)
@@ -247,13 +248,14 @@ class FakeAttack:
 
 
 class FakeOfficialAutoAttack:
-    """The official package's API: positional/keyword signature, Logger, bs=, return_labels=, state_path=."""
+    """The official package's API: positional/keyword signature, Logger, bs=, return_labels=."""
 
     created = []
 
     def __init__(self, model, norm='Linf', eps=.3, seed=None, verbose=True, attacks_to_run=[], version='standard',  # noqa: B006 (the official signature)
                  is_tf_model=False, device='cuda', log_path=None):
-        self.model, self.device, self.version = model, device, version
+        self.model, self.device, self.version, self.norm, self.epsilon = model, device, version, norm, eps
+        self.verbose = verbose
         self.kwargs = dict(norm=norm, eps=eps, seed=seed, verbose=verbose, attacks_to_run=list(attacks_to_run),
                            version=version, device=device, log_path=log_path)
         if version in ('standard', 'plus', 'rand') and attacks_to_run != []:
@@ -263,27 +265,28 @@ class FakeOfficialAutoAttack:
         self.apgd, self.apgd_targeted = FakeAttack({0, 2, 4}), FakeAttack({5})
         self.fab, self.square = FakeAttack({6}), FakeAttack()
         self.apgd.loss, self.fab.targeted = 'ce', True
-        self.run_kwargs = None
+        self.calls = []
         FakeOfficialAutoAttack.created.append(self)
 
     def get_logits(self, x):
         return self.model(x)
 
     def run_standard_evaluation(self, x_orig, y_orig, bs=250, return_labels=False, state_path=None):
-        self.run_kwargs = dict(bs=bs, return_labels=return_labels, state_path=state_path)
+        self.calls.append(dict(attacks=list(self.attacks_to_run), n=len(y_orig), bs=bs, return_labels=return_labels,
+                               state_path=state_path, verbose=self.verbose))
         robust = self.get_logits(x_orig).max(1)[1] == y_orig
-        x_adv = x_orig.clone()
+        x_adv, y_adv = x_orig.clone(), self.get_logits(x_orig).max(1)[1]
         objects = {'apgd-ce': self.apgd, 'apgd-t': self.apgd_targeted, 'fab-t': self.fab, 'square': self.square}
         for attack in self.attacks_to_run:
-            self.logger.log(f'running {attack}')
             idx = robust.nonzero().flatten()
             for start in range(0, len(idx), bs):
                 batch = idx[start:start + bs]
                 adv = objects[attack].perturb(x_orig[batch], y_orig[batch])
-                fooled = self.get_logits(adv).max(1)[1] != y_orig[batch]
+                out = self.get_logits(adv).max(1)[1]
+                fooled = out != y_orig[batch]
                 robust[batch[fooled]] = False
-                x_adv[batch[fooled]] = adv[fooled]
-        return x_adv
+                x_adv[batch[fooled]], y_adv[batch[fooled]] = adv[fooled], out[fooled]
+        return (x_adv, y_adv) if return_labels else x_adv
 
 
 class PixelModel(torch.nn.Module):
@@ -315,13 +318,19 @@ def test_official_api_mapping_with_a_fake_package(monkeypatch, tmp_path):
                                     version='custom', device=torch.device('cpu'), log_path=log_path)
     assert adversary.apgd.n_restarts == 1 and adversary.apgd_targeted.n_restarts == 1
     assert adversary.apgd.n_iter == 100  # the constructor's default stays
-    result = aa.run_autoattack(adversary, x, y, bs=3)
-    assert adversary.run_kwargs == dict(bs=3, return_labels=False, state_path=None)
+    result = aa.run_autoattack(adversary, x, y, bs=3, chunk_batches=1)
+    # one call per attack and chunk of bs points, quiet, labels returned; the chunks of apgd-ce: ids 0-2, 3-5, 6
+    assert [(c['attacks'], c['n']) for c in adversary.calls] == [
+        (['apgd-ce'], 3), (['apgd-ce'], 3), (['apgd-ce'], 1), (['apgd-t'], 3), (['apgd-t'], 1)]
+    assert all(c['bs'] == 3 and c['return_labels'] and c['state_path'] is None and not c['verbose']
+               for c in adversary.calls)
+    assert adversary.attacks_to_run == ['apgd-ce', 'apgd-t'] and adversary.verbose
     # clean: ids 0..6 right; apgd-ce fools 0, 2, 4; apgd-t fools 5 -> 3 of 8 (ids 1, 3, 6) remain
     assert result['counts'] == {'clean': 7, 'attacks': {'apgd-ce': 4, 'apgd-t': 3}, 'robust': 3}
     assert result['attacks'] == {'apgd-ce': 0.5, 'apgd-t': 0.375} and result['robust'] == 0.375
     assert result['backend'] == 'autoattack'
-    assert any('apgd-t finished: 3/8' in line for line in adversary.logger.lines)
+    log = open(log_path).read()
+    assert 'robust accuracy after APGD-T: 37.50% (3/8' in log and 'running apgd-ce on 7 points' in log
 
     adversary = aa.make_autoattack(model, 'Linf', 8 / 255, version='standard', seed=1, log_path=None)
     assert adversary.kwargs['attacks_to_run'] == [] and adversary.kwargs['version'] == 'standard'
@@ -386,14 +395,17 @@ def test_resume_after_interruption_gives_the_same_numbers(tmp_path):
 
     def run(state_path=None, limit=None):
         model.calls, model.limit = 0, limit
-        adversary = aa.make_autoattack(model, 'Linf', 0.05, version='custom', seed=0, n_iter=10)
-        return aa.run_autoattack(adversary, x, y, bs=5, state_path=state_path)
+        adversary = aa.make_autoattack(model, 'Linf', 0.04, version='custom', seed=0, n_iter=10)
+        return aa.run_autoattack(adversary, x, y, bs=3, state_path=state_path, chunk_batches=1)
 
     fresh = run()
-    state_path = str(tmp_path / 'state.json')
-    with pytest.raises(KeyboardInterrupt):
-        run(state_path, limit=60)
-    assert os.path.exists(state_path)
-    resumed = run(state_path)
-    assert resumed['resumed'] and resumed['counts'] == fresh['counts']
-    assert fresh['counts']['clean'] == 10 and fresh['counts']['robust'] < fresh['counts']['clean']
+    total = model.calls
+    assert fresh['counts']['clean'] == 10 and fresh['counts']['robust'] < fresh['counts']['attacks']['apgd-ce'] < 10
+    for i, fraction in enumerate((0.1, 0.4, 0.8)):  # in apgd-ce, in apgd-t, near the end
+        state_path = str(tmp_path / f'state{i}.json')
+        with pytest.raises(KeyboardInterrupt):
+            run(state_path, limit=int(fraction * total))
+        assert os.path.exists(state_path)
+        resumed = run(state_path)
+        assert resumed['resumed'] and resumed['counts'] == fresh['counts']
+        assert model.calls < total  # it did continue, not start over
