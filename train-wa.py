@@ -86,6 +86,22 @@ def check_run_dir(log_dir, args):
                         f'--overwrite to write a new run over its files, or choose another --desc.')
 
 
+def load_resume_state(log_dir, args, num_epochs):
+    """The state file of the run to continue, after checking that it matches the flags and is not finished."""
+    state = load_checkpoint(os.path.join(log_dir, STATE_FILE))
+    if state.get('format_version') != STATE_FORMAT_VERSION:
+        raise UserError(f'--resume: {log_dir}/{STATE_FILE} has format {state.get("format_version")}, this code '
+                        f'reads {STATE_FORMAT_VERSION}.')
+    saved = state['args']
+    diff = [k for k in vars(args) if k not in RESUME_FREE_FLAGS and saved.get(k, None) != getattr(args, k)]
+    if diff:
+        raise UserError(f'--resume: the flags differ from the saved run for {", ".join(diff)}; '
+                        f'resume with the flags of {os.path.join(log_dir, "args.txt")}.')
+    if state['epoch'] >= num_epochs:
+        raise UserError(f'--resume: {log_dir} already completed its {state["epoch"]} epochs; nothing to do.')
+    return state
+
+
 def rng_state():
     """The RNG states of this process (torch CPU, CUDA, numpy, python) as tensors, lists and numbers."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
@@ -127,6 +143,7 @@ def main():
     runtime = setup(args.device, args.amp)
     primary = runtime.is_primary
     check_run_dir(LOG_DIR, args)
+    state = load_resume_state(LOG_DIR, args, NUM_ADV_EPOCHS) if args.resume else None
     barrier(runtime)  # every process has checked before rank 0 writes anything
     if runtime.distributed and args.batch_size % runtime.world_size:
         raise UserError(f'--batch-size {args.batch_size} is the global batch: it must be divisible by the '
@@ -169,20 +186,12 @@ def main():
     # ------------------------------------------------------------------ resume
     start_epoch, best, rows, res = 1, [0.0, 0.0], [], None
     if args.resume:
-        state = load_checkpoint(os.path.join(LOG_DIR, STATE_FILE))
-        saved = state['args']
-        diff = [k for k in vars(args) if k not in RESUME_FREE_FLAGS and saved.get(k, None) != getattr(args, k)]
-        if diff:
-            raise UserError(f'--resume: the flags differ from the saved run for {", ".join(diff)}; '
-                            f'resume with the flags of {os.path.join(LOG_DIR, "args.txt")}.')
         trainer.init_optimizer(args.num_adv_epochs)
         trainer.load_state_dict(state['trainer'])
         start_epoch, best, rows, res = state['epoch'] + 1, list(state['best']), state['rows'], state['train_metrics']
         trainer.restore_bn_momentum(state['global_step'])
         rngs = state['rng']
         set_rng_state(rngs[runtime.rank] if len(rngs) == runtime.world_size else rngs[0])
-        if start_epoch > NUM_ADV_EPOCHS:
-            raise UserError(f'--resume: {LOG_DIR} already completed its {state["epoch"]} epochs.')
         logger.log('\nResuming from epoch {} of {}.'.format(start_epoch, NUM_ADV_EPOCHS))
     else:
         logger.log('\n\n')

@@ -137,7 +137,11 @@ class Trainer:
         elif p.scheduler == 'cosine':
             self.scheduler = CosineLR(self.optimizer, max_lr=p.lr, epochs=int(num_epochs))
         elif p.scheduler == 'cosinew':
-            self.scheduler = OneCycleLR(self.optimizer, max_lr=p.lr, pct_start=0.025, total_steps=int(num_epochs))
+            try:
+                self.scheduler = OneCycleLR(self.optimizer, max_lr=p.lr, pct_start=0.025, total_steps=int(num_epochs))
+            except ZeroDivisionError:  # 0.025 * E - 1 == 0: OneCycleLR's warm-up phase has length 0 (E = 40)
+                raise UserError(f'--scheduler cosinew cannot run {num_epochs} epochs: torch OneCycleLR divides by '
+                                f'zero when 0.025 * epochs = 1; use another --num-adv-epochs (e.g. 41).') from None
         else:
             self.scheduler = None
 

@@ -1,0 +1,240 @@
+"""train-wa.py end to end on a tiny WRN-Swish and synthetic 32x32 data made in tmp_path (SPEC 2, 7-9).
+
+What is checked, against facts written down by hand (not against the code's own output):
+- a 2-epoch run writes the reference's files: args.txt keys in the parser's order then `tau`, the CSV
+  columns of SPEC 9.1 step 10, checkpoints with exactly the two keys and `module.0.` names, the log lines;
+- an existing run folder is refused with exit code 2 and left byte-for-byte untouched;
+- a run stopped after epoch 1 and resumed ends with weights equal (torch.equal) to the uninterrupted run;
+- --debug trains 1 epoch with the schedule of --num-adv-epochs (OneCycleLR value written out by hand);
+- --LSE without --beta exits with 2; --tau 0 trains with the plain Trainer; --amp bf16 runs on CPU;
+- the two SGD parameter groups split by the substring `batchnorm` (SPEC 8);
+- a 2-process gloo DDP run via torchrun (slow, ddp).
+"""
+import csv
+import json
+import math
+import os
+import runpy
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, 'train-wa.py')
+
+REFERENCE_KEYS = ['augment', 'batch_size', 'batch_size_validation', 'data_dir', 'log_dir', 'data', 'desc', 'model',
+                  'normalize', 'pretrained_file', 'num_adv_epochs', 'adv_eval_freq', 'beta', 'lr', 'weight_decay',
+                  'scheduler', 'nesterov', 'clip_grad', 'attack', 'attack_eps', 'attack_step', 'attack_iter',
+                  'keep_clean', 'debug', 'mart', 'unsup_fraction', 'aux_data_filename', 'seed', 'LSE', 'ls',
+                  'clip_value', 'CutMix', 'tau']
+CSV_COLUMNS = ['train_loss', 'train_clean_acc', 'train_adversarial_acc', 'epoch', 'lr', 'test_clean_acc',
+               'test_adversarial_acc', 'eval_adversarial_acc']
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+    """./data/cifar10/{train,test}.npz (80 and 32 random images) and a 64-image generated-data file."""
+    root = tmp_path_factory.mktemp('data')
+    rng = np.random.RandomState(0)
+    os.makedirs(root / 'cifar10')
+    for split, n in (('train', 80), ('test', 32)):
+        np.savez(root / 'cifar10' / f'{split}.npz', image=rng.randint(0, 256, (n, 32, 32, 3)).astype(np.uint8),
+                 label=rng.randint(0, 10, n).astype(np.int64))
+    np.savez(root / 'aux.npz', image=rng.randint(0, 256, (64, 32, 32, 3)).astype(np.uint8),
+             label=rng.randint(0, 10, 64).astype(np.int64))
+    return root
+
+
+def tiny_args(data_dir, log_dir, desc, *extra, data='cifar10s'):
+    args = ['--data-dir', str(data_dir), '--log-dir', str(log_dir), '--desc', desc, '--data', data,
+            '--model', 'wrn-10-1-swish', '--batch-size', '16', '--batch-size-validation', '16',
+            '--num-adv-epochs', '2', '--attack-iter', '1', '--num-workers', '0', '--validation-size', '16']
+    if data.endswith('s'):
+        args += ['--aux-data-filename', str(data_dir / 'aux.npz')]
+    return args + list(extra)
+
+
+def run(argv):
+    """Run train-wa.py in this process; returns its exit code (0 when main returns)."""
+    old = sys.argv
+    sys.argv = [SCRIPT] + [str(a) for a in argv]
+    try:
+        runpy.run_path(SCRIPT, run_name='__main__')
+    except SystemExit as e:
+        return 0 if e.code is None else e.code
+    finally:
+        sys.argv = old
+    return 0
+
+
+def load(path):
+    return torch.load(path, map_location='cpu', weights_only=True)
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.reader(f))
+
+
+def assert_same_weights(a, b):
+    assert list(a) == list(b)
+    for key in a:
+        assert list(a[key]) == list(b[key])
+        for name in a[key]:
+            assert torch.equal(a[key][name], b[key][name]), (key, name)
+
+
+@pytest.mark.slow
+def test_two_epoch_run_writes_the_reference_files(data_dir, tmp_path):
+    assert run(tiny_args(data_dir, tmp_path, 'run', '--beta', '5', '--LSE', '--ls', '0')) == 0
+    run_dir = tmp_path / 'run'
+    assert sorted(os.listdir(run_dir)) == ['args.txt', 'log-train.log', 'state-last.pt', 'stats_adv.csv',
+                                           'weights-best.pt', 'weights-last.pt']
+    args = json.loads((run_dir / 'args.txt').read_text())
+    assert list(args)[:len(REFERENCE_KEYS)] == REFERENCE_KEYS
+    assert args['attack_eps'] == 8 / 255 and args['clip_value'] == 0 and args['LSE'] is True
+
+    rows = read_csv(run_dir / 'stats_adv.csv')
+    assert rows[0] == CSV_COLUMNS
+    assert [r[3] for r in rows[1:]] == ['1', '2']
+    assert rows[1][6] == ''  # no adversarial test evaluation at epoch 1 (adv_eval_freq 25), one at the last
+    assert 0.0 <= float(rows[2][6]) <= 1.0
+
+    for name in ('weights-best.pt', 'weights-last.pt'):
+        ckpt = load(run_dir / name)
+        assert list(ckpt) == ['model_state_dict', 'unaveraged_model_state_dict']
+        for sd in ckpt.values():
+            assert all(k.startswith('module.0.') for k in sd)
+            assert 'module.0.init_conv.weight' in sd and 'module.0.logits.bias' in sd
+
+    log = (run_dir / 'log-train.log').read_text().splitlines()
+    assert log[0] == 'Using device: cpu'
+    initial = [line for line in log if line.startswith('Standard Accuracy-\tTest: ')][0]
+    assert len(initial.split(': ')[1].rstrip('%.').split('.')[1]) == 6  # the '{:2f}' quirk: 6 decimals
+    assert 'RST Adversarial training for 2 epochs' in log
+    assert '======= Epoch 2 =======' in log
+    assert log[-4:-2] == ['Training completed.', log[-3]] and log[-1] == 'Script Completed.'
+
+    state = load(run_dir / 'state-last.pt')
+    assert state['epoch'] == 2 and state['format_version'] == 1
+    # global step: the reference's floor(50000 / 16) + 1 = 3126 steps per epoch, plus the 5 batches of epoch 2
+    assert state['global_step'] == 3126 + math.ceil(80 / 16)
+
+
+@pytest.mark.slow
+def test_existing_run_is_refused_and_untouched(data_dir, tmp_path, capsys):
+    argv = tiny_args(data_dir, tmp_path, 'run', '--num-adv-epochs', '1', data='cifar10')
+    assert run(argv) == 0
+    run_dir = tmp_path / 'run'
+    before = {n: (run_dir / n).read_bytes() for n in os.listdir(run_dir)}
+    capsys.readouterr()
+    assert run(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and '--resume' in err and '--overwrite' in err
+    assert {n: (run_dir / n).read_bytes() for n in os.listdir(run_dir)} == before
+    # --resume of a finished run is refused too, and --overwrite runs again in place
+    assert run(argv + ['--resume']) == 2
+    assert run(argv + ['--overwrite']) == 0
+    assert sorted(os.listdir(run_dir)) == sorted(before)
+
+
+@pytest.mark.slow
+def test_resume_is_bit_identical(data_dir, tmp_path):
+    argv = tiny_args(data_dir, tmp_path, 'full', '--beta', '5', '--adv-eval-freq', '1')
+    assert run(argv) == 0
+    part = tiny_args(data_dir, tmp_path, 'part', '--beta', '5', '--adv-eval-freq', '1')
+    assert run(part + ['--stop-after', '1']) == 0
+    assert load(tmp_path / 'part' / 'state-last.pt')['epoch'] == 1
+    assert run(part + ['--resume']) == 0
+    assert_same_weights(load(tmp_path / 'full' / 'weights-last.pt'), load(tmp_path / 'part' / 'weights-last.pt'))
+    assert_same_weights(load(tmp_path / 'full' / 'weights-best.pt'), load(tmp_path / 'part' / 'weights-best.pt'))
+    assert read_csv(tmp_path / 'full' / 'stats_adv.csv') == read_csv(tmp_path / 'part' / 'stats_adv.csv')
+
+
+def test_resume_with_other_flags_is_refused(data_dir, tmp_path):
+    part = tiny_args(data_dir, tmp_path, 'part', '--num-adv-epochs', '3', data='cifar10')
+    assert run(part + ['--stop-after', '1', '--attack-iter', '0']) == 0
+    assert run(part + ['--resume', '--attack-iter', '0', '--lr', '0.1']) == 2
+
+
+def test_debug_trains_one_epoch_with_the_full_schedule(data_dir, tmp_path):
+    assert run(tiny_args(data_dir, tmp_path, 'dbg', '--debug', '--num-adv-epochs', '8', '--attack-iter', '0',
+                         data='cifar10')) == 0
+    rows = read_csv(tmp_path / 'dbg' / 'stats_adv.csv')
+    assert rows[0] == [c for c in CSV_COLUMNS if c != 'train_clean_acc']  # Madry without keep-clean
+    row = dict(zip(rows[0], rows[1]))
+    assert len(rows) == 2 and row['epoch'] == '1'
+    assert row['test_adversarial_acc'] != ''  # the last (only) epoch evaluates the test set
+    # OneCycleLR(max_lr 0.4, pct_start 0.025, total 8): phase 1 ends at step 0.025 * 8 - 1 = -0.8, so step 0 is
+    # in the decay phase at pct = 0.8 / 7.8 (sized for 1 epoch it would be pct = 1, the final 1.6e-6).
+    low = 0.4 / 25 / 1e4
+    assert float(row['lr']) == pytest.approx(low + (0.4 - low) / 2 * (1 + math.cos(math.pi * 0.8 / 7.8)))
+
+
+def test_lse_without_beta_is_a_user_error(data_dir, tmp_path, capsys):
+    assert run(tiny_args(data_dir, tmp_path, 'x', '--LSE')) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: --LSE needs --beta') and err.count('\n') == 1
+    assert not (tmp_path / 'x').exists()
+    assert run(tiny_args(data_dir, tmp_path, 'x', '--mart')) == 2
+    assert run(tiny_args(data_dir, tmp_path, 'x', '--unsup-fraction', '1.5')) == 2
+    assert run(tiny_args(data_dir, tmp_path, 'x', '--device', 'cuda')) == (2 if not torch.cuda.is_available() else 0)
+    assert not (tmp_path / 'x').exists() or torch.cuda.is_available()
+
+
+def test_plain_trainer_with_tau_0(data_dir, tmp_path):
+    assert run(tiny_args(data_dir, tmp_path, 'plain', '--tau', '0', '--num-adv-epochs', '1', '--keep-clean', 'true',
+                         data='cifar10')) == 0
+    ckpt = load(tmp_path / 'plain' / 'weights-last.pt')
+    assert list(ckpt) == ['model_state_dict']
+    assert read_csv(tmp_path / 'plain' / 'stats_adv.csv')[0] == CSV_COLUMNS
+
+
+def test_amp_bf16_on_cpu(data_dir, tmp_path):
+    assert run(tiny_args(data_dir, tmp_path, 'amp', '--amp', 'bf16', '--num-adv-epochs', '1', '--beta', '6',
+                         data='cifar10')) == 0
+    rows = read_csv(tmp_path / 'amp' / 'stats_adv.csv')
+    assert math.isfinite(float(rows[1][0]))
+    assert run(tiny_args(data_dir, tmp_path, 'amp16', '--amp', 'fp16', data='cifar10')) == (
+        0 if torch.cuda.is_available() else 2)
+
+
+def test_parameter_groups_split_by_batchnorm():
+    from core.data import get_data_info
+    from core.utils.parser import parser_train
+    from gowal21uncovering.utils.watrain import WATrainer
+    args = parser_train().parse_args(['--desc', 'x', '--model', 'wrn-10-1-swish', '--num-adv-epochs', '4'])
+    trainer = WATrainer(get_data_info('./data/cifar10s'), args)
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    decay, no_decay = trainer.optimizer.param_groups
+    assert decay['weight_decay'] == 5e-4 and no_decay['weight_decay'] == 0.0
+    assert all('batchnorm' not in names[id(p)] for p in decay['params'])
+    assert {names[id(p)] for p in no_decay['params']} == {n for n in names.values() if 'batchnorm' in n}
+    assert 'module.0.logits.bias' in {names[id(p)] for p in decay['params']}  # linear biases are decayed (#18)
+    # cosinew, E = 4: epoch 1 uses step 0, inside the decay phase (phase 1 ends at 0.025 * 4 - 1 < 0)
+    pct = (0 - (0.025 * 4 - 1)) / ((4 - 1) - (0.025 * 4 - 1))
+    low = 0.4 / 25 / 1e4
+    assert trainer.last_lr() == pytest.approx(low + (0.4 - low) / 2 * (1 + math.cos(math.pi * pct)))
+    # update_steps = floor(50000 / 1024) + 1 = 49; warm-up 0.025 * 4 * 49 = 4.9 steps (a float)
+    assert trainer.update_steps == 49 and trainer.warmup_steps == pytest.approx(4.9)
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_ddp_two_gloo_processes(data_dir, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=ROOT)
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29517',
+           SCRIPT] + tiny_args(data_dir, tmp_path, 'ddp', '--beta', '5', '--device', 'cpu')
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run_dir = tmp_path / 'ddp'
+    assert sorted(os.listdir(run_dir)) == ['args.txt', 'log-train.log', 'state-last.pt', 'stats_adv.csv',
+                                           'weights-best.pt', 'weights-last.pt']
+    log = (run_dir / 'log-train.log').read_text()
+    assert log.count('======= Epoch 1 =======') == 1  # only rank 0 logs
+    ckpt = load(run_dir / 'weights-last.pt')
+    assert all(k.startswith('module.0.') for k in ckpt['model_state_dict'])
+    assert read_csv(run_dir / 'stats_adv.csv')[0] == CSV_COLUMNS
