@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.data import SEMISUP_DATASETS, get_data_info, load_data, set_epoch, validate_unsup_fraction
+from core.data import SEMISUP_DATASETS, augment_arg, get_data_info, load_data, set_epoch, validate_unsup_fraction
 from core.data import common as data_common
 from core.data.convert import convert
 from core.data.npz import NpyMember
@@ -216,6 +216,8 @@ def test_augmentations_off_by_default_and_named(root):
         assert x.shape == (3, 32, 32) and 0 <= x.min() and x.max() <= 1
     with pytest.raises(UserError, match='unknown augmentation'):
         load_data(str(root / 'data' / 'cifar10'), num_workers=0, use_augmentation='mixup')
+    assert [augment_arg(t) for t in ('True', 'no', '1', 'base', 'AutoAugment')] == [True, False, True, 'base',
+                                                                                   'autoaugment']
 
 
 def test_convert_roundtrip(tmp_path):

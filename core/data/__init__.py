@@ -14,7 +14,7 @@ from core.data.cifar10s import load_cifar10s
 from core.data.cifar100 import DATA_DESC as _CIFAR100
 from core.data.cifar100 import load_cifar100
 from core.data.cifar100s import load_cifar100s
-from core.data.common import AUGMENTATIONS, eval_loader, parse_augmentation, train_loader
+from core.data.common import AUGMENTATIONS, augment_arg, eval_loader, parse_augmentation, train_loader
 from core.data.semisup import SemiSupervisedSampler, validate_unsup_fraction
 from core.data.svhn import DATA_DESC as _SVHN
 from core.data.svhn import load_svhn
@@ -31,7 +31,7 @@ _PLAIN = {'cifar10': load_cifar10, 'cifar100': load_cifar100, 'svhn': load_svhn,
 _SEMISUP = {'cifar10s': load_cifar10s, 'cifar100s': load_cifar100s, 'svhns': load_svhns}
 _INFO = (('cifar100', _CIFAR100), ('cifar10', _CIFAR10), ('svhn', _SVHN), ('tiny-imagenet', _TINY))
 
-__all__ = ['AUGMENTATIONS', 'DATASETS', 'SEMISUP_DATASETS', 'get_data_info', 'load_data', 'set_epoch',
+__all__ = ['AUGMENTATIONS', 'augment_arg', 'DATASETS', 'SEMISUP_DATASETS', 'get_data_info', 'load_data', 'set_epoch',
            'validate_unsup_fraction', 'parse_augmentation']
 
 

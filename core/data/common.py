@@ -9,6 +9,7 @@ Where the base data are read from (first match wins), for DATA_DIR = join(--data
   3. Otherwise torchvision downloads them into DATA_DIR; offline, this fails with a UserError naming the paths
      tried and the command that makes the `.npz` files.
 """
+import argparse
 import os
 
 import numpy as np
@@ -20,6 +21,7 @@ from torch.utils.data import DataLoader, get_worker_info
 
 from core.data.npz import open_image_label_file
 from core.errors import UserError
+from core.utils.utils import str2bool
 
 AUGMENTATIONS = ('none', 'base', 'cutout', 'autoaugment', 'randaugment')
 MAKE_NPZ_CMD = 'python ../shared/data/cifar10-jpeg/make_npz.py {dir}'
@@ -109,6 +111,19 @@ def parse_augmentation(use_augmentation):
         raise UserError(f'unknown augmentation {use_augmentation!r}; choose one of {", ".join(AUGMENTATIONS)} '
                         f'(or a bool: true = base, false = none).')
     return name
+
+
+def augment_arg(text):
+    """argparse type of `--augment`: the reference's bools (yes/true/1, no/false/0) or a name in AUGMENTATIONS."""
+    if isinstance(text, bool):
+        return text
+    if str(text).lower() in AUGMENTATIONS:
+        return str(text).lower()
+    try:
+        return str2bool(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f'expected a boolean or one of {", ".join(AUGMENTATIONS)}, '
+                                         f'got {text!r}.') from None
 
 
 def get_transforms(name, use_augmentation):
