@@ -343,3 +343,33 @@ def test_corrupt_torchvision_folder(tmp_path):
     with pytest.raises(UserError, match='cannot read cifar10 train split') as e:
         load_data(str(tmp_path / 'cifar10'), num_workers=0)
     assert '\n' not in str(e.value)
+
+
+def test_svhn_torchvision_files_are_transposed_to_nhwc(tmp_path, monkeypatch):
+    class FakeSVHN:  # torchvision keeps SVHN as N x 3 x 32 x 32
+        def __init__(self, root, split, download):
+            n = 12 if split == 'train' else 4
+            self.data = make_images(np.arange(n), REAL).transpose(0, 3, 1, 2)
+            self.labels = np.arange(n) % 10
+    d = tmp_path / 'svhn'
+    d.mkdir()
+    for split in ('train', 'test'):
+        (d / f'{split}_32x32.mat').touch()
+    monkeypatch.setitem(data_common._TORCHVISION, 'svhn', (FakeSVHN, '{split}_32x32.mat', 'split'))
+    train, test, _, _ = load_data(str(d), batch_size=4, num_workers=0)
+    assert len(train) == 12 and len(test) == 4
+    assert decode(train[5][0][None]) == ([5], [REAL]) and train[5][1] == 5
+
+
+def test_tiny_imagenet_folders(tmp_path):
+    from PIL import Image
+    for split in ('train', 'val'):
+        for c in ('n01', 'n02'):
+            (tmp_path / 'tiny-imagenet' / split / c).mkdir(parents=True)
+            for k in range(3):
+                Image.new('RGB', (64, 64), (k, 0, 0)).save(tmp_path / 'tiny-imagenet' / split / c / f'{k}.png')
+    train, test, val, *_ = load_data(str(tmp_path / 'tiny-imagenet'), batch_size=2, num_workers=0,
+                                     validation=True, val_size=2)
+    assert (len(train), len(test), len(val)) == (4, 6, 2)
+    x, y = train[(0, 1)]
+    assert x.shape == (3, 64, 64) and y in (0, 1)
