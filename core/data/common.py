@@ -2,8 +2,8 @@
 
 Where the base data are read from (first match wins), for DATA_DIR = join(--data-dir, name):
   1. `DATA_DIR/train.npz` and `DATA_DIR/test.npz`, each with `image` (uint8, N x 32 x 32 x 3, RGB) and `label`
-     (integers, N): the output of `../shared/data/cifar10-jpeg/make_npz.py DATA_DIR`. Uncompressed files are
-     memory-mapped.
+     (integers, N): the output of `../shared/data/cifar10-jpeg/make_npz.py DATA_DIR`. They must be uncompressed
+     (np.savez) and are read lazily, row by row.
   2. torchvision's own files in DATA_DIR (`cifar-10-batches-py/`, `cifar-100-python/`, `train_32x32.mat` and
      `test_32x32.mat`), read with `download=False`.
   3. Otherwise torchvision downloads them into DATA_DIR; offline, this fails with a UserError naming the paths
@@ -24,7 +24,11 @@ from core.errors import UserError
 from core.utils.utils import str2bool
 
 AUGMENTATIONS = ('none', 'base', 'cutout', 'autoaugment', 'randaugment')
-MAKE_NPZ_CMD = 'python ../shared/data/cifar10-jpeg/make_npz.py {dir}'
+_MAKE_NPZ = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..', 'shared', 'data',
+                         'cifar10-jpeg', 'make_npz.py')
+MAKE_NPZ_CMD = 'python {script} {dir}'.format(
+    script=os.path.normpath(_MAKE_NPZ) if os.path.isfile(_MAKE_NPZ) else '../shared/data/cifar10-jpeg/make_npz.py',
+    dir='{dir}')
 
 # torchvision class, the folder/file it keeps in DATA_DIR, how a split is selected.
 _TORCHVISION = {
@@ -101,16 +105,15 @@ class Cutout:
 
 
 def parse_augmentation(use_augmentation):
-    """The reference's bool (True -> 'base', False -> 'none') or one of AUGMENTATIONS."""
-    if use_augmentation is True:
-        return 'base'
-    if use_augmentation is False or use_augmentation is None:
+    """The reference's bool (True -> 'base', False/None -> 'none'; also as text, e.g. 'yes') or one of AUGMENTATIONS."""
+    if use_augmentation is None:
         return 'none'
-    name = str(use_augmentation).lower()
-    if name not in AUGMENTATIONS:
+    try:
+        aug = augment_arg(use_augmentation)
+    except argparse.ArgumentTypeError:
         raise UserError(f'unknown augmentation {use_augmentation!r}; choose one of {", ".join(AUGMENTATIONS)} '
-                        f'(or a bool: true = base, false = none).')
-    return name
+                        f'(or a bool: true = base, false = none).') from None
+    return {True: 'base', False: 'none'}.get(aug, aug) if isinstance(aug, bool) else aug
 
 
 def augment_arg(text):
@@ -157,7 +160,7 @@ def get_transforms(name, use_augmentation):
 # ---------------------------------------------------------------------------------------------------------------
 
 class ArraySource:
-    """Images (N x H x W x 3 uint8 array, possibly memory-mapped) and labels as a sequence of (image, label)."""
+    """Images (N x H x W x 3 uint8 array or lazy `NpyMember`) and labels as a sequence of (image, label)."""
 
     def __init__(self, images, labels):
         if len(images) != len(labels):
