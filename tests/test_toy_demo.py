@@ -1,0 +1,202 @@
+"""generate_toy_demo.py (SPEC section 11): divergences by hand, the reference's printed numbers, output files."""
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import generate_toy_demo as toy  # noqa: E402
+from core.errors import UserError  # noqa: E402
+
+P_MODEL = [[0.7, 0.3], [0.2, 0.8]]   # model rows
+P_TARGET = [[0.6, 0.4], [0.5, 0.5]]   # target rows
+
+
+def _kl(t, o):
+    return sum(tk * math.log(tk / ok) for tk, ok in zip(t, o))
+
+
+def _hand(div):
+    rows = list(zip(P_MODEL, P_TARGET))
+    if div == 'KL':       # KL(t || o), batch mean
+        return (_kl(P_TARGET[0], P_MODEL[0]) + _kl(P_TARGET[1], P_MODEL[1])) / 2
+    if div == 'JSsqrt':   # sqrt of the batch-mean JS divergence (reference quirk)
+        js = []
+        for o, t in rows:
+            m = [(a + b) / 2 for a, b in zip(o, t)]
+            js.append(0.5 * (_kl(o, m) + _kl(t, m)))
+        return math.sqrt(sum(js) / 2)
+    if div == 'LSE':
+        return sum((a - b) ** 2 for o, t in rows for a, b in zip(o, t)) / 2
+    if div == 'L2':
+        return sum(math.sqrt(sum((a - b) ** 2 for a, b in zip(o, t))) for o, t in rows) / 2
+    if div == 'L1':
+        return sum(abs(a - b) for o, t in rows for a, b in zip(o, t)) / 2
+    if div == 'Linf':
+        return sum(max(abs(a - b) for a, b in zip(o, t)) for o, t in rows) / 2
+
+
+def test_hand_values_are_what_we_think():
+    # A few of the 2x2 numbers written out, so the helper above is itself checked.
+    assert _hand('L1') == pytest.approx((0.2 + 0.6) / 2)
+    assert _hand('Linf') == pytest.approx((0.1 + 0.3) / 2)
+    assert _hand('LSE') == pytest.approx((0.02 + 0.18) / 2)
+    assert _hand('L2') == pytest.approx((math.sqrt(0.02) + math.sqrt(0.18)) / 2)
+    assert _hand('KL') == pytest.approx((0.6 * math.log(0.6 / 0.7) + 0.4 * math.log(0.4 / 0.3)
+                                         + 0.5 * math.log(0.5 / 0.2) + 0.5 * math.log(0.5 / 0.8)) / 2)
+
+
+@pytest.mark.parametrize('div', toy.DIVERGENCES)
+def test_distance_equals_hand_computation(div):
+    o, t = torch.tensor(P_MODEL, dtype=torch.float64), torch.tensor(P_TARGET, dtype=torch.float64)
+    assert toy.distance(o, t, div).item() == pytest.approx(_hand(div), rel=1e-12)
+
+
+def test_distance_rejects_unknown_divergence():
+    with pytest.raises(UserError):
+        toy.distance(torch.tensor(P_MODEL), torch.tensor(P_TARGET), 'KLsqrt')
+
+
+def test_ground_truth_is_the_bayes_posterior():
+    x = torch.tensor([[0.0], [1.0], [-3.0]], dtype=torch.float64)
+    p = toy.ground_truth(x)
+    for i, xi in enumerate([0.0, 1.0, -3.0]):
+        # prior 50000 : 10000, N(-1, 2) and N(1, 1) densities (the common 1/sqrt(2 pi) cancels)
+        a = 50000 / 2.0 * math.exp(-(xi + 1) ** 2 / 8)
+        b = 10000 / 1.0 * math.exp(-(xi - 1) ** 2 / 2)
+        assert p[i, 0].item() == pytest.approx(a / (a + b), rel=1e-12)
+        assert p[i, 1].item() == pytest.approx(b / (a + b), rel=1e-12)
+
+
+@pytest.mark.parametrize('div', toy.DIVERGENCES)
+@pytest.mark.parametrize('target', ['fixed', 'ground_truth', 'no_model'])
+def test_blocked_input_gradient_has_the_sign_of_autograd(div, target):
+    """The attack's hand-written, blocked backward ascends the same direction as autograd on `distance`."""
+    torch.manual_seed(0)
+    model = toy.build_model().double()
+    x = torch.linspace(-4, 4, 50, dtype=torch.float64)[:, None]   # away from the saturated tails
+    fixed = torch.softmax(torch.randn(50, 2, dtype=torch.float64), 1)
+    xr = x.clone().requires_grad_()
+    if target == 'fixed':
+        loss, tgt, m = toy.distance(toy.predict(model, xr), fixed, div), fixed, model
+    elif target == 'ground_truth':
+        loss, tgt, m = toy.distance(toy.predict(model, xr), toy.ground_truth(xr), div), None, model
+    else:
+        loss, tgt, m = toy.distance(toy.ground_truth(xr), fixed, div), fixed, None
+    expected = torch.autograd.grad(loss, xr)[0]
+    got = toy._input_grad(m, x, tgt, div, chunk=16)
+    assert torch.equal(got.sign(), expected.sign())
+    # the reference's gradient is the per-row one times a positive factor
+    ratio = expected / got
+    assert torch.allclose(ratio, ratio[0].expand_as(ratio), rtol=1e-6)
+
+
+@pytest.mark.parametrize('attack', ['pgd', 'consistent', 'trades', 'C'])
+def test_attack_stays_in_the_ball_and_leaves_parameters_alone(attack):
+    torch.manual_seed(0)
+    model = toy.build_model()
+    x = toy.draw_samples(500, 100, 'cpu')
+    if attack == 'pgd':
+        delta = toy.attack_pgd(model, x, toy.ground_truth(x), 'KL', chunk=128)
+    elif attack == 'consistent':
+        delta = toy.attack_pgd_consistent(model, x, 'LSE', chunk=128)
+    elif attack == 'trades':
+        delta = toy.attack_trades(model, x, 'L1', chunk=128)
+    else:
+        delta = toy.compute_C(x, 'KL')
+    assert delta.shape == x.shape and not delta.requires_grad
+    assert delta.abs().max().item() <= toy.EPS
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_split_samples():
+    assert toy.split_samples(60000) == (50000, 10000)
+    assert toy.split_samples(600) == (500, 100)
+    assert toy.split_samples(7) == (6, 1)
+
+
+# The reference's printout on the CPU with the default seed (SPEC section 11; issue 6).
+REFERENCE = [
+    ('PGDAT', 'KL', 'L1', [(0.243167, 0.488841, 0.380024), (0.187206, 0.392947, 0.288045),
+                           (0.143012, 0.303531, 0.221383)], 0.0550979),
+    ('PGDATconsistent', 'KL', 'KL', [(0.304100, 0.225415, 0.164896), (0.227411, 0.173597, 0.120839)], None),
+    ('TRADES', 'LSE', 'L2', [(0.310666, 0.345522, 0.277885)], 0.0265446),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('demo,div,div_c,expected,c_l', REFERENCE, ids=[r[0] for r in REFERENCE])
+def test_first_iterations_match_the_reference(tmp_path, demo, div, div_c, expected, c_l):
+    res = toy.run(demo, div, div_c, iterations=len(expected), device='cpu', out=str(tmp_path), log=lambda s: None)
+    got = list(zip(res['train_loss'], res['score_loss'], res['standard_loss']))
+    for g_row, e_row in zip(got, expected):
+        for g, e in zip(g_row, e_row):
+            assert g == pytest.approx(e, rel=1e-4, abs=2e-6)   # the reference figures have 6 decimals
+    if c_l is not None:
+        assert res['C_L'] == pytest.approx(c_l, rel=1e-5)
+
+
+def _rows(path):
+    return np.loadtxt(path, ndmin=2)
+
+
+@pytest.mark.parametrize('demo,div', [('PGDAT', 'JSsqrt'), ('TRADES', 'Linf'), ('Standard', 'L2')])
+def test_output_files_and_shapes(tmp_path, demo, div):
+    toy.main(['--demo', demo, '--divergence', div, '--divergence_C', 'L1', '--iterations', '2', '--samples', '120',
+              '--save-every', '1', '--device', 'cpu', '--out', str(tmp_path / 'nested' / 'out'), '--no-progress'])
+    folder = tmp_path / 'nested' / 'out' / f'{demo}_{div}'
+    x, y, pre = _rows(folder / 'x_test.txt'), _rows(folder / 'y_test.txt'), _rows(folder / 'pre_test.txt')
+    assert x.shape == (10000, 1) and y.shape == (10000, 2) and pre.shape == (10000, 2)
+    assert x.min() >= -10 and x.max() <= 10
+    np.testing.assert_allclose(y.sum(1), 1, atol=1e-6)
+    np.testing.assert_allclose(pre.sum(1), 1, atol=1e-6)
+    np.testing.assert_allclose(y, toy.ground_truth(torch.tensor(x, dtype=torch.float64)).numpy(), atol=1e-6)
+    for name in ('train', 'SCORE', 'Standard'):
+        rec = np.loadtxt(folder / f'record_{name}_loss.txt')
+        assert rec.shape == (2,) and np.all(np.isfinite(rec)) and np.all(rec >= 0)
+    for ite in (1, 2):
+        for name, cols in (('x_test', 1), ('y_test', 2), ('pre_test', 2)):
+            assert _rows(folder / f'{name}_{ite}.txt').shape == (10000, cols)
+    # savetxt defaults: '%.18e', space separated
+    first = (folder / 'y_test.txt').read_text().splitlines()[0].split(' ')
+    assert len(first) == 2 and all('e' in v and len(v.split('.')[1]) == 22 for v in first)
+
+
+def test_snapshots_do_not_change_the_training_stream(tmp_path):
+    kw = dict(demo='PGDAT', divergence='L2', divergence_C='KL', iterations=2, samples=120, out=str(tmp_path),
+              log=lambda s: None)
+    a = toy.run(save_every=0, **kw)
+    x_a = np.loadtxt(os.path.join(a['folder'], 'x_test.txt'))
+    b = toy.run(save_every=1, **kw)
+    assert a['train_loss'] == b['train_loss'] and a['score_loss'] == b['score_loss']
+    np.testing.assert_array_equal(x_a, np.loadtxt(os.path.join(b['folder'], 'x_test.txt')))
+
+
+def test_bad_flags(tmp_path):
+    with pytest.raises(SystemExit) as e:     # the reference's default 'PGDconsistent' is not a handled value
+        toy.get_parser().parse_args(['--demo', 'PGDconsistent'])
+    assert e.value.code == 2
+    assert toy.get_parser().parse_args([]).demo == 'PGDATconsistent'
+    with pytest.raises(UserError, match='--samples'):
+        toy.run(samples=1, out=str(tmp_path))
+    with pytest.raises(UserError, match='--save-every'):
+        toy.run(save_every=-1, out=str(tmp_path))
+
+
+def test_command_line(tmp_path):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, 'generate_toy_demo.py'), '--iterations', '1',
+                           '--samples', '60', '--device', 'cpu', '--out', str(tmp_path), '--no-progress'],
+                          capture_output=True, text=True, cwd=str(tmp_path), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert 'ite    1 | train loss' in proc.stdout and 'C_L: ' in proc.stdout
+    assert (tmp_path / 'PGDATconsistent_KL' / 'record_train_loss.txt').exists()
+    bad = subprocess.run([sys.executable, os.path.join(ROOT, 'generate_toy_demo.py'), '--samples', '1', '--device',
+                          'cpu', '--out', str(tmp_path)], capture_output=True, text=True, cwd=str(tmp_path),
+                         timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith('error: --samples')
