@@ -1,0 +1,131 @@
+"""Figures of the toy demo without MATLAB: the panels of the paper's Figures 1-2 and the loss curves.
+
+Mirrors plot_toy_demo.m (SPEC section 11): a filled scatter of the ground-truth P(Y=0|x) (colour (0,139,139)/255)
+and of the learned P(Y=0|x) (colour (0.85,0.325,0.098)) over the 10000 test points, marker area 80, grid on,
+x in [-5, 8] with integer ticks, y in [0, 1] with ticks every 0.1, Times New Roman 23 when installed. Unlike the
+.m file it also draws the legend and axis labels (commented out there), and the recorded loss curves.
+
+    python plot_toy_demo.py toy_results/PGDAT_KL toy_results/PGDATconsistent_KL            # final models
+    python plot_toy_demo.py toy_results/PGDAT_KL --ite 100 200 300 --out-dir docs/figures  # --save-every dumps
+
+For each FOLDER it writes <out-dir>/<folder name>[_<ite>]_posterior.png and <folder name>_losses.png (out-dir
+defaults to the folder itself) and prints the mean |learned - true| P(Y=0|X) over the test points.
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+
+GROUND_TRUTH_COLOUR = (0 / 255, 139 / 255, 139 / 255)
+LEARNED_COLOUR = (0.85, 0.325, 0.098)
+LABELS = {'PGDAT': 'PGD-AT', 'PGDATconsistent': 'SCORE (PGD-AT consistent)', 'TRADES': 'TRADES',
+          'Standard': 'standard training'}
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from matplotlib import font_manager
+    names = {f.name for f in font_manager.fontManager.ttflist}
+    plt.rcParams['font.family'] = 'serif'
+    plt.rcParams['font.serif'] = [n for n in ('Times New Roman', 'Times', 'Nimbus Roman', 'DejaVu Serif')
+                                  if n in names] or ['DejaVu Serif']
+    plt.rcParams['mathtext.fontset'] = 'stix'
+    return plt
+
+
+def load_predictions(folder, ite=None):
+    """(x, true P(Y=0|x), learned P(Y=0|x)) as 1-D arrays, from {x,y,pre}_test[_ite].txt."""
+    suffix = '' if ite is None else f'_{ite}'
+    paths = [os.path.join(folder, f'{n}{suffix}.txt') for n in ('x_test', 'y_test', 'pre_test')]
+    for p in paths:
+        if not os.path.isfile(p):
+            hint = ' (run generate_toy_demo.py with --save-every)' if ite is not None else ''
+            raise SystemExit(f'error: {p} not found{hint}.')
+    x, y, pre = (np.loadtxt(p, ndmin=2) for p in paths)
+    return x[:, 0], y[:, 0], pre[:, 0]
+
+
+def mean_abs_error(folder, ite=None):
+    """Mean over the test points of |learned - true| P(Y=0|X)."""
+    _, y, pre = load_predictions(folder, ite)
+    return float(np.mean(np.abs(pre - y)))
+
+
+def _name(folder):
+    return os.path.basename(os.path.normpath(folder))
+
+
+def plot_posterior(folder, png, ite=None, fontsize=23):
+    """The plot_toy_demo.m panel for one run, written to `png`."""
+    plt = _pyplot()
+    x, y, pre = load_predictions(folder, ite)
+    demo = _name(folder).rsplit('_', 1)[0]
+    fig, ax = plt.subplots(figsize=(8, 6), dpi=80)
+    ax.scatter(x, y, s=80, color=GROUND_TRUTH_COLOUR, label=' Ground truth')
+    ax.scatter(x, pre, s=80, color=LEARNED_COLOUR, label=f' Learned by {LABELS.get(demo, demo)}')
+    ax.grid(True)
+    ax.set_ylim(0, 1)
+    ax.set_yticks(np.round(np.arange(0, 1.01, 0.1), 1))
+    ax.set_xlim(-5, 8)
+    ax.set_xticks(np.arange(-5, 9))
+    ax.tick_params(labelsize=fontsize * 0.75)
+    ax.set_xlabel('$X$', fontsize=fontsize)
+    ax.set_ylabel('$P(Y=0|X)$', fontsize=fontsize)
+    title = _name(folder) + ('' if ite is None else f', iteration {ite}')
+    ax.set_title(f'{title}: mean |learned - true| = {np.mean(np.abs(pre - y)):.4f}', fontsize=fontsize * 0.6)
+    ax.legend(loc='lower left', fontsize=fontsize * 0.65, markerscale=1.0)
+    fig.tight_layout()
+    fig.savefig(png)
+    plt.close(fig)
+
+
+def plot_losses(folder, png):
+    """Train loss, R_SCORE and R_Standard per iteration (record_*_loss.txt), log scale."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=80)
+    for name, label, colour in (('train', 'train loss', 'k'), ('SCORE', '$R_{SCORE}$', LEARNED_COLOUR),
+                                ('Standard', '$R_{Standard}$', GROUND_TRUTH_COLOUR)):
+        path = os.path.join(folder, f'record_{name}_loss.txt')
+        if not os.path.isfile(path):
+            raise SystemExit(f'error: {path} not found; is {folder} a finished generate_toy_demo.py run?')
+        rec = np.atleast_1d(np.loadtxt(path))
+        ax.plot(np.arange(1, len(rec) + 1), rec, color=colour, label=label, linewidth=1.5)
+    ax.set_yscale('log')
+    ax.grid(True, which='both', alpha=0.4)
+    ax.set_xlabel('iteration', fontsize=16)
+    ax.set_ylabel('loss', fontsize=16)
+    ax.set_title(_name(folder), fontsize=16)
+    ax.legend(fontsize=14)
+    fig.tight_layout()
+    fig.savefig(png)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description='Draw generate_toy_demo.py results (the panels of Figures 1-2).')
+    parser.add_argument('folders', nargs='+', help='Run folders, e.g. toy_results/PGDAT_KL.')
+    parser.add_argument('--ite', type=int, nargs='*', default=None,
+                        help='Snapshot iterations to draw (x_test_<ite>.txt ...); default: the final model only.')
+    parser.add_argument('--out-dir', type=str, default=None, help='Where to write the PNGs (default: each folder).')
+    args = parser.parse_args(argv)
+    for folder in args.folders:
+        if not os.path.isdir(folder):
+            raise SystemExit(f'error: {folder} is not a folder; pass a run folder such as toy_results/PGDAT_KL.')
+        out = args.out_dir or folder
+        os.makedirs(out, exist_ok=True)
+        for ite in (args.ite or [None]):
+            png = os.path.join(out, f'{_name(folder)}{"" if ite is None else f"_{ite}"}_posterior.png')
+            plot_posterior(folder, png, ite)
+            err = mean_abs_error(folder, ite)
+            print(f'{_name(folder)}{"" if ite is None else f" ite {ite}"}: mean |learned - true| P(Y=0|X) = '
+                  f'{err:.4f} -> {png}')
+        png = os.path.join(out, f'{_name(folder)}_losses.png')
+        plot_losses(folder, png)
+        print(f'{_name(folder)}: loss curves -> {png}')
+
+
+if __name__ == '__main__':
+    sys.exit(main())
