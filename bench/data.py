@@ -120,7 +120,8 @@ def main():
         print(f'baseline RSS: {baseline:.0f} MiB')
         print(f'peak RSS:     {peak:.0f} MiB{"" if exact_peak else " (ru_maxrss: process lifetime)"}')
         print(f'difference:   {peak - baseline:.0f} MiB (the reference: ~{2 * args.size * 3072 / MiB:.0f} MiB)')
-        print(f'largest worker peak RSS: {child:.0f} MiB (shares the parent\'s pages)')
+        if args.workers:
+            print(f'largest child-process peak RSS: {child:.0f} MiB (workers share the parent\'s pages)')
         print(f'throughput:   {n_images / elapsed:.0f} images/s overall, {steady:.0f} images/s after the first batch')
     finally:
         if os.path.isdir(tmp):
