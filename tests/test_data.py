@@ -373,3 +373,17 @@ def test_tiny_imagenet_folders(tmp_path):
     assert (len(train), len(test), len(val)) == (4, 6, 2)
     x, y = train[(0, 1)]
     assert x.shape == (3, 64, 64) and y in (0, 1)
+
+
+def test_tiny_images_pickle(root):
+    import pickle
+    ids = np.arange(30)
+    with open(root / 'ti.pickle', 'wb') as f:
+        pickle.dump({'data': make_images(ids, AUX), 'extrapolated_targets': aux_label(ids)}, f)
+    train = semisup(root, aux_data_filename=str(root / 'ti.pickle'))[0]
+    x, y = train[train.unsup_indices[4]]
+    assert decode(x[None]) == ([4], [AUX]) and y == aux_label(4)
+    with open(root / 'bad.pickle', 'wb') as f:
+        pickle.dump({'data': make_images(ids, AUX)}, f)
+    with pytest.raises(UserError, match='extrapolated_targets'):
+        semisup(root, aux_data_filename=str(root / 'bad.pickle'))
