@@ -3,8 +3,8 @@
     python bench/toy.py                      # 3 iterations of PGDATconsistent KL at 60000 samples, 1 thread
     python bench/toy.py --threads 0 --demo PGDAT --iterations 5
 
-Prints seconds per training iteration for both (the C constant, computed once before training, is excluded)
-and their ratio, and checks that both print the same losses. The reference-style code below is the reference's
+Prints the median seconds per training iteration of both (the first iteration and the C constant, computed
+once before training, are excluded) and their ratio, and checks that both print the same losses. The reference-style code below is the reference's
 algorithm as SPEC section 11 describes it: batch-mean distances, `loss.backward()` in every attack step
 (accumulating parameter gradients), F.softmax over the last dim, no blocking.
 """
@@ -117,18 +117,18 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f'torch {torch.__version__}, {torch.get_num_threads()} thread(s), {args.demo} {args.divergence} / '
-          f'{args.divergence_C}, {args.samples} samples, {args.iterations} iterations (first one not timed)')
+          f'{args.divergence_C}, {args.samples} samples, {args.iterations} iterations (median of iterations 2..)')
 
     with tempfile.TemporaryDirectory() as tmp:
         res = toy.run(args.demo, args.divergence, args.divergence_C, iterations=args.iterations,
                       samples=args.samples, out=tmp, log=lambda s: None)
-    fast = float(np.mean(res['seconds'][1:] or res['seconds']))
+    fast = float(np.median(res['seconds'][1:] or res['seconds']))
     print(f'generate_toy_demo.py : {fast:.3f} s/iteration')
     if args.no_reference:
         return
     records, seconds, c_l = reference_run(args.demo, args.divergence, args.divergence_C, args.iterations,
                                           args.samples)
-    ref = float(np.mean(seconds[1:] or seconds))
+    ref = float(np.median(seconds[1:] or seconds))
     print(f'reference-style      : {ref:.3f} s/iteration')
     print(f'speed-up             : {ref / fast:.2f}x')
     ours = list(zip(res['train_loss'], res['score_loss'], res['standard_loss']))
