@@ -238,3 +238,23 @@ def test_ddp_two_gloo_processes(data_dir, tmp_path):
     ckpt = load(run_dir / 'weights-last.pt')
     assert all(k.startswith('module.0.') for k in ckpt['model_state_dict'])
     assert read_csv(run_dir / 'stats_adv.csv')[0] == CSV_COLUMNS
+
+
+def test_pretrained_file_initialises_model_and_averaged_model(tmp_path):
+    """--pretrained-file: weights-best.pt's model_state_dict lands in BOTH networks (the reference crashed, #17)."""
+    from core.data import get_data_info
+    from core.utils.parser import parser_train
+    from gowal21uncovering.utils.watrain import WATrainer
+    info = get_data_info('./data/cifar10s')
+    flags = ['--model', 'wrn-10-1-swish', '--num-adv-epochs', '4', '--log-dir', str(tmp_path)]
+    source = WATrainer(info, parser_train().parse_args(['--desc', 'src', '--seed', '3'] + flags))
+    os.makedirs(tmp_path / 'src')
+    torch.save(source.weights(), tmp_path / 'src' / 'weights-best.pt')
+    trainer = WATrainer(info, parser_train().parse_args(['--desc', 'dst', '--pretrained-file', 'src'] + flags))
+    expected = source.wa_model.state_dict()
+    for net in (trainer.model, trainer.wa_model):
+        got = net.state_dict()
+        assert all(torch.equal(got[k], expected[k]) for k in expected)
+    fresh = WATrainer(info, parser_train().parse_args(['--desc', 'dst'] + flags))
+    assert not torch.equal(fresh.model.state_dict()['module.0.init_conv.weight'],
+                           expected['module.0.init_conv.weight'])
