@@ -130,9 +130,18 @@ REFERENCE = [
 ]
 
 
+@pytest.fixture
+def one_thread():
+    """Full-size runs on one thread: on a shared 2-core machine, 2 OpenMP threads are several times slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('demo,div,div_c,expected,c_l', REFERENCE, ids=[r[0] for r in REFERENCE])
-def test_first_iterations_match_the_reference(tmp_path, demo, div, div_c, expected, c_l):
+def test_first_iterations_match_the_reference(tmp_path, one_thread, demo, div, div_c, expected, c_l):
     res = toy.run(demo, div, div_c, iterations=len(expected), device='cpu', out=str(tmp_path), log=lambda s: None)
     got = list(zip(res['train_loss'], res['score_loss'], res['standard_loss']))
     for g_row, e_row in zip(got, expected):
@@ -191,7 +200,8 @@ def test_bad_flags(tmp_path):
 
 def test_command_line(tmp_path):
     proc = subprocess.run([sys.executable, os.path.join(ROOT, 'generate_toy_demo.py'), '--iterations', '1',
-                           '--samples', '60', '--device', 'cpu', '--out', str(tmp_path), '--no-progress'],
+                           '--samples', '60', '--device', 'cpu', '--out', str(tmp_path), '--no-progress',
+                           '--threads', '1'],
                           capture_output=True, text=True, cwd=str(tmp_path), timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert 'ite    1 | train loss' in proc.stdout and 'C_L: ' in proc.stdout
