@@ -7,6 +7,7 @@ x in [-5, 8] with integer ticks, y in [0, 1] with ticks every 0.1, Times New Rom
 
     python plot_toy_demo.py toy_results/PGDAT_KL toy_results/PGDATconsistent_KL            # final models
     python plot_toy_demo.py toy_results/PGDAT_KL --ite 100 200 300 --out-dir docs/figures  # --save-every dumps
+    python plot_toy_demo.py toy_results/PGDAT_KL toy_results/PGDATconsistent_KL --ite 100 300 500 --grid all.png
 
 For each FOLDER it writes <out-dir>/<folder name>[_<ite>]_posterior.png and <folder name>_losses.png (out-dir
 defaults to the folder itself) and prints the mean |learned - true| P(Y=0|X) over the test points.
@@ -58,12 +59,10 @@ def _name(folder):
     return os.path.basename(os.path.normpath(folder))
 
 
-def plot_posterior(folder, png, ite=None, fontsize=23):
-    """The plot_toy_demo.m panel for one run, written to `png`."""
-    plt = _pyplot()
+def draw_posterior(ax, folder, ite=None, fontsize=23):
+    """The plot_toy_demo.m panel for one run, on the matplotlib axes `ax`."""
     x, y, pre = load_predictions(folder, ite)
     demo = _name(folder).rsplit('_', 1)[0]
-    fig, ax = plt.subplots(figsize=(8, 6), dpi=80)
     ax.scatter(x, y, s=80, color=GROUND_TRUTH_COLOUR, label=' Ground truth')
     ax.scatter(x, pre, s=80, color=LEARNED_COLOUR, label=f' Learned by {LABELS.get(demo, demo)}')
     ax.grid(True)
@@ -75,8 +74,28 @@ def plot_posterior(folder, png, ite=None, fontsize=23):
     ax.set_xlabel('$X$', fontsize=fontsize)
     ax.set_ylabel('$P(Y=0|X)$', fontsize=fontsize)
     title = _name(folder) + ('' if ite is None else f', iteration {ite}')
-    ax.set_title(f'{title}: mean |learned - true| = {np.mean(np.abs(pre - y)):.4f}', fontsize=fontsize * 0.6)
+    ax.set_title(f'{title}: mean |learned - true| = {np.mean(np.abs(pre - y)):.4f}', fontsize=max(fontsize * 0.6, 11))
     ax.legend(loc='lower left', fontsize=fontsize * 0.65, markerscale=1.0)
+
+
+def plot_posterior(folder, png, ite=None, fontsize=23):
+    """The plot_toy_demo.m panel for one run, written to `png` (640 x 480)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 6), dpi=80)
+    draw_posterior(ax, folder, ite, fontsize)
+    fig.tight_layout()
+    fig.savefig(png)
+    plt.close(fig)
+
+
+def plot_grid(folders, ites, png):
+    """All panels in one PNG: one row per run folder, one column per iteration (None = the final model)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(folders), len(ites), figsize=(5 * len(ites), 3.75 * len(folders)), dpi=64,
+                             squeeze=False)
+    for r, folder in enumerate(folders):
+        for c, ite in enumerate(ites):
+            draw_posterior(axes[r][c], folder, ite, fontsize=14)
     fig.tight_layout()
     fig.savefig(png)
     plt.close(fig)
@@ -110,6 +129,8 @@ def main(argv=None):
     parser.add_argument('--ite', type=int, nargs='*', default=None,
                         help='Snapshot iterations to draw (x_test_<ite>.txt ...); default: the final model only.')
     parser.add_argument('--out-dir', type=str, default=None, help='Where to write the PNGs (default: each folder).')
+    parser.add_argument('--grid', type=str, default=None, metavar='PNG',
+                        help='Also draw every panel into one PNG: a row per folder, a column per --ite.')
     args = parser.parse_args(argv)
     for folder in args.folders:
         if not os.path.isdir(folder):
@@ -122,9 +143,15 @@ def main(argv=None):
             err = mean_abs_error(folder, ite)
             print(f'{_name(folder)}{"" if ite is None else f" ite {ite}"}: mean |learned - true| P(Y=0|X) = '
                   f'{err:.4f} -> {png}')
+        if not os.path.isfile(os.path.join(folder, 'record_train_loss.txt')):
+            print(f'{_name(folder)}: no record_*_loss.txt (run not finished), loss curves skipped')
+            continue
         png = os.path.join(out, f'{_name(folder)}_losses.png')
         plot_losses(folder, png)
         print(f'{_name(folder)}: loss curves -> {png}')
+    if args.grid:
+        plot_grid(args.folders, args.ite or [None], args.grid)
+        print(f'all panels -> {args.grid}')
 
 
 if __name__ == '__main__':

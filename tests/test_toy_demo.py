@@ -210,3 +210,23 @@ def test_command_line(tmp_path):
                           'cpu', '--out', str(tmp_path)], capture_output=True, text=True, cwd=str(tmp_path),
                          timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith('error: --samples')
+
+
+def test_plot_toy_demo_draws_pngs(tmp_path):
+    import plot_toy_demo
+    folder = tmp_path / 'PGDAT_KL'
+    folder.mkdir()
+    x = np.linspace(-10, 10, 50)[:, None]
+    y = toy.ground_truth(torch.tensor(x)).numpy()
+    pre = np.full_like(y, 0.5)
+    for suffix in ('', '_10'):
+        np.savetxt(folder / f'x_test{suffix}.txt', x)
+        np.savetxt(folder / f'y_test{suffix}.txt', y)
+        np.savetxt(folder / f'pre_test{suffix}.txt', pre)
+    for name in ('train', 'SCORE', 'Standard'):
+        np.savetxt(folder / f'record_{name}_loss.txt', np.array([0.3, 0.2, 0.1]))
+    assert plot_toy_demo.mean_abs_error(str(folder)) == pytest.approx(np.mean(np.abs(0.5 - y[:, 0])))
+    plot_toy_demo.main([str(folder), '--ite', '10', '--out-dir', str(tmp_path / 'figs'),
+                        '--grid', str(tmp_path / 'figs' / 'all.png')])
+    for png in ('PGDAT_KL_10_posterior.png', 'PGDAT_KL_losses.png', 'all.png'):
+        assert (tmp_path / 'figs' / png).read_bytes()[:4] == b'\x89PNG'
