@@ -167,6 +167,14 @@ def predict(model, x):
 # Attacks: L-inf PGD on the 1-D input, 10 steps of 0.1 from a uniform start, delta clamped to [-1, 1]
 # ----------------------------------------------------------------------------------------------------------------
 
+def _check_toy_model(model):
+    """The hand-written backward of `_input_grad` is for `build_model()`'s layout only."""
+    kinds = (nn.Linear, nn.Tanh, nn.Linear, nn.Tanh, nn.Linear)
+    if not (isinstance(model, nn.Sequential) and len(model) == 5
+            and all(isinstance(m, k) for m, k in zip(model, kinds)) and model[0].in_features == 1):
+        raise TypeError('the toy attacks need build_model()\'s Linear(1,H)-Tanh-Linear(H,H)-Tanh-Linear(H,K) network.')
+
+
 def _input_grad(model, x, target, div, chunk):
     """d/dx_i of divergence_i(p(model(x)), target_i) for every row i, (N, 1).
 
@@ -227,6 +235,8 @@ def pgd(model, x, target, div, eps=EPS, alpha=ALPHA, steps=ATTACK_ITERS, chunk=N
     Returns:
         delta (Tensor): (N, 1), detached, |delta| <= eps.
     """
+    if model is not None:
+        _check_toy_model(model)
     delta = torch.zeros_like(x).uniform_(-eps, eps)
     with torch.no_grad():
         for _ in range(steps):

@@ -230,3 +230,10 @@ def test_plot_toy_demo_draws_pngs(tmp_path):
                         '--grid', str(tmp_path / 'figs' / 'all.png')])
     for png in ('PGDAT_KL_10_posterior.png', 'PGDAT_KL_losses.png', 'all.png'):
         assert (tmp_path / 'figs' / png).read_bytes()[:4] == b'\x89PNG'
+
+
+def test_attack_refuses_another_network():
+    other = torch.nn.Sequential(torch.nn.Linear(1, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8), torch.nn.Tanh(),
+                                torch.nn.Linear(8, 2))
+    with pytest.raises(TypeError):
+        toy.attack_pgd_consistent(other, torch.zeros(4, 1), 'KL')
