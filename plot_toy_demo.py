@@ -7,7 +7,7 @@ x in [-5, 8] with integer ticks, y in [0, 1] with ticks every 0.1, Times New Rom
 
     python plot_toy_demo.py toy_results/PGDAT_KL toy_results/PGDATconsistent_KL            # final models
     python plot_toy_demo.py toy_results/PGDAT_KL --ite 100 200 300 --out-dir docs/figures  # --save-every dumps
-    python plot_toy_demo.py toy_results/PGDAT_KL toy_results/PGDATconsistent_KL --ite 100 300 500 --grid all.png
+    python plot_toy_demo.py toy_results/PGDAT_KL toy_results/PGDATconsistent_KL --ite 100 300 final --grid all.png
 
 For each FOLDER it writes <out-dir>/<folder name>[_<ite>]_posterior.png and <folder name>_losses.png (out-dir
 defaults to the folder itself) and prints the mean |learned - true| P(Y=0|X) over the test points.
@@ -123,11 +123,21 @@ def plot_losses(folder, png):
     plt.close(fig)
 
 
+def _ite(v):
+    if v == 'final':
+        return None
+    try:
+        return int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'an iteration number or `final` expected, got {v!r}') from None
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description='Draw generate_toy_demo.py results (the panels of Figures 1-2).')
     parser.add_argument('folders', nargs='+', help='Run folders, e.g. toy_results/PGDAT_KL.')
-    parser.add_argument('--ite', type=int, nargs='*', default=None,
-                        help='Snapshot iterations to draw (x_test_<ite>.txt ...); default: the final model only.')
+    parser.add_argument('--ite', type=_ite, nargs='*', default=None,
+                        help='Snapshot iterations to draw (x_test_<ite>.txt ...), or `final` for x_test.txt ...; '
+                             'default: the final model only.')
     parser.add_argument('--out-dir', type=str, default=None, help='Where to write the PNGs (default: each folder).')
     parser.add_argument('--grid', type=str, default=None, metavar='PNG',
                         help='Also draw every panel into one PNG: a row per folder, a column per --ite.')
