@@ -73,8 +73,8 @@ def draw_posterior(ax, folder, ite=None, fontsize=23):
     ax.tick_params(labelsize=fontsize * 0.75)
     ax.set_xlabel('$X$', fontsize=fontsize)
     ax.set_ylabel('$P(Y=0|X)$', fontsize=fontsize)
-    title = _name(folder) + ('' if ite is None else f', iteration {ite}')
-    ax.set_title(f'{title}: mean |learned - true| = {np.mean(np.abs(pre - y)):.4f}', fontsize=max(fontsize * 0.6, 11))
+    title = _name(folder) + (', final' if ite is None else f', iteration {ite}')
+    ax.set_title(f'{title}\nmean |learned - true| = {np.mean(np.abs(pre - y)):.4f}', fontsize=max(fontsize * 0.6, 11))
     ax.legend(loc='lower left', fontsize=fontsize * 0.65, markerscale=1.0)
 
 
