@@ -1,12 +1,13 @@
 """Speed of generate_toy_demo.py against a line-by-line reference-style implementation, measured in one run.
 
-    python bench/toy.py                      # 3 iterations of PGDATconsistent KL at 60000 samples, 1 thread
+    python bench/toy.py                      # 3 iterations (2 timed) of PGDATconsistent KL, 60000 samples, 1 thread
     python bench/toy.py --threads 0 --demo PGDAT --iterations 5
 
 Prints the median seconds per training iteration of both (the first iteration and the C constant, computed
-once before training, are excluded) and their ratio, and checks that both print the same losses. The reference-style code below is the reference's
-algorithm as SPEC section 11 describes it: batch-mean distances, `loss.backward()` in every attack step
-(accumulating parameter gradients), F.softmax over the last dim, no blocking.
+once before training, are excluded) and their ratio, and checks that both print the same losses. The
+reference-style code below is the reference's algorithm as SPEC section 11 describes it: batch-mean
+distances, `loss.backward()` in every attack step (accumulating parameter gradients), F.softmax over the
+last dim, no blocking. Use --iterations 5 or more: the first iteration is not timed.
 """
 import argparse
 import os
