@@ -67,6 +67,10 @@ def validate(args):
         for f in args.aux_data_filename.split(','):
             if not os.path.exists(f):
                 raise UserError(f'--aux-data-filename: {f} does not exist.')
+    (WATrainer if args.tau else Trainer).check_flags(args)
+    if args.scheduler == 'cosinew' and float(0.025 * args.num_adv_epochs) - 1 == 0:
+        raise UserError(f'--scheduler cosinew cannot run {args.num_adv_epochs} epochs: torch OneCycleLR divides by '
+                        f'zero when 0.025 * epochs = 1 (the reference crashes too); use e.g. 41 epochs.')
     if args.pretrained_file is not None and not os.path.isfile(pretrained_path(args)):
         raise UserError(f'--pretrained-file: {pretrained_path(args)} does not exist; give a run name under '
                         f'--log-dir (its weights-best.pt is read) or a checkpoint file.')
@@ -150,8 +154,8 @@ def main():
                         f'{runtime.world_size} processes.')
     torch.backends.cudnn.benchmark = True
 
-    # ------------------------------------------------------------------ data (before the run folder: bad data
-    # leaves nothing behind)
+    # ------------------------------------------------------------------ data (data and model come before the run
+    # folder, so that bad input leaves nothing behind)
     info = get_data_info(DATA_DIR)
     seed(args.seed)
     _, _, _, train_dataloader, test_dataloader, eval_dataloader = load_data(
@@ -159,6 +163,18 @@ def main():
         use_augmentation=args.augment, shuffle_train=True, aux_data_filename=args.aux_data_filename,
         unsup_fraction=args.unsup_fraction, validation=True, seed=args.seed, rank=runtime.rank,
         world_size=runtime.world_size, pin_memory=runtime.device.type == 'cuda', val_size=args.validation_size)
+
+    # ------------------------------------------------------------------ model, optimizer, scheduler, EMA
+    seed(args.seed)
+    if args.tau:
+        if primary:
+            print('Using WA.')
+        trainer = WATrainer(info, args, runtime)
+    else:
+        trainer = Trainer(info, args, runtime)
+    trainer.wrap(sync_bn=args.sync_bn, compile=args.compile)
+    if runtime.distributed:  # same initial weights everywhere; then each process draws its own attack noise
+        seed(args.seed + runtime.rank)
 
     # ------------------------------------------------------------------ run folder + logger
     if primary:
@@ -169,19 +185,8 @@ def main():
         with open(os.path.join(LOG_DIR, 'args.txt'), 'w') as f:
             json.dump(args.__dict__, f, indent=4)
     logger.log('Using device: {}'.format(runtime.device.type))
-    if args.debug:
-        logger.log('Debug mode: 1 epoch (schedules sized for {} epochs).'.format(args.num_adv_epochs))
-
-    # ------------------------------------------------------------------ model, optimizer, scheduler, EMA
-    seed(args.seed)
-    if args.tau:
-        if primary:
-            print('Using WA.')
-        trainer = WATrainer(info, args, runtime)
-    else:
-        trainer = Trainer(info, args, runtime)
-    trainer.check_loss_flags()
-    trainer.wrap(sync_bn=args.sync_bn, compile=args.compile)
+    if args.debug and primary:
+        print('Debug mode: 1 epoch (schedules sized for {} epochs).'.format(args.num_adv_epochs))
 
     # ------------------------------------------------------------------ resume
     start_epoch, best, rows, res = 1, [0.0, 0.0], [], None

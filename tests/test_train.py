@@ -181,6 +181,9 @@ def test_lse_without_beta_is_a_user_error(data_dir, tmp_path, capsys):
     assert not (tmp_path / 'x').exists()
     assert run(tiny_args(data_dir, tmp_path, 'x', '--mart')) == 2
     assert run(tiny_args(data_dir, tmp_path, 'x', '--unsup-fraction', '1.5')) == 2
+    assert run(tiny_args(data_dir, tmp_path, 'x', '--CutMix')) == 2  # Madry cannot take soft labels
+    assert run(tiny_args(data_dir, tmp_path, 'x', '--num-adv-epochs', '40')) == 2  # OneCycleLR 0-length warm-up
+    assert run(tiny_args(data_dir, tmp_path, 'x', '--tau', '0', '--beta', '4', '--LSE')) == 2
     assert run(tiny_args(data_dir, tmp_path, 'x', '--device', 'cuda')) == (2 if not torch.cuda.is_available() else 0)
     assert not (tmp_path / 'x').exists() or torch.cuda.is_available()
 

@@ -21,7 +21,7 @@ DEVICES = ('auto', 'cpu', 'cuda')
 AMP_MODES = ('none', 'bf16', 'fp16')
 
 __all__ = ['DEVICES', 'AMP_MODES', 'Runtime', 'setup', 'cleanup', 'unwrap', 'wrap_ddp', 'all_reduce_sum', 'barrier',
-           'all_gather_object']
+           'all_gather_object', 'broadcast_buffers']
 
 
 @dataclass
@@ -141,6 +141,13 @@ def all_gather_object(obj, runtime: Runtime):
     out = [None] * runtime.world_size
     dist.all_gather_object(out, obj)
     return out
+
+
+def broadcast_buffers(model, runtime: Runtime):
+    """Copy rank 0's buffers (BatchNorm running statistics) to every process (no-op without DDP)."""
+    if runtime.distributed:
+        for b in model.buffers():
+            dist.broadcast(b, src=0)
 
 
 def barrier(runtime: Runtime):

@@ -24,7 +24,7 @@ from core.metrics import accuracy, num_correct
 from core.models import create_model
 from core.utils.checkpoint import load_checkpoint, load_state_dict, save_atomic
 from core.utils.context import ctx_eval, ctx_noparamgrad_and_eval
-from core.utils.distributed import Runtime, all_reduce_sum, wrap_ddp
+from core.utils.distributed import Runtime, all_reduce_sum, broadcast_buffers, wrap_ddp
 from core.utils.mart import mart_loss
 from core.utils.rst import CosineLR
 from core.utils.utils import seed
@@ -163,9 +163,10 @@ class Trainer:
         self.train_model = model
 
     # ------------------------------------------------------------------ losses (SPEC 6)
-    def check_loss_flags(self):
+    @staticmethod
+    def check_flags(args):
         """The plain Trainer trains Madry, TRADES (6.7, L-inf) or MART; LSE and CutMix need weight averaging."""
-        p = self.params
+        p = args
         if p.LSE or p.CutMix:
             raise UserError('--LSE and --CutMix need weight averaging (the reference WATrainer): use --tau > 0.')
         if p.beta is not None and not p.mart and p.attack != 'linf-pgd':
@@ -270,6 +271,7 @@ class Trainer:
         bar.close()
         if p.scheduler in ('step', 'converge', 'cosine', 'cosinew') and self.scheduler is not None:
             self.scheduler.step()
+        broadcast_buffers(self.model, self.runtime)  # DDP: every process evaluates rank 0's BN statistics
         self.end_epoch()
         means = _means(rows)
         if self.runtime.distributed:

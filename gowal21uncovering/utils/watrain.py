@@ -52,9 +52,10 @@ class WATrainer(Trainer):
             (no_decay if 'batchnorm' in name else decay).append(p)
         return [{'params': decay}, {'params': no_decay, 'weight_decay': .0}]
 
-    def check_loss_flags(self):
+    @staticmethod
+    def check_flags(args):
         """TRADES / LSE support linf-pgd and l2-pgd; MART linf-pgd; CutMix needs TRADES or LSE (soft labels)."""
-        p = self.params
+        p = args
         if p.CutMix and (p.beta is None or p.mart):
             raise UserError('--CutMix needs soft labels, which only TRADES and --LSE take: add --beta, drop --mart.')
         if p.beta is not None and p.mart and p.attack != 'linf-pgd':
