@@ -52,7 +52,7 @@ C_ROUNDS = 10
 N_TEST = 10000
 TEST_LOW, TEST_HIGH = -10.0, 10.0
 SEED = 2
-CPU_CHUNK = 4096               # rows per block in the attack's forward/backward on the CPU (cache-sized)
+CPU_CHUNK = 2048               # rows per block in the attack's forward/backward on the CPU (cache-sized)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -158,9 +158,16 @@ def distance(o, t, div):
     return torch.sqrt(d) if div == 'JSsqrt' else d
 
 
-def predict(model, x):
-    """p(model(x)): softmax probabilities, (N, 1) -> (N, 2)."""
-    return softmax2(model(x))
+def predict(model, x, chunk=None):
+    """p(model(x)): softmax probabilities, (N, 1) -> (N, 2).
+
+    chunk=None evaluates the module itself (plain autograd); an int evaluates `build_model()`'s network in blocks
+    of `chunk` rows with `ToyLogits` (the same math, a cache-friendly backward; the CPU path of `run`).
+    """
+    if chunk is None:
+        return softmax2(model(x))
+    _check_toy_model(model)
+    return softmax2(ToyLogits.apply(x, chunk, *model.parameters()))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -175,43 +182,121 @@ def _check_toy_model(model):
         raise TypeError('the toy attacks need build_model()\'s Linear(1,H)-Tanh-Linear(H,H)-Tanh-Linear(H,K) network.')
 
 
+# The fast path. Every row's logits depend on its own x only, so the network is evaluated in blocks of rows
+# small enough for the hidden activations to stay in the cache (on the CPU), through buffers allocated once per
+# call, without autograd. Only the H x H products are real work; the rest is a few elementwise passes.
+
+def _blocks(n, chunk):
+    """(start, size) of consecutive row blocks of at most `chunk` rows (None = one block)."""
+    step = min(chunk or n, n)
+    return [(s, min(step, n - s)) for s in range(0, n, step)]
+
+
+def _hidden(xb, w1, b1, w2, b2, a1, a2, slope):
+    """The two tanh layers on a block of rows xb (b, 1), written into the buffers a1, a2.
+
+    Without slope, a1 and a2 are (b, H) and receive h1 = tanh(w1 x + b1) and h2 = tanh(W2 h1 + b2). With slope
+    they are (2b, H): rows :b as before, rows b: the forward-mode derivatives dh1/dx = (1 - h1^2) w1 and
+    dh2/dx = (1 - h2^2) W2 dh1/dx, so that one matrix product maps both halves through W2. w1 is (H,).
+    """
+    b = xb.shape[0]
+    h1, dh1 = a1[:b], a1[b:]
+    torch.addcmul(b1, xb, w1, out=h1).tanh_()
+    if slope:
+        torch.ops.aten.tanh_backward.grad_input(w1.expand(b, -1), h1, grad_input=dh1)
+    torch.mm(a1, w2.t(), out=a2)
+    h2, dh2 = a2[:b], a2[b:]
+    h2.add_(b2).tanh_()
+    if slope:
+        torch.ops.aten.tanh_backward.grad_input(dh2, h2, grad_input=dh2)
+    return h1, h2
+
+
+def _logits(x, chunk, w1, b1, w2, b2, w3, b3, slope=False):
+    """z = W3 h2 + b3 for every row, and with slope also dz/dx = W3 dh2/dx (see `_hidden`); (N, K) each.
+
+    z and dz/dx are built as (K, N) matrices, the layout `softmax2` wants, and returned as (N, K) views
+    (dz is None without slope). w1 is the (H, 1) weight of the first layer.
+    """
+    n, hidden, k, m = x.shape[0], w2.shape[0], w3.shape[0], 2 if slope else 1
+    step = min(chunk or n, n)
+    new = lambda *shape: torch.empty(*shape, dtype=x.dtype, device=x.device)  # noqa: E731
+    a1, a2, out = new(m * step, hidden), new(m * step, hidden), new(k, m * step)
+    z, dz = new(k, n), new(k, n) if slope else None
+    for s, b in _blocks(n, chunk):
+        _hidden(x[s:s + b], w1[:, 0], b1, w2, b2, a1[:m * b], a2[:m * b], slope)
+        o = torch.mm(w3, a2[:m * b].t(), out=out[:, :m * b])
+        torch.add(o[:, :b], b3[:, None], out=z[:, s:s + b])
+        if slope:
+            dz[:, s:s + b] = o[:, b:]
+    return z.t(), None if dz is None else dz.t()
+
+
+class ToyLogits(torch.autograd.Function):
+    """model(x) for `build_model()`'s network, in row blocks: apply(x, chunk, *model.parameters()) -> (N, K).
+
+    The backward recomputes each block's hidden layers instead of keeping two (N, H) activations (one more
+    matrix product per block, but everything stays in the cache) and accumulates the parameter gradients
+    block by block: dW3 = sum_i gz_i h2_i^T, g2 = (1 - h2^2) W3^T gz, dW2 = sum_i g2_i h1_i^T,
+    g1 = (1 - h1^2) W2^T g2, dW1 = sum_i g1_i x_i, the biases' the sums of gz, g2, g1, and dx = W1^T g1.
+    """
+
+    @staticmethod
+    def forward(ctx, x, chunk, *params):
+        ctx.save_for_backward(x, *params)
+        ctx.chunk = chunk
+        return _logits(x, chunk, *params)[0]
+
+    @staticmethod
+    def backward(ctx, gz):
+        x, w1, b1, w2, b2, w3, b3 = ctx.saved_tensors
+        grads = [torch.zeros_like(p) for p in (w1, b1, w2, b2, w3, b3)]
+        gw1, gb1, gw2, gb2, gw3, gb3 = grads
+        gx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
+        step = min(ctx.chunk or x.shape[0], x.shape[0])
+        a1, a2, g = (torch.empty(step, w2.shape[0], dtype=x.dtype, device=x.device) for _ in range(3))
+        for s, b in _blocks(x.shape[0], ctx.chunk):
+            xb, gzb = x[s:s + b], gz[s:s + b]
+            h1, h2 = _hidden(xb, w1[:, 0], b1, w2, b2, a1[:b], a2[:b], slope=False)
+            gw3.addmm_(gzb.t(), h2)
+            gb3.add_(gzb.sum(0))
+            g2 = torch.mm(gzb, w3, out=g[:b])
+            torch.ops.aten.tanh_backward.grad_input(g2, h2, grad_input=g2)
+            gw2.addmm_(g2.t(), h1)
+            gb2.add_(g2.sum(0))
+            g1 = torch.mm(g2, w2, out=a2[:b])                 # h2 is no longer needed
+            torch.ops.aten.tanh_backward.grad_input(g1, h1, grad_input=g1)
+            gw1.addmm_(g1.t(), xb)
+            gb1.add_(g1.sum(0))
+            if gx is not None:
+                torch.mm(g1, w1, out=gx[s:s + b])
+        return (gx, None, *grads)
+
+
 def _input_grad(model, x, target, div, chunk):
     """d/dx_i of divergence_i(p(model(x)), target_i) for every row i, (N, 1).
 
     `target` is an (N, 2) tensor (a constant), or None for the ground truth at the same point, P(Y|x),
-    through which the gradient also flows (the SCORE attack). Every row's loss depends on its own x_i only, so
-    the rows are processed in blocks of `chunk` (cache-sized on the CPU; None = all at once). The network's
-    backward is written out by hand and computes no parameter gradients. `model=None` differentiates
-    divergence_i(P(Y|x), target_i) (the C-constant attack).
+    through which the gradient also flows (the SCORE attack). The chain rule is split at the logits: autograd
+    differentiates the cheap (N, K) part, divergence(softmax(z), target), and `_logits` gives dz/dx in forward mode,
+    so the gradient is sum_k dL/dz_k * dz_k/dx (+ dL/dtarget * dtarget/dx for the SCORE attack). No parameter
+    gradients are computed. `model=None` differentiates divergence_i(P(Y|x), target_i) (the C-constant attack).
     """
-    if model is not None:
-        l1, l2, l3 = model[0], model[2], model[4]
-    grad = torch.empty_like(x)
-    step = chunk or x.shape[0]
-    for s in range(0, x.shape[0], step):
-        with torch.enable_grad():
-            xc = x[s:s + step].detach().requires_grad_(target is None or model is None)
-            tc = ground_truth(xc) if target is None else target[s:s + step]
-            if model is None:
-                loss = divergence_per_sample(ground_truth(xc), tc, div).sum()
-                grad[s:s + step] = torch.autograd.grad(loss, xc)[0]
-                continue
-            with torch.no_grad():
-                h1 = F.linear(xc, l1.weight, l1.bias).tanh_()
-                h2 = F.linear(h1, l2.weight, l2.bias).tanh_()
-                z = F.linear(h2, l3.weight, l3.bias)
-            z.requires_grad_(True)
-            loss = divergence_per_sample(softmax2(z), tc, div).sum()
-            if target is None:
-                gz, gx = torch.autograd.grad(loss, (z, xc))
-            else:
-                gz, gx = torch.autograd.grad(loss, z)[0], None
+    with torch.enable_grad():
+        xr = x.detach().requires_grad_(target is None or model is None)
+        t = ground_truth(xr) if target is None else target
+        if model is None:
+            return torch.autograd.grad(divergence_per_sample(ground_truth(xr), t, div).sum(), xr)[0]
         with torch.no_grad():
-            g = torch.ops.aten.tanh_backward(gz @ l3.weight, h2)
-            g = torch.ops.aten.tanh_backward(g @ l2.weight, h1)
-            g = g @ l1.weight
-            grad[s:s + step] = g if gx is None else g + gx
-    return grad
+            z, dz = _logits(x, chunk, *model.parameters(), slope=True)
+        z.requires_grad_(True)
+        loss = divergence_per_sample(softmax2(z), t, div).sum()
+        if target is None:
+            gz, gx = torch.autograd.grad(loss, (z, xr))
+        else:
+            gz, gx = torch.autograd.grad(loss, z)[0], None
+    g = (gz * dz).sum(1, keepdim=True)
+    return g if gx is None else g + gx
 
 
 def pgd(model, x, target, div, eps=EPS, alpha=ALPHA, steps=ATTACK_ITERS, chunk=None):
@@ -263,7 +348,7 @@ def attack_pgd_consistent(model, x, div, chunk=None):
 def attack_trades(model, x, div, chunk=None):
     """TRADES' attack: delta maximising distance(p(x + delta), p(x)), p(x) detached."""
     with torch.no_grad():
-        clean = predict(model, x)
+        clean = predict(model, x, chunk)
     return pgd(model, x, clean, div, chunk=chunk)
 
 
@@ -279,16 +364,17 @@ def objective(model, demo, x, div, chunk=None):
     if demo == 'PGDAT':
         y = ground_truth(x)
         delta = attack_pgd(model, x, y, div, chunk)
-        return distance(predict(model, x + delta), y, div)
+        return distance(predict(model, x + delta, chunk), y, div)
     if demo == 'PGDATconsistent':
         delta = attack_pgd_consistent(model, x, div, chunk)
-        return distance(predict(model, x + delta), ground_truth(x + delta), div)
+        return distance(predict(model, x + delta, chunk), ground_truth(x + delta), div)
     if demo == 'TRADES':
         y = ground_truth(x)
         delta = attack_trades(model, x, div, chunk)
-        return distance(predict(model, x), y, div) + TRADES_BETA * distance(predict(model, x + delta), y, div)
+        return (distance(predict(model, x, chunk), y, div)
+                + TRADES_BETA * distance(predict(model, x + delta, chunk), y, div))
     if demo == 'Standard':
-        return distance(predict(model, x), ground_truth(x), div)
+        return distance(predict(model, x, chunk), ground_truth(x), div)
     raise UserError(f'unknown demo {demo!r}: choose one of {", ".join(DEMOS)}.')
 
 
@@ -300,8 +386,8 @@ def robust_errors(model, x, div_c, chunk=None):
     """
     delta = attack_pgd_consistent(model, x, div_c, chunk)
     with torch.no_grad():
-        r_score = distance(predict(model, x + delta), ground_truth(x + delta), div_c).item()
-        r_standard = distance(predict(model, x), ground_truth(x), div_c).item()
+        r_score = distance(predict(model, x + delta, chunk), ground_truth(x + delta), div_c).item()
+        r_standard = distance(predict(model, x, chunk), ground_truth(x), div_c).item()
     return r_score, r_standard
 
 
