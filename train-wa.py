@@ -152,6 +152,8 @@ def main():
     if runtime.distributed and args.batch_size % runtime.world_size:
         raise UserError(f'--batch-size {args.batch_size} is the global batch: it must be divisible by the '
                         f'{runtime.world_size} processes.')
+    if args.sync_bn and runtime.device.type != 'cuda':
+        raise UserError('--sync-bn needs CUDA (torch SyncBatchNorm runs on GPUs only); drop it on CPU.')
     torch.backends.cudnn.benchmark = True
 
     # ------------------------------------------------------------------ data (data and model come before the run
