@@ -410,7 +410,8 @@ def save_predictions(model, x_test, folder, suffix=''):
 
 def run(demo='PGDATconsistent', divergence='KL', divergence_C='KL', iterations=ITERATIONS, samples=N0 + N1,
         seed=SEED, device='cpu', out='toy_results', save_every=0, progress=False, log=print):
-    """Train one toy demo and write its files; returns a dict of the records, C_L and the output folder.
+    """Train one toy demo and write its files; returns a dict of the records, C_L, the output folder and the wall
+    and CPU (process) seconds of every iteration.
 
     Random stream (SPEC section 11): seeds; model init; 10 C rounds (samples, delta); per iteration (samples,
     training-attack delta, R_SCORE-attack delta); x_test. Snapshot test points (--save-every) come from a
@@ -451,11 +452,11 @@ def run(demo='PGDATconsistent', divergence='KL', divergence_C='KL', iterations=I
     os.makedirs(folder, exist_ok=True)
     snapshot_gen = torch.Generator().manual_seed(seed) if save_every else None
 
-    train_loss, score_loss, standard_loss, seconds = [], [], [], []
+    train_loss, score_loss, standard_loss, seconds, cpu_seconds = [], [], [], [], []
     bar = tqdm(range(1, iterations + 1), desc=f'{demo}_{divergence}', unit='it', disable=None if progress else True,
                file=sys.stderr)
     for ite in bar:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         x = draw_samples(n0, n1, device)
         optimizer.zero_grad()
         loss = objective(model, demo, x, divergence, chunk)
@@ -468,6 +469,7 @@ def run(demo='PGDATconsistent', divergence='KL', divergence_C='KL', iterations=I
         score_loss.append(r_score)
         standard_loss.append(r_standard)
         seconds.append(time.perf_counter() - t0)
+        cpu_seconds.append(time.process_time() - c0)
         line = (f'ite {ite:4d} | train loss {train_loss[-1]:.6f} | R_SCORE {r_score:.6f} | '
                 f'R_Standard {r_standard:.6f} | R_SCORE - R_Standard {r_score - r_standard:.6f}')
         if progress:
@@ -483,7 +485,7 @@ def run(demo='PGDATconsistent', divergence='KL', divergence_C='KL', iterations=I
         np.savetxt(os.path.join(folder, f'record_{name}_loss.txt'), np.array(rec))
     log(f'C_L: {c_l}')
     return {'train_loss': train_loss, 'score_loss': score_loss, 'standard_loss': standard_loss, 'C_L': c_l,
-            'seconds': seconds, 'folder': folder}
+            'seconds': seconds, 'cpu_seconds': cpu_seconds, 'folder': folder}
 
 
 def get_parser():

@@ -4,7 +4,9 @@
     python bench/toy.py --threads 0 --demo PGDAT --iterations 5
 
 Prints the median seconds per training iteration of both (the first iteration and the C constant, computed
-once before training, are excluded) and their ratio, and checks that both print the same losses. The
+once before training, are excluded) and their ratio, in wall-clock time and in CPU time of this process (on a
+machine shared with other jobs the CPU time is the steadier of the two; with one thread it is the time the
+work itself takes), with the load average, and checks that both print the same losses. The
 reference-style code below is the reference's algorithm as SPEC section 11 describes it: batch-mean
 distances, `loss.backward()` in every attack step (accumulating parameter gradients), F.softmax over the
 last dim, no blocking. Use --iterations 5 or more: the first iteration is not timed.
@@ -62,7 +64,8 @@ def _ref_pgd(loss_fn, x):
 
 
 def reference_run(demo, div, div_c, iterations, samples=60000, seed=toy.SEED):
-    """The reference's loop on the CPU; returns (records as (train, R_SCORE, R_Standard) tuples, seconds, C_L)."""
+    """The reference's loop on the CPU; returns (records as (train, R_SCORE, R_Standard) tuples, wall seconds,
+    CPU seconds, C_L)."""
     np.random.seed(seed)
     torch.manual_seed(seed)
     n0, n1 = toy.split_samples(samples)
@@ -75,9 +78,9 @@ def reference_run(demo, div, div_c, iterations, samples=60000, seed=toy.SEED):
         y = _ref_softmax(x)
         d = _ref_pgd(lambda xd, y=y: _ref_distance(_ref_softmax(xd), y, div), x)
         c += _ref_distance(_ref_softmax(x + d), y, div).item()
-    records, seconds = [], []
+    records, seconds, cpu_seconds = [], [], []
     for _ in range(iterations):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         x = toy.draw_samples(n0, n1, 'cpu')
         opt.zero_grad()
         if demo == 'PGDAT':
@@ -102,7 +105,8 @@ def reference_run(demo, div, div_c, iterations, samples=60000, seed=toy.SEED):
         r_standard = _ref_distance(p(x), _ref_softmax(x), div_c).item()
         records.append((loss.item(), r_score, r_standard))
         seconds.append(time.perf_counter() - t0)
-    return records, seconds, c / toy.C_ROUNDS
+        cpu_seconds.append(time.process_time() - c0)
+    return records, seconds, cpu_seconds, c / toy.C_ROUNDS
 
 
 def main():
@@ -119,22 +123,33 @@ def main():
         torch.set_num_threads(args.threads)
     print(f'torch {torch.__version__}, {torch.get_num_threads()} thread(s), {args.demo} {args.divergence} / '
           f'{args.divergence_C}, {args.samples} samples, {args.iterations} iterations (median of iterations 2..)')
+    print(f'load average before: {_load()}')
 
     with tempfile.TemporaryDirectory() as tmp:
         res = toy.run(args.demo, args.divergence, args.divergence_C, iterations=args.iterations,
                       samples=args.samples, out=tmp, log=lambda s: None)
-    fast = float(np.median(res['seconds'][1:] or res['seconds']))
-    print(f'generate_toy_demo.py : {fast:.3f} s/iteration')
+    fast, fast_cpu = _median(res['seconds']), _median(res['cpu_seconds'])
+    print(f'generate_toy_demo.py : {fast:.3f} s/iteration wall, {fast_cpu:.3f} s/iteration CPU')
     if args.no_reference:
         return
-    records, seconds, c_l = reference_run(args.demo, args.divergence, args.divergence_C, args.iterations,
-                                          args.samples)
-    ref = float(np.median(seconds[1:] or seconds))
-    print(f'reference-style      : {ref:.3f} s/iteration')
-    print(f'speed-up             : {ref / fast:.2f}x')
+    records, seconds, cpu_seconds, c_l = reference_run(args.demo, args.divergence, args.divergence_C,
+                                                       args.iterations, args.samples)
+    ref, ref_cpu = _median(seconds), _median(cpu_seconds)
+    print(f'reference-style      : {ref:.3f} s/iteration wall, {ref_cpu:.3f} s/iteration CPU')
+    print(f'speed-up             : {ref / fast:.2f}x wall, {ref_cpu / fast_cpu:.2f}x CPU')
+    print(f'load average after : {_load()}')
     ours = list(zip(res['train_loss'], res['score_loss'], res['standard_loss']))
     worst = max(abs(a - b) / abs(b) for r, o in zip(records, ours) for a, b in zip(o, r))
     print(f'largest relative difference of the printed losses: {worst:.1e}; C_L {res["C_L"]:.7g} vs {c_l:.7g}')
+
+
+def _median(seconds):
+    """Median of the iterations after the first (all of them if there is only one)."""
+    return float(np.median(seconds[1:] or seconds))
+
+
+def _load():
+    return ' '.join(f'{v:.2f}' for v in os.getloadavg())
 
 
 if __name__ == '__main__':
