@@ -6,7 +6,7 @@ authors' cluster. Flags this reimplementation adds are grouped at the end of eac
 import argparse
 
 from core.attacks import ATTACKS
-from core.data import DATASETS
+from core.data import AUGMENTATIONS, DATASETS, augment_arg
 from core.models import check_model_name
 from core.utils.distributed import AMP_MODES, DEVICES
 from core.utils.utils import str2bool, str2float
@@ -16,7 +16,9 @@ def parser_train():
     """Flags of train-wa.py (the reference's `parser_train` plus `--tau`, then this project's additions)."""
     parser = argparse.ArgumentParser(description='Standard + Adversarial Training.')
 
-    parser.add_argument('--augment', type=str2bool, default=True, help='Augment training set.')
+    parser.add_argument('--augment', type=augment_arg, default=True,
+                        help='Augmentation: true/base (crop+flip, the reference), false/none, or one of '
+                             + ', '.join(AUGMENTATIONS) + '.')
     parser.add_argument('--batch-size', type=int, default=1024, help='Batch size for training.')
     parser.add_argument('--batch-size-validation', type=int, default=512, help='Batch size for testing.')
 
@@ -29,7 +31,7 @@ def parser_train():
                         help='Description of experiment. It will be used to name directories.')
 
     parser.add_argument('-m', '--model', type=check_model_name, default='wrn-28-10-swish', metavar='MODEL',
-                        help='Model architecture: one of the reference list, or wrn-D-W[-swish] with (D-4) % 6 == 0.')
+                        help='Model architecture: one of the reference list, or wrn-D-W[-swish] with (D-4) %% 6 == 0.')
     parser.add_argument('--normalize', type=str2bool, default=False, help='Normalize input.')
     parser.add_argument('--pretrained-file', type=str, default=None, help='Pretrained weights file name.')
 

@@ -1,0 +1,28 @@
+"""Every entry script answers --help (argparse expands '%' in help texts: a stray one crashes --help)."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize('script', ['train-wa.py', 'eval-aa.py', 'generate_toy_demo.py'])
+def test_help(script):
+    out = subprocess.run([sys.executable, os.path.join(ROOT, script), '--help'], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert 'usage:' in out.stdout
+
+
+def test_train_augment_flag_takes_the_reference_bools_and_the_names():
+    sys.path.insert(0, ROOT)
+    from core.utils.parser import parser_train
+    p = parser_train()
+    assert p.parse_args(['--desc', 'x', '--augment', 'False']).augment is False
+    assert p.parse_args(['--desc', 'x']).augment is True
+    assert p.parse_args(['--desc', 'x', '--augment', 'autoaugment']).augment == 'autoaugment'
+    with pytest.raises(SystemExit) as e:
+        p.parse_args(['--desc', 'x', '--augment', 'bogus'])
+    assert e.value.code == 2
