@@ -5,7 +5,7 @@
     python scripts/subset_npz.py data/cifar10/test.npz  data-small/cifar10/test.npz  1000
 
 The schema is that of the DDPM data files and of ../shared/data/cifar10-jpeg/make_npz.py:
-`image` uint8 N x 32 x 32 x 3 and `label` int64 N. An existing output file is never overwritten.
+`image` uint8 N x 32 x 32 x 3 and `label` int64 N. An existing output file is never overwritten (one that already holds N images is kept as it is).
 """
 import argparse
 import os
@@ -28,7 +28,12 @@ def main(argv=None):
     if not os.path.isfile(args.src):
         fail(f'{args.src} does not exist')
     if os.path.exists(args.dst):
-        fail(f'{args.dst} exists already; remove it yourself or choose another path')
+        with np.load(args.dst, mmap_mode='r') as f:
+            same = 'label' in f and len(f['label']) == args.n
+        if not same:
+            fail(f'{args.dst} exists already with other content; remove it yourself or choose another path')
+        print(f'{args.dst}: already holds {args.n} images, kept')
+        return
     if args.n <= 0:
         fail('N must be positive')
     with np.load(args.src, mmap_mode='r') as f:
