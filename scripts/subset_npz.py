@@ -5,7 +5,8 @@
     python scripts/subset_npz.py data/cifar10/test.npz  data-small/cifar10/test.npz  1000
 
 The schema is that of the DDPM data files and of ../shared/data/cifar10-jpeg/make_npz.py:
-`image` uint8 N x 32 x 32 x 3 and `label` int64 N. An existing output file is never overwritten (one that already holds N images is kept as it is).
+`image` uint8 N x 32 x 32 x 3 and `label` int64 N. An existing output file is never overwritten
+(one that already holds N images is kept as it is).
 """
 import argparse
 import os
