@@ -1,5 +1,4 @@
 """Accuracy (SPEC 6.9, quirk 9): argmax of the outputs equals the label."""
-import torch
 
 
 def num_correct(true, preds):
