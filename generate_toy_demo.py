@@ -115,30 +115,32 @@ def build_model(hidden=HIDDEN):
     return nn.Sequential(nn.Linear(1, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 2))
 
 
-def divergence_per_sample(o, t, div):
+def divergence_per_sample(o, t, div, dim=1):
     """Per-row divergence between two probability rows (before the batch reduction of `distance`).
 
     KL: sum_k t (log t - log o) (= KL(t || o)); JSsqrt: the per-row JS divergence 0.5 (KL(o||M) + KL(t||M)),
     M = (o + t) / 2, without the sqrt; LSE: sum_k (o - t)^2; L2: ||o - t||_2; L1: ||o - t||_1; Linf: max_k |o - t|.
 
     Arguments:
-        o, t (Tensor): (N, K) probability rows.
+        o, t (Tensor): (N, K) probability rows, or (K, N) columns with dim=0 (the same numbers; the attacks use
+            it because autograd then keeps the class-major layout of `softmax2` and needs no transposing copies).
+        dim (int): the class axis, default 1.
     Returns:
         (N,) tensor.
     """
     if div == 'KL':
-        return F.kl_div(torch.log(o), t, reduction='none').sum(1)
+        return F.kl_div(torch.log(o), t, reduction='none').sum(dim)
     if div == 'JSsqrt':
         log_m = torch.log((o + t) / 2)
-        return 0.5 * (F.kl_div(log_m, o, reduction='none').sum(1) + F.kl_div(log_m, t, reduction='none').sum(1))
+        return 0.5 * (F.kl_div(log_m, o, reduction='none').sum(dim) + F.kl_div(log_m, t, reduction='none').sum(dim))
     if div == 'LSE':
-        return ((o - t) ** 2).sum(1)
+        return ((o - t) ** 2).sum(dim)
     if div == 'L2':
-        return torch.linalg.vector_norm(o - t, ord=2, dim=1)
+        return torch.linalg.vector_norm(o - t, ord=2, dim=dim)
     if div == 'L1':
-        return (o - t).abs().sum(1)
+        return (o - t).abs().sum(dim)
     if div == 'Linf':
-        return (o - t).abs().amax(1)
+        return (o - t).abs().amax(dim)
     raise UserError(f'unknown divergence {div!r}: choose one of {", ".join(DIVERGENCES)}.')
 
 
@@ -209,7 +211,7 @@ def _hidden(xb, w1, b1, w2, b2, a1, a2, slope):
     """
     b = xb.shape[1]
     h1, dh1 = a1[:, :b], a1[:, b:]
-    torch.addmm(b1, w1, xb, out=h1).tanh_()                     # an outer product: faster than addcmul
+    torch.mul(w1, xb, out=h1).add_(b1).tanh_()      # w1 x + b1 (addcmul is slow on this broadcast, addmm copies)
     if slope:
         torch.ops.aten.tanh_backward.grad_input(w1.expand(-1, b), h1, grad_input=dh1)
     torch.mm(w2, a1, out=a2)
@@ -288,17 +290,19 @@ def _input_grad(model, x, target, div, chunk):
     through which the gradient also flows (the SCORE attack). The chain rule is split at the logits: autograd
     differentiates the cheap (N, K) part, divergence(softmax(z), target), and `_logits` gives dz/dx in forward mode,
     so the gradient is sum_k dL/dz_k * dz_k/dx (+ dL/dtarget * dtarget/dx for the SCORE attack). No parameter
-    gradients are computed. `model=None` differentiates divergence_i(P(Y|x), target_i) (the C-constant attack).
+    gradients are computed. The divergence is evaluated on (K, N) class-major views (the same numbers), in
+    which layout autograd's gradients of `softmax2` and `ground_truth` then stay: no transposing copies.
+    `model=None` differentiates divergence_i(P(Y|x), target_i) (the C-constant attack).
     """
     with torch.enable_grad():
         xr = x.detach().requires_grad_(target is None or model is None)
-        t = ground_truth(xr) if target is None else target
+        t = (ground_truth(xr) if target is None else target).t()               # class-major (K, N), see below
         if model is None:
-            return torch.autograd.grad(divergence_per_sample(ground_truth(xr), t, div).sum(), xr)[0]
+            return torch.autograd.grad(divergence_per_sample(ground_truth(xr).t(), t, div, dim=0).sum(), xr)[0]
         with torch.no_grad():
             z, dz = _logits(x, chunk, *model.parameters(), slope=True)
         z.requires_grad_(True)
-        loss = divergence_per_sample(softmax2(z), t, div).sum()
+        loss = divergence_per_sample(softmax2(z).t(), t, div, dim=0).sum()
         if target is None:
             gz, gx = torch.autograd.grad(loss, (z, xr))
         else:
