@@ -515,9 +515,11 @@ def get_parser():
                         help='Also write x_test_{ite}.txt, y_test_{ite}.txt, pre_test_{ite}.txt every K iterations '
                              '(0 = never).')
     parser.add_argument('--out', type=str, default='toy_results', help='Results go to OUT/<demo>_<divergence>/.')
-    parser.add_argument('--threads', type=int, default=0,
-                        help='CPU threads (torch.set_num_threads); 0 = PyTorch\'s default. On a machine shared with '
-                             'other jobs, 1 avoids OpenMP oversubscription, which can be 5-10x slower.')
+    parser.add_argument('--threads', type=int, default=1,
+                        help='CPU threads (torch.set_num_threads); 0 = PyTorch\'s default (all cores). 1 is the '
+                             'default because the blocked CPU path runs thousands of small parallel regions per '
+                             'iteration: on cores busy with other jobs, OpenMP threads waiting for each other made '
+                             'an iteration up to 80x slower here; 2 can pay off on an otherwise idle machine.')
     parser.add_argument('--no-progress', action='store_true', help='No progress bar.')
     return parser
 
