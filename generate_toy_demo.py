@@ -52,7 +52,7 @@ C_ROUNDS = 10
 N_TEST = 10000
 TEST_LOW, TEST_HIGH = -10.0, 10.0
 SEED = 2
-CPU_CHUNK = 2048               # rows per block in the attack's forward/backward on the CPU (cache-sized)
+CPU_CHUNK = 2048               # points per block of the network's fast path on the CPU (activations stay in L2)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -177,7 +177,7 @@ def predict(model, x, chunk=None):
 # ----------------------------------------------------------------------------------------------------------------
 
 def _check_toy_model(model):
-    """The hand-written backward of `_input_grad` is for `build_model()`'s layout only."""
+    """`_logits` (the attacks' forward-mode gradient) and `ToyLogits` are written for `build_model()`'s layout only."""
     kinds = (nn.Linear, nn.Tanh, nn.Linear, nn.Tanh, nn.Linear)
     if not (isinstance(model, nn.Sequential) and len(model) == 5
             and all(isinstance(m, k) for m, k in zip(model, kinds)) and model[0].in_features == 1):
