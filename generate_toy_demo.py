@@ -187,7 +187,7 @@ def _check_toy_model(model):
 # The fast path. Every row's logits depend on its own x only, so the network is evaluated in blocks of rows
 # small enough for the hidden activations to stay in the cache (on the CPU), without autograd, through buffers
 # allocated once per call. Activations are stored feature-major, (H, rows): the H x H products, the only real
-# work, are ~15% faster that way in MKL, and the logits come out class-major, the layout `softmax2` wants.
+# work, are ~13% faster that way in MKL, and the logits come out class-major, the layout `softmax2` wants.
 
 def _blocks(n, chunk):
     """(start, size) of consecutive row blocks of at most `chunk` rows (None = one block)."""
