@@ -237,3 +237,22 @@ def test_attack_refuses_another_network():
                                 torch.nn.Linear(8, 2))
     with pytest.raises(TypeError):
         toy.attack_pgd_consistent(other, torch.zeros(4, 1), 'KL')
+
+
+def test_blocked_toy_logits_equal_plain_autograd_values_and_gradients():
+    """ToyLogits (blocks of 7 rows, hand-written backward) = the module under autograd, in float64."""
+    torch.manual_seed(0)
+    model = toy.build_model().double()
+    x = torch.linspace(-4, 4, 23, dtype=torch.float64).reshape(-1, 1)
+    target = toy.ground_truth(x).detach()
+    grads = []
+    for chunk in (None, 7):
+        model.zero_grad()
+        p = toy.predict(model, x, chunk=chunk)
+        loss = ((p - target) ** 2).sum(dim=1).mean()
+        loss.backward()
+        grads.append((p.detach().clone(), [q.grad.clone() for q in model.parameters()]))
+    (p_plain, g_plain), (p_block, g_block) = grads
+    assert torch.allclose(p_plain, p_block, rtol=0, atol=1e-12)
+    for a, b in zip(g_plain, g_block):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
