@@ -12,7 +12,7 @@ Outputs in LOG_DIR = --log-dir/--desc: args.txt, log-train.log, stats_adv.csv, w
 weights-last.pt (the reference's files) and state-last.pt (everything `--resume` needs). An existing run
 folder is never deleted: the script stops unless --resume or --overwrite is given.
 Multi-process: `torchrun --nproc_per_node N train-wa.py ...` (DDP; --batch-size stays the global batch).
-See docs/train.md.
+See README.md, section Training.
 """
 import json
 import os

@@ -91,7 +91,7 @@ def parser_train():
     extra.add_argument('--compile', action='store_true', default=False, help='torch.compile the training model.')
     extra.add_argument('--channels-last', action='store_true', default=False,
                        help='channels_last memory format for the model and the batches.')
-    # Testing aids (documented in docs/train.md, hidden from --help).
+    # Testing aids (documented in README.md, section Training; hidden from --help).
     extra.add_argument('--validation-size', type=int, default=1024, help=argparse.SUPPRESS)
     extra.add_argument('--stop-after', type=int, default=None, help=argparse.SUPPRESS)
     return parser
@@ -141,6 +141,6 @@ def parser_eval():
                        help="Evaluate the checkpoint's unaveraged_model_state_dict (the raw model of a "
                             'weight-averaged run) instead of model_state_dict.')
     extra.add_argument('--device', type=str, default='auto', help='auto (CUDA if available), cpu, cuda or cuda:N.')
-    # Testing aid (documented in docs/eval.md, hidden from --help): APGD iterations of --version custom.
+    # Testing aid (README.md, section Evaluation; hidden from --help): APGD iterations of --version custom.
     extra.add_argument('--n-iter', type=int, default=None, help=argparse.SUPPRESS)
     return parser
