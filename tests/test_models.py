@@ -15,7 +15,7 @@ CIFAR10 = dict(data='cifar10s', num_classes=10, mean=(0.4914, 0.4822, 0.4465), s
 CIFAR100 = dict(data='cifar100s', num_classes=100, mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762))
 TINY = dict(data='tiny-imagenet', num_classes=200, mean=(0.4802, 0.4481, 0.3975), std=(0.2302, 0.2265, 0.2262))
 
-BIG = ('wrn-34-20', 'wrn-34-20-swish', 'wrn-70-16-swish')  # hundreds of MB on CPU: counted on the meta device only
+BIG = ('wrn-34-20', 'wrn-34-20-swish', 'wrn-70-16-swish')  # hundreds of MB on CPU: their forward is marked slow
 
 
 def meta_model(name, info=CIFAR10, normalize=False):
@@ -36,7 +36,8 @@ def test_models_is_the_reference_list_in_order():
         'wrn-28-10-swish', 'wrn-34-20-swish', 'wrn-70-16-swish')
 
 
-@pytest.mark.parametrize('name', [m for m in MODELS if m != 'wrn-32-10' and m not in BIG])
+@pytest.mark.parametrize('name', [pytest.param(m, marks=pytest.mark.slow) if m in BIG else m
+                                  for m in MODELS if m != 'wrn-32-10'])
 def test_every_buildable_reference_model_forwards(name):
     torch.manual_seed(0)
     model = create_model(name, False, CIFAR10, 'cpu').eval()
