@@ -100,3 +100,23 @@ def CWLoss(output, target, confidence=0):
     other = ((1. - target_onehot) * output - target_onehot * 10000.).max(1)[0]
     loss = -torch.clamp(real - other + confidence, min=0.)
     return torch.sum(loss)
+
+
+def linf_sign_ascent(objective, x, x_adv, eps, step, iters):
+    """The inner loop of TRADES, SCORE-LSE and MART (SPEC 6.4-6.7): T sign-gradient ascent steps on
+    `objective(x_adv)` (a scalar), each followed by projection to the eps-box around x and clamp01.
+
+    Args:
+        objective: x_adv -> scalar tensor to maximise (it runs the model in whatever mode the caller set).
+        x: (B, C, H, W) clean images in [0, 1], detached. x_adv: the starting point, same shape.
+        eps, step, iters: the L-inf radius, the step size and the number of steps.
+    Returns:
+        x_adv after the steps, detached. The gradient is taken w.r.t. x_adv only (no parameter .grad).
+    """
+    for _ in range(iters):
+        x_adv.requires_grad_(True)
+        grad, = torch.autograd.grad(objective(x_adv), [x_adv])
+        x_adv = x_adv.detach() + step * torch.sign(grad)
+        x_adv = torch.min(torch.max(x_adv, x - eps), x + eps)
+        x_adv = torch.clamp(x_adv, 0.0, 1.0)
+    return x_adv.detach()

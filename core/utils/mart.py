@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from core.attacks.utils import linf_sign_ascent
 from core.errors import UserError
 from core.metrics import accuracy
 from core.utils.context import ctx_eval
@@ -45,13 +46,8 @@ class MartInnerMax:
         eps = self.eps
         with ctx_eval(self.model), torch.enable_grad():
             x_adv = x + 0.001 * torch.randn(x.shape, dtype=torch.float32).to(x.device)
-            for _ in range(self.iters):
-                x_adv.requires_grad_(True)
-                loss = F.cross_entropy(self.model(x_adv), y)
-                grad, = torch.autograd.grad(loss, [x_adv])
-                x_adv = x_adv.detach() + self.step * torch.sign(grad)
-                x_adv = torch.min(torch.max(x_adv, x - eps), x + eps)
-                x_adv = torch.clamp(x_adv, 0.0, 1.0)
+            x_adv = linf_sign_ascent(lambda z: F.cross_entropy(self.model(z), y), x, x_adv, eps, self.step,
+                                     self.iters)
         return torch.clamp(x_adv, 0.0, 1.0).detach()
 
 

@@ -19,6 +19,7 @@ from torch.optim.lr_scheduler import MultiStepLR, OneCycleLR
 from tqdm import tqdm
 
 from core.attacks import create_train_and_eval_attacks
+from core.attacks.utils import linf_sign_ascent
 from core.errors import UserError
 from core.metrics import accuracy, num_correct
 from core.models import create_model
@@ -61,13 +62,8 @@ def trades_loss_plain(model, x, y, *, step_size=0.003, epsilon=0.031, perturb_st
         with torch.no_grad():
             p_nat = F.softmax(model(x), dim=1)
         x_adv = x + 0.001 * torch.randn(x.shape).to(x.device)
-        for _ in range(perturb_steps):
-            x_adv.requires_grad_(True)
-            loss_kl = F.kl_div(F.log_softmax(model(x_adv), dim=1), p_nat, reduction='sum')
-            grad, = torch.autograd.grad(loss_kl, [x_adv])
-            x_adv = x_adv.detach() + step_size * torch.sign(grad)
-            x_adv = torch.min(torch.max(x_adv, x - epsilon), x + epsilon)
-            x_adv = torch.clamp(x_adv, 0.0, 1.0)
+        x_adv = linf_sign_ascent(lambda z: F.kl_div(F.log_softmax(model(z), dim=1), p_nat, reduction='sum'),
+                                 x, x_adv, epsilon, step_size, perturb_steps)
     model.train()
     x_adv = torch.clamp(x_adv, 0.0, 1.0).detach()
     logits_nat = model(x)

@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from core.attacks.utils import linf_sign_ascent
 from core.errors import UserError
 from core.metrics import accuracy
 from core.utils.utils import smooth_cross_entropy
@@ -140,13 +141,7 @@ class TradesInnerMax:
         noise = torch.empty(x.shape, dtype=torch.float32).uniform_(-eps, eps)
         x_adv = torch.clamp(x + noise.to(x.device), 0.0, 1.0)
         if self.attack == 'linf-pgd':
-            for _ in range(self.iters):
-                x_adv.requires_grad_(True)
-                loss = self.divergence(p, self.model(x_adv))
-                grad, = torch.autograd.grad(loss, [x_adv])
-                x_adv = x_adv.detach() + self.step * torch.sign(grad)
-                x_adv = torch.min(torch.max(x_adv, x - eps), x + eps)
-                x_adv = torch.clamp(x_adv, 0.0, 1.0)
+            x_adv = linf_sign_ascent(lambda z: self.divergence(p, self.model(z)), x, x_adv, eps, self.step, self.iters)
         else:  # 'l2-pgd': plain SGD (no momentum) on delta, rate 2*eps/T, on the negated divergence
             lr = eps / self.iters * 2 if self.iters > 0 else 0.0   # T = 0: the reference divides by zero
             view = (-1,) + (1,) * (x.dim() - 1)
