@@ -9,8 +9,9 @@ The two training commands of the original README (CIFAR-10 with 1M DDPM images, 
     python train-wa.py ... --desc score-lse ... --beta 4.0 --LSE --ls 0
 
 Outputs in LOG_DIR = --log-dir/--desc: args.txt, log-train.log, stats_adv.csv, weights-best.pt,
-weights-last.pt (the reference's files) and state-last.pt (everything `--resume` needs). An existing run
-folder is never deleted: the script stops unless --resume or --overwrite is given.
+weights-last.pt (the reference's files), state-last.pt (everything `--resume` needs) and curves.png (the
+curves of stats_adv.csv). An existing run folder is never deleted: the script stops unless --resume or
+--overwrite is given.
 Multi-process: `torchrun --nproc_per_node N train-wa.py ...` (DDP; --batch-size stays the global batch).
 See README.md, section Training.
 """
@@ -30,6 +31,7 @@ from core.utils.checkpoint import load_checkpoint, save_atomic
 from core.utils.distributed import all_gather_object, barrier, cleanup, setup
 from core.utils.logger import Logger
 from core.utils.parser import parser_train
+from core.utils.plotting import write_run_curves
 from core.utils.train import Trainer, pretrained_path
 from core.utils.utils import format_time, seed
 from gowal21uncovering.utils.watrain import WATrainer
@@ -249,6 +251,7 @@ def main():
         logger.log('Time taken: {}'.format(format_time(time.time() - start)))
         if primary:
             write_csv(rows, os.path.join(LOG_DIR, 'stats_adv.csv'))
+            write_run_curves(LOG_DIR)  # curves.png; a failure to draw is a warning, never a crash
             save_atomic({'format_version': STATE_FORMAT_VERSION, 'epoch': epoch,
                          'global_step': trainer.last_global_step, 'best': best, 'rows': rows,
                          'train_metrics': res, 'args': dict(vars(args)), 'trainer': trainer.state_dict(),

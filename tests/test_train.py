@@ -91,8 +91,8 @@ def assert_same_weights(a, b):
 def test_two_epoch_run_writes_the_reference_files(data_dir, tmp_path):
     assert run(tiny_args(data_dir, tmp_path, 'run', '--beta', '5', '--LSE', '--ls', '0')) == 0
     run_dir = tmp_path / 'run'
-    assert sorted(os.listdir(run_dir)) == ['args.txt', 'log-train.log', 'state-last.pt', 'stats_adv.csv',
-                                           'weights-best.pt', 'weights-last.pt']
+    assert sorted(os.listdir(run_dir)) == ['args.txt', 'curves.png', 'log-train.log', 'state-last.pt',
+                                           'stats_adv.csv', 'weights-best.pt', 'weights-last.pt']
     args = json.loads((run_dir / 'args.txt').read_text())
     assert list(args)[:len(REFERENCE_KEYS)] == REFERENCE_KEYS
     assert args['attack_eps'] == 8 / 255 and args['clip_value'] == 0 and args['LSE'] is True
@@ -234,8 +234,8 @@ def test_ddp_two_gloo_processes(data_dir, tmp_path):
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     run_dir = tmp_path / 'ddp'
-    assert sorted(os.listdir(run_dir)) == ['args.txt', 'log-train.log', 'state-last.pt', 'stats_adv.csv',
-                                           'weights-best.pt', 'weights-last.pt']
+    assert sorted(os.listdir(run_dir)) == ['args.txt', 'curves.png', 'log-train.log', 'state-last.pt',
+                                           'stats_adv.csv', 'weights-best.pt', 'weights-last.pt']
     log = (run_dir / 'log-train.log').read_text()
     assert log.count('======= Epoch 1 =======') == 1  # only rank 0 logs
     ckpt = load(run_dir / 'weights-last.pt')

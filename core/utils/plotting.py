@@ -1,0 +1,120 @@
+"""Training curves of one or more runs, drawn from their `stats_adv.csv` (plot_stats.py, train-wa.py's curves.png).
+
+    runs = [read_run('logs/small-trades-kl'), read_run('logs/small-score-lse')]
+    save_figure(draw_curves(runs), 'curves.png')
+
+Five panels over the epochs: train loss; train clean (solid) and adversarial (dashed) accuracy; test clean (solid)
+and adversarial (dashed, only the epochs it was evaluated) accuracy; validation adversarial accuracy; learning
+rate. One colour per run, labelled with its `--desc`. Matplotlib's object API with the Agg canvas is used (no pyplot,
+no global backend), so drawing from inside a training script changes no state of the caller.
+"""
+import json
+import os
+import sys
+import tempfile
+
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from core.errors import UserError
+
+__all__ = ['PANELS', 'STATS_FILE', 'read_run', 'draw_curves', 'save_figure', 'write_run_curves']
+
+STATS_FILE = 'stats_adv.csv'
+CURVES_FILE = 'curves.png'
+# (panel title, y label, [(csv column, line style), ...], percent?)
+PANELS = (
+    ('Train loss', 'loss', [('train_loss', '-')], False),
+    ('Train accuracy', 'accuracy (%)', [('train_clean_acc', '-'), ('train_adversarial_acc', '--')], True),
+    ('Test accuracy', 'accuracy (%)', [('test_clean_acc', '-'), ('test_adversarial_acc', '--')], True),
+    ('Validation adversarial accuracy', 'accuracy (%)', [('eval_adversarial_acc', '--')], True),
+    ('Learning rate', 'lr', [('lr', '-')], False),
+)
+LINE_NAMES = {'-': 'clean', '--': 'adversarial'}
+
+
+def read_run(log_dir):
+    """(label, DataFrame of stats_adv.csv) of the run folder `log_dir`; the label is args.txt's `desc`, else the
+    folder name. Raises UserError if the folder has no readable stats_adv.csv."""
+    path = os.path.join(log_dir, STATS_FILE)
+    if not os.path.isfile(path):
+        raise UserError(f'{path} not found: pass run folders (LOG_DIR/DESC) written by train-wa.py.')
+    try:
+        stats = pd.read_csv(path)
+    except (ValueError, pd.errors.ParserError) as e:
+        raise UserError(f'{path}: not a readable CSV ({str(e).splitlines()[0]}).') from None
+    if 'epoch' not in stats.columns:
+        raise UserError(f'{path}: no `epoch` column; is it a stats_adv.csv of train-wa.py?')
+    label = os.path.basename(os.path.normpath(log_dir))
+    try:
+        with open(os.path.join(log_dir, 'args.txt')) as f:
+            label = json.load(f).get('desc', label)
+    except (OSError, ValueError, AttributeError):
+        pass
+    return label, stats
+
+
+def draw_curves(runs, title=None):
+    """A Figure with the five panels of `PANELS`, one colour per (label, stats) of `runs`.
+
+    Empty cells (the test adversarial accuracy of epochs without that evaluation) are skipped; columns a run does
+    not have (train_clean_acc of Madry training) are left out. Accuracies are drawn in percent.
+    """
+    fig = Figure(figsize=(15, 8), layout='constrained')
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, 3).flatten()
+    colours = [f'C{i % 10}' for i in range(len(runs))]
+    for ax, (panel, ylabel, columns, percent) in zip(axes, PANELS):
+        ax.set_title(panel)
+        ax.set_xlabel('epoch')
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        for (label, stats), colour in zip(runs, colours):
+            for column, style in columns:
+                if column not in stats.columns:
+                    continue
+                values = pd.to_numeric(stats[column], errors='coerce')
+                keep = values.notna()
+                if not keep.any():
+                    continue
+                name = label if len(columns) == 1 else f'{label} ({LINE_NAMES[style]})'
+                ax.plot(stats['epoch'][keep].to_numpy(), (values[keep] * (100 if percent else 1)).to_numpy(),
+                        linestyle=style, marker='o', markersize=3, color=colour, label=name)
+        if ax.lines:
+            ax.legend(fontsize='small')
+    axes[-1].set_axis_off()
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def save_figure(fig, path, dpi=100):
+    """Write `fig` as a PNG atomically: a temporary file in the same folder, then os.replace."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            fig.savefig(f, format='png', dpi=dpi)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_run_curves(log_dir):
+    """train-wa.py's per-epoch hook: LOG_DIR/curves.png from LOG_DIR/stats_adv.csv, atomically.
+
+    Never raises: a failure to draw (a broken matplotlib, a full disk) is one warning line on stderr, and the
+    training goes on (the previous curves.png, if any, is left as it was). Returns the path, or None on failure.
+    """
+    path = os.path.join(log_dir, CURVES_FILE)
+    try:
+        save_figure(draw_curves([read_run(log_dir)]), path)
+    except Exception as e:  # noqa: BLE001 - a figure is never worth stopping a training run for
+        print(f'warning: {path} not drawn: {type(e).__name__}: {e}', file=sys.stderr, flush=True)
+        return None
+    return path
