@@ -26,6 +26,7 @@ from core.models import create_model
 from core.utils.checkpoint import load_checkpoint, load_state_dict, save_atomic
 from core.utils.context import ctx_eval, ctx_noparamgrad_and_eval
 from core.utils.distributed import Runtime, all_reduce_sum, broadcast_buffers, wrap_ddp
+from core.utils.export import is_safetensors, read_safetensors
 from core.utils.mart import mart_loss
 from core.utils.rst import CosineLR
 from core.utils.utils import seed
@@ -37,7 +38,8 @@ SCHEDULERS = ('cyclic', 'step', 'cosine', 'cosinew')
 
 
 def pretrained_path(args):
-    """`--pretrained-file`: a run name under --log-dir (its weights-best.pt, as the reference) or a .pt file."""
+    """`--pretrained-file`: a run name under --log-dir (its weights-best.pt, as the reference), a .pt file or a
+    .safetensors export (scripts/export.py)."""
     name = args.pretrained_file
     if os.path.isfile(name):
         return name
@@ -329,6 +331,9 @@ class Trainer:
         if not os.path.isfile(path):
             raise UserError(f'--pretrained-file: {path} does not exist; give a run name under --log-dir '
                             f'(its weights-best.pt is read) or a checkpoint file.')
+        if is_safetensors(path):  # an export of scripts/export.py
+            load_state_dict(self.model, read_safetensors(path), source=path)
+            return
         checkpoint = load_checkpoint(path)
         if 'model_state_dict' not in checkpoint:
             raise UserError(f'--pretrained-file: {path} has no model_state_dict; give a weights-*.pt of a run.')

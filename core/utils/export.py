@@ -1,0 +1,186 @@
+"""Weights without pickle (safetensors) and in RobustBench's key layout: the library of scripts/export.py.
+
+`.safetensors` (the Hugging Face format) is a JSON header plus raw tensor bytes: loading it runs no code. A file
+written here holds one model's state dict (tensors only) and string metadata: `format`, `layout`, `source`,
+`source_state_dict`, and the run's `model` / `normalize` / `data` when its args.txt was found.
+
+Two key layouts:
+- `reference`: the keys of this project's and the reference's checkpoints, `module.0.<backbone key>` (`module.1.`
+  with --normalize); `eval-aa.py --weights` and `train-wa.py --pretrained-file` read it.
+- `robustbench`: the bare backbone keys of RobustBench's `DMWideResNet` (`init_conv.weight`, `layer.0.block.0...`,
+  `logits.bias`): no `module.0.` prefix. Only WRN-Swish models trained without --normalize have that layout (the
+  normalisation by the dataset's mean/std is inside DMWideResNet, as in `wrn-D-W-swish`). It loads strictly into
+  `DMWideResNet(num_classes, depth, width, activation_fn=Swish, mean, std)`.
+
+The `safetensors` package is optional (requirements.txt lists it under the optional features).
+"""
+import json
+import os
+import re
+import tempfile
+
+import torch
+
+from core.errors import UserError
+from core.models.wideresnetwithswish import dataset_mean_std
+from core.utils.checkpoint import canonical_state_dict, load_checkpoint, save_atomic
+
+__all__ = ['LAYOUTS', 'FORMAT', 'is_safetensors', 'read_safetensors', 'write_safetensors', 'robustbench_state_dict',
+           'export_weights']
+
+LAYOUTS = ('reference', 'robustbench')
+FORMAT = 'score-at weights 1'
+SUFFIX = '.safetensors'
+_BLOCK_RE = re.compile(r'^layer\.0\.block\.(\d+)\.')
+
+
+def is_safetensors(path):
+    return os.fspath(path).endswith(SUFFIX)
+
+
+def _safetensors():
+    try:
+        import safetensors.torch
+    except ImportError:
+        raise UserError('reading or writing .safetensors needs the safetensors package: pip install safetensors '
+                        '(or use a .pt file).') from None
+    return safetensors
+
+
+def read_safetensors(path, key='model_state_dict'):
+    """The state dict stored in the .safetensors file `path` (CPU tensors).
+
+    A file holds one model; asking for `unaveraged_model_state_dict` (eval-aa.py --unaveraged) is an error, since
+    the unaveraged weights of a run are exported into a file of their own. Raises UserError for a missing or
+    unreadable file.
+    """
+    st = _safetensors()
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise UserError(f'{path} does not exist: pass the path of a .safetensors file.')
+    if key != 'model_state_dict':
+        raise UserError(f'{path} holds one model (a .safetensors export); {key} cannot be chosen from it: drop '
+                        '--unaveraged, or export the unaveraged weights with scripts/export.py --unaveraged.')
+    try:
+        with st.safe_open(path, framework='pt') as f:
+            return {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises SafetensorError / OSError for a truncated or foreign file
+        raise UserError(f'{path} is not a readable .safetensors file: {str(e).splitlines()[0]}') from None
+
+
+def safetensors_metadata(path):
+    """The string metadata of a .safetensors file ({} if none)."""
+    st = _safetensors()
+    with st.safe_open(os.fspath(path), framework='pt') as f:
+        return dict(f.metadata() or {})
+
+
+def write_safetensors(state_dict, path, metadata=None):
+    """Write `state_dict` (tensors) to `path` as safetensors, atomically (temporary file, then os.replace)."""
+    st = _safetensors()
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    data = st.torch.save(tensors, metadata={k: str(v) for k, v in (metadata or {}).items()})
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def robustbench_state_dict(state_dict, source='the checkpoint'):
+    """`module.0.<key>` (any accepted prefix) -> the bare DMWideResNet keys, plus the constructor arguments.
+
+    Returns (state dict, {'depth', 'width', 'num_classes'}). Raises UserError for weights saved with --normalize
+    (an extra Normalization layer DMWideResNet does not have) or of another architecture than WRN-Swish.
+    """
+    sd = canonical_state_dict(state_dict)
+    prefixes = {k.split('.', 2)[1] for k in sd}
+    if prefixes == {'1'}:
+        raise UserError(f'{source} was trained with --normalize True: its Normalization layer has no place in '
+                        "RobustBench's DMWideResNet (which normalises with the data set's mean/std itself); "
+                        'export it with --layout reference.')
+    sd = {k[len('module.0.'):]: v for k, v in sd.items()}
+    if 'init_conv.weight' not in sd or 'logits.weight' not in sd or not any(map(_BLOCK_RE.match, sd)):
+        raise UserError(f"{source} is not a WRN-Swish (wrn-D-W-swish): RobustBench's DMWideResNet layout exists "
+                        'only for that family; export it with --layout reference.')
+    blocks = len({_BLOCK_RE.match(k).group(1) for k in sd if _BLOCK_RE.match(k)})
+    num_classes, channels = sd['logits.weight'].shape
+    return sd, {'depth': 6 * blocks + 4, 'width': channels // 64, 'num_classes': int(num_classes)}
+
+
+def _read_source(src, unaveraged):
+    """(state dict, weights file, args.txt dict or {}) of a run folder (its weights-best.pt) or a weights file."""
+    key = 'unaveraged_model_state_dict' if unaveraged else 'model_state_dict'
+    path = os.path.join(src, 'weights-best.pt') if os.path.isdir(src) else src
+    if not os.path.isfile(path):
+        raise UserError(f'{path} does not exist: pass a run folder (LOG_DIR/DESC with weights-best.pt) or a '
+                        'weights file.')
+    args = {}
+    args_path = os.path.join(os.path.dirname(os.path.abspath(path)), 'args.txt')
+    if os.path.isfile(args_path):
+        try:
+            with open(args_path) as f:
+                args = json.load(f)
+        except ValueError:
+            args = {}
+    if is_safetensors(path):
+        return read_safetensors(path, key), path, args
+    ckpt = load_checkpoint(path)
+    if isinstance(ckpt, dict) and isinstance(ckpt.get(key), dict):
+        return ckpt[key], path, args
+    if not unaveraged and isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        return ckpt, path, args  # a bare state dict
+    found = ', '.join(map(str, list(ckpt)[:5])) if isinstance(ckpt, dict) else type(ckpt).__name__
+    fix = ' (drop --unaveraged: a run without weight averaging has only model_state_dict)' if unaveraged else ''
+    raise UserError(f'{path} holds no {key} (found {found}){fix}.')
+
+
+def export_weights(src, out, layout='reference', unaveraged=False, overwrite=False):
+    """Export the (weight-averaged, or with `unaveraged` the trained) model of `src` to `out`.
+
+    Args:
+        src: a run folder (its weights-best.pt is read) or a weights file (.pt of train-wa.py, bare state dict,
+            or .safetensors).
+        out: `*.safetensors` (no pickle) or `*.pt` / `*.pth` (torch.save of {'model_state_dict': ...} in the
+            reference layout, of the bare state dict in the RobustBench layout, as RobustBench's loader reads).
+        layout: 'reference' or 'robustbench' (see the module docstring).
+        overwrite: replace an existing `out` (default: refuse).
+    Returns:
+        dict of the metadata written (plus `robustbench` with the DMWideResNet constructor, for that layout).
+    """
+    if layout not in LAYOUTS:
+        raise UserError(f'unknown layout {layout!r}: use one of {", ".join(LAYOUTS)}.')
+    suffix = os.path.splitext(out)[1]
+    if suffix not in (SUFFIX, '.pt', '.pth'):
+        raise UserError(f'{out}: the output must end in .safetensors (no pickle) or .pt / .pth (torch.save).')
+    if os.path.exists(out) and not overwrite:
+        raise UserError(f'{out} exists: pass --overwrite to replace it, or choose another path.')
+    if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+        raise UserError(f'{out}: the folder {os.path.dirname(os.path.abspath(out))} does not exist.')
+    if suffix == SUFFIX:
+        _safetensors()  # fail before reading a large checkpoint
+    state_dict, path, args = _read_source(src, unaveraged)
+    meta = {'format': FORMAT, 'layout': layout, 'source': os.path.abspath(path),
+            'source_state_dict': 'unaveraged_model_state_dict' if unaveraged else 'model_state_dict'}
+    meta.update({k: json.dumps(args[k]) for k in ('model', 'normalize', 'data') if k in args})
+    if layout == 'robustbench':
+        state_dict, arch = robustbench_state_dict(state_dict, source=path)
+        mean, std = dataset_mean_std(args.get('data', 'cifar10'))  # without args.txt: CIFAR-10's
+        meta['robustbench'] = (f'DMWideResNet(num_classes={arch["num_classes"]}, depth={arch["depth"]}, '
+                               f'width={arch["width"]}, activation_fn=Swish, mean={mean}, std={std})')
+    else:
+        state_dict = canonical_state_dict(state_dict)
+    if suffix == SUFFIX:
+        write_safetensors(state_dict, out, meta)
+    elif layout == 'robustbench':
+        save_atomic(state_dict, out)
+    else:
+        save_atomic({'model_state_dict': state_dict}, out)
+    return meta
