@@ -1,6 +1,7 @@
 """AutoAttack evaluation of a run, or of a released checkpoint (SPEC section 10).
 
     python eval-aa.py --data-dir DATA --log-dir LOGS --desc NAME [--version standard|plus|custom|rand]
+    torchrun --nproc_per_node N eval-aa.py ...      # the images split over N processes (nccl on GPUs, gloo on CPU)
 
 reads LOGS/NAME/args.txt (the training flags, JSON) and LOGS/NAME/weights-best.pt, rebuilds the model the run was
 trained with, and runs AutoAttack on the test set (`--train`: the training set). The threat model is the run's:
@@ -10,7 +11,8 @@ stdout and is appended to LOGS/NAME/log-aa.log; the numbers also to LOGS/NAME/ev
 Differences from the reference (README.md, section Evaluation): flags given on the command line override args.txt;
 `--num-samples`, `--batch-size`, `--weights`, `--unaveraged`, `--device`; linf-apgd runs are evaluated in L-inf;
 checkpoints load with weights_only=True; an interrupted evaluation resumes from its AutoAttack state file; the
-log is appended to, never truncated.
+log is appended to, never truncated; several processes (torchrun) share the work with the single-process result;
+the per-image results are in eval-aa.json.
 """
 import argparse
 import datetime
@@ -28,6 +30,7 @@ from core.data import get_data_info, load_data
 from core.errors import UserError, exit_on_user_error
 from core.models import create_model
 from core.utils.checkpoint import load_checkpoint, load_state_dict
+from core.utils.distributed import DEVICES, Runtime, barrier, cleanup, setup
 from core.utils.export import is_safetensors, read_safetensors
 from core.utils.parser import parser_eval
 from core.utils.utils import format_time, seed
@@ -104,6 +107,17 @@ def resolve_device(name):
     return device
 
 
+def resolve_runtime(name):
+    """--device -> Runtime. One process: that device (cuda:N included). Under torchrun (WORLD_SIZE > 1): the
+    processes of core.utils.distributed.setup, each on its cuda:LOCAL_RANK (nccl) or on the CPU (gloo)."""
+    if int(os.environ.get('WORLD_SIZE', '1')) <= 1:
+        return Runtime(device=resolve_device(name))
+    if name not in DEVICES:
+        raise UserError(f'--device {name}: under torchrun every process takes its own GPU (cuda:LOCAL_RANK); use '
+                        f'--device {" or ".join(DEVICES)}.')
+    return setup(name)
+
+
 def sha256_of(path, chunk=1 << 22):
     digest = hashlib.sha256()
     with open(path, 'rb') as f:
@@ -133,6 +147,10 @@ def collect(loader, limit):
     return (x, y) if limit is None else (x[:limit], y[:limit])
 
 
+def _flags(flags):
+    return ''.join('1' if f else '0' for f in flags.tolist())
+
+
 # ----------------------------------------------------------------------------------------------- main
 def main(argv=None):
     start = time.time()
@@ -149,11 +167,14 @@ def main(argv=None):
         raise UserError(f'--batch-size {args.batch_size}: must be positive.')
     if args.n_iter is not None and (args.version != 'custom' or args.n_iter < 1):
         raise UserError('--n-iter (a testing aid) needs --version custom and a positive number of iterations.')
-    device = resolve_device(args.device)
+    runtime = resolve_runtime(args.device)
+    device, primary = runtime.device, runtime.is_primary
 
     log_path = os.path.join(run_dir, 'log-aa.log')
 
     def log(message):
+        if not primary:  # several processes (torchrun): the first one logs
+            return
         print(message, flush=True)
         with open(log_path, 'a') as f:
             f.write(f'{message}\n')
@@ -167,7 +188,7 @@ def main(argv=None):
     # -- data (SPEC 3.6): the plain dataset, unshuffled, no augmentation
     data_dir = os.path.join(args.data_dir, data_folder(args.data))
     info = get_data_info(data_dir)
-    log(f'Using device: {device}')
+    log(f'Using device: {device}' + (f' x {runtime.world_size} processes' if runtime.distributed else ''))
     seed(args.seed)
     try:
         _, _, train_loader, test_loader = load_data(data_dir, batch_size=args.batch_size,
@@ -220,8 +241,8 @@ def main(argv=None):
     log(f'AutoAttack: version {args.version}, norm {norm}, eps {eps:.6f} ({eps * 255:.2f}/255), seed {args.seed}, '
         f'{len(y_test)} images, batch size {args.batch_size}')
     adversary = make_autoattack(model, norm, eps, version=args.version, seed=args.seed, device=device,
-                                log_path=log_path, n_iter=args.n_iter)
-    result = run_autoattack(adversary, x_test, y_test, bs=args.batch_size, state_path=state_path)
+                                log_path=log_path if primary else None, n_iter=args.n_iter)
+    result = run_autoattack(adversary, x_test, y_test, bs=args.batch_size, state_path=state_path, runtime=runtime)
     wall = time.time() - start
 
     summary = {
@@ -246,13 +267,20 @@ def main(argv=None):
         'backend': result['backend'],
         'resumed': result['resumed'],
         'max_perturbation': result['max_perturbation'],
+        'processes': runtime.world_size,
         'wall_time_s': round(wall, 1),
         'date': datetime.datetime.now().isoformat(timespec='seconds'),
     }
+    # per image, in the order of the split: '1' = classified correctly (clean) / robust to every attack
+    summary['per_image'] = {'clean': None if result['clean_flags'] is None else _flags(result['clean_flags']),
+                            'robust': _flags(result['robust_flags'])}
     json_path = os.path.join(run_dir, 'eval-aa.json')
-    write_json_atomic(json_path, summary)
-    if os.path.isfile(state_path):  # this evaluation's own scratch file, complete now
-        os.remove(state_path)
+    if primary:
+        write_json_atomic(json_path, summary)
+        if os.path.isfile(state_path):  # this evaluation's own scratch file, complete now
+            os.remove(state_path)
+    barrier(runtime)
+    cleanup()
     log(f'Clean accuracy: {100 * result["clean"]:.2f}%, robust accuracy: {100 * result["robust"]:.2f}% '
         f'({norm}, eps {eps:.6f}, {result["n"]} images, {format_time(wall)}); written to {json_path}')
     log('Script Completed.')

@@ -22,6 +22,9 @@ import sys
 import time
 
 import torch
+from tqdm import tqdm
+
+from core.utils.distributed import all_gather_object
 
 try:  # the official package first
     from autoattack import AutoAttack as _AutoAttack
@@ -215,22 +218,31 @@ def _attack_subset(adversary, attack, x, y, bs):
         adversary.attacks_to_run = saved
 
 
-def run_autoattack(adversary, x, y, bs=250, state_path=None, chunk_batches=10):
+def run_autoattack(adversary, x, y, bs=250, state_path=None, chunk_batches=10, runtime=None, progress=True):
     """Run AutoAttack as the package's `run_standard_evaluation(x, y, bs)` does, and return its accuracies as numbers.
 
     Same computation as one package call: the clean accuracy, then each attack of `adversary.attacks_to_run` on
     the points still robust, in batches of `bs` over those points in index order, every batch seeded by the
-    attack itself. Here each attack is run by the package on consecutive chunks of `chunk_batches * bs` of those
-    points (same batches, same seeds, hence the same adversarial examples), so that
+    attack itself. Here each attack is run by the package on consecutive chunks of whole batches of those points
+    (same batches, same seeds, hence the same adversarial examples), so that
 
-    - the robust accuracy after every attack is exact (the packages only log it as a rounded percentage), and
+    - the robust accuracy after every attack is exact (the packages only log it as a rounded percentage),
     - with `state_path`, the robust flags, finished attacks and position in the current attack are saved (JSON,
-      atomically) after every chunk; a rerun with the same state file continues from there. (The packages' own
-      `state_path` cannot restore: their state file writes the attack set as a string that their loader never
-      converts back, and the restore path references labels it never set.)
+      atomically) after every round of chunks; a rerun with the same state file continues from there. (The
+      packages' own `state_path` cannot restore: their state file writes the attack set as a string that their
+      loader never converts back, and the restore path references labels it never set.)
+    - several processes can share the work (`runtime` from `core.utils.distributed.setup` under torchrun): every
+      process holds the same x, y and adversary; the clean pass splits its batches round-robin; each attack goes
+      in rounds of one chunk per process (`chunk_batches // world_size` batches each, at least 1); after every
+      round the fooled points are gathered on all processes, so all hold the same robust flags before the next
+      round, and the primary process alone saves the state and logs. Each chunk starts at a multiple of `bs` in
+      the list of points to attack, so every batch holds the same points as in a single process, with the same
+      seed: the robust flags equal the single-process ones, for any number of processes (and a state file
+      written with N processes resumes with M).
 
-    Progress (which attack runs, how many points remain robust) is printed and appended to the adversary's log file;
-    the package's own lines are limited to its warnings.
+    Progress (which attack runs, how many points remain robust) is printed and appended to the adversary's log file,
+    and a tqdm bar over the chunks of each attack (running robust accuracy, ETA) goes to stderr; the package's own
+    lines are limited to its warnings.
 
     Args:
         adversary: from `make_autoattack`.
@@ -238,12 +250,15 @@ def run_autoattack(adversary, x, y, bs=250, state_path=None, chunk_batches=10):
         y: (N,) int64 labels.
         bs: batch size.
         state_path: JSON state file, or None.
-        chunk_batches: batches per package call (and per state save).
+        chunk_batches: batches per round (per state save and log line).
+        runtime: a `core.utils.distributed.Runtime`; None: one process.
+        progress: show the progress bar (on the primary process).
     Returns:
         dict with `n`, `clean` (accuracy), `attacks` ({attack: robust accuracy after it}, in order), `robust` (final
-        robust accuracy), `counts` (the same as numbers of images), `resumed`, `backend`, `max_perturbation`
-        (largest norm of an adversarial perturbation found in this call) and `x_adv` (x with the adversarial
-        examples found in this call).
+        robust accuracy), `counts` (the same as numbers of images), `clean_flags` and `robust_flags` (per image,
+        bool; `clean_flags` is None after resuming a state file of an older version), `resumed`, `backend`,
+        `max_perturbation` (largest norm of an adversarial perturbation found in this call) and `x_adv` (x with
+        the adversarial examples found in this call).
     """
     n = x.shape[0]
     x = x.detach().cpu().contiguous()  # the packages' gradient checks `view` the input gradient
@@ -251,29 +266,57 @@ def run_autoattack(adversary, x, y, bs=250, state_path=None, chunk_batches=10):
     names = list(adversary.attacks_to_run)
     log_path = _log_path(adversary)
     start_time = time.time()
+    world = runtime.world_size if runtime is not None else 1
+    rank = runtime.rank if runtime is not None else 0
+    primary = rank == 0
+
+    def share(obj):
+        """[obj of process 0, obj of process 1, ...] on every process."""
+        return all_gather_object(obj, runtime) if world > 1 else [obj]
 
     def log(message):
-        print(message, flush=True)
+        if not primary:
+            return
+        tqdm.write(message, file=sys.stdout)
+        sys.stdout.flush()
         if log_path is not None:
             with open(log_path, 'a') as f:
                 f.write(f'{message}\n')
 
     def save():
-        if state_path is not None:
+        if state_path is not None and primary:
             _write_json_atomic(state_path, {
                 'format': STATE_FORMAT, 'n': n, 'attacks': names, 'clean': clean, 'robust': _flags_to_str(robust),
-                'after': after, 'current': current})
+                'after': after, 'current': current,
+                'clean_flags': None if clean_flags is None else _flags_to_str(clean_flags)})
 
-    state = _read_state(state_path, n, names) if state_path is not None else None
+    state = None
+    if state_path is not None:
+        if primary:  # read once and share, so that every process starts from the same state
+            try:
+                state = _read_state(state_path, n, names)
+            except ValueError as e:
+                state = e
+        state = share(state)[0]
+        if isinstance(state, ValueError):
+            raise state
     if state is not None:
         clean, robust, after, current = state['clean'], _str_to_flags(state['robust']), state['after'], state['current']
+        clean_flags = _str_to_flags(state['clean_flags']) if state.get('clean_flags') else None
         log(f'resuming AutoAttack from {state_path}: clean {clean}/{n}, {int(robust.sum())}/{n} robust, '
             f'finished: {", ".join(after) or "none"}')
     else:
+        mine = {}
         with torch.no_grad():
-            pred = torch.cat([adversary.get_logits(x[i:i + bs].to(adversary.device)).max(dim=1)[1].cpu()
-                              for i in range(0, n, bs)])
+            for k, i in enumerate(range(0, n, bs)):
+                if k % world == rank:
+                    mine[i] = adversary.get_logits(x[i:i + bs].to(adversary.device)).max(dim=1)[1].cpu()
+        pred = torch.empty(n, dtype=torch.long)
+        for part in share(mine):
+            for i, p in part.items():
+                pred[i:i + len(p)] = p
         robust = pred.eq(y)
+        clean_flags = robust.clone()
         clean, after, current = int(robust.sum()), {}, None
         save()
     log(f'using {adversary.version} version including {", ".join(names)}.')
@@ -281,7 +324,7 @@ def run_autoattack(adversary, x, y, bs=250, state_path=None, chunk_batches=10):
 
     x_adv = x.clone()
     max_pert = 0.0
-    chunk = max(1, chunk_batches) * bs
+    chunk = max(1, max(1, chunk_batches) // world) * bs
     for attack in names:
         if attack in after:
             continue
@@ -294,23 +337,39 @@ def run_autoattack(adversary, x, y, bs=250, state_path=None, chunk_batches=10):
             log('no robust datapoints left, skipping remaining attacks')
         else:
             log(f'running {attack} on {len(todo)} points')
+        bar = tqdm(total=-(-len(todo) // chunk), initial=position // chunk, desc=attack, unit='chunk',
+                   disable=not (progress and primary) or len(todo) == 0, leave=False, dynamic_ncols=True,
+                   file=sys.stderr, mininterval=0.1 if sys.stderr.isatty() else 30.0)
         while position < len(todo):
-            idx = todo[position:position + chunk]
-            adv, y_adv = _attack_subset(adversary, attack, x[idx], y[idx], bs)
-            adv, y_adv = adv.detach().cpu(), y_adv.detach().cpu()
-            fooled = ~y_adv.eq(y[idx])
-            robust[idx[fooled]] = False
-            x_adv[idx[fooled]] = adv[fooled]
-            if fooled.any():
-                delta = (adv[fooled] - x[idx[fooled]]).flatten(1)
-                norm = delta.abs().max(1)[0] if adversary.norm == 'Linf' else (
-                    delta.norm(p=2, dim=1) if adversary.norm == 'L2' else delta.abs().sum(1))
-                max_pert = max(max_pert, norm.max().item())
-            position += len(idx)
+            starts = [position + r * chunk for r in range(world) if position + r * chunk < len(todo)]
+            report = None
+            if rank < len(starts):  # this process's chunk of the round
+                idx = todo[starts[rank]:starts[rank] + chunk]
+                adv, y_adv = _attack_subset(adversary, attack, x[idx], y[idx], bs)
+                fooled = ~y_adv.detach().cpu().eq(y[idx])
+                report = (idx[fooled], adv.detach().cpu()[fooled])
+            end = min(len(todo), position + len(starts) * chunk)
+            n_fooled = 0
+            for part in share(report):
+                if part is None:
+                    continue
+                hit, adv = part
+                robust[hit] = False
+                x_adv[hit] = adv
+                n_fooled += len(hit)
+                if len(hit):
+                    delta = (adv - x[hit]).flatten(1)
+                    norm = delta.abs().max(1)[0] if adversary.norm == 'Linf' else (
+                        delta.norm(p=2, dim=1) if adversary.norm == 'L2' else delta.abs().sum(1))
+                    max_pert = max(max_pert, norm.max().item())
+            done, position = end - position, end
             current['position'] = position
             save()
-            log(f'{attack} - {position}/{len(todo)} points attacked, {int(fooled.sum())} of the last {len(idx)} '
+            log(f'{attack} - {position}/{len(todo)} points attacked, {n_fooled} of the last {done} '
                 f'fooled; robust: {int(robust.sum())}/{n} ({time.time() - start_time:.1f} s)')
+            bar.update(len(starts))
+            bar.set_postfix_str(f'robust {100 * int(robust.sum()) / n:.2f}%')
+        bar.close()
         after[attack] = int(robust.sum())
         current = None
         save()
@@ -327,6 +386,8 @@ def run_autoattack(adversary, x, y, bs=250, state_path=None, chunk_batches=10):
         'attacks': {a: after[a] / n for a in names},
         'robust': final / n,
         'counts': {'clean': clean, 'attacks': {a: after[a] for a in names}, 'robust': final},
+        'clean_flags': clean_flags,
+        'robust_flags': robust,
         'resumed': state is not None,
         'backend': _backend_of(adversary),
         'max_perturbation': max_pert,

@@ -409,3 +409,74 @@ def test_resume_after_interruption_gives_the_same_numbers(tmp_path):
         resumed = run(state_path)
         assert resumed['resumed'] and resumed['counts'] == fresh['counts']
         assert model.calls < total  # it did continue, not start over
+
+
+# ----------------------------------------------------------------------------------------------- several processes
+@pytest.mark.ddp
+@pytest.mark.skipif(aa.BACKEND is None, reason='no AutoAttack package')
+def test_two_gloo_processes_equal_one_and_resume_its_state(tmp_path, capsys, monkeypatch):
+    """torchrun --nproc_per_node 2 eval-aa.py: the same robust accuracy and per-image flags as one process; and an
+    evaluation interrupted in one process resumes in two from its state file, again with the same result."""
+    data_root, log_root, desc, *_ = make_run(tmp_path, released_args(attack_eps=4 / 255))
+    run_dir = tmp_path / 'logs' / desc
+    # batch size 1: one process attacks chunks of 10 points, two processes 5 each (two chunks per round)
+    argv = ['--data-dir', data_root, '--log-dir', log_root, '--desc', desc, '--version', 'custom', '--n-iter', '4',
+            '--batch-size', '1', '--device', 'cpu']
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    single = json.loads((run_dir / 'eval-aa.json').read_text())
+    assert single['processes'] == 1 and len(single['per_image']['robust']) == N_IMAGES
+    assert single['counts']['clean'] > single['counts']['robust'] > 0  # the attack fools some points, not all
+
+    # interrupt a single-process evaluation after its first package call: its state file stays behind
+    calls = []
+
+    def interrupted(*args):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return original(*args)
+
+    original = aa._attack_subset
+    monkeypatch.setattr(aa, '_attack_subset', interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        eval_aa.main(argv)
+    monkeypatch.undo()
+    assert [f for f in os.listdir(run_dir) if f.startswith('eval-aa-state')]
+
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=ROOT)
+    env.pop('WORLD_SIZE', None)
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
+           os.path.join(ROOT, 'eval-aa.py')] + argv
+    for resumed in (True, False):
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        double = json.loads((run_dir / 'eval-aa.json').read_text())
+        assert double['processes'] == 2 and double['resumed'] is resumed
+        for key in ('robust_accuracy', 'robust_accuracy_after', 'counts', 'clean_accuracy'):
+            assert double[key] == single[key], key
+        assert double['per_image']['robust'] == single['per_image']['robust']
+        if not resumed:
+            assert double['per_image']['clean'] == single['per_image']['clean']
+        assert not [f for f in os.listdir(run_dir) if f.startswith('eval-aa-state')]
+        assert proc.stdout.count('Script Completed.') == 1  # only the first process logs
+    log = (run_dir / 'log-aa.log').read_text()
+    assert log.count('Script Completed.') == 3 and 'x 2 processes' in log
+
+
+def test_weights_from_a_safetensors_export(tmp_path, capsys, monkeypatch):
+    """eval-aa.py --weights reads a .safetensors export of scripts/export.py (one model: --unaveraged refused)."""
+    from core.utils.export import export_weights
+    monkeypatch.setattr(aa, '_AutoAttack', FakeOfficialAutoAttack)
+    monkeypatch.setattr(aa, 'BACKEND', 'autoattack')
+    data_root, log_root, desc, *_ = make_run(tmp_path, released_args())
+    out = str(tmp_path / 'wa.safetensors')
+    export_weights(os.path.join(log_root, desc), out)
+    argv = ['--data-dir', data_root, '--log-dir', log_root, '--desc', desc, '--num-samples', '4', '--weights', out]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    result = json.loads((tmp_path / 'logs' / desc / 'eval-aa.json').read_text())
+    assert result['checkpoint'] == out and result['clean_accuracy'] == 0.5  # images 0, 1 are mislabelled
+    assert result['per_image']['clean'] == '0011'
+    code, _, err = run_cli(argv + ['--unaveraged'], capsys)
+    assert code == 2 and '--unaveraged' in err and err.count('\n') == 1
