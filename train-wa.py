@@ -32,6 +32,7 @@ from core.utils.distributed import all_gather_object, barrier, cleanup, setup
 from core.utils.logger import Logger
 from core.utils.parser import parser_train
 from core.utils.plotting import write_run_curves
+from core.utils.tensorboard import TensorBoard, require_tensorboard
 from core.utils.train import Trainer, pretrained_path
 from core.utils.utils import format_time, seed
 from gowal21uncovering.utils.watrain import WATrainer
@@ -40,7 +41,7 @@ STATE_FORMAT_VERSION = 1
 STATE_FILE = 'state-last.pt'
 # Flags that may differ between a run and its --resume (they do not change the numbers).
 RESUME_FREE_FLAGS = ('resume', 'overwrite', 'num_workers', 'stop_after', 'device', 'data_dir', 'log_dir',
-                     'aux_data_filename')
+                     'aux_data_filename', 'tensorboard')
 
 
 def validate(args):
@@ -141,6 +142,8 @@ def main():
     # ------------------------------------------------------------------ args
     args = parser_train().parse_args()
     validate(args)
+    if args.tensorboard:
+        require_tensorboard()  # the optional package, checked before anything is written
     NUM_ADV_EPOCHS = 1 if args.debug else args.num_adv_epochs  # schedules stay sized for --num-adv-epochs (#16)
     DATA_DIR = os.path.join(args.data_dir, args.data)
     LOG_DIR = os.path.join(args.log_dir, args.desc)
@@ -209,13 +212,15 @@ def main():
         logger.log('RST Adversarial training for {} epochs'.format(NUM_ADV_EPOCHS))
         trainer.init_optimizer(args.num_adv_epochs)
 
+    board = TensorBoard(LOG_DIR, len(train_dataloader), start_epoch) if args.tensorboard and primary else None
+
     # ------------------------------------------------------------------ loop
     for epoch in range(start_epoch, NUM_ADV_EPOCHS + 1):
         start = time.time()
         logger.log('======= Epoch {} ======='.format(epoch))
         last_lr = trainer.last_lr()
         set_epoch(train_dataloader, epoch)
-        res = trainer.train(train_dataloader, epoch=epoch, adversarial=True)
+        res = trainer.train(train_dataloader, epoch=epoch, adversarial=True, on_step=board.step if board else None)
         test_acc = trainer.eval(test_dataloader)
 
         logger.log('Loss: {:.4f}.\tLR: {:.4f}'.format(res['loss'], last_lr))
@@ -238,6 +243,8 @@ def main():
         logger.log('Adversarial Accuracy-\tEval: {:.2f}%.'.format(eval_adv_acc * 100))
         epoch_metrics['eval_adversarial_acc'] = eval_adv_acc
         rows.append(epoch_metrics)
+        if board is not None:
+            board.epoch(epoch, epoch_metrics)
 
         # -------------------------------------------------------------- save
         new_best = eval_adv_acc >= best[1]  # ties go to the later epoch
@@ -259,6 +266,8 @@ def main():
         barrier(runtime)
         if args.stop_after is not None and epoch >= args.stop_after and epoch < NUM_ADV_EPOCHS:
             logger.log('Stopped after epoch {} (--stop-after).'.format(epoch))
+            if board is not None:
+                board.close()
             cleanup()
             return
 
@@ -270,6 +279,8 @@ def main():
                                                                              best[1] * 100))
     logger.log('Script Completed.')
     logger.close()
+    if board is not None:
+        board.close()
     cleanup()
 
 

@@ -261,3 +261,41 @@ def test_pretrained_file_initialises_model_and_averaged_model(tmp_path):
     fresh = WATrainer(info, parser_train().parse_args(['--desc', 'dst'] + flags))
     assert not torch.equal(fresh.model.state_dict()['module.0.init_conv.weight'],
                            expected['module.0.init_conv.weight'])
+
+
+def tensorboard_scalars(folder):
+    """{tag: [(step, value), ...]} of every event file in `folder` (TensorBoard's own reader)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(folder), size_guidance={'scalars': 0})
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()['scalars']}
+
+
+def test_tensorboard_steps_and_resume(data_dir, tmp_path):
+    """--tensorboard: per-step train scalars at steps 1..2L (L batches per epoch), per-epoch ones at L and 2L, with
+    a stop after epoch 1 and a resume continuing the same curves."""
+    argv = tiny_args(data_dir, tmp_path, 'tb', '--beta', '5', '--adv-eval-freq', '2', '--tensorboard', data='cifar10')
+    assert run(argv + ['--stop-after', '1']) == 0
+    assert run(argv + ['--resume']) == 0
+    scalars = tensorboard_scalars(tmp_path / 'tb' / 'tensorboard')
+    header, *rows = read_csv(tmp_path / 'tb' / 'stats_adv.csv')
+    steps = 4  # 80 training images - 16 for validation = 64 = 4 batches of 16 per epoch
+    assert [s for s, _ in scalars['train/loss']] == list(range(1, 2 * steps + 1))  # each step once, in order
+    assert {'train/loss', 'train/clean_acc', 'train/adversarial_acc', 'train/lr'} <= set(scalars)
+    for column in ('train_loss', 'lr', 'test_clean_acc', 'eval_adversarial_acc'):
+        assert [s for s, _ in scalars[f'epoch/{column}']] == [steps, 2 * steps]
+        assert [v for _, v in scalars[f'epoch/{column}']] == pytest.approx([float(r[header.index(column)])
+                                                                            for r in rows])
+    assert [s for s, _ in scalars['epoch/test_adversarial_acc']] == [2 * steps]  # attacked at epoch 2 only
+    # the per-epoch train loss is the mean of the per-step losses
+    losses = [v for _, v in scalars['train/loss']]
+    assert scalars['epoch/train_loss'][0][1] == pytest.approx(sum(losses[:steps]) / steps, rel=1e-6)
+    assert scalars['train/lr'][0][1] == pytest.approx(float(rows[0][header.index('lr')]))
+
+
+def test_tensorboard_missing_is_one_line_before_anything_is_written(data_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, 'tensorboard', None)  # as if the package were not installed
+    assert run(tiny_args(data_dir, tmp_path, 'tb', '--tensorboard', data='cifar10')) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'pip install tensorboard' in err
+    assert not (tmp_path / 'tb').exists()

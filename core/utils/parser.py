@@ -91,6 +91,8 @@ def parser_train():
     extra.add_argument('--compile', action='store_true', default=False, help='torch.compile the training model.')
     extra.add_argument('--channels-last', action='store_true', default=False,
                        help='channels_last memory format for the model and the batches.')
+    extra.add_argument('--tensorboard', action='store_true', default=False,
+                       help='Per-step and per-epoch scalars in LOG_DIR/tensorboard/ (needs the tensorboard package).')
     # Testing aids (documented in README.md, section Training; hidden from --help).
     extra.add_argument('--validation-size', type=int, default=1024, help=argparse.SUPPRESS)
     extra.add_argument('--stop-after', type=int, default=None, help=argparse.SUPPRESS)

@@ -236,8 +236,11 @@ class Trainer:
         return tqdm(dataloader, desc=f'Epoch {epoch}', disable=not self.runtime.is_primary, leave=False,
                     dynamic_ncols=True, mininterval=0.1 if sys.stderr.isatty() else 30.0, file=sys.stderr)
 
-    def train(self, dataloader, epoch=0, adversarial=True):
+    def train(self, dataloader, epoch=0, adversarial=True, on_step=None):
         """Train one epoch; returns the unweighted mean over batches of each batch metric (SPEC 6.9).
+
+        `on_step(step, metrics)`, if given (train-wa.py --tensorboard), is called after every optimizer step with
+        step = (epoch - 1) * len(dataloader) + batch (1-based) and the batch's metrics plus the `lr` it used.
 
         Per batch: loss (under autocast), zero the gradients, backward (scaled with fp16), optional global
         norm clipping, optimizer step, and the per-batch scheduler step of `cyclic`. After the epoch: the
@@ -260,6 +263,9 @@ class Trainer:
                 nn.utils.clip_grad_norm_(self.model.parameters(), p.clip_grad)
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            if on_step is not None:
+                on_step((epoch - 1) * len(dataloader) + update_iter + 1,
+                        dict(metrics, lr=self.optimizer.param_groups[0]['lr']))
             if p.scheduler in ('cyclic',):
                 self.scheduler.step()
             self.after_step(epoch, update_iter + 1)
