@@ -466,6 +466,7 @@ def test_two_gloo_processes_equal_one_and_resume_its_state(tmp_path, capsys, mon
 
 def test_weights_from_a_safetensors_export(tmp_path, capsys, monkeypatch):
     """eval-aa.py --weights reads a .safetensors export of scripts/export.py (one model: --unaveraged refused)."""
+    pytest.importorskip('safetensors')  # optional; requirements.txt installs it
     from core.utils.export import export_weights
     monkeypatch.setattr(aa, '_AutoAttack', FakeOfficialAutoAttack)
     monkeypatch.setattr(aa, 'BACKEND', 'autoattack')

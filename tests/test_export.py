@@ -18,6 +18,7 @@ from core.errors import UserError, exit_on_user_error
 from core.models import create_model
 from core.utils.export import export_weights, read_safetensors, safetensors_metadata
 
+pytest.importorskip('safetensors')  # an optional feature; requirements.txt installs it, so CI runs these tests
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _spec = importlib.util.spec_from_file_location('export_cli', os.path.join(ROOT, 'scripts', 'export.py'))
 export_cli = importlib.util.module_from_spec(_spec)

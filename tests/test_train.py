@@ -274,6 +274,7 @@ def tensorboard_scalars(folder):
 def test_tensorboard_steps_and_resume(data_dir, tmp_path):
     """--tensorboard: per-step train scalars at steps 1..2L (L batches per epoch), per-epoch ones at L and 2L, with
     a stop after epoch 1 and a resume continuing the same curves."""
+    pytest.importorskip('tensorboard')  # optional; requirements.txt installs it
     argv = tiny_args(data_dir, tmp_path, 'tb', '--beta', '5', '--adv-eval-freq', '2', '--tensorboard', data='cifar10')
     assert run(argv + ['--stop-after', '1']) == 0
     assert run(argv + ['--resume']) == 0
