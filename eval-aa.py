@@ -25,7 +25,7 @@ import time
 import torch
 
 from core.attacks import attack_norm
-from core.autoattack import make_autoattack, run_autoattack
+from core.autoattack import flags_to_str, make_autoattack, run_autoattack
 from core.data import get_data_info, load_data
 from core.errors import UserError, exit_on_user_error
 from core.models import create_model
@@ -145,10 +145,6 @@ def collect(loader, limit):
             break
     x, y = torch.cat(xs), torch.cat(ys)
     return (x, y) if limit is None else (x[:limit], y[:limit])
-
-
-def _flags(flags):
-    return ''.join('1' if f else '0' for f in flags.tolist())
 
 
 # ----------------------------------------------------------------------------------------------- main
@@ -272,8 +268,8 @@ def main(argv=None):
         'date': datetime.datetime.now().isoformat(timespec='seconds'),
     }
     # per image, in the order of the split: '1' = classified correctly (clean) / robust to every attack
-    summary['per_image'] = {'clean': None if result['clean_flags'] is None else _flags(result['clean_flags']),
-                            'robust': _flags(result['robust_flags'])}
+    summary['per_image'] = {'clean': None if result['clean_flags'] is None else flags_to_str(result['clean_flags']),
+                            'robust': flags_to_str(result['robust_flags'])}
     json_path = os.path.join(run_dir, 'eval-aa.json')
     if primary:
         write_json_atomic(json_path, summary)

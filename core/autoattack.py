@@ -191,11 +191,12 @@ def _write_json_atomic(path, obj):
     os.replace(tmp, path)
 
 
-def _flags_to_str(flags):
+def flags_to_str(flags):
+    """Per-image bool flags -> '0110...' (the state file's and eval-aa.json's per-image encoding)."""
     return ''.join('1' if f else '0' for f in flags.tolist())
 
 
-def _str_to_flags(s):
+def str_to_flags(s):
     return torch.tensor([c == '1' for c in s], dtype=torch.bool)
 
 
@@ -286,9 +287,9 @@ def run_autoattack(adversary, x, y, bs=250, state_path=None, chunk_batches=10, r
     def save():
         if state_path is not None and primary:
             _write_json_atomic(state_path, {
-                'format': STATE_FORMAT, 'n': n, 'attacks': names, 'clean': clean, 'robust': _flags_to_str(robust),
+                'format': STATE_FORMAT, 'n': n, 'attacks': names, 'clean': clean, 'robust': flags_to_str(robust),
                 'after': after, 'current': current,
-                'clean_flags': None if clean_flags is None else _flags_to_str(clean_flags)})
+                'clean_flags': None if clean_flags is None else flags_to_str(clean_flags)})
 
     state = None
     if state_path is not None:
@@ -301,8 +302,8 @@ def run_autoattack(adversary, x, y, bs=250, state_path=None, chunk_batches=10, r
         if isinstance(state, ValueError):
             raise state
     if state is not None:
-        clean, robust, after, current = state['clean'], _str_to_flags(state['robust']), state['after'], state['current']
-        clean_flags = _str_to_flags(state['clean_flags']) if state.get('clean_flags') else None
+        clean, robust, after, current = state['clean'], str_to_flags(state['robust']), state['after'], state['current']
+        clean_flags = str_to_flags(state['clean_flags']) if state.get('clean_flags') else None
         log(f'resuming AutoAttack from {state_path}: clean {clean}/{n}, {int(robust.sum())}/{n} robust, '
             f'finished: {", ".join(after) or "none"}')
     else:
@@ -329,10 +330,10 @@ def run_autoattack(adversary, x, y, bs=250, state_path=None, chunk_batches=10, r
         if attack in after:
             continue
         if current is not None and current['attack'] == attack:
-            todo, position = torch.nonzero(_str_to_flags(current['start'])).flatten(), current['position']
+            todo, position = torch.nonzero(str_to_flags(current['start'])).flatten(), current['position']
         else:
             todo, position = torch.nonzero(robust).flatten(), 0
-            current = {'attack': attack, 'start': _flags_to_str(robust), 'position': 0}
+            current = {'attack': attack, 'start': flags_to_str(robust), 'position': 0}
         if len(todo) == 0:
             log('no robust datapoints left, skipping remaining attacks')
         else:
