@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import core.autoattack as aa
+from core.autoattack import flags_to_str
 from core.data import get_data_info
 from core.errors import exit_on_user_error
 from core.models import create_model
@@ -481,3 +482,19 @@ def test_weights_from_a_safetensors_export(tmp_path, capsys, monkeypatch):
     assert result['per_image']['clean'] == '0011'
     code, _, err = run_cli(argv + ['--unaveraged'], capsys)
     assert code == 2 and '--unaveraged' in err and err.count('\n') == 1
+
+
+def test_progress_bar_counts_chunks_with_the_running_robust_accuracy(monkeypatch, capsys):
+    monkeypatch.setattr(aa, '_AutoAttack', FakeOfficialAutoAttack)
+    monkeypatch.setattr(aa, 'BACKEND', 'autoattack')
+    x = torch.zeros(8, 3, 2, 2)
+    x[:, 0, 0, 0] = torch.arange(8) / 100  # ids 0..7; the fake apgd-ce fools ids 0, 2, 4
+    y = torch.zeros(8, dtype=torch.long)
+    adversary = aa.make_autoattack(PixelModel(), 'Linf', 0.5, version='custom', seed=3)
+    result = aa.run_autoattack(adversary, x, y, bs=3, chunk_batches=1)
+    err = capsys.readouterr().err
+    assert 'apgd-ce' in err and '/3 [' in err  # 8 points in chunks of 3: 3 chunks
+    assert 'robust 62.50%' in err  # after chunk 1 (ids 0-2: 0 and 2 fooled): 6 of 8 robust
+    assert result['counts']['attacks']['apgd-ce'] == 5 and flags_to_str(result['robust_flags']) == '01010011'
+    result = aa.run_autoattack(adversary, x, y, bs=3, chunk_batches=1, progress=False)
+    assert 'apgd-ce:' not in capsys.readouterr().err
