@@ -230,12 +230,13 @@ def test_parameter_groups_split_by_batchnorm():
 def test_ddp_two_gloo_processes(data_dir, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=ROOT)
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29517',
-           SCRIPT] + tiny_args(data_dir, tmp_path, 'ddp', '--beta', '5', '--device', 'cpu')
+           SCRIPT] + tiny_args(data_dir, tmp_path, 'ddp', '--beta', '5', '--device', 'cpu', '--tensorboard')
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     run_dir = tmp_path / 'ddp'
     assert sorted(os.listdir(run_dir)) == ['args.txt', 'curves.png', 'log-train.log', 'state-last.pt',
-                                           'stats_adv.csv', 'weights-best.pt', 'weights-last.pt']
+                                           'stats_adv.csv', 'tensorboard', 'weights-best.pt', 'weights-last.pt']
+    assert len(os.listdir(run_dir / 'tensorboard')) == 1  # one event file: rank 0 only
     log = (run_dir / 'log-train.log').read_text()
     assert log.count('======= Epoch 1 =======') == 1  # only rank 0 logs
     ckpt = load(run_dir / 'weights-last.pt')
