@@ -2,6 +2,7 @@
 import csv
 import importlib.util
 import os
+import stat
 import subprocess
 import sys
 
@@ -76,6 +77,9 @@ def test_cli_writes_a_png_atomically(tmp_path):
     data = out.read_bytes()
     assert data.startswith(PNG_SIGNATURE) and len(data) > 10_000
     assert os.listdir(out.parent) == ['curves.png']  # no temporary file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o666 & ~umask  # a usual file, not mkstemp's 0600
 
 
 def test_cli_bad_folder_exit_2(tmp_path, capsys):

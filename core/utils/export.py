@@ -17,13 +17,13 @@ The `safetensors` package is optional (requirements.txt lists it under the optio
 import json
 import os
 import re
-import tempfile
 
 import torch
 
 from core.errors import UserError
 from core.models.wideresnetwithswish import dataset_mean_std
-from core.utils.checkpoint import canonical_state_dict, load_checkpoint, save_atomic
+from core.utils.atomic import write_atomic
+from core.utils.checkpoint import canonical_state_dict, load_checkpoint
 
 __all__ = ['LAYOUTS', 'FORMAT', 'is_safetensors', 'read_safetensors', 'write_safetensors', 'robustbench_state_dict',
            'export_weights']
@@ -80,18 +80,7 @@ def write_safetensors(state_dict, path, metadata=None):
     st = _safetensors()
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     data = st.torch.save(tensors, metadata={k: str(v) for k, v in (metadata or {}).items()})
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_atomic(path, lambda f: f.write(data))
 
 
 def robustbench_state_dict(state_dict, source='the checkpoint'):
@@ -179,8 +168,7 @@ def export_weights(src, out, layout='reference', unaveraged=False, overwrite=Fal
         state_dict = canonical_state_dict(state_dict)
     if suffix == SUFFIX:
         write_safetensors(state_dict, out, meta)
-    elif layout == 'robustbench':
-        save_atomic(state_dict, out)
     else:
-        save_atomic({'model_state_dict': state_dict}, out)
+        obj = state_dict if layout == 'robustbench' else {'model_state_dict': state_dict}
+        write_atomic(out, lambda f: torch.save(obj, f))
     return meta

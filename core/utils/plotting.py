@@ -11,7 +11,6 @@ no global backend), so drawing from inside a training script changes no state of
 import json
 import os
 import sys
-import tempfile
 
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -19,6 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from core.errors import UserError
+from core.utils.atomic import write_atomic
 
 __all__ = ['PANELS', 'STATS_FILE', 'read_run', 'draw_curves', 'save_figure', 'write_run_curves']
 
@@ -92,17 +92,8 @@ def draw_curves(runs, title=None):
 
 
 def save_figure(fig, path, dpi=100):
-    """Write `fig` as a PNG atomically: a temporary file in the same folder, then os.replace."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            fig.savefig(f, format='png', dpi=dpi)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Write `fig` as a PNG atomically (a temporary file in the same folder, then os.replace)."""
+    write_atomic(path, lambda f: fig.savefig(f, format='png', dpi=dpi))
 
 
 def write_run_curves(log_dir):
