@@ -234,7 +234,8 @@ def run_autoattack(adversary, x, y, bs=250, state_path=None, chunk_batches=10, r
       loader never converts back, and the restore path references labels it never set.)
     - several processes can share the work (`runtime` from `core.utils.distributed.setup` under torchrun): every
       process holds the same x, y and adversary; the clean pass splits its batches round-robin; each attack goes
-      in rounds of one chunk per process (`chunk_batches // world_size` batches each, at least 1); after every
+      in rounds of one chunk per process (`chunk_batches // world_size` batches each, at least 1, and no more
+      than an even share of the attack's batches, so that a small attack still keeps every process busy); after every
       round the fooled points are gathered on all processes, so all hold the same robust flags before the next
       round, and the primary process alone saves the state and logs. Each chunk starts at a multiple of `bs` in
       the list of points to attack, so every batch holds the same points as in a single process, with the same
@@ -325,7 +326,6 @@ def run_autoattack(adversary, x, y, bs=250, state_path=None, chunk_batches=10, r
 
     x_adv = x.clone()
     max_pert = 0.0
-    chunk = max(1, max(1, chunk_batches) // world) * bs
     for attack in names:
         if attack in after:
             continue
@@ -334,6 +334,9 @@ def run_autoattack(adversary, x, y, bs=250, state_path=None, chunk_batches=10, r
         else:
             todo, position = torch.nonzero(robust).flatten(), 0
             current = {'attack': attack, 'start': flags_to_str(robust), 'position': 0}
+        # a chunk per process and round: chunk_batches // world batches, fewer if that leaves a process idle
+        batches = -(-len(todo) // bs)
+        chunk = max(1, min(max(1, chunk_batches) // world, -(-batches // world))) * bs
         if len(todo) == 0:
             log('no robust datapoints left, skipping remaining attacks')
         else:
