@@ -36,12 +36,7 @@ class NotAStateDict:
     """Pickled as code: torch.load(weights_only=True) must refuse a checkpoint holding it."""
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # tests/conftest.py
 
 
 @pytest.fixture

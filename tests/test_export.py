@@ -88,12 +88,7 @@ class RobustBenchDMWideResNet(nn.Module):
 
 
 # ------------------------------------------------------------ fixtures
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # tests/conftest.py
 
 
 def trained_like_model(name='wrn-16-1-swish', normalize=False, seed=0):

@@ -130,15 +130,6 @@ REFERENCE = [
 ]
 
 
-@pytest.fixture
-def one_thread():
-    """Full-size runs on one thread: on a shared 2-core machine, 2 OpenMP threads are several times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize('demo,div,div_c,expected,c_l', REFERENCE, ids=[r[0] for r in REFERENCE])
 def test_first_iterations_match_the_reference(tmp_path, one_thread, demo, div, div_c, expected, c_l):

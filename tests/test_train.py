@@ -272,14 +272,6 @@ def tensorboard_scalars(folder):
     return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()['scalars']}
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny model: one thread is faster, and a busy machine is not oversubscribed
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_tensorboard_steps_and_resume(data_dir, tmp_path, one_thread):
     """--tensorboard: per-step train scalars at steps 1..2L (L batches per epoch), per-epoch ones at L and 2L, with
     a stop after epoch 1 and a resume continuing the same curves."""
