@@ -32,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from core.errors import UserError, exit_on_user_error
+from core.errors import SEED_MAX, UserError, check_number, exit_on_user_error
 
 DEMOS = ('PGDAT', 'PGDATconsistent', 'TRADES', 'Standard')
 DIVERGENCES = ('KL', 'JSsqrt', 'LSE', 'L2', 'L1', 'Linf')
@@ -432,6 +432,7 @@ def run(demo='PGDATconsistent', divergence='KL', divergence_C='KL', iterations=I
         raise UserError(f'--iterations {iterations} must be at least 1.')
     if save_every < 0:
         raise UserError(f'--save-every {save_every} must be >= 0 (0 = no snapshots).')
+    check_number('--seed', seed, 0, SEED_MAX, example=SEED)
     device = torch.device(device)
     chunk = CPU_CHUNK if device.type == 'cpu' else None
     n0, n1 = split_samples(samples)

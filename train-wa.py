@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from core.data import SEMISUP_DATASETS, get_data_info, load_data, set_epoch, validate_unsup_fraction
-from core.errors import UserError, exit_on_user_error
+from core.errors import SEED_MAX, UserError, check_number, exit_on_user_error
 from core.utils.checkpoint import load_checkpoint, save_atomic
 from core.utils.distributed import all_gather_object, barrier, cleanup, setup
 from core.utils.logger import Logger
@@ -42,7 +42,23 @@ RESUME_FREE_FLAGS = ('resume', 'overwrite', 'num_workers', 'stop_after', 'device
 
 
 def validate(args):
-    """Bad flag combinations the reference silently ignores or fails on late: one UserError line each."""
+    """Bad flags and combinations the reference silently ignores or fails on late: one UserError line each,
+    before anything is written."""
+    check_number('--attack-eps', args.attack_eps, 0, low_open=True, example='8/255')
+    check_number('--attack-step', args.attack_step, 0, low_open=True, example='2/255')
+    check_number('--attack-iter', args.attack_iter, 1, example=10)
+    check_number('--lr', args.lr, 0, low_open=True, example=0.4)
+    check_number('--weight-decay', args.weight_decay, 0, example='5e-4')
+    if args.beta is not None:
+        check_number('--beta', args.beta, 0, example=5.0)
+    check_number('--clip_value', args.clip_value, 0, example=0)
+    check_number('--ls', args.ls, 0, 1, high_open=True, example=0.1)
+    check_number('--tau', args.tau, 0, 1, high_open=True, example=0.995)
+    if args.clip_grad is not None:
+        check_number('--clip-grad', args.clip_grad, 0, low_open=True, example=1.0)
+    check_number('--seed', args.seed, 0, SEED_MAX, example=1)
+    if args.stop_after is not None:
+        check_number('--stop-after', args.stop_after, 1)
     if (args.LSE or args.mart) and args.beta is None:
         flag = '--LSE' if args.LSE else '--mart'
         raise UserError(f'{flag} needs --beta (without it the reference silently trains Madry PGD-AT); '

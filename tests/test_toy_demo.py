@@ -196,6 +196,11 @@ def test_bad_flags(tmp_path):
         toy.run(samples=1, out=str(tmp_path))
     with pytest.raises(UserError, match='--save-every'):
         toy.run(save_every=-1, out=str(tmp_path))
+    with pytest.raises(UserError, match='--seed -1'):          # np.random.seed would raise a ValueError
+        toy.run(seed=-1, out=str(tmp_path))
+    with pytest.raises(UserError, match='--iterations'):
+        toy.run(iterations=0, out=str(tmp_path))
+    assert not os.listdir(tmp_path)
 
 
 def test_command_line(tmp_path):

@@ -156,12 +156,12 @@ def test_resume_is_bit_identical(data_dir, tmp_path):
 
 def test_resume_with_other_flags_is_refused(data_dir, tmp_path):
     part = tiny_args(data_dir, tmp_path, 'part', '--num-adv-epochs', '3', data='cifar10')
-    assert run(part + ['--stop-after', '1', '--attack-iter', '0']) == 0
-    assert run(part + ['--resume', '--attack-iter', '0', '--lr', '0.1']) == 2
+    assert run(part + ['--stop-after', '1', '--attack-iter', '1']) == 0
+    assert run(part + ['--resume', '--attack-iter', '1', '--lr', '0.1']) == 2
 
 
 def test_debug_trains_one_epoch_with_the_full_schedule(data_dir, tmp_path):
-    assert run(tiny_args(data_dir, tmp_path, 'dbg', '--debug', '--num-adv-epochs', '8', '--attack-iter', '0',
+    assert run(tiny_args(data_dir, tmp_path, 'dbg', '--debug', '--num-adv-epochs', '8', '--attack-iter', '1',
                          data='cifar10')) == 0
     rows = read_csv(tmp_path / 'dbg' / 'stats_adv.csv')
     assert rows[0] == [c for c in CSV_COLUMNS if c != 'train_clean_acc']  # Madry without keep-clean
@@ -261,3 +261,20 @@ def test_pretrained_file_initialises_model_and_averaged_model(tmp_path):
     fresh = WATrainer(info, parser_train().parse_args(['--desc', 'dst'] + flags))
     assert not torch.equal(fresh.model.state_dict()['module.0.init_conv.weight'],
                            expected['module.0.init_conv.weight'])
+
+
+BAD_NUMBERS = [('--attack-eps', '-1'), ('--attack-eps', 'nan'), ('--attack-step', '0'), ('--attack-iter', '0'),
+               ('--lr', 'nan'), ('--lr', '0'), ('--lr', 'inf'), ('--weight-decay', '-0.0001'), ('--beta', '-1'),
+               ('--beta', 'nan'), ('--clip_value', '-0.5'), ('--ls', '1'), ('--ls', '-0.1'), ('--tau', '1'),
+               ('--tau', '-0.5'), ('--clip-grad', '0'), ('--seed', '-1'), ('--unsup-fraction', 'nan'),
+               ('--stop-after', '0')]
+
+
+@pytest.mark.parametrize('flag,value', BAD_NUMBERS, ids=[f'{f}={v}' for f, v in BAD_NUMBERS])
+def test_bad_numeric_flag_one_line_exit_2_nothing_written(data_dir, tmp_path, capsys, flag, value):
+    """Each numeric flag out of range: one line naming the flag, exit 2, no run folder (not even the log root)."""
+    log_dir = tmp_path / 'logs'
+    assert run(tiny_args(data_dir, log_dir, 'x', flag, value)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: {flag} ') and err.count('\n') == 1, err
+    assert not log_dir.exists()
