@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from core.errors import UserError
+from core.utils.faults import fault_point
 
 __all__ = ['canonical_state_dict', 'describe_state_dict', 'load_checkpoint', 'load_state_dict', 'load_weights',
            'save_atomic', 'strip_wrapper_prefixes', 'unwrap_model']
@@ -208,6 +209,7 @@ def save_atomic(obj, path):
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        fault_point(f'mid-write:{os.path.basename(path)}')
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):  # only our own temporary file, never the user's `path`
@@ -219,6 +221,7 @@ def save_atomic(obj, path):
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+    fault_point(f'after-write:{os.path.basename(path)}')
 
 
 def load_checkpoint(path, map_location='cpu'):

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from core.attacks.utils import linf_sign_ascent
 from core.errors import UserError
-from core.metrics import accuracy
+from core.metrics import batch_accuracy
 from core.utils.utils import smooth_cross_entropy
 
 __all__ = [
@@ -172,10 +172,12 @@ def inner_maximize(model, x, target_probs, divergence='kl', attack='linf-pgd', e
 # ----------------------------------------------------------------------------------------------------------
 
 def _metrics(loss, y, logits_nat, logits_adv, soft):
+    """{'loss', 'clean_acc', 'adversarial_acc'} as 0-dim tensors on the device (no host synchronisation)."""
     if soft:  # CutMix soft labels: the reference reports -1 (SPEC 6.8, quirk 26)
-        return {'loss': loss.item(), 'clean_acc': -1, 'adversarial_acc': -1}
-    return {'loss': loss.item(), 'clean_acc': accuracy(y, logits_nat.detach()),
-            'adversarial_acc': accuracy(y, logits_adv.detach())}
+        minus_one = torch.full((), -1.0, device=loss.device)
+        return {'loss': loss.detach(), 'clean_acc': minus_one, 'adversarial_acc': minus_one}
+    return {'loss': loss.detach(), 'clean_acc': batch_accuracy(y, logits_nat.detach()),
+            'adversarial_acc': batch_accuracy(y, logits_adv.detach())}
 
 
 def trades_kl_loss(logits_nat, logits_adv, y, beta, ls=0.1, soft_labels=None):
@@ -192,7 +194,7 @@ def trades_kl_loss(logits_nat, logits_adv, y, beta, ls=0.1, soft_labels=None):
         ls: label smoothing of the natural term. Default 0.1.
         soft_labels: optional (B, K) CutMix soft labels; both accuracies are then reported as -1.
     Returns:
-        (loss 0-dim tensor, {'loss', 'clean_acc', 'adversarial_acc'} floats).
+        (loss 0-dim tensor, {'loss', 'clean_acc', 'adversarial_acc'} 0-dim tensors).
     """
     if soft_labels is not None:
         loss_natural = kl_div_batchmean(soft_labels, logits_nat)
@@ -228,7 +230,7 @@ def score_lse_loss(logits_nat, logits_adv, y, beta, ls=0.0, num_classes=None, cl
         clip_value: per-sample clipping of the robust term. Default 0.0.
         soft_labels: optional (B, K) CutMix soft labels; both accuracies are then reported as -1.
     Returns:
-        (loss 0-dim tensor, {'loss', 'clean_acc', 'adversarial_acc'} floats).
+        (loss 0-dim tensor, {'loss', 'clean_acc', 'adversarial_acc'} 0-dim tensors).
     """
     num_classes = logits_nat.shape[1] if num_classes is None else num_classes
     target = soft_labels if soft_labels is not None else lse_targets(y, num_classes, ls, logits_nat.dtype)
