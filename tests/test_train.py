@@ -14,6 +14,7 @@ import csv
 import json
 import math
 import os
+import re
 import runpy
 import subprocess
 import sys
@@ -278,3 +279,32 @@ def test_bad_numeric_flag_one_line_exit_2_nothing_written(data_dir, tmp_path, ca
     err = capsys.readouterr().err
     assert err.startswith(f'error: {flag} ') and err.count('\n') == 1, err
     assert not log_dir.exists()
+
+
+def test_non_finite_loss_stops_keeps_the_last_epoch_and_resumes_with_another_lr(data_dir, tmp_path, capsys):
+    """A loss that blows up stops the run (one line: epoch, batch), the files of epoch 1 stay byte-identical, and
+    --resume --resume-changed-flags lr --lr X continues with the schedule of X (OneCycleLR written out by hand)."""
+    argv = tiny_args(data_dir, tmp_path, 'nan', '--num-adv-epochs', '3', '--lr', '0.1', data='cifar10')
+    assert run(argv + ['--stop-after', '1']) == 0
+    run_dir = tmp_path / 'nan'
+    names = ('weights-best.pt', 'weights-last.pt', 'stats_adv.csv', 'state-last.pt')
+    kept = {n: (run_dir / n).read_bytes() for n in names}
+    capsys.readouterr()
+    assert run(argv + ['--resume', '--lr', '1e30']) == 2                     # not on purpose: refused, with the fix
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'for lr' in err and '--resume-changed-flags lr' in err
+    assert run(argv + ['--resume', '--resume-changed-flags', 'lr', '--lr', '1e30']) == 2
+    err = capsys.readouterr().err.split('\r')[-1]                           # after the (cleared) progress bar
+    assert err.count('\n') == 1 and re.match(r'error: epoch 2, batch [1-4] of 4: the training loss is (nan|inf) ', err)
+    assert 'still holds epoch 1' in err and '--resume --resume-changed-flags lr' in err
+    assert {n: (run_dir / n).read_bytes() for n in names} == kept
+    assert 'epoch 2, batch' in (run_dir / 'log-train.log').read_text()
+    assert run(argv + ['--resume', '--resume-changed-flags', 'lr', '--lr', '0.05']) == 0
+    lrs = [float(r[CSV_COLUMNS.index('lr') - 1]) for r in read_csv(run_dir / 'stats_adv.csv')[1:]]
+
+    def one_cycle(max_lr, step, total=3):        # cosinew: OneCycleLR(pct_start 0.025), annealing phase
+        start = 0.025 * total - 1
+        low = max_lr / 25 / 1e4
+        return low + (max_lr - low) / 2 * (1 + math.cos(math.pi * (step - start) / (total - 1 - start)))
+    assert lrs[0] == pytest.approx(one_cycle(0.1, 0), rel=1e-12)
+    assert lrs[1:] == pytest.approx([one_cycle(0.05, 1), one_cycle(0.05, 2)], rel=1e-12)

@@ -275,29 +275,31 @@ class Trainer:
         check_every = 1 if self.device.type == 'cpu' else NONFINITE_CHECK_EVERY
         metrics_acc = EpochMetrics(self.device, tolerance)
         bar = self.progress(dataloader, epoch)
-        for update_iter, (x, y) in enumerate(bar):
-            self.before_step(epoch, update_iter)
-            x, y = self.prepare_batch(x, y, train=True)
-            with self.runtime.autocast():
-                loss, metrics = self.loss(x, y) if adversarial else self.standard_loss(x, y)
-            self.optimizer.zero_grad(set_to_none=False)
-            self.scaler.scale(loss).backward()
-            if p.clip_grad:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), p.clip_grad)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            if p.scheduler in ('cyclic',):
-                self.scheduler.step()
-            self.after_step(epoch, update_iter + 1)
-            self.last_global_step = self.global_step(epoch, update_iter + 1)
-            metrics_acc.add(metrics)
-            fault_point('train-batch', update_iter + 1)
-            if (update_iter + 1) % check_every == 0:
-                metrics_acc.check_finite(epoch, len(dataloader), self.runtime)
-            if _bar_redraws_next(bar, update_iter + 1):
-                bar.set_postfix({k: f'{v:.4f}' for k, v in metrics_acc.means().items()}, refresh=False)
-        bar.close()
+        try:
+            for update_iter, (x, y) in enumerate(bar):
+                self.before_step(epoch, update_iter)
+                x, y = self.prepare_batch(x, y, train=True)
+                with self.runtime.autocast():
+                    loss, metrics = self.loss(x, y) if adversarial else self.standard_loss(x, y)
+                self.optimizer.zero_grad(set_to_none=False)
+                self.scaler.scale(loss).backward()
+                if p.clip_grad:
+                    self.scaler.unscale_(self.optimizer)
+                    nn.utils.clip_grad_norm_(self.model.parameters(), p.clip_grad)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                if p.scheduler in ('cyclic',):
+                    self.scheduler.step()
+                self.after_step(epoch, update_iter + 1)
+                self.last_global_step = self.global_step(epoch, update_iter + 1)
+                metrics_acc.add(metrics)
+                fault_point('train-batch', update_iter + 1)
+                if (update_iter + 1) % check_every == 0:
+                    metrics_acc.check_finite(epoch, len(dataloader), self.runtime)
+                if _bar_redraws_next(bar, update_iter + 1):
+                    bar.set_postfix({k: f'{v:.4f}' for k, v in metrics_acc.means().items()}, refresh=False)
+        finally:
+            bar.close()
         metrics_acc.check_finite(epoch, len(dataloader), self.runtime)
         if p.scheduler in ('step', 'converge', 'cosine', 'cosinew') and self.scheduler is not None:
             self.scheduler.step()
