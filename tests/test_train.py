@@ -16,6 +16,7 @@ import math
 import os
 import re
 import runpy
+import signal
 import subprocess
 import sys
 
@@ -308,3 +309,52 @@ def test_non_finite_loss_stops_keeps_the_last_epoch_and_resumes_with_another_lr(
         return low + (max_lr - low) / 2 * (1 + math.cos(math.pi * (step - start) / (total - 1 - start)))
     assert lrs[0] == pytest.approx(one_cycle(0.1, 0), rel=1e-12)
     assert lrs[1:] == pytest.approx([one_cycle(0.05, 1), one_cycle(0.05, 2)], rel=1e-12)
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: the forked children below must not enter an OpenMP team created by the parent, and
+    all the runs compared bit for bit use the same thread count."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def run_killed(argv, fault):
+    """Run train-wa.py in a forked child with SCORE_AT_FAULT=fault; assert that it SIGKILLed itself there."""
+    pid = os.fork()
+    if pid == 0:  # the child: no pytest teardown, whatever happens
+        code = 98
+        try:
+            os.environ['SCORE_AT_FAULT'] = fault
+            code = run(argv)
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (fault, status)
+
+
+@pytest.mark.skipif(not hasattr(os, 'fork'), reason='needs os.fork')
+def test_killed_at_any_point_resume_ends_bit_identical(data_dir, tmp_path, one_thread):
+    """SIGKILL (no cleanup) in the middle of a file write, in the middle of an epoch and between two writes:
+    each --resume continues from the last state-last.pt (the commit point; before the first one, from epoch 1)
+    and the run ends with the weights and the CSV of the uninterrupted run."""
+    flags = ('--beta', '5', '--adv-eval-freq', '1')
+    assert run(tiny_args(data_dir, tmp_path, 'full', *flags, data='cifar10')) == 0
+    argv = tiny_args(data_dir, tmp_path, 'killed', *flags, data='cifar10')
+    run_killed(argv, 'mid-write:weights-last.pt:1')      # epoch 1 not committed: weights-best.pt + a temp file
+    run_dir = tmp_path / 'killed'
+    assert not (run_dir / 'state-last.pt').exists() and any(n.endswith('.tmp') for n in os.listdir(run_dir))
+    resume = argv + ['--resume']
+    run_killed(resume, 'train-batch:2:2')               # restarted at epoch 1, committed it, killed in epoch 2
+    assert load(run_dir / 'state-last.pt')['epoch'] == 1
+    run_killed(resume, 'after-write:stats_adv.csv:2')   # epoch 2's weights and CSV written, its state not
+    assert len(read_csv(run_dir / 'stats_adv.csv')) == 3 and load(run_dir / 'state-last.pt')['epoch'] == 1
+    run_killed(resume, 'mid-write:state-last.pt:2')     # the state of epoch 2 written to a temp file only
+    assert run(resume) == 0
+    for name in ('weights-last.pt', 'weights-best.pt'):
+        assert_same_weights(load(tmp_path / 'full' / name), load(run_dir / name))
+    assert read_csv(tmp_path / 'full' / 'stats_adv.csv') == read_csv(run_dir / 'stats_adv.csv')
+    assert load(run_dir / 'state-last.pt')['epoch'] == 2
+    assert sorted(os.listdir(run_dir)) == sorted(os.listdir(tmp_path / 'full'))   # no temp file left
