@@ -21,7 +21,7 @@ from torch.optim.lr_scheduler import MultiStepLR, OneCycleLR
 from tqdm import tqdm
 
 from core.attacks import create_train_and_eval_attacks
-from core.attacks.utils import linf_sign_ascent
+from core.attacks.utils import l2_sgd_ascent, linf_sign_ascent
 from core.errors import UserError
 from core.metrics import accuracy, batch_accuracy, num_correct
 from core.models import create_model
@@ -47,26 +47,36 @@ def pretrained_path(args):
     return os.path.join(args.log_dir, name, 'weights-best.pt')
 
 
-def trades_loss_plain(model, x, y, *, step_size=0.003, epsilon=0.031, perturb_steps=10, beta=1.0):
-    """TRADES of the plain Trainer (`--tau 0`, SPEC 6.7; Zhang et al., ICML 2019), L-inf only.
+def trades_loss_plain(model, x, y, *, step_size=0.003, epsilon=0.031, perturb_steps=10, beta=1.0, attack='linf-pgd'):
+    """TRADES of the plain Trainer (`--tau 0`, SPEC 6.7; Zhang et al., ICML 2019), L-inf or L2.
 
-    Attack in eval mode from x + 0.001 N(0, 1) (CPU draw, then moved), T sign-ascent steps on the summed
-    KL(p(model(x)) || p(model(x_adv))) with p(model(x)) from an eval-mode forward, projection to the eps-box
-    and [0, 1]. Then, in train mode, loss = CE(z_nat, y) + beta * KL_sum(p(z_nat) || p(z_adv)) / B.
+    Attack in eval mode on the summed KL(p(model(x)) || p(model(x_adv))), with p(model(x)) from an eval-mode
+    forward. The start x + 0.001 N(0, 1) is drawn first (CPU draw, then moved) for both threat models, as the
+    reference does. `linf-pgd`: T sign-ascent steps from it, projection to the eps-box and [0, 1]. `l2-pgd`:
+    x_adv = x + delta, delta = 0.001 N(0, 1) (a second CPU draw) after T steps of `l2_sgd_ascent` (SGD at
+    2 eps / T on the per-sample normalised gradient, clamp to [0, 1], renorm to eps). Then, in train mode,
+    loss = CE(z_nat, y) + beta * KL_sum(p(z_nat) || p(z_adv)) / B.
 
     Args:
         model: the training model (left in train mode). x: (B, C, H, W) in [0, 1]. y: (B,) int64.
-        step_size, epsilon, perturb_steps: alpha, eps, T. beta: weight of the robust term.
+        step_size, epsilon, perturb_steps: alpha (L-inf only), eps, T. beta: weight of the robust term.
+        attack: 'linf-pgd' or 'l2-pgd'.
     Returns:
-        (loss, {'loss', 'clean_acc', 'adversarial_acc'}). No optimizer is touched.
+        (loss, {'loss', 'clean_acc', 'adversarial_acc'} 0-dim tensors). No optimizer is touched.
     """
+    if attack not in ('linf-pgd', 'l2-pgd'):
+        raise UserError(f'attack {attack!r} is not supported by TRADES training; use --attack linf-pgd or l2-pgd.')
     x = x.detach()
     with ctx_eval(model), torch.enable_grad():
         with torch.no_grad():
             p_nat = F.softmax(model(x), dim=1)
         x_adv = x + 0.001 * torch.randn(x.shape).to(x.device)
-        x_adv = linf_sign_ascent(lambda z: F.kl_div(F.log_softmax(model(z), dim=1), p_nat, reduction='sum'),
-                                 x, x_adv, epsilon, step_size, perturb_steps)
+        kl_sum = lambda z: F.kl_div(F.log_softmax(model(z), dim=1), p_nat, reduction='sum')
+        if attack == 'linf-pgd':
+            x_adv = linf_sign_ascent(kl_sum, x, x_adv, epsilon, step_size, perturb_steps)
+        else:
+            delta = 0.001 * torch.randn(x.shape).to(x.device)
+            x_adv = x + l2_sgd_ascent(kl_sum, x, delta, epsilon, perturb_steps)
     model.train()
     x_adv = torch.clamp(x_adv, 0.0, 1.0).detach()
     logits_nat = model(x)
@@ -182,13 +192,15 @@ class Trainer:
     # ------------------------------------------------------------------ losses (SPEC 6)
     @staticmethod
     def check_flags(args):
-        """The plain Trainer trains Madry, TRADES (6.7, L-inf) or MART; LSE and CutMix need weight averaging."""
+        """The plain Trainer trains Madry, TRADES (6.7, linf-pgd or l2-pgd) or MART (linf-pgd); LSE and CutMix
+        need weight averaging."""
         p = args
         if p.LSE or p.CutMix:
             raise UserError('--LSE and --CutMix need weight averaging (the reference WATrainer): use --tau > 0.')
-        if p.beta is not None and not p.mart and p.attack != 'linf-pgd':
-            raise UserError('the plain Trainer (--tau 0) implements TRADES for --attack linf-pgd only; '
-                            'use --tau > 0 or --attack linf-pgd.')
+        if p.beta is not None and p.mart and p.attack != 'linf-pgd':
+            raise UserError('MART supports --attack linf-pgd only.')
+        if p.beta is not None and not p.mart and p.attack not in ('linf-pgd', 'l2-pgd'):
+            raise UserError('TRADES training supports --attack linf-pgd or l2-pgd.')
 
     def loss(self, x, y):
         """Dispatch (SPEC 6): MART if --mart, else TRADES if --beta is set, else Madry."""
@@ -198,7 +210,7 @@ class Trainer:
                              perturb_steps=p.attack_iter, beta=p.beta, attack=p.attack)
         if p.beta is not None:
             return trades_loss_plain(model, x, y, step_size=p.attack_step, epsilon=p.attack_eps,
-                                     perturb_steps=p.attack_iter, beta=p.beta)
+                                     perturb_steps=p.attack_iter, beta=p.beta, attack=p.attack)
         return self.adversarial_loss(x, y)
 
     def adversarial_loss(self, x, y):
