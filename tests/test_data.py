@@ -404,6 +404,22 @@ def test_tiny_imagenet_folders(tmp_path):
     assert (len(train), len(test), len(val)) == (4, 6, 2)
     x, y = train[(0, 1)]
     assert x.shape == (3, 64, 64) and y in (0, 1)
+    # one validation image per class (not both of class n01, as the first 2 files would be)
+    assert sorted(val[i][1] for i in range(2)) == [0, 1] and sorted(train[i][1] for i in range(4)) == [0, 0, 1, 1]
+    with pytest.raises(UserError, match='every class'):
+        load_data(str(tmp_path / 'tiny-imagenet'), num_workers=0, validation=True, val_size=5)
+
+
+def test_tiny_imagenet_per_class_split_by_hand():
+    from core.data.tiny_imagenet import per_class_split
+    labels = [0, 0, 0, 0, 1, 1, 2, 2, 2]
+    assert per_class_split(labels, 5) == ([0, 4, 6, 1, 7], [2, 3, 5, 8])
+    assert per_class_split(labels, 6) == ([0, 4, 6, 1, 7, 2], [3, 5, 8])   # class 1 keeps image 5
+    # Tiny-ImageNet's shape: 200 classes x 500, 1024 validation images -> 5 or 6 per class, 494-495 kept
+    val, train = per_class_split([c for c in range(200) for _ in range(500)], 1024)
+    counts = np.bincount(np.array(val) // 500, minlength=200)
+    assert len(val) == 1024 and set(counts.tolist()) == {5, 6} and counts[:24].tolist() == [6] * 24
+    assert len(train) == 100000 - 1024 and not set(val) & set(train)
 
 
 def test_tiny_images_pickle(root):
