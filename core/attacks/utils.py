@@ -136,7 +136,7 @@ def l2_sgd_ascent(objective, x, delta, eps, iters):
     Returns:
         delta after the steps, detached. Gradients are taken w.r.t. delta only (no parameter .grad).
     """
-    lr = eps / iters * 2 if iters > 0 else 0.0
+    lr = eps / iters * 2 if iters > 0 else 0.0   # T = 0: the reference divides by zero
     view = (-1,) + (1,) * (x.dim() - 1)
     for _ in range(iters):
         delta.requires_grad_(True)

@@ -439,7 +439,7 @@ class EpochMetrics:
         row = [metrics[k].detach().to(torch.float64) if torch.is_tensor(metrics[k])
                else torch.tensor(float(metrics[k]), dtype=torch.float64) for k in self.keys]
         self.rows.append(torch.stack([v.to(self.streak.device) for v in row]))
-        loss = self.rows[-1][0] if self.keys[0] == 'loss' else self.rows[-1].sum()
+        loss = self.rows[-1][self.keys.index('loss')] if 'loss' in self.keys else self.rows[-1].sum()
         finite = torch.isfinite(loss)
         self.streak = torch.where(finite, torch.zeros_like(self.streak), self.streak + 1)
         hit = (self.first_bad == 0) & (self.streak > self.tolerance)

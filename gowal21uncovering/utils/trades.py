@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from core.attacks.utils import linf_sign_ascent
+from core.attacks.utils import l2_sgd_ascent, linf_sign_ascent
 from core.errors import UserError
 from core.metrics import batch_accuracy
 from core.utils.utils import smooth_cross_entropy
@@ -143,22 +143,8 @@ class TradesInnerMax:
         if self.attack == 'linf-pgd':
             x_adv = linf_sign_ascent(lambda z: self.divergence(p, self.model(z)), x, x_adv, eps, self.step, self.iters)
         else:  # 'l2-pgd': plain SGD (no momentum) on delta, rate 2*eps/T, on the negated divergence
-            lr = eps / self.iters * 2 if self.iters > 0 else 0.0   # T = 0: the reference divides by zero
-            view = (-1,) + (1,) * (x.dim() - 1)
             delta = 0.001 * torch.randn(x.shape, dtype=torch.float32).to(x.device)
-            for _ in range(self.iters):
-                delta.requires_grad_(True)
-                loss = -1 * self.divergence(p, self.model(x + delta))
-                grad, = torch.autograd.grad(loss, [delta])
-                delta = delta.detach()
-                grad_norms = grad.view(len(x), -1).norm(p=2, dim=1)
-                grad = grad.div(grad_norms.view(view))
-                if (grad_norms == 0).any():
-                    grad[grad_norms == 0] = torch.randn_like(grad[grad_norms == 0])
-                delta = delta.add(grad, alpha=-lr)
-                delta = torch.clamp(delta + x, 0.0, 1.0) - x
-                delta = torch.renorm(delta, p=2, dim=0, maxnorm=eps)
-            x_adv = x + delta
+            x_adv = x + l2_sgd_ascent(lambda z: self.divergence(p, self.model(z)), x, delta, eps, self.iters)
         return torch.clamp(x_adv, 0.0, 1.0).detach()
 
 
