@@ -45,7 +45,8 @@ RESUME_FREE_FLAGS = ('resume', 'overwrite', 'num_workers', 'stop_after', 'device
 # Flags a resume may change on purpose, named in --resume-changed-flags (README.md, section Training).
 RESUME_CHANGEABLE_FLAGS = ('lr',)
 # Temporary files of the writers of the run folder (save_atomic, write_csv): left behind by a killed process.
-STALE_TEMP_FILES = re.compile(r'^(\.(weights-best|weights-last|state-last)\.pt\..*\.tmp|stats_adv\.csv\.tmp)$')
+STALE_TEMP_FILES = re.compile(r'^(\.(weights-best|weights-last|state-last)\.pt\..*\.tmp'
+                              r'|(stats_adv\.csv|args\.txt)\.tmp)$')
 
 
 def validate(args):
@@ -130,7 +131,8 @@ def load_resume_state(log_dir, args, num_epochs):
             with open(os.path.join(log_dir, 'args.txt')) as f:
                 saved = json.load(f)
         except ValueError as e:
-            raise UserError(f'--resume: {log_dir}/args.txt is not JSON ({e}); start the run with --overwrite.') from None
+            raise UserError(f'--resume: {log_dir}/args.txt is not JSON ({e}); start the run with '
+                            f'--overwrite.') from None
         check_resume_flags(saved, args, log_dir)
         return None
     state = load_checkpoint(os.path.join(log_dir, STATE_FILE))
@@ -199,6 +201,14 @@ def set_rng_state(state):
     random.setstate((p['version'], tuple(p['internal']), p['gauss_next']))
 
 
+def write_args(args, log_dir):
+    """args.txt: JSON of every flag (indent 4), written to a temporary file and renamed."""
+    path = os.path.join(log_dir, 'args.txt')
+    with open(path + '.tmp', 'w') as f:
+        json.dump(args.__dict__, f, indent=4)
+    os.replace(path + '.tmp', path)
+
+
 def write_csv(rows, path):
     """stats_adv.csv from a list of per-epoch dicts (the reference used the removed DataFrame.append)."""
     tmp = path + '.tmp'
@@ -262,9 +272,11 @@ def main():
         stale = remove_stale_temp_files(LOG_DIR) if args.resume else []
     barrier(runtime)
     logger = Logger(os.path.join(LOG_DIR, 'log-train.log'), mode='a' if args.resume else 'w', enabled=primary)
-    if primary and not args.resume:
-        with open(os.path.join(LOG_DIR, 'args.txt'), 'w') as f:
-            json.dump(args.__dict__, f, indent=4)
+    # args.txt: now for a new run (or a restart before any saved epoch); with a changed --lr, together with the
+    # first state file that uses it (so that args.txt always holds the flags of state-last.pt)
+    args_changed = state is not None and state['args']['lr'] != args.lr
+    if primary and state is None:
+        write_args(args, LOG_DIR)
     logger.log('Using device: {}'.format(runtime.device.type))
     if stale:
         logger.log('Removed the temporary files of an interrupted write: {}.'.format(', '.join(stale)))
@@ -340,6 +352,9 @@ def main():
         logger.log('Time taken: {}'.format(format_time(time.time() - start)))
         if primary:
             write_csv(rows, os.path.join(LOG_DIR, 'stats_adv.csv'))
+            if args_changed:
+                write_args(args, LOG_DIR)
+                args_changed = False
             save_atomic({'format_version': STATE_FORMAT_VERSION, 'epoch': epoch,
                          'global_step': trainer.last_global_step, 'best': best, 'rows': rows,
                          'train_metrics': res, 'args': dict(vars(args)), 'trainer': trainer.state_dict(),

@@ -288,7 +288,7 @@ def test_non_finite_loss_stops_keeps_the_last_epoch_and_resumes_with_another_lr(
     argv = tiny_args(data_dir, tmp_path, 'nan', '--num-adv-epochs', '3', '--lr', '0.1', data='cifar10')
     assert run(argv + ['--stop-after', '1']) == 0
     run_dir = tmp_path / 'nan'
-    names = ('weights-best.pt', 'weights-last.pt', 'stats_adv.csv', 'state-last.pt')
+    names = ('weights-best.pt', 'weights-last.pt', 'stats_adv.csv', 'state-last.pt', 'args.txt')
     kept = {n: (run_dir / n).read_bytes() for n in names}
     capsys.readouterr()
     assert run(argv + ['--resume', '--lr', '1e30']) == 2                     # not on purpose: refused, with the fix
@@ -302,6 +302,7 @@ def test_non_finite_loss_stops_keeps_the_last_epoch_and_resumes_with_another_lr(
     assert 'epoch 2, batch' in (run_dir / 'log-train.log').read_text()
     assert run(argv + ['--resume', '--resume-changed-flags', 'lr', '--lr', '0.05']) == 0
     lrs = [float(r[CSV_COLUMNS.index('lr') - 1]) for r in read_csv(run_dir / 'stats_adv.csv')[1:]]
+    assert json.loads((run_dir / 'args.txt').read_text())['lr'] == 0.05 == load(run_dir / 'state-last.pt')['args']['lr']
 
     def one_cycle(max_lr, step, total=3):        # cosinew: OneCycleLR(pct_start 0.025), annealing phase
         start = 0.025 * total - 1
