@@ -359,3 +359,16 @@ def test_killed_at_any_point_resume_ends_bit_identical(data_dir, tmp_path, one_t
     assert read_csv(tmp_path / 'full' / 'stats_adv.csv') == read_csv(run_dir / 'stats_adv.csv')
     assert load(run_dir / 'state-last.pt')['epoch'] == 2
     assert sorted(os.listdir(run_dir)) == sorted(os.listdir(tmp_path / 'full'))   # no temp file left
+
+
+def test_negative_unsup_fraction_passes_the_flag_checks(data_dir, tmp_path):
+    """--unsup-fraction -1 (one merged pool, the sampler's test in test_data.py) is no longer refused."""
+    from core.utils.parser import parser_train
+    validate = runpy.run_path(SCRIPT)['validate']          # the script's functions, main() not run
+    validate(parser_train().parse_args(tiny_args(data_dir, tmp_path, 'x', '--unsup-fraction', '-1')))
+    args = parser_train().parse_args(tiny_args(data_dir, tmp_path, 'x', '--resume-changed-flags', 'lr'))
+    with pytest.raises(Exception, match='add --resume'):
+        validate(args)
+    args = parser_train().parse_args(tiny_args(data_dir, tmp_path, 'x', '--resume', '--resume-changed-flags', 'beta'))
+    with pytest.raises(Exception, match='only lr may change'):
+        validate(args)
