@@ -201,6 +201,15 @@ def set_rng_state(state):
     random.setstate((p['version'], tuple(p['internal']), p['gauss_next']))
 
 
+def saved_lr(log_dir):
+    """The --lr in log_dir/args.txt (None if unreadable)."""
+    try:
+        with open(os.path.join(log_dir, 'args.txt')) as f:
+            return json.load(f).get('lr')
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def write_args(args, log_dir):
     """args.txt: JSON of every flag (indent 4), written to a temporary file and renamed."""
     path = os.path.join(log_dir, 'args.txt')
@@ -274,7 +283,7 @@ def main():
     logger = Logger(os.path.join(LOG_DIR, 'log-train.log'), mode='a' if args.resume else 'w', enabled=primary)
     # args.txt: now for a new run (or a restart before any saved epoch); with a changed --lr, together with the
     # first state file that uses it (so that args.txt always holds the flags of state-last.pt)
-    args_changed = state is not None and state['args']['lr'] != args.lr
+    args_changed = state is not None and saved_lr(LOG_DIR) != args.lr
     if primary and state is None:
         write_args(args, LOG_DIR)
     logger.log('Using device: {}'.format(runtime.device.type))

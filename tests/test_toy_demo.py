@@ -237,7 +237,7 @@ def test_command_line(tmp_path):
                            '--threads', '1'],
                           capture_output=True, text=True, cwd=str(tmp_path), timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert 'ite    1 | train loss' in proc.stdout and 'C_L: ' in proc.stdout
+    assert proc.stdout.startswith('ite: 0\nTrain loss: ') and '\n***\nC_L: ' in proc.stdout
     assert (tmp_path / 'PGDATconsistent_KL' / 'record_train_loss.txt').exists()
     bad = subprocess.run([sys.executable, os.path.join(ROOT, 'generate_toy_demo.py'), '--samples', '1', '--device',
                           'cpu', '--out', str(tmp_path)], capture_output=True, text=True, cwd=str(tmp_path),
