@@ -165,6 +165,16 @@ def remove_stale_temp_files(log_dir):
     return removed
 
 
+def dataparallel_note(runtime, gpus):
+    """The one-line note for a single-process run on a host with `gpus` > 1 visible GPUs (else None): the
+    reference wrapped the model in DataParallel there, so its BatchNorm saw batch/N images per replica."""
+    if not runtime.is_primary or runtime.distributed or runtime.device.type != 'cuda' or gpus < 2:
+        return None
+    return (f'Note: {gpus} GPUs are visible but this run uses one; the reference wrapped the model in DataParallel '
+            f'over all of them (BatchNorm statistics per batch/{gpus} images): `torchrun --nproc_per_node {gpus} '
+            f'train-wa.py ...` reproduces that.')
+
+
 def non_finite_message(e, log_dir, args, logger):
     """The one line of a run stopped by a non-finite loss (also written to log-train.log): where, what is kept,
     how to continue."""
@@ -238,10 +248,9 @@ def main():
     # ------------------------------------------------------------------ device / AMP / DDP
     runtime = setup(args.device, args.amp)
     primary = runtime.is_primary
-    if primary and not runtime.distributed and runtime.device.type == 'cuda' and torch.cuda.device_count() > 1:
-        print(f'Note: {torch.cuda.device_count()} GPUs are visible but this run uses one; the reference wrapped the '
-              f'model in DataParallel over all of them (BatchNorm statistics per batch/N images): '
-              f'`torchrun --nproc_per_node {torch.cuda.device_count()} train-wa.py ...` reproduces that.')
+    note = dataparallel_note(runtime, torch.cuda.device_count() if runtime.device.type == 'cuda' else 0)
+    if note:
+        print(note)
     check_run_dir(LOG_DIR, args)
     state = load_resume_state(LOG_DIR, args, NUM_ADV_EPOCHS) if args.resume else None
     barrier(runtime)  # every process has checked before rank 0 writes anything

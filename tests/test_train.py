@@ -372,3 +372,16 @@ def test_negative_unsup_fraction_passes_the_flag_checks(data_dir, tmp_path):
     args = parser_train().parse_args(tiny_args(data_dir, tmp_path, 'x', '--resume', '--resume-changed-flags', 'beta'))
     with pytest.raises(Exception, match='only lr may change'):
         validate(args)
+
+
+def test_dataparallel_note_only_for_one_process_on_several_gpus():
+    from core.utils.distributed import Runtime
+    note = runpy.run_path(SCRIPT)['dataparallel_note']
+    cuda = torch.device('cuda')
+    assert note(Runtime(device=cuda), 4) == (
+        'Note: 4 GPUs are visible but this run uses one; the reference wrapped the model in DataParallel over all '
+        'of them (BatchNorm statistics per batch/4 images): `torchrun --nproc_per_node 4 train-wa.py ...` '
+        'reproduces that.')
+    assert note(Runtime(device=cuda), 1) is None                            # one GPU: nothing to say
+    assert note(Runtime(device=cuda, rank=0, world_size=4), 4) is None      # already under torchrun
+    assert note(Runtime(device=torch.device('cpu')), 0) is None
