@@ -120,3 +120,33 @@ def linf_sign_ascent(objective, x, x_adv, eps, step, iters):
         x_adv = torch.min(torch.max(x_adv, x - eps), x + eps)
         x_adv = torch.clamp(x_adv, 0.0, 1.0)
     return x_adv.detach()
+
+
+def l2_sgd_ascent(objective, x, delta, eps, iters):
+    """The L2 inner loop of TRADES (SPEC 6.4, 6.7): plain SGD (no momentum, lr = 2 eps / T) on delta minimising
+    `-objective(x + delta)`, with per-sample normalised gradients.
+
+    Each step: g = grad of -objective w.r.t. delta, divided per sample by its L2 norm (a sample whose norm is 0
+    gets a fresh N(0, 1) gradient, from delta's device generator); delta <- delta - lr * g; delta <-
+    clamp01(x + delta) - x; delta <- per-sample renorm to L2 <= eps (torch.renorm).
+
+    Args:
+        objective: images -> scalar tensor to maximise. x: (B, C, H, W) clean images in [0, 1], detached.
+        delta: the starting perturbation (B, C, H, W). eps: the L2 radius. iters: T (0: delta is returned as is).
+    Returns:
+        delta after the steps, detached. Gradients are taken w.r.t. delta only (no parameter .grad).
+    """
+    lr = eps / iters * 2 if iters > 0 else 0.0   # T = 0: the reference divides by zero
+    view = (-1,) + (1,) * (x.dim() - 1)
+    for _ in range(iters):
+        delta.requires_grad_(True)
+        grad, = torch.autograd.grad(-1 * objective(x + delta), [delta])
+        delta = delta.detach()
+        grad_norms = grad.view(len(x), -1).norm(p=2, dim=1)
+        grad = grad.div(grad_norms.view(view))
+        if (grad_norms == 0).any():
+            grad[grad_norms == 0] = torch.randn_like(grad[grad_norms == 0])
+        delta = delta.add(grad, alpha=-lr)
+        delta = torch.clamp(delta + x, 0.0, 1.0) - x
+        delta = torch.renorm(delta, p=2, dim=0, maxnorm=eps)
+    return delta.detach()

@@ -7,9 +7,9 @@
 
 The x axis is the optimizer step of the run, (epoch - 1) * steps_per_epoch + batch (1-based), for both kinds of
 tags; an epoch's values sit at the step of its last batch. A resumed run continues the same curves: its writer
-purges whatever a killed run wrote after its last saved epoch (SummaryWriter's `purge_step`), so every step
-appears once. The `tensorboard` package is optional: `require_tensorboard()` turns its absence into a one-line
-error before the run writes anything.
+purges whatever an earlier process wrote from its first step on (SummaryWriter's `purge_step`: the tail of a killed
+run, or an old run under --overwrite), so every step appears once. The `tensorboard` package is optional:
+`require_tensorboard()` turns its absence into a one-line error before the run writes anything.
 """
 import os
 
@@ -37,13 +37,16 @@ class TensorBoard:
     Args:
         log_dir: the run folder (LOG_DIR).
         steps_per_epoch: optimizer steps per epoch (the training loader's length on this process).
-        start_epoch: first epoch this process trains (> 1 when resuming: later events of the old run are purged).
+        start_epoch: first epoch this process trains (> 1 when resuming); events an earlier process wrote from
+            that epoch on are purged.
     """
 
     def __init__(self, log_dir, steps_per_epoch, start_epoch=1):
         writer = require_tensorboard()
         self.steps_per_epoch = steps_per_epoch
-        purge = (start_epoch - 1) * steps_per_epoch + 1 if start_epoch > 1 else None
+        # Events of an earlier process in this folder at or after our first step are dropped: the tail of a killed
+        # run (also one killed before its first saved epoch, which restarts at epoch 1) or an --overwrite'n run.
+        purge = (start_epoch - 1) * steps_per_epoch + 1
         self.writer = writer(os.path.join(log_dir, SUBDIR), purge_step=purge)
 
     def step(self, global_step, metrics):

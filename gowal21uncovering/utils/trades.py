@@ -24,9 +24,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from core.attacks.utils import linf_sign_ascent
+from core.attacks.utils import l2_sgd_ascent, linf_sign_ascent
 from core.errors import UserError
-from core.metrics import accuracy
+from core.metrics import batch_accuracy
 from core.utils.utils import smooth_cross_entropy
 
 __all__ = [
@@ -143,22 +143,8 @@ class TradesInnerMax:
         if self.attack == 'linf-pgd':
             x_adv = linf_sign_ascent(lambda z: self.divergence(p, self.model(z)), x, x_adv, eps, self.step, self.iters)
         else:  # 'l2-pgd': plain SGD (no momentum) on delta, rate 2*eps/T, on the negated divergence
-            lr = eps / self.iters * 2 if self.iters > 0 else 0.0   # T = 0: the reference divides by zero
-            view = (-1,) + (1,) * (x.dim() - 1)
             delta = 0.001 * torch.randn(x.shape, dtype=torch.float32).to(x.device)
-            for _ in range(self.iters):
-                delta.requires_grad_(True)
-                loss = -1 * self.divergence(p, self.model(x + delta))
-                grad, = torch.autograd.grad(loss, [delta])
-                delta = delta.detach()
-                grad_norms = grad.view(len(x), -1).norm(p=2, dim=1)
-                grad = grad.div(grad_norms.view(view))
-                if (grad_norms == 0).any():
-                    grad[grad_norms == 0] = torch.randn_like(grad[grad_norms == 0])
-                delta = delta.add(grad, alpha=-lr)
-                delta = torch.clamp(delta + x, 0.0, 1.0) - x
-                delta = torch.renorm(delta, p=2, dim=0, maxnorm=eps)
-            x_adv = x + delta
+            x_adv = x + l2_sgd_ascent(lambda z: self.divergence(p, self.model(z)), x, delta, eps, self.iters)
         return torch.clamp(x_adv, 0.0, 1.0).detach()
 
 
@@ -172,10 +158,12 @@ def inner_maximize(model, x, target_probs, divergence='kl', attack='linf-pgd', e
 # ----------------------------------------------------------------------------------------------------------
 
 def _metrics(loss, y, logits_nat, logits_adv, soft):
+    """{'loss', 'clean_acc', 'adversarial_acc'} as 0-dim tensors on the device (no host synchronisation)."""
     if soft:  # CutMix soft labels: the reference reports -1 (SPEC 6.8, quirk 26)
-        return {'loss': loss.item(), 'clean_acc': -1, 'adversarial_acc': -1}
-    return {'loss': loss.item(), 'clean_acc': accuracy(y, logits_nat.detach()),
-            'adversarial_acc': accuracy(y, logits_adv.detach())}
+        minus_one = torch.full((), -1.0, device=loss.device)
+        return {'loss': loss.detach(), 'clean_acc': minus_one, 'adversarial_acc': minus_one}
+    return {'loss': loss.detach(), 'clean_acc': batch_accuracy(y, logits_nat.detach()),
+            'adversarial_acc': batch_accuracy(y, logits_adv.detach())}
 
 
 def trades_kl_loss(logits_nat, logits_adv, y, beta, ls=0.1, soft_labels=None):
@@ -192,7 +180,7 @@ def trades_kl_loss(logits_nat, logits_adv, y, beta, ls=0.1, soft_labels=None):
         ls: label smoothing of the natural term. Default 0.1.
         soft_labels: optional (B, K) CutMix soft labels; both accuracies are then reported as -1.
     Returns:
-        (loss 0-dim tensor, {'loss', 'clean_acc', 'adversarial_acc'} floats).
+        (loss 0-dim tensor, {'loss', 'clean_acc', 'adversarial_acc'} 0-dim tensors).
     """
     if soft_labels is not None:
         loss_natural = kl_div_batchmean(soft_labels, logits_nat)
@@ -228,7 +216,7 @@ def score_lse_loss(logits_nat, logits_adv, y, beta, ls=0.0, num_classes=None, cl
         clip_value: per-sample clipping of the robust term. Default 0.0.
         soft_labels: optional (B, K) CutMix soft labels; both accuracies are then reported as -1.
     Returns:
-        (loss 0-dim tensor, {'loss', 'clean_acc', 'adversarial_acc'} floats).
+        (loss 0-dim tensor, {'loss', 'clean_acc', 'adversarial_acc'} 0-dim tensors).
     """
     num_classes = logits_nat.shape[1] if num_classes is None else num_classes
     target = soft_labels if soft_labels is not None else lse_targets(y, num_classes, ls, logits_nat.dtype)
