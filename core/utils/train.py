@@ -25,7 +25,7 @@ from core.metrics import accuracy, num_correct
 from core.models import create_model
 from core.utils.checkpoint import load_checkpoint, load_state_dict, save_atomic
 from core.utils.context import ctx_eval, ctx_noparamgrad_and_eval
-from core.utils.distributed import Runtime, all_reduce_sum, broadcast_buffers, wrap_ddp
+from core.utils.distributed import Runtime, all_reduce_sum, broadcast_buffers, unwrap, wrap_ddp
 from core.utils.mart import mart_loss
 from core.utils.rst import CosineLR
 from core.utils.utils import seed
@@ -57,12 +57,12 @@ def trades_loss_plain(model, x, y, *, step_size=0.003, epsilon=0.031, perturb_st
     Returns:
         (loss, {'loss', 'clean_acc', 'adversarial_acc'}). No optimizer is touched.
     """
-    x = x.detach()
-    with ctx_eval(model), torch.enable_grad():
+    x, plain = x.detach(), unwrap(model)  # the attack: no DDP / compile wrapper
+    with ctx_eval(plain), torch.enable_grad():
         with torch.no_grad():
-            p_nat = F.softmax(model(x), dim=1)
+            p_nat = F.softmax(plain(x), dim=1)
         x_adv = x + 0.001 * torch.randn(x.shape).to(x.device)
-        x_adv = linf_sign_ascent(lambda z: F.kl_div(F.log_softmax(model(z), dim=1), p_nat, reduction='sum'),
+        x_adv = linf_sign_ascent(plain, lambda z: F.kl_div(F.log_softmax(z, dim=1), p_nat, reduction='sum'),
                                  x, x_adv, epsilon, step_size, perturb_steps)
     model.train()
     x_adv = torch.clamp(x_adv, 0.0, 1.0).detach()
