@@ -16,11 +16,9 @@ See README.md, section Training.
 """
 import json
 import os
-import random
 import sys
 import time
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -30,6 +28,7 @@ from core.utils.checkpoint import load_checkpoint, save_atomic
 from core.utils.distributed import all_gather_object, barrier, cleanup, setup
 from core.utils.logger import Logger
 from core.utils.parser import parser_train
+from core.utils.rng import rng_state, set_rng_state
 from core.utils.train import Trainer, pretrained_path
 from core.utils.utils import format_time, seed
 from gowal21uncovering.utils.watrain import WATrainer
@@ -106,28 +105,6 @@ def load_resume_state(log_dir, args, num_epochs):
     return state
 
 
-def rng_state():
-    """The RNG states of this process (torch CPU, CUDA, numpy, python) as tensors, lists and numbers."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    version, internal, gauss_next = random.getstate()
-    return {'torch': torch.get_rng_state(),
-            'cuda': list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else [],
-            'numpy': {'name': name, 'keys': torch.from_numpy(keys.astype(np.int64)), 'pos': int(pos),
-                      'has_gauss': int(has_gauss), 'cached_gaussian': float(cached)},
-            'python': {'version': version, 'internal': list(internal), 'gauss_next': gauss_next}}
-
-
-def set_rng_state(state):
-    torch.set_rng_state(state['torch'])
-    if state['cuda'] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state['cuda'])
-    n = state['numpy']
-    np.random.set_state((n['name'], n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'],
-                         n['cached_gaussian']))
-    p = state['python']
-    random.setstate((p['version'], tuple(p['internal']), p['gauss_next']))
-
-
 def write_csv(rows, path):
     """stats_adv.csv from a list of per-epoch dicts (the reference used the removed DataFrame.append)."""
     tmp = path + '.tmp'
@@ -198,7 +175,7 @@ def main():
         start_epoch, best, rows, res = state['epoch'] + 1, list(state['best']), state['rows'], state['train_metrics']
         trainer.restore_bn_momentum(state['global_step'])
         rngs = state['rng']
-        set_rng_state(rngs[runtime.rank] if len(rngs) == runtime.world_size else rngs[0])
+        set_rng_state(rngs[runtime.rank] if len(rngs) == runtime.world_size else rngs[0], runtime.device)
         logger.log('\nResuming from epoch {} of {}.'.format(start_epoch, NUM_ADV_EPOCHS))
     else:
         logger.log('\n\n')
@@ -241,7 +218,7 @@ def main():
         new_best = eval_adv_acc >= best[1]  # ties go to the later epoch
         if new_best:
             best = [test_acc, eval_adv_acc]
-        rngs = all_gather_object(rng_state(), runtime)
+        rngs = all_gather_object(rng_state(runtime.device), runtime)
         if primary:
             if new_best:
                 trainer.save_model(os.path.join(LOG_DIR, 'weights-best.pt'))

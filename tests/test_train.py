@@ -49,7 +49,7 @@ def data_dir(tmp_path_factory):
 
 
 def tiny_args(data_dir, log_dir, desc, *extra, data='cifar10s'):
-    args = ['--data-dir', str(data_dir), '--log-dir', str(log_dir), '--desc', desc, '--data', data,
+    args = ['--device', 'cpu', '--data-dir', str(data_dir), '--log-dir', str(log_dir), '--desc', desc, '--data', data,
             '--model', 'wrn-10-1-swish', '--batch-size', '16', '--batch-size-validation', '16',
             '--num-adv-epochs', '2', '--attack-iter', '1', '--num-workers', '0', '--validation-size', '16']
     if data.endswith('s'):

@@ -1,0 +1,119 @@
+"""The CUDA / DDP / compile code paths, shown on the CPU where the CPU can show them (GPU readiness).
+
+CUDA calls are replaced by recorders (monkeypatch) to show WHICH device's state is saved and restored and how a
+rank picks its GPU; tests marked `cuda` run the real thing and are skipped without a GPU. bench/gpu_check.py
+covers the rest on a GPU host.
+"""
+import random
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from core.utils import distributed
+from core.utils.checkpoint import save_atomic, to_cpu
+from core.utils.rng import rng_state, set_rng_state
+
+
+def _forbid_cuda(monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError('CUDA touched by a CPU run')
+    for name in ('get_rng_state', 'set_rng_state', 'get_rng_state_all', 'set_rng_state_all', 'init', 'set_device'):
+        monkeypatch.setattr(torch.cuda, name, boom)
+
+
+def _draws():
+    return torch.rand(3), np.random.rand(3), random.random()
+
+
+# ------------------------------------------------------------------ item 3: RNG state of the run's device only
+def test_cpu_run_saves_and_restores_rng_without_touching_cuda(monkeypatch):
+    _forbid_cuda(monkeypatch)
+    state = rng_state(torch.device('cpu'))
+    assert state['cuda'] == []
+    first = _draws()
+    old_format = dict(state, cuda=[torch.zeros(8, dtype=torch.uint8)] * 2)  # a GPU host's file, all GPUs
+    set_rng_state(old_format, torch.device('cpu'))
+    again = _draws()
+    assert torch.equal(first[0], again[0]) and np.array_equal(first[1], again[1]) and first[2] == again[2]
+
+
+class CudaRngRecorder:
+    """torch.cuda.get_rng_state / set_rng_state stand-ins: the state of cuda:i is tensor([i])."""
+
+    def __init__(self, monkeypatch):
+        self.set_calls = []
+        monkeypatch.setattr(torch.cuda, 'get_rng_state', lambda device: torch.tensor([device.index]))
+        monkeypatch.setattr(torch.cuda, 'set_rng_state', lambda s, device: self.set_calls.append((int(s), device)))
+        monkeypatch.setattr(torch.cuda, 'get_rng_state_all', None)  # never the all-GPU variants
+        monkeypatch.setattr(torch.cuda, 'set_rng_state_all', None)
+
+
+def test_cuda_run_saves_and_restores_its_own_device_only(monkeypatch):
+    rec = CudaRngRecorder(monkeypatch)
+    dev = torch.device('cuda', 1)
+    state = rng_state(dev)
+    assert [int(s) for s in state['cuda']] == [1]
+    set_rng_state(state, torch.device('cuda', 0))  # a resume that got another GPU: the saved stream
+    assert rec.set_calls == [(1, torch.device('cuda', 0))]
+
+
+def test_old_state_files_with_all_gpus_still_resume(monkeypatch):
+    rec = CudaRngRecorder(monkeypatch)
+    old = dict(rng_state(torch.device('cpu')), cuda=[torch.tensor([10]), torch.tensor([11]), torch.tensor([12])])
+    set_rng_state(old, torch.device('cuda', 1))
+    assert rec.set_calls == [(11, torch.device('cuda', 1))]
+    with pytest.warns(UserWarning, match='not restored'):  # fewer saved GPUs than this index: said, not hidden
+        set_rng_state(dict(old, cuda=old['cuda'][:2]), torch.device('cuda', 5))
+    assert len(rec.set_calls) == 1
+
+
+# ------------------------------------------------------------------ item 4: one visible GPU per rank
+@pytest.mark.parametrize('visible, expected', [(1, 0), (4, 3), (2, 1)])
+def test_setup_picks_local_rank_modulo_visible_gpus_and_binds_the_group(monkeypatch, visible, expected):
+    calls = {}
+    monkeypatch.setenv('WORLD_SIZE', '4')
+    monkeypatch.setenv('RANK', '3')
+    monkeypatch.setenv('LOCAL_RANK', '3')
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: visible)
+    monkeypatch.setattr(torch.cuda, 'set_device', lambda d: calls.setdefault('set_device', d))
+    monkeypatch.setattr(distributed.dist, 'is_initialized', lambda: False)
+    monkeypatch.setattr(distributed.dist, 'init_process_group', lambda **kw: calls.setdefault('init', kw))
+    runtime = distributed.setup('cuda', 'none')
+    assert runtime.device == torch.device('cuda', expected) and runtime.rank == 3 and runtime.world_size == 4
+    assert calls['set_device'] == torch.device('cuda', expected)
+    assert calls['init'] == {'backend': 'nccl', 'device_id': torch.device('cuda', expected)}
+
+
+# ------------------------------------------------------------------ item 13: checkpoints hold CPU tensors
+def test_to_cpu_keeps_structure_and_state_dict_metadata(tmp_path):
+    sd = nn.BatchNorm2d(2).state_dict()
+    obj = {'model': sd, 'rows': [{'a': 1.0}], 'pair': (torch.ones(2), 'x'), 'n': 3}
+    out = to_cpu(obj)
+    assert isinstance(out['model'], OrderedDict) and out['model']._metadata == sd._metadata
+    assert out['pair'][1] == 'x' and out['n'] == 3 and out['rows'] == [{'a': 1.0}]
+    save_atomic(obj, tmp_path / 'c.pt')
+    back = torch.load(tmp_path / 'c.pt', weights_only=True)  # no map_location
+    assert all(torch.equal(back['model'][k], sd[k]) for k in sd) and back['model']._metadata == sd._metadata
+
+
+@pytest.mark.cuda
+def test_cuda_tensors_are_saved_as_cpu_tensors(tmp_path):
+    model = nn.Linear(3, 2).cuda()
+    save_atomic({'model': model.state_dict(), 'rng': [torch.cuda.get_rng_state()]}, tmp_path / 'c.pt')
+    back = torch.load(tmp_path / 'c.pt', weights_only=True)
+    assert all(t.device.type == 'cpu' for t in back['model'].values())
+    assert torch.equal(back['model']['weight'], model.weight.detach().cpu())
+
+
+@pytest.mark.cuda
+def test_cuda_rng_round_trip_on_the_run_device():
+    dev = torch.device('cuda', torch.cuda.current_device())
+    state = rng_state(dev)
+    a = torch.rand(4, device=dev)
+    set_rng_state(state, dev)
+    assert torch.equal(a, torch.rand(4, device=dev))
+
