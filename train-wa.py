@@ -22,6 +22,7 @@ import time
 import pandas as pd
 import torch
 
+from core.attacks import VARIABLE_BATCH_ATTACKS
 from core.data import SEMISUP_DATASETS, get_data_info, load_data, set_epoch, validate_unsup_fraction
 from core.errors import UserError, exit_on_user_error
 from core.utils.checkpoint import load_checkpoint, save_atomic
@@ -131,7 +132,7 @@ def main():
                         f'{runtime.world_size} processes.')
     if args.sync_bn and runtime.device.type != 'cuda':
         raise UserError('--sync-bn needs CUDA (torch SyncBatchNorm runs on GPUs only); drop it on CPU.')
-    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.benchmark = args.attack not in VARIABLE_BATCH_ATTACKS  # APGD: new shapes every restart
 
     # ------------------------------------------------------------------ data (data and model come before the run
     # folder, so that bad input leaves nothing behind)

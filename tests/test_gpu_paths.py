@@ -15,6 +15,7 @@ import torch.nn as nn
 from core.utils import distributed
 from core.utils.checkpoint import save_atomic, to_cpu
 from core.utils.rng import rng_state, set_rng_state
+from test_train import data_dir, run, tiny_args  # noqa: F401 (data_dir is a fixture)
 
 
 def _forbid_cuda(monkeypatch):
@@ -117,3 +118,38 @@ def test_cuda_rng_round_trip_on_the_run_device():
     set_rng_state(state, dev)
     assert torch.equal(a, torch.rand(4, device=dev))
 
+
+
+# ------------------------------------------------------------------ items 5 and 9: APGD training attacks
+@pytest.mark.parametrize('attack', ['l2-apgd', 'linf-apgd'])
+def test_apgd_takes_channels_last_models_and_batches(attack):
+    from core.attacks import create_attack
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 3)).eval()
+    x, y = torch.rand(4, 3, 8, 8), torch.randint(0, 3, (4,))
+    expected, _ = create_attack(model, nn.CrossEntropyLoss(), attack, 0.5, 3, 0.1).perturb(x, y)
+    model = model.to(memory_format=torch.channels_last)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    got, _ = create_attack(model, nn.CrossEntropyLoss(), attack, 0.5, 3, 0.1).perturb(x_cl, y)  # crashed: .view
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize('attack, expected', [('l2-apgd', False), ('linf-apgd', False), ('linf-pgd', True)])
+def test_cudnn_benchmark_is_off_for_apgd_training_attacks(data_dir, tmp_path, monkeypatch, attack, expected):
+    """train-wa.py decides cudnn.benchmark at device setup; the run is stopped when it starts loading data."""
+    import core.data
+    seen = []
+
+    def stop(*args, **kwargs):
+        seen.append(torch.backends.cudnn.benchmark)
+        raise _Stop
+    monkeypatch.setattr(core.data, 'load_data', stop)
+    torch.backends.cudnn.benchmark = not expected
+    with pytest.raises(_Stop):
+        run(tiny_args(data_dir, tmp_path, 'x', '--tau', '0', '--attack', attack, data='cifar10'))
+    assert seen == [expected]
