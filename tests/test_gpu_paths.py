@@ -153,3 +153,17 @@ def test_cudnn_benchmark_is_off_for_apgd_training_attacks(data_dir, tmp_path, mo
     with pytest.raises(_Stop):
         run(tiny_args(data_dir, tmp_path, 'x', '--tau', '0', '--attack', attack, data='cifar10'))
     assert seen == [expected]
+
+
+# ------------------------------------------------------------------ item 8: eval-aa.py freezes the parameters
+def test_eval_aa_attacks_a_model_with_frozen_parameters(tmp_path, capsys, monkeypatch):
+    import core.autoattack as aa
+    from test_eval_aa import FakeOfficialAutoAttack, make_run, released_args, run_cli
+    monkeypatch.setattr(aa, '_AutoAttack', FakeOfficialAutoAttack)
+    monkeypatch.setattr(aa, 'BACKEND', 'autoattack')
+    data_root, log_root, desc, *_ = make_run(tmp_path, released_args(attack_eps=0.5))
+    code, _, err = run_cli(['--data-dir', data_root, '--log-dir', log_root, '--desc', desc, '--num-samples', '3',
+                            '--batch-size', '2'], capsys)
+    assert code == 0, err
+    model = FakeOfficialAutoAttack.created[-1].model
+    assert not any(p.requires_grad for p in model.parameters())  # FAB-T's backward computes no weight grads
