@@ -15,6 +15,7 @@ import torch.nn as nn
 from core.utils import distributed
 from core.utils.checkpoint import save_atomic, to_cpu
 from core.utils.rng import rng_state, set_rng_state
+from test_eval_aa import one_thread  # noqa: F401 (a fixture)
 from test_train import data_dir, run, tiny_args  # noqa: F401 (data_dir is a fixture)
 
 
@@ -156,7 +157,7 @@ def test_cudnn_benchmark_is_off_for_apgd_training_attacks(data_dir, tmp_path, mo
 
 
 # ------------------------------------------------------------------ item 8: eval-aa.py freezes the parameters
-def test_eval_aa_attacks_a_model_with_frozen_parameters(tmp_path, capsys, monkeypatch):
+def test_eval_aa_attacks_a_model_with_frozen_parameters(tmp_path, capsys, monkeypatch, one_thread):
     import core.autoattack as aa
     from test_eval_aa import FakeOfficialAutoAttack, make_run, released_args, run_cli
     monkeypatch.setattr(aa, '_AutoAttack', FakeOfficialAutoAttack)
