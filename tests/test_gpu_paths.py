@@ -168,3 +168,59 @@ def test_eval_aa_attacks_a_model_with_frozen_parameters(tmp_path, capsys, monkey
     assert code == 0, err
     model = FakeOfficialAutoAttack.created[-1].model
     assert not any(p.requires_grad for p in model.parameters())  # FAB-T's backward computes no weight grads
+
+
+# ------------------------------------------------------------------ items 6 and 7: compile / DDP wrappers
+def _trainer(*flags):
+    from core.data import get_data_info
+    from core.utils.parser import parser_train
+    from gowal21uncovering.utils.watrain import WATrainer
+    args = parser_train().parse_args(['--desc', 'x', '--model', 'wrn-10-1-swish', '--num-adv-epochs', '2',
+                                      '--attack-iter', '2', '--batch-size', '4'] + list(flags))
+    return WATrainer(get_data_info('./data/cifar10s'), args)
+
+
+@pytest.mark.parametrize('flags', [('--beta', '6'), ('--beta', '6', '--mart')])
+def test_compiled_training_model_traces_two_graphs_and_attacks_run_eager(monkeypatch, flags):
+    """torch.compile'd training model: one graph per BatchNorm momentum of the WA trick (1.0 at step 0, then 0.01),
+    none for the last smaller batch (symbolic batch size) and none for the attack, which runs on the eager module
+    (through the compiled one it added grad-mode / requires_grad / batch-statistics / eval-mode variants)."""
+    from torch._dynamo.testing import CompileCounter
+    torch._dynamo.reset()
+    counter, compile_ = CompileCounter(), torch.compile
+    monkeypatch.setattr(torch, 'compile', lambda m, **kw: compile_(m, backend=counter))
+    trainer = _trainer(*flags)
+    trainer.wrap(compile=True)
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.rand(n, 3, 32, 32, generator=g), torch.randint(0, 10, (n,), generator=g)) for n in (4, 4, 3)]
+    metrics = trainer.train(batches, epoch=1)
+    assert counter.frame_count == 2
+    assert all(v == v for v in metrics.values())  # not NaN
+
+
+@pytest.mark.parametrize('loss', ['trades', 'lse', 'mart', 'plain-trades'])
+def test_under_ddp_only_the_two_training_forwards_go_through_the_wrapper(tmp_path, loss):
+    """The attack's T forwards run on the module inside DistributedDataParallel (no buffer broadcast each);
+    z_nat and z_adv go through the wrapper. A 1-process gloo group shows it on the CPU."""
+    import torch.distributed as dist
+    from core.utils.mart import mart_loss
+    from core.utils.train import trades_loss_plain
+    from gowal21uncovering.utils.trades import trades_loss, trades_loss_LSE
+    fn = {'trades': trades_loss, 'lse': lambda *a, **k: trades_loss_LSE(*a, num_classes=3, **k), 'mart': mart_loss,
+          'plain-trades': trades_loss_plain}[loss]
+    dist.init_process_group('gloo', init_method=f'file://{tmp_path}/pg', rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        inner = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                              nn.Flatten(), nn.Linear(4, 3))
+        ddp = nn.parallel.DistributedDataParallel(inner)
+        outer, total = [], []
+        ddp.register_forward_hook(lambda *a: outer.append(1))
+        inner.register_forward_hook(lambda *a: total.append(1))
+        x, y = torch.rand(6, 3, 8, 8), torch.randint(0, 3, (6,))
+        out, _ = fn(ddp, x, y, step_size=2 / 255, epsilon=8 / 255, perturb_steps=3, beta=6.0)
+        out.backward()
+    finally:
+        dist.destroy_process_group()
+    extra = 1 if loss == 'plain-trades' else 0  # its eval-mode target forward
+    assert len(outer) == 2 and len(total) == 2 + 3 + extra

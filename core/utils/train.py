@@ -150,12 +150,15 @@ class Trainer:
     # ------------------------------------------------------------------ wrapping (DDP, SyncBN, compile)
     def wrap(self, sync_bn=False, compile=False):
         """Set `self.train_model`: SyncBatchNorm (in place), DDP and torch.compile as asked. Call before the
-        second `init_optimizer` (SyncBatchNorm modules replace the BatchNorm ones but keep their parameters)."""
+        second `init_optimizer` (SyncBatchNorm modules replace the BatchNorm ones but keep their parameters).
+        The training attacks always run on the plain module (`unwrap`): eager input gradients only, no buffer
+        broadcast, no compiled graph variants for grad mode / requires_grad / batch statistics."""
         if sync_bn and self.runtime.distributed:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         model = wrap_ddp(self.model, self.runtime)
-        if compile:
+        if compile:  # only the training forwards: the attacks run on the eager self.model (`unwrap`)
             model = torch.compile(model)
+            model.register_forward_pre_hook(_dynamic_batch)
         self.train_model = model
 
     # ------------------------------------------------------------------ losses (SPEC 6)
@@ -348,6 +351,12 @@ class Trainer:
             self.scheduler.load_state_dict(state['scheduler'])
         if state.get('scaler'):
             self.scaler.load_state_dict(state['scaler'])
+
+
+def _dynamic_batch(module, args):
+    """Forward pre-hook of the compiled training model: its graph is traced with a symbolic batch size, so the
+    last, smaller batch of an epoch does not trigger a recompile."""
+    torch._dynamo.maybe_mark_dynamic(args[0], 0)
 
 
 def _means(rows):
