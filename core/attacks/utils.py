@@ -102,6 +102,20 @@ def CWLoss(output, target, confidence=0):
     return torch.sum(loss)
 
 
+def cpu_draw(shape, device, fill):
+    """A float32 tensor of `shape` filled on the CPU generator by `fill` (e.g. `lambda t: t.normal_()`, the values of
+    `torch.randn(shape)`), then moved to `device`.
+
+    The training attacks draw their random starts on the CPU, as the reference does (the CPU stream is what a resume
+    restores and what makes CPU and GPU runs start alike). For a CUDA device the tensor is drawn into pinned memory
+    and copied non-blocking: the host does not wait for the GPU (a pageable copy synchronises every step).
+    """
+    device = torch.device(device)
+    out = torch.empty(shape, dtype=torch.float32, pin_memory=device.type == 'cuda')
+    fill(out)
+    return out.to(device, non_blocking=True)
+
+
 # Largest |d objective / d logit| after scaling, in the reduced-precision backward (see `input_gradient`).
 ATTACK_GRAD_TARGET = 2.0 ** 4
 

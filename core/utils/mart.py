@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from core.attacks.utils import linf_sign_ascent
+from core.attacks.utils import cpu_draw, linf_sign_ascent
 from core.errors import UserError
 from core.metrics import accuracy
 from core.utils.context import ctx_eval
@@ -46,7 +46,7 @@ class MartInnerMax:
         x = x.detach()
         eps = self.eps
         with ctx_eval(self.model), torch.enable_grad():
-            x_adv = x + 0.001 * torch.randn(x.shape, dtype=torch.float32).to(x.device)
+            x_adv = x + 0.001 * cpu_draw(x.shape, x.device, lambda t: t.normal_())
             x_adv = linf_sign_ascent(self.model, lambda z: F.cross_entropy(z, y), x, x_adv, eps, self.step,
                                      self.iters)
         return torch.clamp(x_adv, 0.0, 1.0).detach()

@@ -19,7 +19,7 @@ from torch.optim.lr_scheduler import MultiStepLR, OneCycleLR
 from tqdm import tqdm
 
 from core.attacks import create_train_and_eval_attacks
-from core.attacks.utils import linf_sign_ascent
+from core.attacks.utils import cpu_draw, linf_sign_ascent
 from core.errors import UserError
 from core.metrics import accuracy, num_correct
 from core.models import create_model
@@ -61,7 +61,7 @@ def trades_loss_plain(model, x, y, *, step_size=0.003, epsilon=0.031, perturb_st
     with ctx_eval(plain), torch.enable_grad():
         with torch.no_grad():
             p_nat = F.softmax(plain(x), dim=1)
-        x_adv = x + 0.001 * torch.randn(x.shape).to(x.device)
+        x_adv = x + 0.001 * cpu_draw(x.shape, x.device, lambda t: t.normal_())
         x_adv = linf_sign_ascent(plain, lambda z: F.kl_div(F.log_softmax(z, dim=1), p_nat, reduction='sum'),
                                  x, x_adv, epsilon, step_size, perturb_steps)
     model.train()
@@ -291,11 +291,12 @@ class Trainer:
                  correct / total, the exact accuracy).
         Under DDP the batches are split round-robin over the processes and the sums reduced, so both figures
         equal the single-process ones (up to the attack's random start); `sharded=True` says the loader already
-        yields this process's share (the training loader).
+        yields this process's share (the training loader; `load_data`'s evaluation loaders say so themselves).
         """
         model = self.eval_model()
         model.eval()
         rank, world = self.runtime.rank, self.runtime.world_size
+        sharded = sharded or getattr(dataloader.batch_sampler, 'per_rank', False)  # load_data's eval loaders
         acc_sum, n_batches, correct, total = 0.0, 0, 0, 0
         for i, (x, y) in enumerate(dataloader):
             if not sharded and i % world != rank:

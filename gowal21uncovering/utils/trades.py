@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from core.attacks.utils import input_gradient, linf_sign_ascent
+from core.attacks.utils import cpu_draw, input_gradient, linf_sign_ascent
 from core.errors import UserError
 from core.metrics import accuracy
 from core.utils.distributed import unwrap
@@ -116,8 +116,8 @@ class TradesInnerMax:
     Call: `attack(x, target_probs) -> x_adv`, x (B, C, H, W) in [0, 1], target_probs (B, K) detached
     probabilities; x_adv (B, C, H, W) detached, in [0, 1], within eps of x.
 
-    Random initialisation, drawn from the CPU generator (float32) and then moved to x's device, as the
-    reference does (it matters for the RNG stream): L-inf x + U(-eps, eps) clamped to [0, 1]; L2
+    Random initialisation, drawn from the CPU generator (float32) and then moved to x's device (`cpu_draw`), as
+    the reference does (it matters for the RNG stream): L-inf x + U(-eps, eps) clamped to [0, 1]; L2
     delta = 0.001 * N(0, 1). The L-inf init is drawn for both branches (the reference draws it first).
     """
 
@@ -140,26 +140,39 @@ class TradesInnerMax:
 
     def _perturb(self, x, p):
         eps = self.eps
-        noise = torch.empty(x.shape, dtype=torch.float32).uniform_(-eps, eps)
-        x_adv = torch.clamp(x + noise.to(x.device), 0.0, 1.0)
+        noise = cpu_draw(x.shape, x.device, lambda t: t.uniform_(-eps, eps))
+        x_adv = torch.clamp(x + noise, 0.0, 1.0)
         if self.attack == 'linf-pgd':
             x_adv = linf_sign_ascent(self.model, lambda z: self.divergence(p, z), x, x_adv, eps, self.step,
                                      self.iters)
         else:  # 'l2-pgd': plain SGD (no momentum) on delta, rate 2*eps/T, on the negated divergence
             lr = eps / self.iters * 2 if self.iters > 0 else 0.0   # T = 0: the reference divides by zero
             view = (-1,) + (1,) * (x.dim() - 1)
-            delta = 0.001 * torch.randn(x.shape, dtype=torch.float32).to(x.device)
+            delta = 0.001 * cpu_draw(x.shape, x.device, lambda t: t.normal_())
             for _ in range(self.iters):
                 grad = input_gradient(self.model, lambda z: -1 * self.divergence(p, z), x + delta)
-                grad_norms = grad.view(len(x), -1).norm(p=2, dim=1)
+                grad_norms = grad.reshape(len(x), -1).norm(p=2, dim=1)  # reshape: channels_last gradients
                 grad = grad.div(grad_norms.view(view))
-                if (grad_norms == 0).any():
-                    grad[grad_norms == 0] = torch.randn_like(grad[grad_norms == 0])
+                grad = _redraw_zero_rows(grad, grad_norms == 0)
                 delta = delta.add(grad, alpha=-lr)
                 delta = torch.clamp(delta + x, 0.0, 1.0) - x
                 delta = torch.renorm(delta, p=2, dim=0, maxnorm=eps)
             x_adv = x + delta
         return torch.clamp(x_adv, 0.0, 1.0).detach()
+
+
+def _redraw_zero_rows(grad, zero):
+    """The reference replaces the (NaN) normalised gradient of samples whose gradient norm is 0 by N(0, 1) noise.
+
+    On the CPU exactly so (noise drawn for those rows only, when there are any: the reference's stream). On other
+    devices without asking the host whether there are any (a synchronisation per step): a full-size draw from the
+    device's generator, used only in those rows. Same distribution; the device's stream then advances differently.
+    """
+    if grad.device.type == 'cpu':
+        if zero.any():
+            grad[zero] = torch.randn_like(grad[zero])
+        return grad
+    return torch.where(zero.view((-1,) + (1,) * (grad.dim() - 1)), torch.randn_like(grad), grad)
 
 
 def inner_maximize(model, x, target_probs, divergence='kl', attack='linf-pgd', eps=8 / 255, step=2 / 255, iters=10):
