@@ -224,3 +224,91 @@ def test_under_ddp_only_the_two_training_forwards_go_through_the_wrapper(tmp_pat
         dist.destroy_process_group()
     extra = 1 if loss == 'plain-trades' else 0  # its eval-mode target forward
     assert len(outer) == 2 and len(total) == 2 + 3 + extra
+
+
+# ------------------------------------------------------------------ item 10: no host synchronisation per step
+def test_attack_noise_is_the_reference_cpu_draw():
+    from core.attacks.utils import cpu_draw
+    torch.manual_seed(7)
+    expected = (torch.randn(2, 3, 4, 4, dtype=torch.float32), torch.empty(5).uniform_(-0.1, 0.1))
+    torch.manual_seed(7)
+    got = (cpu_draw((2, 3, 4, 4), 'cpu', lambda t: t.normal_()), cpu_draw((5,), 'cpu', lambda t: t.uniform_(-0.1, 0.1)))
+    assert all(torch.equal(a, b) for a, b in zip(got, expected))
+
+
+def _meta_net():
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(4, 3)).to('meta')
+
+
+@pytest.mark.parametrize('attack', ['linf-pgd', 'l2-pgd'])
+def test_training_attack_loops_never_ask_the_host(attack):
+    """On the meta device every host synchronisation (`.item()`, `if tensor.any()`) raises: the TRADES / LSE and
+    MART loops run through, so on a GPU they queue their steps without waiting (the L2 loop's zero-norm check
+    used to synchronise every step)."""
+    from core.utils.mart import MartInnerMax
+    from gowal21uncovering.utils.trades import TradesInnerMax
+    model, x = _meta_net(), torch.empty(4, 3, 8, 8, device='meta')
+    p, y = torch.empty(4, 3, device='meta'), torch.zeros(4, dtype=torch.long, device='meta')
+    for divergence in ('kl', 'lse'):
+        assert TradesInnerMax(model, divergence, attack, eps=0.5, iters=2)(x, p).device.type == 'meta'
+    assert MartInnerMax(model, iters=2)(x, y).device.type == 'meta'
+    with pytest.raises(RuntimeError):  # the check is real: a host read fails on meta
+        bool((x == 0).any())
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize('attack', ['linf-pgd', 'l2-pgd'])
+def test_cuda_training_attacks_do_not_synchronise(attack):
+    from gowal21uncovering.utils.trades import TradesInnerMax
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 3)).cuda()
+    x, p = torch.rand(4, 3, 8, 8, device='cuda'), torch.full((4, 3), 1 / 3, device='cuda')
+    TradesInnerMax(model, 'kl', attack, eps=0.5, iters=1)(x, p)  # warm-up (allocations, pinned pool)
+    torch.cuda.set_sync_debug_mode('error')
+    try:
+        for amp in (False, True):
+            with torch.autocast('cuda', dtype=torch.float16, enabled=amp):
+                TradesInnerMax(model, 'kl', attack, eps=0.5, iters=2)(x, p)
+    finally:
+        torch.cuda.set_sync_debug_mode('default')
+
+
+# ------------------------------------------------------------------ item 11: per-rank evaluation batches
+@pytest.mark.parametrize('n', [0, 5, 16, 17])
+@pytest.mark.parametrize('world', [1, 2, 3])
+def test_rank_batches_give_every_batch_to_exactly_one_rank(n, world):
+    from core.data.common import RankBatches
+    unsharded = [list(range(s, min(s + 4, n))) for s in range(0, n, 4)]
+    shares = [list(RankBatches(n, 4, r, world)) for r in range(world)]
+    assert [len(s) for s in shares] == [len(RankBatches(n, 4, r, world)) for r in range(world)]
+    assert all(shares[i % world][i // world] == b for i, b in enumerate(unsharded))
+    assert sum(len(s) for s in shares) == len(unsharded)
+
+
+def test_evaluate_takes_a_per_rank_loader_as_this_ranks_share(tmp_path):
+    """Rank 1 of 2 gets batch 1 only (images 4-7) and counts it (a per-rank loader is not skipped again)."""
+    import types
+
+    import torch.distributed as dist
+
+    from core.data.common import eval_loader
+    from core.utils.train import Trainer
+    images = torch.arange(10.0).view(10, 1)
+    dataset = torch.utils.data.TensorDataset(images, torch.zeros(10, dtype=torch.long))
+    loader = eval_loader(dataset, 4, 0, False, rank=1, world_size=2)
+    assert [x.view(-1).tolist() for x, _ in loader] == [[4.0, 5.0, 6.0, 7.0]]
+    seen = []
+    model = nn.Linear(1, 2)
+    model.register_forward_hook(lambda m, inp, out: seen.append(inp[0].view(-1).tolist()))
+    stub = types.SimpleNamespace(runtime=distributed.Runtime(torch.device('cpu'), rank=1, world_size=2),
+                                 device=torch.device('cpu'), params=types.SimpleNamespace(channels_last=False),
+                                 eval_model=lambda: model)
+    stub.prepare_batch = lambda x, y: Trainer.prepare_batch(stub, x, y)
+    dist.init_process_group('gloo', init_method=f'file://{tmp_path}/pg', rank=0, world_size=1)
+    try:
+        Trainer.evaluate(stub, loader)
+    finally:
+        dist.destroy_process_group()
+    assert seen == [[4.0, 5.0, 6.0, 7.0]]
