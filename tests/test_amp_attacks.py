@@ -26,6 +26,13 @@ def tiny_swish_net():
 
 @pytest.fixture(scope='module')
 def setting():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors on shared cores
+    yield _setting()
+    torch.set_num_threads(threads)
+
+
+def _setting():
     model = tiny_swish_net()
     g = torch.Generator().manual_seed(1)
     x = torch.rand(64, 3, 8, 8, generator=g)

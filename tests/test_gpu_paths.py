@@ -312,3 +312,18 @@ def test_evaluate_takes_a_per_rank_loader_as_this_ranks_share(tmp_path):
     finally:
         dist.destroy_process_group()
     assert seen == [[4.0, 5.0, 6.0, 7.0]]
+
+
+@pytest.mark.cuda
+def test_cuda_run_resumes_on_cuda_and_on_cpu(data_dir, tmp_path):
+    """A CUDA run's state file (CPU tensors, the run device's RNG) resumes on CUDA and with --device cpu; cuDNN
+    makes GPU runs not bit-identical, so only completion and finite weights are checked."""
+    import shutil
+    flags = ('--beta', '6', '--stop-after', '1')
+    assert run(tiny_args(data_dir, tmp_path, 'gpu', '--device', 'cuda', *flags)) == 0
+    shutil.copytree(tmp_path / 'gpu', tmp_path / 'gpu-cpu')
+    assert run(tiny_args(data_dir, tmp_path, 'gpu', '--device', 'cuda', '--beta', '6', '--resume')) == 0
+    assert run(tiny_args(data_dir, tmp_path, 'gpu-cpu', '--device', 'cpu', '--beta', '6', '--resume')) == 0
+    for desc in ('gpu', 'gpu-cpu'):
+        sd = torch.load(tmp_path / desc / 'weights-last.pt', weights_only=True)['model_state_dict']
+        assert all(t.device.type == 'cpu' and torch.isfinite(t.float()).all() for t in sd.values())
