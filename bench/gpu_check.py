@@ -193,7 +193,7 @@ def step_bench(ctx, rounds=3):
         def step(key):
             dtype, cl, _ = settings[key]
             xb = x.contiguous(memory_format=torch.channels_last) if cl else x
-            with torch.autocast('cuda', dtype=dtype or torch.float32, enabled=dtype is not None):
+            with torch.autocast('cuda', dtype=dtype or torch.bfloat16, enabled=dtype is not None):
                 loss, _ = fn(models[key], xb, y, step_size=2 / 255, epsilon=8 / 255, perturb_steps=10, beta=6.0)
             loss.backward()
         for key in settings:  # warm-up (and compilation)
