@@ -277,9 +277,9 @@ def main(argv=None):
             torch.set_num_threads(1)
             os.environ['OMP_NUM_THREADS'] = '1'
     else:
-        ctx.model, ctx.batch, ctx.iters = 'wrn-16-2-swish', 128, 3
-        ctx.grad_model, ctx.grad_batch = 'wrn-10-2-swish', 512
-        n_train, n_test = (2048, 512) if CUDA else (256, 128)
+        ctx.model, ctx.batch, ctx.iters = ('wrn-16-2-swish', 128, 3) if CUDA else ('wrn-10-1-swish', 32, 2)
+        ctx.grad_model, ctx.grad_batch = 'wrn-10-2-swish', 512 if CUDA else 64
+        n_train, n_test = (2048, 512) if CUDA else (128, 64)
     ctx.eval_n, ctx.eval_iter = min(200, n_test), 10
     work = args.work_dir or tempfile.mkdtemp(prefix='gpu-check-')
     ctx.data, ctx.logs = make_data(os.path.join(work, 'data'), n_train, n_test), os.path.join(work, 'logs')
