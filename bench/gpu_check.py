@@ -12,7 +12,8 @@ Checks (all on synthetic 32x32 data written to a temporary folder, learnable by 
   grad-<dtype>   fp16 / bf16 autocast attack gradients (TRADES KL, SCORE LSE, MART CE, plain TRADES KL sum) on
                  wrn-10-2-swish: fraction of exact zeros and sign agreement with float32 (item 1 of issue 13).
   train-*        2-epoch train-wa.py runs: fp32, --amp bf16, --amp fp16, --channels-last, --compile (recompiles
-                 counted from TORCH_LOGS=recompiles), MART with --tau 0; loss finite, adversarial <= clean accuracy.
+                 counted from TORCH_LOGS=recompiles), MART with --tau 0; loss finite, train adversarial accuracy
+                 below clean.
   resume-*       a run stopped after epoch 1 and resumed (on CUDA, and the CUDA run's state resumed with
                  --device cpu); on CPU the resume must be bit-identical to the uninterrupted run.
   eval-aa-*      eval-aa.py --version custom --num-samples 200 on CUDA and on CPU: equal counts +- 1 image.
@@ -54,11 +55,11 @@ class Skip(Exception):
 def make_data(root, n_train, n_test):
     """cifar10/{train,test}.npz: class = one of 10 colours + uniform noise (learnable in one or two epochs)."""
     rng = np.random.RandomState(0)
-    colours = rng.randint(30, 226, (10, 1, 1, 3))
+    colours = rng.randint(104, 152, (10, 1, 1, 3))  # close enough for an 8/255 attack to flip some
     os.makedirs(os.path.join(root, 'cifar10'), exist_ok=True)
     for split, n in (('train', n_train), ('test', n_test)):
         labels = rng.randint(0, 10, n)
-        images = np.clip(colours[labels] + rng.randint(-60, 61, (n, 32, 32, 3)), 0, 255).astype(np.uint8)
+        images = np.clip(colours[labels] + rng.randint(-40, 41, (n, 32, 32, 3)), 0, 255).astype(np.uint8)
         np.savez(os.path.join(root, 'cifar10', f'{split}.npz'), image=images, label=labels.astype(np.int64))
     return root
 
@@ -84,12 +85,14 @@ def train(ctx, desc, *flags, epochs=2, env=None):
     return rows, out
 
 
-def check_rows(rows):
+def check_rows(rows, strict=True):
+    """The last epoch's loss is finite and (`strict`) its train adversarial accuracy below the clean one. The
+    --quick runs (2 steps of 16 images: accuracies are noise) check the loss only."""
     last = rows[-1]
     loss, clean, adv = float(last['train_loss']), float(last['train_clean_acc']), float(last['train_adversarial_acc'])
     assert math.isfinite(loss), f'loss {loss}'
-    assert adv <= clean, f'train adversarial accuracy {adv:.3f} above clean {clean:.3f}'
-    return f'loss {loss:.4f}, train clean {clean:.3f} >= adversarial {adv:.3f}'
+    assert adv < clean or not strict, f'train adversarial accuracy {adv:.3f} not below clean {clean:.3f}'
+    return f'loss {loss:.4f}, train clean {clean:.3f}, adversarial {adv:.3f}'
 
 
 def weights(ctx, desc):
@@ -129,7 +132,7 @@ def grad_check(ctx, dtype):
 
 def train_check(ctx, desc, *flags, env=None):
     rows, out = train(ctx, desc, '--device', ctx.device.type, *flags, env=env)
-    detail = check_rows(rows)
+    detail = check_rows(rows, strict=not ctx.quick)
     if env and 'TORCH_LOGS' in env:
         detail += f', {len(re.findall("Recompiling function", out))} recompiles'
     return detail
