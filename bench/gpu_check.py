@@ -85,13 +85,15 @@ def train(ctx, desc, *flags, epochs=2, env=None):
     return rows, out
 
 
-def check_rows(rows, strict=True):
-    """The last epoch's loss is finite and (`strict`) its train adversarial accuracy below the clean one. The
-    --quick runs (2 steps of 16 images: accuracies are noise) check the loss only."""
+def check_rows(rows, order='<'):
+    """The last epoch's loss is finite and its train adversarial accuracy below the clean one (`order` '<'; '<=' for
+    the small CPU runs, where a tie is one image per batch; None for the --quick runs of 2 steps, whose
+    accuracies are noise)."""
     last = rows[-1]
     loss, clean, adv = float(last['train_loss']), float(last['train_clean_acc']), float(last['train_adversarial_acc'])
     assert math.isfinite(loss), f'loss {loss}'
-    assert adv < clean or not strict, f'train adversarial accuracy {adv:.3f} not below clean {clean:.3f}'
+    ok = {'<': adv < clean, '<=': adv <= clean, None: True}[order]
+    assert ok, f'train adversarial accuracy {adv:.3f} not {order} clean {clean:.3f}'
     return f'loss {loss:.4f}, train clean {clean:.3f}, adversarial {adv:.3f}'
 
 
@@ -132,7 +134,7 @@ def grad_check(ctx, dtype):
 
 def train_check(ctx, desc, *flags, env=None):
     rows, out = train(ctx, desc, '--device', ctx.device.type, *flags, env=env)
-    detail = check_rows(rows, strict=not ctx.quick)
+    detail = check_rows(rows, None if ctx.quick else '<' if CUDA else '<=')
     if env and 'TORCH_LOGS' in env:
         detail += f', {len(re.findall("Recompiling function", out))} recompiles'
     return detail
