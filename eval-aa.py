@@ -25,7 +25,7 @@ import torch
 from core.attacks import attack_norm
 from core.autoattack import make_autoattack, run_autoattack
 from core.data import get_data_info, load_data
-from core.errors import UserError, exit_on_user_error
+from core.errors import SEED_MAX, UserError, check_number, exit_on_user_error
 from core.models import create_model
 from core.utils.checkpoint import load_checkpoint, load_state_dict
 from core.utils.parser import parser_eval
@@ -148,6 +148,9 @@ def main(argv=None):
         raise UserError(f'--batch-size {args.batch_size}: must be positive.')
     if args.n_iter is not None and (args.version != 'custom' or args.n_iter < 1):
         raise UserError('--n-iter (a testing aid) needs --version custom and a positive number of iterations.')
+    check_number('--seed', args.seed, 0, SEED_MAX, example=1)
+    check_number(f'attack_eps of {os.path.join(run_dir, "args.txt")}', args.attack_eps, 0, low_open=True,
+                 example='8/255')
     device = resolve_device(args.device)
 
     log_path = os.path.join(run_dir, 'log-aa.log')

@@ -32,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from core.errors import UserError, exit_on_user_error
+from core.errors import SEED_MAX, UserError, check_number, exit_on_user_error
 
 DEMOS = ('PGDAT', 'PGDATconsistent', 'TRADES', 'Standard')
 DIVERGENCES = ('KL', 'JSsqrt', 'LSE', 'L2', 'L1', 'Linf')
@@ -412,10 +412,24 @@ def save_predictions(model, x_test, folder, suffix=''):
         np.savetxt(os.path.join(folder, f'{name}{suffix}.txt'), a.cpu().numpy())
 
 
+def iteration_lines(ite, train_loss, r_score, r_standard, compact=False):
+    """The printout of iteration `ite` (0-based, as the reference counts): the reference's six lines
+
+        ite: 0 / Train loss: 0.2431... / R_SCORE loss: ... / R_Standard loss: ... / diff: R_SCORE - R_Standard / ***
+
+    (values as Python floats), or with `compact` one line `ite    0 | train loss ... | ...` (6 decimals).
+    """
+    if compact:
+        return [f'ite {ite:4d} | train loss {train_loss:.6f} | R_SCORE {r_score:.6f} | '
+                f'R_Standard {r_standard:.6f} | R_SCORE - R_Standard {r_score - r_standard:.6f}']
+    return [f'ite: {ite}', f'Train loss: {train_loss}', f'R_SCORE loss: {r_score}', f'R_Standard loss: {r_standard}',
+            f'diff: {r_score - r_standard}', '***']
+
+
 def run(demo='PGDATconsistent', divergence='KL', divergence_C='KL', iterations=ITERATIONS, samples=N0 + N1,
-        seed=SEED, device='cpu', out='toy_results', save_every=0, progress=False, log=print):
+        seed=SEED, device='cpu', out='toy_results', save_every=0, progress=False, log=print, compact=False):
     """Train one toy demo and write its files; returns a dict of the records, C_L, the output folder and the wall
-    and CPU (process) seconds of every iteration.
+    and CPU (process) seconds of every iteration. Each printed line goes through `log` (see `iteration_lines`).
 
     Random stream (SPEC section 11): seeds; model init; 10 C rounds (samples, delta); per iteration (samples,
     training-attack delta, R_SCORE-attack delta); x_test. Snapshot test points (--save-every) come from a
@@ -432,6 +446,7 @@ def run(demo='PGDATconsistent', divergence='KL', divergence_C='KL', iterations=I
         raise UserError(f'--iterations {iterations} must be at least 1.')
     if save_every < 0:
         raise UserError(f'--save-every {save_every} must be >= 0 (0 = no snapshots).')
+    check_number('--seed', seed, 0, SEED_MAX, example=SEED)
     device = torch.device(device)
     chunk = CPU_CHUNK if device.type == 'cpu' else None
     n0, n1 = split_samples(samples)
@@ -443,21 +458,22 @@ def run(demo='PGDATconsistent', divergence='KL', divergence_C='KL', iterations=I
     model = build_model().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
 
-    # The C constant: how much the ground truth itself varies in the eps-ball (uses --divergence).
-    c_sum = 0.0
+    # The C constant: how much the ground truth itself varies in the eps-ball (uses --divergence). Accumulated
+    # as the reference does, in a float32 tensor (0 + d_1 + ... + d_10, then / 10).
+    c_sum = 0
     for _ in range(C_ROUNDS):
         x = draw_samples(n0, n1, device)
         delta = compute_C(x, divergence, chunk)
         with torch.no_grad():
-            c_sum += distance(ground_truth(x + delta), ground_truth(x), divergence).item()
-    c_l = c_sum / C_ROUNDS
+            c_sum = c_sum + distance(ground_truth(x + delta), ground_truth(x), divergence)
+    c_l = (c_sum / C_ROUNDS).item()
 
     folder = os.path.join(out, f'{demo}_{divergence}')
     os.makedirs(folder, exist_ok=True)
     snapshot_gen = torch.Generator().manual_seed(seed) if save_every else None
 
     train_loss, score_loss, standard_loss, seconds, cpu_seconds = [], [], [], [], []
-    bar = tqdm(range(1, iterations + 1), desc=f'{demo}_{divergence}', unit='it', disable=None if progress else True,
+    bar = tqdm(range(iterations), desc=f'{demo}_{divergence}', unit='it', disable=None if progress else True,
                file=sys.stderr)
     for ite in bar:
         t0, c0 = time.perf_counter(), time.process_time()
@@ -474,12 +490,11 @@ def run(demo='PGDATconsistent', divergence='KL', divergence_C='KL', iterations=I
         standard_loss.append(r_standard)
         seconds.append(time.perf_counter() - t0)
         cpu_seconds.append(time.process_time() - c0)
-        line = (f'ite {ite:4d} | train loss {train_loss[-1]:.6f} | R_SCORE {r_score:.6f} | '
-                f'R_Standard {r_standard:.6f} | R_SCORE - R_Standard {r_score - r_standard:.6f}')
-        if progress:
-            tqdm.write(line)
-        else:
-            log(line)
+        for line in iteration_lines(ite, train_loss[-1], r_score, r_standard, compact):
+            if progress:
+                tqdm.write(line)
+            else:
+                log(line)
         if save_every and ite % save_every == 0:
             save_predictions(model, draw_test_points(generator=snapshot_gen), folder, suffix=f'_{ite}')
     bar.close()
@@ -521,6 +536,9 @@ def get_parser():
                              'iteration: on cores busy with other jobs, OpenMP threads waiting for each other made '
                              'an iteration up to 80x slower here; 2 can pay off on an otherwise idle machine.')
     parser.add_argument('--no-progress', action='store_true', help='No progress bar.')
+    parser.add_argument('--compact', action='store_true',
+                        help='One line per iteration instead of the reference\'s six (ite:, Train loss:, '
+                             'R_SCORE loss:, R_Standard loss:, diff:, ***).')
     return parser
 
 
@@ -534,7 +552,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     res = run(args.demo, args.divergence, args.divergence_C, iterations=args.iterations, samples=args.samples,
               seed=args.seed, device=args.device, out=args.out, save_every=args.save_every,
-              progress=not args.no_progress)
+              progress=not args.no_progress, compact=args.compact)
     print(f'Results in {res["folder"]}')
 
 

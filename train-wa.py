@@ -16,6 +16,7 @@ See README.md, section Training.
 """
 import json
 import os
+import re
 import sys
 import time
 
@@ -24,13 +25,15 @@ import torch
 
 from core.attacks import VARIABLE_BATCH_ATTACKS
 from core.data import SEMISUP_DATASETS, get_data_info, load_data, set_epoch, validate_unsup_fraction
-from core.errors import UserError, exit_on_user_error
+from core.errors import SEED_MAX, UserError, check_number, exit_on_user_error
+from core.utils import faults
 from core.utils.checkpoint import load_checkpoint, save_atomic
 from core.utils.distributed import all_gather_object, barrier, cleanup, setup
+from core.utils.faults import fault_point
 from core.utils.logger import Logger
 from core.utils.parser import parser_train
 from core.utils.rng import rng_state, set_rng_state
-from core.utils.train import Trainer, pretrained_path
+from core.utils.train import NonFiniteLoss, Trainer, pretrained_path
 from core.utils.utils import format_time, seed
 from gowal21uncovering.utils.watrain import WATrainer
 
@@ -38,11 +41,32 @@ STATE_FORMAT_VERSION = 1
 STATE_FILE = 'state-last.pt'
 # Flags that may differ between a run and its --resume (they do not change the numbers).
 RESUME_FREE_FLAGS = ('resume', 'overwrite', 'num_workers', 'stop_after', 'device', 'data_dir', 'log_dir',
-                     'aux_data_filename')
+                     'aux_data_filename', 'resume_changed_flags')
+# Flags a resume may change on purpose, named in --resume-changed-flags (README.md, section Training).
+RESUME_CHANGEABLE_FLAGS = ('lr',)
+# Temporary files of the writers of the run folder (save_atomic, write_csv): left behind by a killed process.
+STALE_TEMP_FILES = re.compile(r'^(\.(weights-best|weights-last|state-last)\.pt\..*\.tmp'
+                              r'|(stats_adv\.csv|args\.txt)\.tmp)$')
 
 
 def validate(args):
-    """Bad flag combinations the reference silently ignores or fails on late: one UserError line each."""
+    """Bad flags and combinations the reference silently ignores or fails on late: one UserError line each,
+    before anything is written."""
+    check_number('--attack-eps', args.attack_eps, 0, low_open=True, example='8/255')
+    check_number('--attack-step', args.attack_step, 0, low_open=True, example='2/255')
+    check_number('--attack-iter', args.attack_iter, 1, example=10)
+    check_number('--lr', args.lr, 0, low_open=True, example=0.4)
+    check_number('--weight-decay', args.weight_decay, 0, example='5e-4')
+    if args.beta is not None:
+        check_number('--beta', args.beta, 0, example=5.0)
+    check_number('--clip_value', args.clip_value, 0, example=0)
+    check_number('--ls', args.ls, 0, 1, high_open=True, example=0.1)
+    check_number('--tau', args.tau, 0, 1, high_open=True, example=0.995)
+    if args.clip_grad is not None:
+        check_number('--clip-grad', args.clip_grad, 0, low_open=True, example=1.0)
+    check_number('--seed', args.seed, 0, SEED_MAX, example=1)
+    if args.stop_after is not None:
+        check_number('--stop-after', args.stop_after, 1)
     if (args.LSE or args.mart) and args.beta is None:
         flag = '--LSE' if args.LSE else '--mart'
         raise UserError(f'{flag} needs --beta (without it the reference silently trains Madry PGD-AT); '
@@ -59,6 +83,12 @@ def validate(args):
         raise UserError(f'--validation-size {args.validation_size}: must be >= 1.')
     if args.resume and args.overwrite:
         raise UserError('--resume continues a run and --overwrite starts a new one over it: give only one.')
+    if args.resume_changed_flags and not args.resume:
+        raise UserError('--resume-changed-flags names flags a --resume may change: add --resume, or drop it.')
+    for name in args.resume_changed_flags:
+        if name not in RESUME_CHANGEABLE_FLAGS:
+            raise UserError(f'--resume-changed-flags {name}: only {", ".join(RESUME_CHANGEABLE_FLAGS)} may change '
+                            f'on a resume (the others would change what the saved state means).')
     if args.data in SEMISUP_DATASETS:
         validate_unsup_fraction(args.unsup_fraction)
         if args.aux_data_filename is None:
@@ -77,10 +107,10 @@ def validate(args):
 
 
 def check_run_dir(log_dir, args):
-    """Refuse to touch a folder holding results unless --resume (needs state-last.pt) or --overwrite."""
+    """Refuse to touch a folder holding results unless --resume (needs state-last.pt or args.txt) or --overwrite."""
     state = os.path.join(log_dir, STATE_FILE)
     if args.resume:
-        if not os.path.isfile(state):
+        if not os.path.isfile(state) and not os.path.isfile(os.path.join(log_dir, 'args.txt')):
             raise UserError(f'--resume: {state} not found; start the run without --resume.')
         return
     if os.path.isdir(log_dir) and os.listdir(log_dir) and not args.overwrite:
@@ -91,26 +121,98 @@ def check_run_dir(log_dir, args):
 
 
 def load_resume_state(log_dir, args, num_epochs):
-    """The state file of the run to continue, after checking that it matches the flags and is not finished."""
+    """The state file of the run to continue, after checking that it matches the flags and is not finished.
+
+    A run killed before its first epoch was saved has args.txt but no state file: then None (start at epoch 1),
+    after the same check of the flags against args.txt.
+    """
+    if not os.path.isfile(os.path.join(log_dir, STATE_FILE)):
+        try:
+            with open(os.path.join(log_dir, 'args.txt')) as f:
+                saved = json.load(f)
+        except ValueError as e:
+            raise UserError(f'--resume: {log_dir}/args.txt is not JSON ({e}); start the run with '
+                            f'--overwrite.') from None
+        check_resume_flags(saved, args, log_dir)
+        return None
     state = load_checkpoint(os.path.join(log_dir, STATE_FILE))
     if state.get('format_version') != STATE_FORMAT_VERSION:
         raise UserError(f'--resume: {log_dir}/{STATE_FILE} has format {state.get("format_version")}, this code '
                         f'reads {STATE_FORMAT_VERSION}.')
-    saved = state['args']
-    diff = [k for k in vars(args) if k not in RESUME_FREE_FLAGS and saved.get(k, None) != getattr(args, k)]
-    if diff:
-        raise UserError(f'--resume: the flags differ from the saved run for {", ".join(diff)}; '
-                        f'resume with the flags of {os.path.join(log_dir, "args.txt")}.')
+    check_resume_flags(state['args'], args, log_dir)
     if state['epoch'] >= num_epochs:
         raise UserError(f'--resume: {log_dir} already completed its {state["epoch"]} epochs; nothing to do.')
     return state
+
+
+def check_resume_flags(saved, args, log_dir):
+    """A resume runs with the saved flags, except RESUME_FREE_FLAGS and those named in --resume-changed-flags."""
+    diff = [k for k in vars(args) if k not in RESUME_FREE_FLAGS and k not in args.resume_changed_flags
+            and saved.get(k, None) != getattr(args, k)]
+    if diff:
+        allowed = [k for k in diff if k in RESUME_CHANGEABLE_FLAGS]
+        hint = (f' (to change {", ".join(allowed)} on purpose, add --resume-changed-flags {",".join(allowed)})'
+                if allowed else '')
+        raise UserError(f'--resume: the flags differ from the saved run for {", ".join(diff)}; '
+                        f'resume with the flags of {os.path.join(log_dir, "args.txt")}{hint}.')
+
+
+def remove_stale_temp_files(log_dir):
+    """Delete the temporary files a killed writer of this run folder left (only names matching STALE_TEMP_FILES)."""
+    removed = sorted(n for n in os.listdir(log_dir) if STALE_TEMP_FILES.match(n))
+    for name in removed:
+        os.remove(os.path.join(log_dir, name))
+    return removed
+
+
+def dataparallel_note(runtime, gpus):
+    """The one-line note for a single-process run on a host with `gpus` > 1 visible GPUs (else None): the
+    reference wrapped the model in DataParallel there, so its BatchNorm saw batch/N images per replica."""
+    if not runtime.is_primary or runtime.distributed or runtime.device.type != 'cuda' or gpus < 2:
+        return None
+    return (f'Note: {gpus} GPUs are visible but this run uses one; the reference wrapped the model in DataParallel '
+            f'over all of them (BatchNorm statistics per batch/{gpus} images): `torchrun --nproc_per_node {gpus} '
+            f'train-wa.py ...` reproduces that.')
+
+
+def non_finite_message(e, log_dir, args, logger):
+    """The one line of a run stopped by a non-finite loss (also written to log-train.log): where, what is kept,
+    how to continue."""
+    if e.epoch > 1:
+        kept = (f'{log_dir} still holds epoch {e.epoch - 1}; continue from it with --resume, e.g. with a lower '
+                f'learning rate: --resume --resume-changed-flags lr --lr {args.lr / 2:g}')
+    else:
+        kept = (f'no epoch was completed; start again with other flags (e.g. a lower --lr than {args.lr:g}) '
+                f'and --overwrite')
+    message = f'{e} with --lr {args.lr:g}: stopped, nothing of epoch {e.epoch} was saved. {kept}.'
+    logger.logger.info(message)
+    return message
+
+
+def saved_lr(log_dir):
+    """The --lr in log_dir/args.txt (None if unreadable)."""
+    try:
+        with open(os.path.join(log_dir, 'args.txt')) as f:
+            return json.load(f).get('lr')
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def write_args(args, log_dir):
+    """args.txt: JSON of every flag (indent 4), written to a temporary file and renamed."""
+    path = os.path.join(log_dir, 'args.txt')
+    with open(path + '.tmp', 'w') as f:
+        json.dump(args.__dict__, f, indent=4)
+    os.replace(path + '.tmp', path)
 
 
 def write_csv(rows, path):
     """stats_adv.csv from a list of per-epoch dicts (the reference used the removed DataFrame.append)."""
     tmp = path + '.tmp'
     pd.DataFrame(rows).to_csv(tmp, index=False)
+    fault_point(f'mid-write:{os.path.basename(path)}')
     os.replace(tmp, path)
+    fault_point(f'after-write:{os.path.basename(path)}')
 
 
 def main():
@@ -124,6 +226,9 @@ def main():
     # ------------------------------------------------------------------ device / AMP / DDP
     runtime = setup(args.device, args.amp)
     primary = runtime.is_primary
+    note = dataparallel_note(runtime, torch.cuda.device_count() if runtime.device.type == 'cuda' else 0)
+    if note:
+        print(note)
     check_run_dir(LOG_DIR, args)
     state = load_resume_state(LOG_DIR, args, NUM_ADV_EPOCHS) if args.resume else None
     barrier(runtime)  # every process has checked before rank 0 writes anything
@@ -157,20 +262,26 @@ def main():
         seed(args.seed + runtime.rank)
 
     # ------------------------------------------------------------------ run folder + logger
+    stale = []
     if primary:
         os.makedirs(LOG_DIR, exist_ok=True)
+        stale = remove_stale_temp_files(LOG_DIR) if args.resume else []
     barrier(runtime)
     logger = Logger(os.path.join(LOG_DIR, 'log-train.log'), mode='a' if args.resume else 'w', enabled=primary)
-    if primary and not args.resume:
-        with open(os.path.join(LOG_DIR, 'args.txt'), 'w') as f:
-            json.dump(args.__dict__, f, indent=4)
+    # args.txt: now for a new run (or a restart before any saved epoch); with a changed --lr, together with the
+    # first state file that uses it (so that args.txt always holds the flags of state-last.pt)
+    args_changed = state is not None and saved_lr(LOG_DIR) != args.lr
+    if primary and state is None:
+        write_args(args, LOG_DIR)
     logger.log('Using device: {}'.format(runtime.device.type))
+    if stale:
+        logger.log('Removed the temporary files of an interrupted write: {}.'.format(', '.join(stale)))
     if args.debug and primary:
         print('Debug mode: 1 epoch (schedules sized for {} epochs).'.format(args.num_adv_epochs))
 
     # ------------------------------------------------------------------ resume
     start_epoch, best, rows, res = 1, [0.0, 0.0], [], None
-    if args.resume:
+    if state is not None:
         trainer.init_optimizer(args.num_adv_epochs)
         trainer.load_state_dict(state['trainer'])
         start_epoch, best, rows, res = state['epoch'] + 1, list(state['best']), state['rows'], state['train_metrics']
@@ -178,7 +289,13 @@ def main():
         rngs = state['rng']
         set_rng_state(rngs[runtime.rank] if len(rngs) == runtime.world_size else rngs[0], runtime.device)
         logger.log('\nResuming from epoch {} of {}.'.format(start_epoch, NUM_ADV_EPOCHS))
+        if state['args']['lr'] != args.lr:  # --resume-changed-flags lr (checked in load_resume_state)
+            trainer.rescale_lr(args.lr / state['args']['lr'])
+            logger.log('--lr changed from {} to {} (--resume-changed-flags lr): the schedule continues at the '
+                       'same step, scaled by {}.'.format(state['args']['lr'], args.lr, args.lr / state['args']['lr']))
     else:
+        if args.resume:
+            logger.log('\nNo epoch of this run was saved: starting it from epoch 1.')
         logger.log('\n\n')
         test_acc = trainer.eval(test_dataloader)
         logger.log('Standard Accuracy-\tTest: {:2f}%.'.format(test_acc * 100))  # sic: {:2f} (quirk 30)
@@ -188,10 +305,14 @@ def main():
     # ------------------------------------------------------------------ loop
     for epoch in range(start_epoch, NUM_ADV_EPOCHS + 1):
         start = time.time()
+        faults.set_epoch(epoch)
         logger.log('======= Epoch {} ======='.format(epoch))
         last_lr = trainer.last_lr()
         set_epoch(train_dataloader, epoch)
-        res = trainer.train(train_dataloader, epoch=epoch, adversarial=True)
+        try:
+            res = trainer.train(train_dataloader, epoch=epoch, adversarial=True)
+        except NonFiniteLoss as e:
+            raise UserError(non_finite_message(e, LOG_DIR, args, logger)) from None
         test_acc = trainer.eval(test_dataloader)
 
         logger.log('Loss: {:.4f}.\tLR: {:.4f}'.format(res['loss'], last_lr))
@@ -227,6 +348,9 @@ def main():
         logger.log('Time taken: {}'.format(format_time(time.time() - start)))
         if primary:
             write_csv(rows, os.path.join(LOG_DIR, 'stats_adv.csv'))
+            if args_changed:
+                write_args(args, LOG_DIR)
+                args_changed = False
             save_atomic({'format_version': STATE_FORMAT_VERSION, 'epoch': epoch,
                          'global_step': trainer.last_global_step, 'best': best, 'rows': rows,
                          'train_metrics': res, 'args': dict(vars(args)), 'trainer': trainer.state_dict(),

@@ -2,6 +2,7 @@
 
 Scripts catch it at the top and print its message as one line on stderr, with exit code 2.
 """
+import math
 import sys
 
 
@@ -16,3 +17,33 @@ def exit_on_user_error(main):
     except UserError as e:
         print(f'error: {e}', file=sys.stderr)
         sys.exit(2)
+
+
+SEED_MAX = 2 ** 32 - 1  # numpy's np.random.seed accepts [0, 2**32 - 1]
+
+
+def check_number(flag, value, low=None, high=None, *, low_open=False, high_open=False, example=None):
+    """UserError unless `value` is a finite number in the interval [low, high] (open ends as flagged).
+
+    `None` bounds are unbounded; `example` is a suggestion added to the message. E.g.
+    `check_number('--attack-eps', -1.0, 0, low_open=True, example='8/255')` raises
+    `--attack-eps -1.0: must be a finite number > 0 (e.g. 8/255).`
+    """
+    ok = isinstance(value, (int, float)) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if ok:
+        return value
+    if low is not None and high is not None:
+        want = f'in {"(" if low_open else "["}{low}, {high}{")" if high_open else "]"}'
+    elif low is not None:
+        want = f'{">" if low_open else ">="} {low}'
+    elif high is not None:
+        want = f'{"<" if high_open else "<="} {high}'
+    else:
+        want = ''
+    kind = 'an integer' if isinstance(value, int) and not isinstance(value, bool) else 'a finite number'
+    hint = f' (e.g. {example})' if example is not None else ''
+    raise UserError(f'{flag} {value}: must be {kind} {want}{hint}.'.replace(' .', '.'))

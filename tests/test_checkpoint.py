@@ -206,8 +206,25 @@ def test_missing_and_corrupt_files(tmp_path):
     with pytest.raises(UserError, match='is a directory'):
         load_checkpoint(tmp_path)
     (tmp_path / 'broken.pt').write_bytes(b'not a checkpoint at all')
-    with pytest.raises(UserError, match='broken.pt'):
+    with pytest.raises(UserError, match='broken.pt is corrupt or truncated'):
         load_checkpoint(tmp_path / 'broken.pt')
+
+
+@pytest.mark.parametrize('damage', ['garbage', 'truncated', 'truncated-legacy', 'empty'])
+def test_corrupt_or_truncated_file_is_named_so_not_pickled_code(tmp_path, damage):
+    """A file that is no PyTorch checkpoint at all says 'corrupt or truncated', not 'refused ... pickled code'."""
+    good = tmp_path / 'good.pt'
+    torch.save({'model_state_dict': {'w': torch.zeros(100)}}, good,
+               _use_new_zipfile_serialization=damage != 'truncated-legacy')
+    data = good.read_bytes()
+    bad = tmp_path / 'weights-best.pt'
+    bad.write_bytes({'garbage': bytes(range(256)) * 4, 'empty': b''}.get(damage, data[:len(data) // 2]))
+    for load in (load_checkpoint, load_weights):
+        with pytest.raises(UserError) as info:
+            load(bad)
+        msg = str(info.value)
+        assert msg.startswith(f'checkpoint {bad} is corrupt or truncated') and '\n' not in msg
+        assert 'pickled code' not in msg and 'refused' not in msg
 
 
 def test_save_atomic_round_trip_and_overwrite(tmp_path):

@@ -118,6 +118,36 @@ def test_sampler_negative_fraction_merges_pools():
     assert sorted(idx) == sup + unsup  # 2 x 5 = the whole merged pool, without replacement
 
 
+def test_sampler_merged_pool_by_hand():
+    """--unsup-fraction -1: one pool 0..9 (6 real, 4 generated; adjacent ranges stay a lazy range), batches of
+    5 without replacement: batches 1-2 are one pass over all 10 indices, batch 3 starts a new pass, and the
+    last batch of a pass is short when 5 does not divide the pool (pool 0..11: 5, 5, 2)."""
+    s = SemiSupervisedSampler(range(6), range(6, 10), batch_size=5, unsup_fraction=-1, num_batches=3, seed=0)
+    assert s.sup_indices == range(10) and len(s.unsup_indices) == 0 and (s.sup_bs, s.unsup_bs) == (5, 0)
+    b = [sorted(i for i, _ in batch) for batch in s]
+    assert [len(x) for x in b] == [5, 5, 5]
+    assert sorted(b[0] + b[1]) == list(range(10))          # one pass: each index once
+    assert len(set(b[2])) == 5 and set(b[2]) <= set(range(10))
+    s = SemiSupervisedSampler(range(8), range(8, 12), batch_size=5, unsup_fraction=-0.5, num_batches=3, seed=1)
+    b = [[i for i, _ in batch] for batch in s]
+    assert [len(x) for x in b] == [5, 5, 2] and sorted(sum(b, [])) == list(range(12))
+    s = SemiSupervisedSampler([0, 1, 2], [7, 9], batch_size=5, unsup_fraction=-1, num_batches=1, seed=0)
+    assert sorted(i for i, _ in next(iter(s))) == [0, 1, 2, 7, 9]   # index lists are concatenated
+
+
+def test_sampler_merged_pool_memory_does_not_grow_with_the_generated_data():
+    """A 50M-image merged pool: an epoch of 98 x 512 draws ~50k distinct indices without any pool-sized array."""
+    import tracemalloc
+    tracemalloc.start()
+    s = SemiSupervisedSampler(range(48976), range(48976, 50_000_000), 512, -1, math.ceil(50000 / 512), seed=2)
+    idx = np.concatenate([[i for i, _ in b] for b in s])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(idx) == 98 * 512 == len(np.unique(idx)) and idx.max() < 50_000_000
+    assert (idx >= 48976).mean() > 0.99                    # 99.9% of the pool is generated
+    assert peak < 50 * 2 ** 20                             # a 50M int64 index array alone would be 400 MB
+
+
 def test_sampler_zero_fraction_uses_only_labelled():
     s = SemiSupervisedSampler(range(9), range(100, 110), batch_size=4, unsup_fraction=0.0, num_batches=3)
     idx = [i for b in s for i, _ in b]
@@ -320,11 +350,12 @@ def test_bad_inputs_paths_and_flags(root):
     for name in SEMISUP_DATASETS:
         with pytest.raises(UserError, match='needs generated data'):
             load_data(str(root / 'data' / name), num_workers=0, aux_data_filename=None, unsup_fraction=0.7)
-    for bad in (1.0, 1.5, -0.1, float('nan')):
-        with pytest.raises(UserError, match='outside'):
+    for bad in (1.0, 1.5, float('nan'), float('-inf')):
+        with pytest.raises(UserError, match='finite number below 1'):
             validate_unsup_fraction(bad)
     assert validate_unsup_fraction(0.0) == 0.0 and validate_unsup_fraction(0.7) == 0.7
-    with pytest.raises(UserError, match='outside'):
+    assert validate_unsup_fraction(-0.1) == -0.1 and validate_unsup_fraction(-1) == -1.0   # the merged pool
+    with pytest.raises(UserError, match='finite number below 1'):
         semisup(root, unsup_fraction=1.0)
 
 
@@ -373,6 +404,22 @@ def test_tiny_imagenet_folders(tmp_path):
     assert (len(train), len(test), len(val)) == (4, 6, 2)
     x, y = train[(0, 1)]
     assert x.shape == (3, 64, 64) and y in (0, 1)
+    # one validation image per class (not both of class n01, as the first 2 files would be)
+    assert sorted(val[i][1] for i in range(2)) == [0, 1] and sorted(train[i][1] for i in range(4)) == [0, 0, 1, 1]
+    with pytest.raises(UserError, match='every class'):
+        load_data(str(tmp_path / 'tiny-imagenet'), num_workers=0, validation=True, val_size=5)
+
+
+def test_tiny_imagenet_per_class_split_by_hand():
+    from core.data.tiny_imagenet import per_class_split
+    labels = [0, 0, 0, 0, 1, 1, 2, 2, 2]
+    assert per_class_split(labels, 5) == ([0, 4, 6, 1, 7], [2, 3, 5, 8])
+    assert per_class_split(labels, 6) == ([0, 4, 6, 1, 7, 2], [3, 5, 8])   # class 1 keeps image 5
+    # Tiny-ImageNet's shape: 200 classes x 500, 1024 validation images -> 5 or 6 per class, 494-495 kept
+    val, train = per_class_split([c for c in range(200) for _ in range(500)], 1024)
+    counts = np.bincount(np.array(val) // 500, minlength=200)
+    assert len(val) == 1024 and set(counts.tolist()) == {5, 6} and counts[:24].tolist() == [6] * 24
+    assert len(train) == 100000 - 1024 and not set(val) & set(train)
 
 
 def test_tiny_images_pickle(root):

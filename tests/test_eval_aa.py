@@ -181,6 +181,29 @@ def test_missing_weights_exit_2_with_paths(tmp_path, capsys):
     assert code == 2 and other in err
 
 
+@pytest.mark.parametrize('change', ['seed', 'eps'])
+def test_bad_numbers_exit_2_nothing_written(tmp_path, capsys, change):
+    data_root, log_root, desc, *_ = make_run(tmp_path, released_args(attack_eps=-1.0 if change == 'eps' else 8 / 255))
+    before = sorted(os.listdir(os.path.join(log_root, desc)))
+    argv = ['--data-dir', data_root, '--log-dir', log_root, '--desc', desc] + (['--seed', '-1'] if change == 'seed'
+                                                                                else [])
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and err.count('\n') == 1
+    assert ('--seed -1' if change == 'seed' else 'attack_eps') in err
+    assert sorted(os.listdir(os.path.join(log_root, desc))) == before   # no log-aa.log
+
+
+def test_truncated_checkpoint_is_named_corrupt(tmp_path, capsys):
+    data_root, log_root, desc, *_ = make_run(tmp_path, released_args())
+    path = os.path.join(log_root, desc, 'weights-best.pt')
+    with open(path, 'rb') as f:
+        data = f.read()
+    with open(path, 'wb') as f:
+        f.write(data[:len(data) // 3])
+    code, _, err = run_cli(['--data-dir', data_root, '--log-dir', log_root, '--desc', desc], capsys)
+    assert code == 2 and err.count('\n') == 1 and f'{path} is corrupt or truncated' in err and 'pickled' not in err
+
+
 def test_pickled_code_is_refused(tmp_path, capsys):
     info = get_data_info('cifar10')
     sd = create_model('wrn-16-1-swish', False, info, 'cpu').state_dict()

@@ -419,3 +419,55 @@ def test_z_nat_first_is_bit_identical_to_the_reference_order(divergence, attack,
     assert torch.equal(l0, l1) and torch.equal(r0, r1)
     assert all(torch.equal(a, b) for a, b in zip(g0, g1))
     assert len(b0) == 6 and all(torch.equal(a, b) for a, b in zip(b0, b1))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Plain-Trainer TRADES with --attack l2-pgd (SPEC 6.7), one step worked out by hand on a linear model
+# ----------------------------------------------------------------------------------------------------------------
+
+def test_plain_trades_l2_one_step_by_hand():
+    """Linear model z = W vec(x) (float64, no BN), T = 1: for KL_sum(p || softmax(z)) the gradient w.r.t. z is
+    softmax(z) - p, so the step on delta is d0 + 2 eps * g / |g| with g = W^T (q - p) per sample (ascending KL)."""
+    from core.utils.train import trades_loss_plain
+    torch.manual_seed(0)
+    W = torch.randn(3, 4, dtype=torch.float64)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3, bias=False)).double()
+    with torch.no_grad():
+        model[1].weight.copy_(W)
+    x = torch.rand(2, 1, 2, 2, dtype=torch.float64) * 0.5 + 0.25
+    y = torch.tensor([0, 2])
+    eps, beta = 0.3, 2.0
+
+    torch.manual_seed(7)
+    loss, metrics = trades_loss_plain(model, x, y, epsilon=eps, perturb_steps=1, beta=beta, attack='l2-pgd')
+    assert model.training
+
+    torch.manual_seed(7)
+    torch.randn(x.shape)                                  # the L-inf start, drawn and unused
+    d0 = (0.001 * torch.randn(x.shape)).double()          # float32 CPU draw, as the reference
+    xf = x.view(2, 4)
+    p = torch.softmax(xf @ W.T, 1)
+    q = torch.softmax((xf + d0.view(2, 4)) @ W.T, 1)
+    g = (q - p) @ W                                       # d KL_sum / d delta, per sample
+    d1 = d0.view(2, 4) + 2 * eps * g / g.norm(dim=1, keepdim=True)
+    d1 = torch.clamp(xf + d1, 0, 1) - xf
+    norms = d1.norm(dim=1, keepdim=True)
+    d1 = torch.where(norms > eps, d1 * eps / (norms + 1e-7), d1)
+    x_adv = torch.clamp(xf + d1, 0, 1)
+    z_nat, z_adv = xf @ W.T, x_adv @ W.T
+    pn, pa = torch.softmax(z_nat, 1), torch.softmax(z_adv, 1)
+    ce = -torch.log_softmax(z_nat, 1)[torch.arange(2), y].mean()
+    kl_sum = (pn * (torch.log(pn) - torch.log(pa))).sum()
+    # rel 1e-7: the first step is taken on the float32 start delta (its gradient and update are float32)
+    assert loss.item() == pytest.approx((ce + beta * kl_sum / 2).item(), rel=1e-7)
+    assert metrics['adversarial_acc'].item() == (z_adv.argmax(1) == y).double().mean().item()
+    assert kl_sum.item() > 1e-3 and not torch.allclose(x_adv, xf)        # the step did move, and it counts
+
+
+def test_plain_trainer_accepts_l2_trades_and_refuses_l2_mart():
+    from core.utils.parser import parser_train
+    from core.utils.train import Trainer
+    base = ['--desc', 'x', '--tau', '0', '--beta', '1', '--attack', 'l2-pgd']
+    Trainer.check_flags(parser_train().parse_args(base))
+    with pytest.raises(UserError, match='MART'):
+        Trainer.check_flags(parser_train().parse_args(base + ['--mart']))

@@ -142,13 +142,41 @@ def one_thread():
 @pytest.mark.slow
 @pytest.mark.parametrize('demo,div,div_c,expected,c_l', REFERENCE, ids=[r[0] for r in REFERENCE])
 def test_first_iterations_match_the_reference(tmp_path, one_thread, demo, div, div_c, expected, c_l):
-    res = toy.run(demo, div, div_c, iterations=len(expected), device='cpu', out=str(tmp_path), log=lambda s: None)
+    lines = []
+    res = toy.run(demo, div, div_c, iterations=len(expected), device='cpu', out=str(tmp_path), log=lines.append)
     got = list(zip(res['train_loss'], res['score_loss'], res['standard_loss']))
     for g_row, e_row in zip(got, expected):
         for g, e in zip(g_row, e_row):
             assert g == pytest.approx(e, rel=1e-4, abs=2e-6)   # the reference figures have 6 decimals
+    # the printout: the reference's six lines per iteration, counted from 0, then C_L
+    for ite, (train, score, standard) in enumerate(expected):
+        block = lines[6 * ite:6 * ite + 6]
+        assert block[0] == f'ite: {ite}' and block[5] == '***'
+        for line, label, value in zip(block[1:5], ('Train loss', 'R_SCORE loss', 'R_Standard loss', 'diff'),
+                                      (train, score, standard, score - standard)):
+            name, number = line.split(': ')
+            assert name == label and float(number) == pytest.approx(value, rel=1e-4, abs=4e-6)
+    assert lines[-1].startswith('C_L: ')
     if c_l is not None:
         assert res['C_L'] == pytest.approx(c_l, rel=1e-5)
+
+
+def test_printout_of_the_first_three_iterations(tmp_path):
+    """`ite: 0`, `Train loss:`, `R_SCORE loss:`, `R_Standard loss:`, `diff:`, `***` per iteration (numbered from
+    0, the values those of the records, diff = R_SCORE - R_Standard), then `C_L:` with a float32 value."""
+    lines = []
+    res = toy.run('PGDAT', 'KL', 'L1', iterations=3, samples=120, out=str(tmp_path), log=lines.append)
+    assert len(lines) == 3 * 6 + 1
+    for ite in range(3):
+        score, standard = res['score_loss'][ite], res['standard_loss'][ite]
+        assert lines[6 * ite:6 * ite + 6] == [
+            f'ite: {ite}', f'Train loss: {res["train_loss"][ite]}', f'R_SCORE loss: {score}',
+            f'R_Standard loss: {standard}', f'diff: {score - standard}', '***']
+    assert lines[-1] == f'C_L: {res["C_L"]}'
+    assert float(np.float32(res['C_L'])) == res['C_L']     # accumulated in a float32 tensor, as the reference
+    compact = []
+    toy.run('PGDAT', 'KL', 'L1', iterations=1, samples=120, out=str(tmp_path), log=compact.append, compact=True)
+    assert compact[0].startswith('ite    0 | train loss ') and len(compact) == 2
 
 
 def _rows(path):
@@ -169,7 +197,7 @@ def test_output_files_and_shapes(tmp_path, demo, div):
     for name in ('train', 'SCORE', 'Standard'):
         rec = np.loadtxt(folder / f'record_{name}_loss.txt')
         assert rec.shape == (2,) and np.all(np.isfinite(rec)) and np.all(rec >= 0)
-    for ite in (1, 2):
+    for ite in (0, 1):                   # iterations are numbered from 0, as the reference's printout
         for name, cols in (('x_test', 1), ('y_test', 2), ('pre_test', 2)):
             assert _rows(folder / f'{name}_{ite}.txt').shape == (10000, cols)
     # savetxt defaults: '%.18e', space separated
@@ -196,6 +224,11 @@ def test_bad_flags(tmp_path):
         toy.run(samples=1, out=str(tmp_path))
     with pytest.raises(UserError, match='--save-every'):
         toy.run(save_every=-1, out=str(tmp_path))
+    with pytest.raises(UserError, match='--seed -1'):          # np.random.seed would raise a ValueError
+        toy.run(seed=-1, out=str(tmp_path))
+    with pytest.raises(UserError, match='--iterations'):
+        toy.run(iterations=0, out=str(tmp_path))
+    assert not os.listdir(tmp_path)
 
 
 def test_command_line(tmp_path):
@@ -204,7 +237,7 @@ def test_command_line(tmp_path):
                            '--threads', '1'],
                           capture_output=True, text=True, cwd=str(tmp_path), timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert 'ite    1 | train loss' in proc.stdout and 'C_L: ' in proc.stdout
+    assert proc.stdout.startswith('ite: 0\nTrain loss: ') and '\n***\nC_L: ' in proc.stdout
     assert (tmp_path / 'PGDATconsistent_KL' / 'record_train_loss.txt').exists()
     bad = subprocess.run([sys.executable, os.path.join(ROOT, 'generate_toy_demo.py'), '--samples', '1', '--device',
                           'cpu', '--out', str(tmp_path)], capture_output=True, text=True, cwd=str(tmp_path),

@@ -14,7 +14,9 @@ import csv
 import json
 import math
 import os
+import re
 import runpy
+import signal
 import subprocess
 import sys
 
@@ -156,12 +158,12 @@ def test_resume_is_bit_identical(data_dir, tmp_path):
 
 def test_resume_with_other_flags_is_refused(data_dir, tmp_path):
     part = tiny_args(data_dir, tmp_path, 'part', '--num-adv-epochs', '3', data='cifar10')
-    assert run(part + ['--stop-after', '1', '--attack-iter', '0']) == 0
-    assert run(part + ['--resume', '--attack-iter', '0', '--lr', '0.1']) == 2
+    assert run(part + ['--stop-after', '1', '--attack-iter', '1']) == 0
+    assert run(part + ['--resume', '--attack-iter', '1', '--lr', '0.1']) == 2
 
 
 def test_debug_trains_one_epoch_with_the_full_schedule(data_dir, tmp_path):
-    assert run(tiny_args(data_dir, tmp_path, 'dbg', '--debug', '--num-adv-epochs', '8', '--attack-iter', '0',
+    assert run(tiny_args(data_dir, tmp_path, 'dbg', '--debug', '--num-adv-epochs', '8', '--attack-iter', '1',
                          data='cifar10')) == 0
     rows = read_csv(tmp_path / 'dbg' / 'stats_adv.csv')
     assert rows[0] == [c for c in CSV_COLUMNS if c != 'train_clean_acc']  # Madry without keep-clean
@@ -261,3 +263,125 @@ def test_pretrained_file_initialises_model_and_averaged_model(tmp_path):
     fresh = WATrainer(info, parser_train().parse_args(['--desc', 'dst'] + flags))
     assert not torch.equal(fresh.model.state_dict()['module.0.init_conv.weight'],
                            expected['module.0.init_conv.weight'])
+
+
+BAD_NUMBERS = [('--attack-eps', '-1'), ('--attack-eps', 'nan'), ('--attack-step', '0'), ('--attack-iter', '0'),
+               ('--lr', 'nan'), ('--lr', '0'), ('--lr', 'inf'), ('--weight-decay', '-0.0001'), ('--beta', '-1'),
+               ('--beta', 'nan'), ('--clip_value', '-0.5'), ('--ls', '1'), ('--ls', '-0.1'), ('--tau', '1'),
+               ('--tau', '-0.5'), ('--clip-grad', '0'), ('--seed', '-1'), ('--unsup-fraction', 'nan'),
+               ('--stop-after', '0')]
+
+
+@pytest.mark.parametrize('flag,value', BAD_NUMBERS, ids=[f'{f}={v}' for f, v in BAD_NUMBERS])
+def test_bad_numeric_flag_one_line_exit_2_nothing_written(data_dir, tmp_path, capsys, flag, value):
+    """Each numeric flag out of range: one line naming the flag, exit 2, no run folder (not even the log root)."""
+    log_dir = tmp_path / 'logs'
+    assert run(tiny_args(data_dir, log_dir, 'x', flag, value)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: {flag} ') and err.count('\n') == 1, err
+    assert not log_dir.exists()
+
+
+def test_non_finite_loss_stops_keeps_the_last_epoch_and_resumes_with_another_lr(data_dir, tmp_path, capsys):
+    """A loss that blows up stops the run (one line: epoch, batch), the files of epoch 1 stay byte-identical, and
+    --resume --resume-changed-flags lr --lr X continues with the schedule of X (OneCycleLR written out by hand)."""
+    argv = tiny_args(data_dir, tmp_path, 'nan', '--num-adv-epochs', '3', '--lr', '0.1', data='cifar10')
+    assert run(argv + ['--stop-after', '1']) == 0
+    run_dir = tmp_path / 'nan'
+    names = ('weights-best.pt', 'weights-last.pt', 'stats_adv.csv', 'state-last.pt', 'args.txt')
+    kept = {n: (run_dir / n).read_bytes() for n in names}
+    capsys.readouterr()
+    assert run(argv + ['--resume', '--lr', '1e30']) == 2                     # not on purpose: refused, with the fix
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'for lr' in err and '--resume-changed-flags lr' in err
+    assert run(argv + ['--resume', '--resume-changed-flags', 'lr', '--lr', '1e30']) == 2
+    err = capsys.readouterr().err.split('\r')[-1]                           # after the (cleared) progress bar
+    assert err.count('\n') == 1 and re.match(r'error: epoch 2, batch [1-4] of 4: the training loss is (nan|inf) ', err)
+    assert 'still holds epoch 1' in err and '--resume --resume-changed-flags lr' in err
+    assert {n: (run_dir / n).read_bytes() for n in names} == kept
+    assert 'epoch 2, batch' in (run_dir / 'log-train.log').read_text()
+    assert run(argv + ['--resume', '--resume-changed-flags', 'lr', '--lr', '0.05']) == 0
+    lrs = [float(r[CSV_COLUMNS.index('lr') - 1]) for r in read_csv(run_dir / 'stats_adv.csv')[1:]]
+    assert json.loads((run_dir / 'args.txt').read_text())['lr'] == 0.05 == load(run_dir / 'state-last.pt')['args']['lr']
+
+    def one_cycle(max_lr, step, total=3):        # cosinew: OneCycleLR(pct_start 0.025), annealing phase
+        start = 0.025 * total - 1
+        low = max_lr / 25 / 1e4
+        return low + (max_lr - low) / 2 * (1 + math.cos(math.pi * (step - start) / (total - 1 - start)))
+    assert lrs[0] == pytest.approx(one_cycle(0.1, 0), rel=1e-12)
+    assert lrs[1:] == pytest.approx([one_cycle(0.05, 1), one_cycle(0.05, 2)], rel=1e-12)
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: the forked children below must not enter an OpenMP team created by the parent, and
+    all the runs compared bit for bit use the same thread count."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def run_killed(argv, fault):
+    """Run train-wa.py in a forked child with SCORE_AT_FAULT=fault; assert that it SIGKILLed itself there."""
+    pid = os.fork()
+    if pid == 0:  # the child: no pytest teardown, whatever happens
+        code = 98
+        try:
+            os.environ['SCORE_AT_FAULT'] = fault
+            code = run(argv)
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (fault, status)
+
+
+@pytest.mark.skipif(not hasattr(os, 'fork'), reason='needs os.fork')
+def test_killed_at_any_point_resume_ends_bit_identical(data_dir, tmp_path, one_thread):
+    """SIGKILL (no cleanup) in the middle of a file write, in the middle of an epoch and between two writes:
+    each --resume continues from the last state-last.pt (the commit point; before the first one, from epoch 1)
+    and the run ends with the weights and the CSV of the uninterrupted run."""
+    flags = ('--beta', '5', '--adv-eval-freq', '1')
+    assert run(tiny_args(data_dir, tmp_path, 'full', *flags, data='cifar10')) == 0
+    argv = tiny_args(data_dir, tmp_path, 'killed', *flags, data='cifar10')
+    run_killed(argv, 'mid-write:weights-last.pt:1')      # epoch 1 not committed: weights-best.pt + a temp file
+    run_dir = tmp_path / 'killed'
+    assert not (run_dir / 'state-last.pt').exists() and any(n.endswith('.tmp') for n in os.listdir(run_dir))
+    resume = argv + ['--resume']
+    run_killed(resume, 'train-batch:2:2')               # restarted at epoch 1, committed it, killed in epoch 2
+    assert load(run_dir / 'state-last.pt')['epoch'] == 1
+    run_killed(resume, 'after-write:stats_adv.csv:2')   # epoch 2's weights and CSV written, its state not
+    assert len(read_csv(run_dir / 'stats_adv.csv')) == 3 and load(run_dir / 'state-last.pt')['epoch'] == 1
+    run_killed(resume, 'mid-write:state-last.pt:2')     # the state of epoch 2 written to a temp file only
+    assert run(resume) == 0
+    for name in ('weights-last.pt', 'weights-best.pt'):
+        assert_same_weights(load(tmp_path / 'full' / name), load(run_dir / name))
+    assert read_csv(tmp_path / 'full' / 'stats_adv.csv') == read_csv(run_dir / 'stats_adv.csv')
+    assert load(run_dir / 'state-last.pt')['epoch'] == 2
+    assert sorted(os.listdir(run_dir)) == sorted(os.listdir(tmp_path / 'full'))   # no temp file left
+
+
+def test_negative_unsup_fraction_passes_the_flag_checks(data_dir, tmp_path):
+    """--unsup-fraction -1 (one merged pool, the sampler's test in test_data.py) is no longer refused."""
+    from core.utils.parser import parser_train
+    validate = runpy.run_path(SCRIPT)['validate']          # the script's functions, main() not run
+    validate(parser_train().parse_args(tiny_args(data_dir, tmp_path, 'x', '--unsup-fraction', '-1')))
+    args = parser_train().parse_args(tiny_args(data_dir, tmp_path, 'x', '--resume-changed-flags', 'lr'))
+    with pytest.raises(Exception, match='add --resume'):
+        validate(args)
+    args = parser_train().parse_args(tiny_args(data_dir, tmp_path, 'x', '--resume', '--resume-changed-flags', 'beta'))
+    with pytest.raises(Exception, match='only lr may change'):
+        validate(args)
+
+
+def test_dataparallel_note_only_for_one_process_on_several_gpus():
+    from core.utils.distributed import Runtime
+    note = runpy.run_path(SCRIPT)['dataparallel_note']
+    cuda = torch.device('cuda')
+    assert note(Runtime(device=cuda), 4) == (
+        'Note: 4 GPUs are visible but this run uses one; the reference wrapped the model in DataParallel over all '
+        'of them (BatchNorm statistics per batch/4 images): `torchrun --nproc_per_node 4 train-wa.py ...` '
+        'reproduces that.')
+    assert note(Runtime(device=cuda), 1) is None                            # one GPU: nothing to say
+    assert note(Runtime(device=cuda, rank=0, world_size=4), 4) is None      # already under torchrun
+    assert note(Runtime(device=torch.device('cpu')), 0) is None

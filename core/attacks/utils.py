@@ -171,3 +171,47 @@ def linf_sign_ascent(model, loss_of_logits, x, x_adv, eps, step, iters):
         x_adv = torch.min(torch.max(x_adv, x - eps), x + eps)
         x_adv = torch.clamp(x_adv, 0.0, 1.0)
     return x_adv.detach()
+
+
+def l2_sgd_ascent(model, loss_of_logits, x, delta, eps, iters):
+    """The L2 inner loop of TRADES (SPEC 6.4, 6.7): plain SGD (no momentum, lr = 2 eps / T) on delta minimising
+    `-loss_of_logits(model(x + delta))`, with per-sample normalised gradients.
+
+    Each step: g = grad of the negated objective w.r.t. delta (`input_gradient`: fp16 / bf16 autocast safe, plain
+    autograd in float32), divided per sample by its L2 norm (a sample whose norm is 0 gets a fresh N(0, 1)
+    gradient, `redraw_zero_rows`); delta <- delta - lr * g; delta <- clamp01(x + delta) - x; delta <- per-sample
+    renorm to L2 <= eps (torch.renorm).
+
+    Args:
+        model: the network, run in whatever mode the caller set. loss_of_logits: logits (B, K) -> scalar to maximise.
+        x: (B, C, H, W) clean images in [0, 1], detached. delta: the starting perturbation (B, C, H, W).
+        eps: the L2 radius. iters: T (0: delta is returned as is).
+    Returns:
+        delta after the steps, detached. Gradients are taken w.r.t. the input only (no parameter .grad).
+    """
+    lr = eps / iters * 2 if iters > 0 else 0.0   # T = 0: the reference divides by zero
+    view = (-1,) + (1,) * (x.dim() - 1)
+    for _ in range(iters):
+        grad = input_gradient(model, lambda z: -1 * loss_of_logits(z), x + delta)
+        delta = delta.detach()
+        grad_norms = grad.reshape(len(x), -1).norm(p=2, dim=1)  # reshape: channels_last gradients
+        grad = grad.div(grad_norms.view(view))
+        grad = redraw_zero_rows(grad, grad_norms == 0)
+        delta = delta.add(grad, alpha=-lr)
+        delta = torch.clamp(delta + x, 0.0, 1.0) - x
+        delta = torch.renorm(delta, p=2, dim=0, maxnorm=eps)
+    return delta.detach()
+
+
+def redraw_zero_rows(grad, zero):
+    """The reference replaces the (NaN) normalised gradient of samples whose gradient norm is 0 by N(0, 1) noise.
+
+    On the CPU exactly so (noise drawn for those rows only, when there are any: the reference's stream). On other
+    devices without asking the host whether there are any (a synchronisation per step): a full-size draw from the
+    device's generator, used only in those rows. Same distribution; the device's stream then advances differently.
+    """
+    if grad.device.type == 'cpu':
+        if zero.any():
+            grad[zero] = torch.randn_like(grad[zero])
+        return grad
+    return torch.where(zero.view((-1,) + (1,) * (grad.dim() - 1)), torch.randn_like(grad), grad)

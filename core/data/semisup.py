@@ -6,7 +6,10 @@ and generated `.npz` files are read lazily. `sup_indices` are 0..n_real-1 and `u
 
 `SemiSupervisedSampler` draws each batch as the reference does (a fresh permutation of the labelled pool per
 epoch, consecutive slices of `sup_bs`, filled with generated indices drawn with replacement, shuffled, and a new
-permutation when a pass ends; `ceil(dataset_size / batch_size)` batches per epoch). Two deliberate differences,
+permutation when a pass ends; `ceil(dataset_size / batch_size)` batches per epoch); a negative `--unsup-fraction`
+draws every batch from one pool of real and generated images, without replacement (the pool stays a lazy
+`range` and an epoch that ends inside a pass draws only the positions it uses, so index memory does not grow
+with the generated data). Two deliberate differences,
 which change neither the distributions nor the batch composition, only the random stream (the reference's is
 not reproducible anyway, SPEC 12 #32):
   - Randomness comes from generators owned by the sampler, seeded from (seed, epoch), instead of the global
@@ -30,13 +33,16 @@ from core.errors import UserError
 
 
 def validate_unsup_fraction(unsup_fraction):
-    """`--unsup-fraction` must lie in [0, 1): UserError otherwise (None, used by library callers, passes)."""
+    """`--unsup-fraction` must be a finite number < 1: in [0, 1) the fraction of each batch drawn from the generated
+    data, negative (e.g. -1) one merged pool of real and generated images (SPEC 3.4). UserError otherwise (None,
+    used by library callers, passes)."""
     if unsup_fraction is None:
         return None
     f = float(unsup_fraction)
-    if not 0.0 <= f < 1.0 or math.isnan(f):
-        raise UserError(f'--unsup-fraction {unsup_fraction} is outside [0, 1); it is the fraction of each batch '
-                        f'drawn from the generated data (e.g. 0.7).')
+    if not f < 1.0 or not math.isfinite(f):
+        raise UserError(f'--unsup-fraction {unsup_fraction}: must be a finite number below 1, the fraction of each '
+                        f'batch drawn from the generated data (e.g. 0.7), or negative to draw every batch from one '
+                        f'pool of real and generated images.')
     return f
 
 
@@ -53,6 +59,15 @@ def _pool(indices):
 
 def _array(pool):
     return np.arange(pool.start, pool.stop, pool.step, dtype=np.int64) if isinstance(pool, range) else pool
+
+
+def _merge(sup, unsup):
+    """The pool `sup + unsup`: a range when the two are adjacent ranges (the datasets of this package: no index
+    array, whatever the size of the generated data), else an int64 array."""
+    if isinstance(sup, range) and isinstance(unsup, range) and sup.step == unsup.step == 1 and (
+            len(unsup) == 0 or sup.stop == unsup.start):
+        return range(sup.start, unsup.stop if len(unsup) else sup.stop)
+    return np.concatenate([_array(sup), _array(unsup)])
 
 
 def _take(pool, positions):
@@ -87,8 +102,9 @@ class SemiSupervisedSampler(torch.utils.data.Sampler):
         if batch_size < world_size:
             raise UserError(f'global batch size {batch_size} is smaller than the world size {world_size}.')
         self.sup_indices, self.unsup_indices = _pool(sup_indices), _pool(unsup_indices)
-        if unsup_fraction is None or unsup_fraction < 0:
-            self.sup_indices = np.concatenate([_array(self.sup_indices), _array(self.unsup_indices)])
+        self.merged = unsup_fraction is None or unsup_fraction < 0
+        if self.merged:
+            self.sup_indices = _merge(self.sup_indices, self.unsup_indices)
             self.unsup_indices = range(0)
             unsup_fraction = 0.0
         self.batch_size = batch_size
@@ -119,9 +135,15 @@ class SemiSupervisedSampler(torch.utils.data.Sampler):
         rng = np.random.default_rng(_seed_sequence(self.seed, epoch, 1))
         n_sup, count = len(self.sup_indices), 0
         while count < self.num_batches:
-            order = torch.randperm(n_sup, generator=g).numpy() if self.shuffle else np.arange(n_sup)
+            needed = (self.num_batches - count) * self.sup_bs
+            if self.shuffle and self.merged and needed < n_sup:
+                # The epoch ends inside this pass: its first `needed` positions, uniform without replacement,
+                # drawn in O(needed) memory (numpy's Floyd sampling), not a permutation of the whole pool.
+                order = np.random.default_rng(_seed_sequence(self.seed, epoch, 3)).choice(n_sup, needed, replace=False)
+            else:
+                order = torch.randperm(n_sup, generator=g).numpy() if self.shuffle else np.arange(n_sup)
             perm = _take(self.sup_indices, order)
-            for start in range(0, n_sup, self.sup_bs):
+            for start in range(0, len(perm), self.sup_bs):
                 if count >= self.num_batches:
                     return
                 batch = perm[start:start + self.sup_bs]

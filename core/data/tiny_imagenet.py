@@ -1,5 +1,5 @@
 """Tiny-ImageNet (SPEC 3.3): ImageFolder(DATA_DIR/train) and ImageFolder(DATA_DIR/val), val already sorted into
-class sub-folders. 64 x 64 images; no download."""
+class sub-folders. 64 x 64 images; no download. The validation split is drawn per class (`per_class_split`)."""
 import os
 
 import torchvision
@@ -31,6 +31,31 @@ class _FolderSource:
         return self.folder.loader(path).convert('RGB'), label
 
 
+def per_class_split(labels, val_size, path='the training set'):
+    """(validation indices, training indices) of a class-sorted list of labels: round-robin over the classes.
+
+    Round r takes the r-th image (in file order) of every class that still has more than r + 1 images, until
+    `val_size` are taken; so the validation set spreads over the classes (val_size / K each, +-1) and every class
+    keeps at least one training image. (The reference took the first `val_size` files of the class-sorted
+    ImageFolder: with 1024 of Tiny-ImageNet's 500 images per class, classes 0 and 1 lost all their training
+    images and class 2 most of them.) E.g. labels [0, 0, 0, 0, 1, 1, 2, 2, 2], val_size 5 ->
+    validation [0, 4, 6, 1, 7], training [2, 3, 5, 8]. Both lists come back sorted by round, then class.
+    """
+    by_class = {}
+    for i, label in enumerate(labels):
+        by_class.setdefault(label, []).append(i)
+    if val_size > len(labels) - len(by_class):
+        raise UserError(f'{path}: {len(labels)} training images in {len(by_class)} classes cannot give a '
+                        f'{val_size}-image validation split that leaves every class an image; lower --validation-size.')
+    val = []
+    for r in range(max(len(v) for v in by_class.values())):
+        for c in sorted(by_class):
+            if len(val) < val_size and r < len(by_class[c]) - 1:
+                val.append(by_class[c][r])
+    taken = set(val)
+    return val, [i for i in range(len(labels)) if i not in taken]
+
+
 def load_tinyimagenet(data_dir, use_augmentation='base', validation=False, val_size=1024):
     """(train dataset, test dataset, val dataset or None, base train size)."""
     folders = {}
@@ -44,8 +69,9 @@ def load_tinyimagenet(data_dir, use_augmentation='base', validation=False, val_s
     samples = folders['train'].samples
     val_dataset = None
     if validation:
-        val_dataset = ImageDataset([_FolderSource(folders['train'], samples[:val_size])], test_tf)
-        samples = samples[val_size:]
+        val_idx, train_idx = per_class_split([label for _, label in samples], val_size, path=data_dir)
+        val_dataset = ImageDataset([_FolderSource(folders['train'], [samples[i] for i in val_idx])], test_tf)
+        samples = [samples[i] for i in train_idx]
     train = ImageDataset([_FolderSource(folders['train'], samples)], train_tf)
     test = ImageDataset([_FolderSource(folders['val'])], test_tf)
     return train, test, val_dataset, len(folders['train'].samples)

@@ -11,12 +11,14 @@ import os
 import pickle
 import re
 import tempfile
+import zipfile
 from collections import Counter
 
 import torch
 import torch.nn as nn
 
 from core.errors import UserError
+from core.utils.faults import fault_point
 
 __all__ = ['canonical_state_dict', 'describe_state_dict', 'load_checkpoint', 'load_state_dict', 'load_weights',
            'save_atomic', 'strip_wrapper_prefixes', 'to_cpu', 'unwrap_model']
@@ -226,6 +228,7 @@ def save_atomic(obj, path):
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        fault_point(f'mid-write:{os.path.basename(path)}')
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):  # only our own temporary file, never the user's `path`
@@ -237,13 +240,14 @@ def save_atomic(obj, path):
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+    fault_point(f'after-write:{os.path.basename(path)}')
 
 
 def load_checkpoint(path, map_location='cpu'):
     """torch.load(path, map_location, weights_only=True), with one-line UserErrors.
 
-    A missing path, a file that is not a PyTorch checkpoint, and a file that needs pickled code (refused by
-    weights_only; nothing in it is executed) each raise UserError naming the path.
+    A missing path, a corrupt or truncated file (garbage, a partial copy), and a file that needs pickled code (refused
+    by weights_only; nothing in it is executed) each raise a different UserError naming the path.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -253,13 +257,29 @@ def load_checkpoint(path, map_location='cpu'):
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         m = re.search(r'Unsupported global: GLOBAL (\S+)', str(e))
+        if m is None and not _is_torch_file(path):
+            raise UserError(f'checkpoint {path} is corrupt or truncated: it is not a PyTorch checkpoint file '
+                            f'(neither a torch.save zip archive nor a legacy one); copy it again or pass another '
+                            f'file') from None
         needs = f'needs the pickled code {m.group(1)}' if m else 'is not a plain tensor/dict checkpoint'
         raise UserError(f'checkpoint {path} was refused: it {needs}, which torch.load(weights_only=True) never '
                         f'executes (nothing in it was run); re-save only its tensors (model.state_dict()) from a '
                         f'trusted copy') from None
     except (RuntimeError, EOFError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f'checkpoint {path} is not a readable PyTorch file (truncated or corrupt?): {first}') from None
+        first = str(e).strip().splitlines()[0].split('. ')[0].rstrip('.') if str(e).strip() else 'the file ends early'
+        raise UserError(f'checkpoint {path} is corrupt or truncated ({first}); copy it again or pass another '
+                        f'file') from None
+
+
+_LEGACY_MAGIC = b'\x80\x02\x8a\x0a'  # pickle protocol 2, then the 10-byte long of torch's legacy magic number
+
+
+def _is_torch_file(path):
+    """Whether `path` starts as a torch.save file does: a zip archive (torch >= 1.6) or the legacy pickle magic."""
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, 'rb') as f:
+        return f.read(len(_LEGACY_MAGIC)) == _LEGACY_MAGIC
 
 
 def load_weights(path, key='model_state_dict', map_location='cpu'):

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from core.attacks.utils import cpu_draw, linf_sign_ascent
 from core.errors import UserError
-from core.metrics import accuracy
+from core.metrics import batch_accuracy
 from core.utils.context import ctx_eval
 from core.utils.distributed import unwrap
 
@@ -63,7 +63,7 @@ def mart_outer_loss(logits_nat, logits_adv, y, beta):
     Args:
         logits_nat, logits_adv: (B, K) logits; y: (B,) int64 labels; beta: weight of the robust term.
     Returns:
-        (loss 0-dim tensor, {'loss', 'clean_acc', 'adversarial_acc'} floats).
+        (loss 0-dim tensor, {'loss', 'clean_acc', 'adversarial_acc'} 0-dim tensors).
     """
     batch_size = len(logits_nat)
     adv_probs = F.softmax(logits_adv, dim=1)
@@ -75,8 +75,8 @@ def mart_outer_loss(logits_nat, logits_adv, y, beta):
     kl = nn.KLDivLoss(reduction='none')(torch.log(adv_probs + 1e-12), nat_probs)
     loss_robust = (1.0 / batch_size) * torch.sum(torch.sum(kl, dim=1) * (1.0000001 - true_probs))
     loss = loss_adv + float(beta) * loss_robust
-    metrics = {'loss': loss.item(), 'clean_acc': accuracy(y, logits_nat.detach()),
-               'adversarial_acc': accuracy(y, logits_adv.detach())}
+    metrics = {'loss': loss.detach(), 'clean_acc': batch_accuracy(y, logits_nat.detach()),
+               'adversarial_acc': batch_accuracy(y, logits_adv.detach())}
     return loss, metrics
 
 

@@ -12,6 +12,11 @@ from core.utils.distributed import AMP_MODES, DEVICES
 from core.utils.utils import str2bool, str2float
 
 
+def _flag_list(text):
+    """'lr' or 'lr,beta' or '--lr' -> ['lr', ...] (argparse dests)."""
+    return [name.strip().lstrip('-').replace('-', '_') for name in text.split(',') if name.strip()]
+
+
 def parser_train():
     """Flags of train-wa.py (the reference's `parser_train` plus `--tau`, then this project's additions)."""
     parser = argparse.ArgumentParser(description='Standard + Adversarial Training.')
@@ -79,6 +84,9 @@ def parser_train():
     extra = parser.add_argument_group('beyond the reference')
     extra.add_argument('--resume', action='store_true', default=False,
                        help='Continue the run LOG_DIR/DESC from its state-last.pt (same flags).')
+    extra.add_argument('--resume-changed-flags', type=_flag_list, default=[], metavar='FLAGS',
+                       help='With --resume: flags that may differ from the saved run on purpose (only lr: the '
+                            'schedule continues at the same step, scaled to the new --lr).')
     extra.add_argument('--overwrite', action='store_true', default=False,
                        help='Write a new run over the files of an existing LOG_DIR/DESC (nothing is deleted).')
     extra.add_argument('--amp', choices=AMP_MODES, default='none',

@@ -11,7 +11,9 @@ parameter names always come from `self.model`.
 """
 import os
 import sys
+import time
 
+import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -19,19 +21,20 @@ from torch.optim.lr_scheduler import MultiStepLR, OneCycleLR
 from tqdm import tqdm
 
 from core.attacks import create_train_and_eval_attacks
-from core.attacks.utils import cpu_draw, linf_sign_ascent
+from core.attacks.utils import cpu_draw, l2_sgd_ascent, linf_sign_ascent
 from core.errors import UserError
-from core.metrics import accuracy, num_correct
+from core.metrics import accuracy, batch_accuracy, num_correct
 from core.models import create_model
 from core.utils.checkpoint import load_checkpoint, load_state_dict, save_atomic
 from core.utils.context import ctx_eval, ctx_noparamgrad_and_eval
 from core.utils.distributed import Runtime, all_reduce_sum, broadcast_buffers, unwrap, wrap_ddp
+from core.utils.faults import fault_point
 from core.utils.mart import mart_loss
 from core.utils.rst import CosineLR
 from core.utils.utils import seed
 from gowal21uncovering.utils.ema import update_steps
 
-__all__ = ['SCHEDULERS', 'Trainer', 'pretrained_path', 'trades_loss_plain']
+__all__ = ['SCHEDULERS', 'EpochMetrics', 'NonFiniteLoss', 'Trainer', 'pretrained_path', 'trades_loss_plain']
 
 SCHEDULERS = ('cyclic', 'step', 'cosine', 'cosinew')
 
@@ -44,34 +47,44 @@ def pretrained_path(args):
     return os.path.join(args.log_dir, name, 'weights-best.pt')
 
 
-def trades_loss_plain(model, x, y, *, step_size=0.003, epsilon=0.031, perturb_steps=10, beta=1.0):
-    """TRADES of the plain Trainer (`--tau 0`, SPEC 6.7; Zhang et al., ICML 2019), L-inf only.
+def trades_loss_plain(model, x, y, *, step_size=0.003, epsilon=0.031, perturb_steps=10, beta=1.0, attack='linf-pgd'):
+    """TRADES of the plain Trainer (`--tau 0`, SPEC 6.7; Zhang et al., ICML 2019), L-inf or L2.
 
-    Attack in eval mode from x + 0.001 N(0, 1) (CPU draw, then moved), T sign-ascent steps on the summed
-    KL(p(model(x)) || p(model(x_adv))) with p(model(x)) from an eval-mode forward, projection to the eps-box
-    and [0, 1]. Then, in train mode, loss = CE(z_nat, y) + beta * KL_sum(p(z_nat) || p(z_adv)) / B.
+    Attack in eval mode on the summed KL(p(model(x)) || p(model(x_adv))), with p(model(x)) from an eval-mode
+    forward. The start x + 0.001 N(0, 1) is drawn first (CPU draw, then moved) for both threat models, as the
+    reference does. `linf-pgd`: T sign-ascent steps from it, projection to the eps-box and [0, 1]. `l2-pgd`:
+    x_adv = x + delta, delta = 0.001 N(0, 1) (a second CPU draw) after T steps of `l2_sgd_ascent` (SGD at
+    2 eps / T on the per-sample normalised gradient, clamp to [0, 1], renorm to eps). Then, in train mode,
+    loss = CE(z_nat, y) + beta * KL_sum(p(z_nat) || p(z_adv)) / B.
 
     Args:
         model: the training model (left in train mode). x: (B, C, H, W) in [0, 1]. y: (B,) int64.
-        step_size, epsilon, perturb_steps: alpha, eps, T. beta: weight of the robust term.
+        step_size, epsilon, perturb_steps: alpha (L-inf only), eps, T. beta: weight of the robust term.
+        attack: 'linf-pgd' or 'l2-pgd'.
     Returns:
-        (loss, {'loss', 'clean_acc', 'adversarial_acc'}). No optimizer is touched.
+        (loss, {'loss', 'clean_acc', 'adversarial_acc'} 0-dim tensors). No optimizer is touched.
     """
+    if attack not in ('linf-pgd', 'l2-pgd'):
+        raise UserError(f'attack {attack!r} is not supported by TRADES training; use --attack linf-pgd or l2-pgd.')
     x, plain = x.detach(), unwrap(model)  # the attack: no DDP / compile wrapper
     with ctx_eval(plain), torch.enable_grad():
         with torch.no_grad():
             p_nat = F.softmax(plain(x), dim=1)
         x_adv = x + 0.001 * cpu_draw(x.shape, x.device, lambda t: t.normal_())
-        x_adv = linf_sign_ascent(plain, lambda z: F.kl_div(F.log_softmax(z, dim=1), p_nat, reduction='sum'),
-                                 x, x_adv, epsilon, step_size, perturb_steps)
+        kl_sum = lambda z: F.kl_div(F.log_softmax(z, dim=1), p_nat, reduction='sum')
+        if attack == 'linf-pgd':
+            x_adv = linf_sign_ascent(plain, kl_sum, x, x_adv, epsilon, step_size, perturb_steps)
+        else:
+            delta = 0.001 * cpu_draw(x.shape, x.device, lambda t: t.normal_())
+            x_adv = x + l2_sgd_ascent(plain, kl_sum, x, delta, epsilon, perturb_steps)
     model.train()
     x_adv = torch.clamp(x_adv, 0.0, 1.0).detach()
     logits_nat = model(x)
     logits_adv = model(x_adv)
     loss_robust = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits_nat, dim=1), reduction='sum') / len(x)
     loss = F.cross_entropy(logits_nat, y) + beta * loss_robust
-    return loss, {'loss': loss.item(), 'clean_acc': accuracy(y, logits_nat.detach()),
-                  'adversarial_acc': accuracy(y, logits_adv.detach())}
+    return loss, {'loss': loss.detach(), 'clean_acc': batch_accuracy(y, logits_nat.detach()),
+                  'adversarial_acc': batch_accuracy(y, logits_adv.detach())}
 
 
 class Trainer:
@@ -141,6 +154,24 @@ class Trainer:
         else:
             self.scheduler = None
 
+    def rescale_lr(self, ratio):
+        """Multiply every learning rate of the optimizer and the schedule by `ratio` (a resume with another --lr).
+
+        All four schedules are proportional to --lr (OneCycleLR's initial and final rates are max_lr / 25 and
+        that / 1e4, the cosine and step schedules scale max_lr), so from the current step on the schedule is the
+        one a run with lr * ratio has at that step.
+        """
+        for group in self.optimizer.param_groups:
+            for key in ('lr', 'initial_lr', 'max_lr', 'min_lr'):
+                if key in group:
+                    group[key] *= ratio
+        s = self.scheduler
+        if s is not None:
+            s.base_lrs = [v * ratio for v in s.base_lrs]
+            s._last_lr = [v * ratio for v in s._last_lr]
+            if isinstance(getattr(s, 'max_lr', None), float):  # CosineLR
+                s.max_lr *= ratio
+
     def last_lr(self):
         """LR of group 0 for the next batch (the value train-wa.py logs at the start of an epoch)."""
         if self.scheduler is None:
@@ -164,13 +195,15 @@ class Trainer:
     # ------------------------------------------------------------------ losses (SPEC 6)
     @staticmethod
     def check_flags(args):
-        """The plain Trainer trains Madry, TRADES (6.7, L-inf) or MART; LSE and CutMix need weight averaging."""
+        """The plain Trainer trains Madry, TRADES (6.7, linf-pgd or l2-pgd) or MART (linf-pgd); LSE and CutMix
+        need weight averaging."""
         p = args
         if p.LSE or p.CutMix:
             raise UserError('--LSE and --CutMix need weight averaging (the reference WATrainer): use --tau > 0.')
-        if p.beta is not None and not p.mart and p.attack != 'linf-pgd':
-            raise UserError('the plain Trainer (--tau 0) implements TRADES for --attack linf-pgd only; '
-                            'use --tau > 0 or --attack linf-pgd.')
+        if p.beta is not None and p.mart and p.attack != 'linf-pgd':
+            raise UserError('MART supports --attack linf-pgd only.')
+        if p.beta is not None and not p.mart and p.attack not in ('linf-pgd', 'l2-pgd'):
+            raise UserError('TRADES training supports --attack linf-pgd or l2-pgd.')
 
     def loss(self, x, y):
         """Dispatch (SPEC 6): MART if --mart, else TRADES if --beta is set, else Madry."""
@@ -180,7 +213,7 @@ class Trainer:
                              perturb_steps=p.attack_iter, beta=p.beta, attack=p.attack)
         if p.beta is not None:
             return trades_loss_plain(model, x, y, step_size=p.attack_step, epsilon=p.attack_eps,
-                                     perturb_steps=p.attack_iter, beta=p.beta)
+                                     perturb_steps=p.attack_iter, beta=p.beta, attack=p.attack)
         return self.adversarial_loss(x, y)
 
     def adversarial_loss(self, x, y):
@@ -194,19 +227,19 @@ class Trainer:
         out = self.train_model(x_adv)
         loss = self.criterion(out, y_adv)
         preds = out.detach()
-        metrics = {'loss': loss.item()}
+        metrics = {'loss': loss.detach()}
         if self.params.keep_clean:
-            metrics['clean_acc'] = accuracy(y, preds[:len(x)])
-            metrics['adversarial_acc'] = accuracy(y, preds[len(x):])
+            metrics['clean_acc'] = batch_accuracy(y, preds[:len(x)])
+            metrics['adversarial_acc'] = batch_accuracy(y, preds[len(x):])
         else:
-            metrics['adversarial_acc'] = accuracy(y, preds)
+            metrics['adversarial_acc'] = batch_accuracy(y, preds)
         return loss, metrics
 
     def standard_loss(self, x, y):
         """Mean CE on clean images (SPEC 6.2; not used by train-wa.py)."""
         out = self.train_model(x)
         loss = self.criterion(out, y)
-        return loss, {'loss': loss.item(), 'clean_acc': accuracy(y, out.detach())}
+        return loss, {'loss': loss.detach(), 'clean_acc': batch_accuracy(y, out.detach())}
 
     # ------------------------------------------------------------------ one epoch
     def prepare_batch(self, x, y, train=False):
@@ -244,35 +277,50 @@ class Trainer:
         norm clipping, optimizer step, and the per-batch scheduler step of `cyclic`. After the epoch: the
         per-epoch scheduler step of `step`, `cosine`, `cosinew`. Under DDP the means are also averaged over
         the processes.
+
+        The batch metrics stay on the device (`EpochMetrics`): the host reads them only when the progress bar
+        redraws and at the end of the epoch. A loss that is not finite raises `NonFiniteLoss` naming the epoch
+        and the first such batch, before the epoch ends (so before anything of it is saved); it is noticed at
+        the next check (every batch on the CPU, every `NONFINITE_CHECK_EVERY` batches on a GPU). With fp16,
+        a step the GradScaler skips is not an error: only `FP16_SKIP_TOLERANCE` non-finite losses in a row are.
         """
         p = self.params
         self.train_model.train()
-        rows = []
+        tolerance = FP16_SKIP_TOLERANCE if self.scaler.is_enabled() else 0
+        check_every = 1 if self.device.type == 'cpu' else NONFINITE_CHECK_EVERY
+        metrics_acc = EpochMetrics(self.device, tolerance)
         bar = self.progress(dataloader, epoch)
-        for update_iter, (x, y) in enumerate(bar):
-            self.before_step(epoch, update_iter)
-            x, y = self.prepare_batch(x, y, train=True)
-            with self.runtime.autocast():
-                loss, metrics = self.loss(x, y) if adversarial else self.standard_loss(x, y)
-            self.optimizer.zero_grad(set_to_none=False)
-            self.scaler.scale(loss).backward()
-            if p.clip_grad:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), p.clip_grad)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            if p.scheduler in ('cyclic',):
-                self.scheduler.step()
-            self.after_step(epoch, update_iter + 1)
-            self.last_global_step = self.global_step(epoch, update_iter + 1)
-            rows.append(metrics)
-            bar.set_postfix({k: f'{v:.4f}' for k, v in _means(rows).items()}, refresh=False)
-        bar.close()
+        try:
+            for update_iter, (x, y) in enumerate(bar):
+                self.before_step(epoch, update_iter)
+                x, y = self.prepare_batch(x, y, train=True)
+                with self.runtime.autocast():
+                    loss, metrics = self.loss(x, y) if adversarial else self.standard_loss(x, y)
+                self.optimizer.zero_grad(set_to_none=False)
+                self.scaler.scale(loss).backward()
+                if p.clip_grad:
+                    self.scaler.unscale_(self.optimizer)
+                    nn.utils.clip_grad_norm_(self.model.parameters(), p.clip_grad)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                if p.scheduler in ('cyclic',):
+                    self.scheduler.step()
+                self.after_step(epoch, update_iter + 1)
+                self.last_global_step = self.global_step(epoch, update_iter + 1)
+                metrics_acc.add(metrics)
+                fault_point('train-batch', update_iter + 1)
+                if (update_iter + 1) % check_every == 0:
+                    metrics_acc.check_finite(epoch, len(dataloader), self.runtime)
+                if _bar_redraws_next(bar, update_iter + 1):
+                    bar.set_postfix({k: f'{v:.4f}' for k, v in metrics_acc.means().items()}, refresh=False)
+        finally:
+            bar.close()
+        metrics_acc.check_finite(epoch, len(dataloader), self.runtime)
         if p.scheduler in ('step', 'converge', 'cosine', 'cosinew') and self.scheduler is not None:
             self.scheduler.step()
         broadcast_buffers(self.model, self.runtime)  # DDP: every process evaluates rank 0's BN statistics
         self.end_epoch()
-        means = _means(rows)
+        means = metrics_acc.means()
         if self.runtime.distributed:
             keys = list(means)
             sums = all_reduce_sum([means[k] for k in keys], self.runtime)
@@ -360,9 +408,74 @@ def _dynamic_batch(module, args):
     torch._dynamo.maybe_mark_dynamic(args[0], 0)
 
 
-def _means(rows):
-    """Unweighted mean over batches of each metric (keys in first-seen order)."""
-    if not rows:
-        return {}
-    keys = list(rows[0])
-    return {k: sum(r[k] for r in rows) / len(rows) for k in keys}
+class NonFiniteLoss(UserError):
+    """The training loss was not finite (NaN or inf): raised by `Trainer.train` before the epoch ends.
+
+    Attributes: epoch, batch (1-based index of the first non-finite batch of the epoch; 0 if it was seen on
+    another DDP process only), num_batches, value (the loss there, a float).
+    """
+
+    def __init__(self, epoch, batch, num_batches, value):
+        self.epoch, self.batch, self.num_batches, self.value = epoch, batch, num_batches, value
+        where = f'batch {batch} of {num_batches}' if batch else 'a batch of another process'
+        super().__init__(f'epoch {epoch}, {where}: the training loss is {value} (not finite)')
+
+
+# Checks of the device-side non-finite flag: every batch on the CPU (reading a CPU tensor costs nothing), every
+# NONFINITE_CHECK_EVERY batches elsewhere (one host synchronisation each). fp16: a non-finite loss is a step the
+# GradScaler skips (it then halves the scale); only this many in a row stop the run.
+NONFINITE_CHECK_EVERY = 32
+FP16_SKIP_TOLERANCE = 16
+
+
+class EpochMetrics:
+    """The batch metrics of one epoch, kept on the device; the host reads them only in `means` and `check_finite`.
+
+    Each batch's dict of 0-dim tensors becomes one float64 row (float64 holds the float32 values exactly, as the
+    reference's `.item()` does). `means` is the reference's epoch figure: a table of the batches (pandas), then
+    its column means. The non-finite watch is sync-free too: a device counter of consecutive non-finite losses
+    and the 1-based index and value of the batch where the counter first exceeded `tolerance`.
+    """
+
+    def __init__(self, device, tolerance=0):
+        self.rows, self.keys, self.tolerance = [], None, tolerance
+        self.streak = torch.zeros((), dtype=torch.int64, device=device)
+        self.first_bad = torch.zeros((), dtype=torch.int64, device=device)   # 0 = none yet
+        self.bad_value = torch.zeros((), dtype=torch.float64, device=device)
+
+    def add(self, metrics):
+        if self.keys is None:
+            self.keys = list(metrics)
+        row = [metrics[k].detach().to(torch.float64) if torch.is_tensor(metrics[k])
+               else torch.tensor(float(metrics[k]), dtype=torch.float64) for k in self.keys]
+        self.rows.append(torch.stack([v.to(self.streak.device) for v in row]))
+        loss = self.rows[-1][self.keys.index('loss')] if 'loss' in self.keys else self.rows[-1].sum()
+        finite = torch.isfinite(loss)
+        self.streak = torch.where(finite, torch.zeros_like(self.streak), self.streak + 1)
+        hit = (self.first_bad == 0) & (self.streak > self.tolerance)
+        self.first_bad = torch.where(hit, torch.full_like(self.first_bad, len(self.rows)), self.first_bad)
+        self.bad_value = torch.where(hit, loss, self.bad_value)
+
+    def check_finite(self, epoch, num_batches, runtime):
+        """Raise NonFiniteLoss if a loss was not finite (under DDP: on any process; every process raises)."""
+        first, value = int(self.first_bad), float(self.bad_value)
+        if runtime.distributed:
+            if all_reduce_sum([1.0 if first else 0.0], runtime)[0] == 0:
+                return
+        elif not first:
+            return
+        raise NonFiniteLoss(epoch, first, num_batches, value if first else float('nan'))
+
+    def means(self):
+        """{metric: mean over the batches so far} as Python floats (keys in first-seen order)."""
+        if not self.rows:
+            return {}
+        values = torch.stack(self.rows).cpu().tolist()
+        return {k: float(v) for k, v in pd.DataFrame(values, columns=self.keys).mean().items()}
+
+
+def _bar_redraws_next(bar, n):
+    """Whether tqdm will redraw `bar` when iteration `n` (1-based) ends: tqdm's own test (miniters, mininterval)."""
+    if getattr(bar, 'disable', True):
+        return False
+    return n - bar.last_print_n >= bar.miniters and time.time() - bar.last_print_t >= bar.mininterval

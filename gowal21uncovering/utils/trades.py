@@ -25,9 +25,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from core.attacks.utils import cpu_draw, input_gradient, linf_sign_ascent
+from core.attacks.utils import cpu_draw, l2_sgd_ascent, linf_sign_ascent
 from core.errors import UserError
-from core.metrics import accuracy
+from core.metrics import batch_accuracy
 from core.utils.distributed import unwrap
 from core.utils.utils import smooth_cross_entropy
 
@@ -146,33 +146,9 @@ class TradesInnerMax:
             x_adv = linf_sign_ascent(self.model, lambda z: self.divergence(p, z), x, x_adv, eps, self.step,
                                      self.iters)
         else:  # 'l2-pgd': plain SGD (no momentum) on delta, rate 2*eps/T, on the negated divergence
-            lr = eps / self.iters * 2 if self.iters > 0 else 0.0   # T = 0: the reference divides by zero
-            view = (-1,) + (1,) * (x.dim() - 1)
             delta = 0.001 * cpu_draw(x.shape, x.device, lambda t: t.normal_())
-            for _ in range(self.iters):
-                grad = input_gradient(self.model, lambda z: -1 * self.divergence(p, z), x + delta)
-                grad_norms = grad.reshape(len(x), -1).norm(p=2, dim=1)  # reshape: channels_last gradients
-                grad = grad.div(grad_norms.view(view))
-                grad = _redraw_zero_rows(grad, grad_norms == 0)
-                delta = delta.add(grad, alpha=-lr)
-                delta = torch.clamp(delta + x, 0.0, 1.0) - x
-                delta = torch.renorm(delta, p=2, dim=0, maxnorm=eps)
-            x_adv = x + delta
+            x_adv = x + l2_sgd_ascent(self.model, lambda z: self.divergence(p, z), x, delta, eps, self.iters)
         return torch.clamp(x_adv, 0.0, 1.0).detach()
-
-
-def _redraw_zero_rows(grad, zero):
-    """The reference replaces the (NaN) normalised gradient of samples whose gradient norm is 0 by N(0, 1) noise.
-
-    On the CPU exactly so (noise drawn for those rows only, when there are any: the reference's stream). On other
-    devices without asking the host whether there are any (a synchronisation per step): a full-size draw from the
-    device's generator, used only in those rows. Same distribution; the device's stream then advances differently.
-    """
-    if grad.device.type == 'cpu':
-        if zero.any():
-            grad[zero] = torch.randn_like(grad[zero])
-        return grad
-    return torch.where(zero.view((-1,) + (1,) * (grad.dim() - 1)), torch.randn_like(grad), grad)
 
 
 def inner_maximize(model, x, target_probs, divergence='kl', attack='linf-pgd', eps=8 / 255, step=2 / 255, iters=10):
@@ -185,10 +161,12 @@ def inner_maximize(model, x, target_probs, divergence='kl', attack='linf-pgd', e
 # ----------------------------------------------------------------------------------------------------------
 
 def _metrics(loss, y, logits_nat, logits_adv, soft):
+    """{'loss', 'clean_acc', 'adversarial_acc'} as 0-dim tensors on the device (no host synchronisation)."""
     if soft:  # CutMix soft labels: the reference reports -1 (SPEC 6.8, quirk 26)
-        return {'loss': loss.item(), 'clean_acc': -1, 'adversarial_acc': -1}
-    return {'loss': loss.item(), 'clean_acc': accuracy(y, logits_nat.detach()),
-            'adversarial_acc': accuracy(y, logits_adv.detach())}
+        minus_one = torch.full((), -1.0, device=loss.device)
+        return {'loss': loss.detach(), 'clean_acc': minus_one, 'adversarial_acc': minus_one}
+    return {'loss': loss.detach(), 'clean_acc': batch_accuracy(y, logits_nat.detach()),
+            'adversarial_acc': batch_accuracy(y, logits_adv.detach())}
 
 
 def trades_kl_loss(logits_nat, logits_adv, y, beta, ls=0.1, soft_labels=None):
@@ -205,7 +183,7 @@ def trades_kl_loss(logits_nat, logits_adv, y, beta, ls=0.1, soft_labels=None):
         ls: label smoothing of the natural term. Default 0.1.
         soft_labels: optional (B, K) CutMix soft labels; both accuracies are then reported as -1.
     Returns:
-        (loss 0-dim tensor, {'loss', 'clean_acc', 'adversarial_acc'} floats).
+        (loss 0-dim tensor, {'loss', 'clean_acc', 'adversarial_acc'} 0-dim tensors).
     """
     if soft_labels is not None:
         loss_natural = kl_div_batchmean(soft_labels, logits_nat)
@@ -241,7 +219,7 @@ def score_lse_loss(logits_nat, logits_adv, y, beta, ls=0.0, num_classes=None, cl
         clip_value: per-sample clipping of the robust term. Default 0.0.
         soft_labels: optional (B, K) CutMix soft labels; both accuracies are then reported as -1.
     Returns:
-        (loss 0-dim tensor, {'loss', 'clean_acc', 'adversarial_acc'} floats).
+        (loss 0-dim tensor, {'loss', 'clean_acc', 'adversarial_acc'} 0-dim tensors).
     """
     num_classes = logits_nat.shape[1] if num_classes is None else num_classes
     dtype = torch.promote_types(logits_nat.dtype, torch.float32)  # float32 targets under fp16 / bf16 autocast
