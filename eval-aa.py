@@ -226,6 +226,7 @@ def main(argv=None):
     elif getattr(args, 'tau', None):
         log('Using WA model.')
     model.eval()
+    model.requires_grad_(False)  # input gradients only: FAB-T's .backward() would otherwise fill and hold weight grads
 
     # -- AutoAttack
     seed(args.seed)

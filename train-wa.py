@@ -17,15 +17,14 @@ See README.md, section Training.
 """
 import json
 import os
-import random
 import re
 import sys
 import time
 
-import numpy as np
 import pandas as pd
 import torch
 
+from core.attacks import VARIABLE_BATCH_ATTACKS
 from core.data import SEMISUP_DATASETS, get_data_info, load_data, set_epoch, validate_unsup_fraction
 from core.errors import SEED_MAX, UserError, check_number, exit_on_user_error
 from core.utils import faults
@@ -35,6 +34,7 @@ from core.utils.faults import fault_point
 from core.utils.logger import Logger
 from core.utils.parser import parser_train
 from core.utils.plotting import write_run_curves
+from core.utils.rng import rng_state, set_rng_state
 from core.utils.tensorboard import TensorBoard, require_tensorboard
 from core.utils.train import NonFiniteLoss, Trainer, pretrained_path
 from core.utils.utils import format_time, seed
@@ -193,28 +193,6 @@ def non_finite_message(e, log_dir, args, logger):
     return message
 
 
-def rng_state():
-    """The RNG states of this process (torch CPU, CUDA, numpy, python) as tensors, lists and numbers."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    version, internal, gauss_next = random.getstate()
-    return {'torch': torch.get_rng_state(),
-            'cuda': list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else [],
-            'numpy': {'name': name, 'keys': torch.from_numpy(keys.astype(np.int64)), 'pos': int(pos),
-                      'has_gauss': int(has_gauss), 'cached_gaussian': float(cached)},
-            'python': {'version': version, 'internal': list(internal), 'gauss_next': gauss_next}}
-
-
-def set_rng_state(state):
-    torch.set_rng_state(state['torch'])
-    if state['cuda'] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state['cuda'])
-    n = state['numpy']
-    np.random.set_state((n['name'], n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'],
-                         n['cached_gaussian']))
-    p = state['python']
-    random.setstate((p['version'], tuple(p['internal']), p['gauss_next']))
-
-
 def saved_lr(log_dir):
     """The --lr in log_dir/args.txt (None if unreadable)."""
     try:
@@ -265,7 +243,7 @@ def main():
                         f'{runtime.world_size} processes.')
     if args.sync_bn and runtime.device.type != 'cuda':
         raise UserError('--sync-bn needs CUDA (torch SyncBatchNorm runs on GPUs only); drop it on CPU.')
-    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.benchmark = args.attack not in VARIABLE_BATCH_ATTACKS  # APGD: new shapes every restart
 
     # ------------------------------------------------------------------ data (data and model come before the run
     # folder, so that bad input leaves nothing behind)
@@ -315,7 +293,7 @@ def main():
         start_epoch, best, rows, res = state['epoch'] + 1, list(state['best']), state['rows'], state['train_metrics']
         trainer.restore_bn_momentum(state['global_step'])
         rngs = state['rng']
-        set_rng_state(rngs[runtime.rank] if len(rngs) == runtime.world_size else rngs[0])
+        set_rng_state(rngs[runtime.rank] if len(rngs) == runtime.world_size else rngs[0], runtime.device)
         logger.log('\nResuming from epoch {} of {}.'.format(start_epoch, NUM_ADV_EPOCHS))
         if state['args']['lr'] != args.lr:  # --resume-changed-flags lr (checked in load_resume_state)
             trainer.rescale_lr(args.lr / state['args']['lr'])
@@ -373,7 +351,7 @@ def main():
         new_best = eval_adv_acc >= best[1]  # ties go to the later epoch
         if new_best:
             best = [test_acc, eval_adv_acc]
-        rngs = all_gather_object(rng_state(), runtime)
+        rngs = all_gather_object(rng_state(runtime.device), runtime)
         if primary:
             if new_best:
                 trainer.save_model(os.path.join(LOG_DIR, 'weights-best.pt'))

@@ -94,9 +94,9 @@ def make_run(tmp_path, args, checkpoint=None, desc='released'):
 
 
 def run_cli(argv, capsys):
-    """eval-aa.py's main under exit_on_user_error: (exit code, stdout, stderr)."""
+    """eval-aa.py's main under exit_on_user_error, on the CPU whatever the host has: (exit code, stdout, stderr)."""
     try:
-        exit_on_user_error(lambda: eval_aa.main(argv))
+        exit_on_user_error(lambda: eval_aa.main(['--device', 'cpu'] + list(argv)))
         code = 0
     except SystemExit as e:
         code = e.code

@@ -12,6 +12,7 @@ from core.utils.utils import track_bn_stats
 from gowal21uncovering.utils.ema import bn_momentum_trick
 from gowal21uncovering.utils.trades import (
     TradesInnerMax,
+    ctx_batch_stats,
     inner_maximize,
     kl_div_batchmean,
     score_lse_loss,
@@ -261,10 +262,10 @@ def test_forward_and_running_stat_counts(name):
     modes = [(c[0], c[1]) for c in rec.calls]
     if name == 'mart':   # T attack forwards in eval mode (running stats used), then 2 train-mode forwards
         assert modes == [(False, True)] * T + [(True, True)] * 2
-    else:                # 1 target + T attack forwards with batch statistics and no update, then 2
-        assert modes == [(True, False)] * (1 + T) + [(True, True)] * 2
-        assert torch.equal(rec.calls[0][2], x)
-    assert torch.equal(rec.calls[-2][2], x) and not torch.equal(rec.calls[-1][2], x)   # z_nat, then z_adv
+        assert torch.equal(rec.calls[-2][2], x) and not torch.equal(rec.calls[-1][2], x)   # z_nat, then z_adv
+    else:                # z_nat (its softmax is the target), T attack forwards with batch statistics and no
+        assert modes == [(True, True)] + [(True, False)] * T + [(True, True)]   # update, then z_adv
+        assert torch.equal(rec.calls[0][2], x) and not torch.equal(rec.calls[-1][2], x)
     assert all(int(m.num_batches_tracked) == 2 for m in model.modules() if isinstance(m, nn.BatchNorm2d))
     assert all(q.grad is None for q in model.parameters())   # nothing but the caller's backward writes .grad
     loss.backward()
@@ -273,14 +274,14 @@ def test_forward_and_running_stat_counts(name):
 
 
 @pytest.mark.parametrize('fn', [trades_loss, trades_loss_LSE])
-def test_cutmix_soft_labels_skip_the_target_forward(fn):
+def test_cutmix_soft_labels_take_the_place_of_the_target(fn):
     model, (x, _) = tiny_net(), batch()
     soft = torch.softmax(torch.randn(6, 3), 1)
     rec = Recorder(model)
     kw = dict(num_classes=3) if fn is trades_loss_LSE else {}
     _, metrics = fn(model, x, soft, step_size=2 / 255, epsilon=8 / 255, perturb_steps=3, beta=6.0,
                     use_cutmix=True, **kw)
-    assert [(c[0], c[1]) for c in rec.calls] == [(True, False)] * 3 + [(True, True)] * 2
+    assert [(c[0], c[1]) for c in rec.calls] == [(True, True)] + [(True, False)] * 3 + [(True, True)]
     assert metrics['clean_acc'] == -1 and metrics['adversarial_acc'] == -1
 
 
@@ -375,6 +376,49 @@ def test_composites_equal_the_spec_algorithm_bitwise(attack, eps, lse):
     assert torch.equal(loss_ref, loss_new)
     assert all(torch.equal(a.grad, b.grad) for a, b in zip(ref.parameters(), new.parameters()))
     assert all(torch.equal(a, b) for a, b in zip(ref.buffers(), new.buffers()))
+
+
+def _reference_order(model, x, y, divergence, beta, attack):
+    """The reference's sequence: a target forward and the attack with batch statistics (no BN update),
+    then z_nat and z_adv in train mode."""
+    with ctx_batch_stats(model):
+        with torch.no_grad():
+            p = torch.softmax(model(x), dim=1)
+        x_adv = inner_maximize(model, x, p, divergence, attack, eps=8 / 255, step=2 / 255, iters=3)
+    model.train()
+    logits_nat, logits_adv = model(x), model(x_adv)
+    if divergence == 'kl':
+        return trades_kl_loss(logits_nat, logits_adv, y, beta, 0.1)[0]
+    return score_lse_loss(logits_nat, logits_adv, y, beta, 0.0, 3, 0.0)[0]
+
+
+@pytest.mark.parametrize('divergence', ['kl', 'lse'])
+@pytest.mark.parametrize('attack', ['linf-pgd', 'l2-pgd'])
+@pytest.mark.parametrize('momentum_step', [0, 1])
+def test_z_nat_first_is_bit_identical_to_the_reference_order(divergence, attack, momentum_step):
+    """Item 14: taking the target from z_nat (one forward less) changes no bit of the loss, the parameter
+    gradients, the BatchNorm buffers (updated twice, z_nat then z_adv) or the RNG stream."""
+    x, y = batch(8)
+    results = []
+    for fn in (_reference_order, None):
+        model = tiny_net()
+        model.train()
+        bn_momentum_trick(model, momentum_step)  # momentum 1.0 at step 0, then 0.01
+        torch.manual_seed(5)
+        if fn is None:
+            composite = trades_loss if divergence == 'kl' else trades_loss_LSE
+            kw = {} if divergence == 'kl' else dict(num_classes=3, label_smoothing=0.0)
+            loss = composite(model, x, y, step_size=2 / 255, epsilon=8 / 255, perturb_steps=3, beta=6.0,
+                             attack=attack, **kw)[0]
+        else:
+            loss = fn(model, x, y, divergence, 6.0, attack)
+        loss.backward()
+        after = torch.rand(1)  # the next draw of the CPU stream
+        results.append((loss.detach(), [q.grad for q in model.parameters()], list(model.buffers()), after))
+    (l0, g0, b0, r0), (l1, g1, b1, r1) = results
+    assert torch.equal(l0, l1) and torch.equal(r0, r1)
+    assert all(torch.equal(a, b) for a, b in zip(g0, g1))
+    assert len(b0) == 6 and all(torch.equal(a, b) for a, b in zip(b0, b1))
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ def data_dir(tmp_path_factory):
 
 
 def tiny_args(data_dir, log_dir, desc, *extra, data='cifar10s'):
-    args = ['--data-dir', str(data_dir), '--log-dir', str(log_dir), '--desc', desc, '--data', data,
+    args = ['--device', 'cpu', '--data-dir', str(data_dir), '--log-dir', str(log_dir), '--desc', desc, '--data', data,
             '--model', 'wrn-10-1-swish', '--batch-size', '16', '--batch-size-validation', '16',
             '--num-adv-epochs', '2', '--attack-iter', '1', '--num-workers', '0', '--validation-size', '16']
     if data.endswith('s'):
@@ -311,16 +311,6 @@ def test_non_finite_loss_stops_keeps_the_last_epoch_and_resumes_with_another_lr(
         return low + (max_lr - low) / 2 * (1 + math.cos(math.pi * (step - start) / (total - 1 - start)))
     assert lrs[0] == pytest.approx(one_cycle(0.1, 0), rel=1e-12)
     assert lrs[1:] == pytest.approx([one_cycle(0.05, 1), one_cycle(0.05, 2)], rel=1e-12)
-
-
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: the forked children below must not enter an OpenMP team created by the parent, and
-    all the runs compared bit for bit use the same thread count."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def run_killed(argv, fault):

@@ -13,13 +13,17 @@ from .fgsm import FGMAttack, FGSMAttack
 from .pgd import L2PGDAttack, LinfPGDAttack, PGDAttack
 from .utils import CWLoss
 
-__all__ = ['ATTACKS', 'create_attack', 'create_train_and_eval_attacks', 'create_wa_eval_attack', 'attack_norm',
-           'CWLoss', 'Attack', 'PGDAttack', 'LinfPGDAttack', 'L2PGDAttack', 'FGSMAttack', 'FGMAttack',
-           'DeepFoolAttack', 'LinfDeepFoolAttack', 'L2DeepFoolAttack', 'APGD', 'LinfAPGDAttack', 'L2APGDAttack']
+__all__ = ['ATTACKS', 'VARIABLE_BATCH_ATTACKS', 'create_attack', 'create_train_and_eval_attacks',
+           'create_wa_eval_attack', 'attack_norm', 'CWLoss', 'Attack', 'PGDAttack', 'LinfPGDAttack', 'L2PGDAttack',
+           'FGSMAttack', 'FGMAttack', 'DeepFoolAttack', 'LinfDeepFoolAttack', 'L2DeepFoolAttack', 'APGD',
+           'LinfAPGDAttack', 'L2APGDAttack']
 
 ATTACKS = ('fgsm', 'linf-pgd', 'fgm', 'l2-pgd', 'linf-df', 'l2-df', 'linf-apgd', 'l2-apgd')
 
 LINF_ATTACKS = ('fgsm', 'linf-pgd', 'linf-df', 'linf-apgd')
+# Attacks whose forwards run on shrinking subsets of the batch (APGD attacks only the points still robust):
+# with cudnn.benchmark every new subset size re-tunes every convolution, so train-wa.py turns it off for them.
+VARIABLE_BATCH_ATTACKS = ('linf-apgd', 'l2-apgd')
 
 
 def _check_attack_type(attack_type):

@@ -51,6 +51,9 @@ class APGD(Attack):
         self.apgd.loss = loss
 
     def _perturb(self, x, y):
+        # AutoAttack `.view`s its input gradient: with a channels_last model and batch (--channels-last) that
+        # gradient is channels_last and the view fails, so APGD gets a contiguous batch (same values).
+        x = x.contiguous()
         self.apgd.device = x.device
         cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
         with torch.random.fork_rng(devices=cuda):

@@ -1,9 +1,8 @@
 """One-step attacks: FGSM (L-inf) and FGM (L2) (SPEC 5.2)."""
-import torch
 import torch.nn as nn
 
 from .base import Attack
-from .utils import clamp, normalize_by_pnorm
+from .utils import clamp, input_gradient, normalize_by_pnorm
 
 
 class FGSMAttack(Attack):
@@ -32,11 +31,8 @@ class FGSMAttack(Attack):
             self.loss_fn = nn.CrossEntropyLoss(reduction='sum')
 
     def _grad(self, x, y):
-        x = x.clone().requires_grad_(True)
-        loss = self.loss_fn(self.model(x), y)
-        if self.targeted:
-            loss = -loss
-        return torch.autograd.grad(loss, x)[0]
+        sign = -1 if self.targeted else 1  # autocast-safe input gradient (plain autograd in float32)
+        return input_gradient(self.model, lambda out: sign * self.loss_fn(out, y), x)
 
     def _perturb(self, x, y):
         return clamp(x + self.eps * self._grad(x, y).sign(), self.clip_min, self.clip_max)

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from .base import Attack
-from .utils import batch_clamp, clamp, clamp_by_pnorm, is_linf, normalize_by_pnorm, rand_init_delta
+from .utils import batch_clamp, clamp, clamp_by_pnorm, input_gradient, is_linf, normalize_by_pnorm, rand_init_delta
 
 
 class PGDAttack(Attack):
@@ -65,11 +65,8 @@ class PGDAttack(Attack):
     def _perturb(self, x, y):
         delta = self._init_delta(x)
         for _ in range(self.nb_iter):
-            delta.requires_grad_(True)
-            loss = self.loss_fn(self.model(x + delta), y)
-            if self.targeted:
-                loss = -loss
-            grad, = torch.autograd.grad(loss, delta)
+            sign = -1 if self.targeted else 1  # autocast-safe input gradient (plain autograd in float32)
+            grad = input_gradient(self.model, lambda out: sign * self.loss_fn(out, y), x + delta)
             delta = delta.detach()
             if is_linf(self.ord):
                 delta = delta + self.eps_iter * grad.sign()

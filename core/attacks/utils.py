@@ -102,51 +102,116 @@ def CWLoss(output, target, confidence=0):
     return torch.sum(loss)
 
 
-def linf_sign_ascent(objective, x, x_adv, eps, step, iters):
+def cpu_draw(shape, device, fill):
+    """A float32 tensor of `shape` filled on the CPU generator by `fill` (e.g. `lambda t: t.normal_()`, the values of
+    `torch.randn(shape)`), then moved to `device`.
+
+    The training attacks draw their random starts on the CPU, as the reference does (the CPU stream is what a resume
+    restores and what makes CPU and GPU runs start alike). For a CUDA device the tensor is drawn into pinned memory
+    and copied non-blocking: the host does not wait for the GPU (a pageable copy synchronises every step).
+    """
+    device = torch.device(device)
+    out = torch.empty(shape, dtype=torch.float32, pin_memory=device.type == 'cuda')
+    fill(out)
+    return out.to(device, non_blocking=True)
+
+
+# Largest |d objective / d logit| after scaling, in the reduced-precision backward (see `input_gradient`).
+ATTACK_GRAD_TARGET = 2.0 ** 4
+
+
+def input_gradient(model, loss_of_logits, z):
+    """d loss_of_logits(model(z)) / d z for a detached float32 batch z (B, C, H, W): the gradient of an attack step.
+
+    Only the input gradient is computed (`torch.autograd.grad` w.r.t. z; no parameter `.grad` is touched).
+
+    Outside autocast (float32 logits) this is one plain `autograd.grad`: the reference's numbers, bit for bit.
+    Under fp16 / bf16 autocast the objective's gradient is tiny (KL with 'batchmean' gives O(1e-3 / B) per
+    logit at the random start), so the fp16 backward through the network underflows to exactly zero and a
+    sign-ascent attack never leaves its random start. Here the objective is evaluated in float32 on the
+    logits cast to float32, its gradient w.r.t. those logits is taken in float32, and multiplied by one
+    power of two per batch that brings its largest entry to about `ATTACK_GRAD_TARGET`; that scaled gradient
+    is back-propagated through the reduced-precision network, and the input gradient is divided by the same
+    power of two (exact in float32). One scale for the whole batch (not per sample): under batch statistics
+    the samples are coupled through BatchNorm, and a per-sample scale would change the direction. A positive
+    scale leaves sign(grad) and grad / ||grad|| unchanged in exact arithmetic, so this only rescues the
+    bits that fp16 would lose; the scale is computed on the device (no host synchronisation). bf16 has the
+    range of float32 and would not underflow, but takes the same path (the float32 objective helps it too).
+    """
+    z = z.detach().requires_grad_(True)
+    logits = model(z)
+    if logits.dtype in (torch.float32, torch.float64):
+        grad, = torch.autograd.grad(loss_of_logits(logits), [z])
+        return grad
+    logits32 = logits.detach().float().requires_grad_(True)
+    g, = torch.autograd.grad(loss_of_logits(logits32), [logits32])
+    peak = g.abs().amax()
+    scale = torch.where(peak > 0, torch.exp2(torch.floor(torch.log2(ATTACK_GRAD_TARGET / peak))), 1.0)
+    scale = torch.nan_to_num(scale, nan=1.0, posinf=1.0)
+    grad, = torch.autograd.grad(logits, [z], grad_outputs=(g * scale).to(logits.dtype))
+    return grad / scale
+
+
+def linf_sign_ascent(model, loss_of_logits, x, x_adv, eps, step, iters):
     """The inner loop of TRADES, SCORE-LSE and MART (SPEC 6.4-6.7): T sign-gradient ascent steps on
-    `objective(x_adv)` (a scalar), each followed by projection to the eps-box around x and clamp01.
+    `loss_of_logits(model(x_adv))` (a scalar), each followed by projection to the eps-box around x and clamp01.
 
     Args:
-        objective: x_adv -> scalar tensor to maximise (it runs the model in whatever mode the caller set).
+        model: the network, run in whatever mode the caller set.
+        loss_of_logits: logits (B, K) -> scalar tensor to maximise.
         x: (B, C, H, W) clean images in [0, 1], detached. x_adv: the starting point, same shape.
         eps, step, iters: the L-inf radius, the step size and the number of steps.
     Returns:
-        x_adv after the steps, detached. The gradient is taken w.r.t. x_adv only (no parameter .grad).
+        x_adv after the steps, detached. The gradient is taken w.r.t. x_adv only (no parameter .grad), with
+        `input_gradient` (fp16 / bf16 autocast safe; plain autograd in float32).
     """
     for _ in range(iters):
-        x_adv.requires_grad_(True)
-        grad, = torch.autograd.grad(objective(x_adv), [x_adv])
+        grad = input_gradient(model, loss_of_logits, x_adv)
         x_adv = x_adv.detach() + step * torch.sign(grad)
         x_adv = torch.min(torch.max(x_adv, x - eps), x + eps)
         x_adv = torch.clamp(x_adv, 0.0, 1.0)
     return x_adv.detach()
 
 
-def l2_sgd_ascent(objective, x, delta, eps, iters):
+def l2_sgd_ascent(model, loss_of_logits, x, delta, eps, iters):
     """The L2 inner loop of TRADES (SPEC 6.4, 6.7): plain SGD (no momentum, lr = 2 eps / T) on delta minimising
-    `-objective(x + delta)`, with per-sample normalised gradients.
+    `-loss_of_logits(model(x + delta))`, with per-sample normalised gradients.
 
-    Each step: g = grad of -objective w.r.t. delta, divided per sample by its L2 norm (a sample whose norm is 0
-    gets a fresh N(0, 1) gradient, from delta's device generator); delta <- delta - lr * g; delta <-
-    clamp01(x + delta) - x; delta <- per-sample renorm to L2 <= eps (torch.renorm).
+    Each step: g = grad of the negated objective w.r.t. delta (`input_gradient`: fp16 / bf16 autocast safe, plain
+    autograd in float32), divided per sample by its L2 norm (a sample whose norm is 0 gets a fresh N(0, 1)
+    gradient, `redraw_zero_rows`); delta <- delta - lr * g; delta <- clamp01(x + delta) - x; delta <- per-sample
+    renorm to L2 <= eps (torch.renorm).
 
     Args:
-        objective: images -> scalar tensor to maximise. x: (B, C, H, W) clean images in [0, 1], detached.
-        delta: the starting perturbation (B, C, H, W). eps: the L2 radius. iters: T (0: delta is returned as is).
+        model: the network, run in whatever mode the caller set. loss_of_logits: logits (B, K) -> scalar to maximise.
+        x: (B, C, H, W) clean images in [0, 1], detached. delta: the starting perturbation (B, C, H, W).
+        eps: the L2 radius. iters: T (0: delta is returned as is).
     Returns:
-        delta after the steps, detached. Gradients are taken w.r.t. delta only (no parameter .grad).
+        delta after the steps, detached. Gradients are taken w.r.t. the input only (no parameter .grad).
     """
     lr = eps / iters * 2 if iters > 0 else 0.0   # T = 0: the reference divides by zero
     view = (-1,) + (1,) * (x.dim() - 1)
     for _ in range(iters):
-        delta.requires_grad_(True)
-        grad, = torch.autograd.grad(-1 * objective(x + delta), [delta])
+        grad = input_gradient(model, lambda z: -1 * loss_of_logits(z), x + delta)
         delta = delta.detach()
-        grad_norms = grad.view(len(x), -1).norm(p=2, dim=1)
+        grad_norms = grad.reshape(len(x), -1).norm(p=2, dim=1)  # reshape: channels_last gradients
         grad = grad.div(grad_norms.view(view))
-        if (grad_norms == 0).any():
-            grad[grad_norms == 0] = torch.randn_like(grad[grad_norms == 0])
+        grad = redraw_zero_rows(grad, grad_norms == 0)
         delta = delta.add(grad, alpha=-lr)
         delta = torch.clamp(delta + x, 0.0, 1.0) - x
         delta = torch.renorm(delta, p=2, dim=0, maxnorm=eps)
     return delta.detach()
+
+
+def redraw_zero_rows(grad, zero):
+    """The reference replaces the (NaN) normalised gradient of samples whose gradient norm is 0 by N(0, 1) noise.
+
+    On the CPU exactly so (noise drawn for those rows only, when there are any: the reference's stream). On other
+    devices without asking the host whether there are any (a synchronisation per step): a full-size draw from the
+    device's generator, used only in those rows. Same distribution; the device's stream then advances differently.
+    """
+    if grad.device.type == 'cpu':
+        if zero.any():
+            grad[zero] = torch.randn_like(grad[zero])
+        return grad
+    return torch.where(zero.view((-1,) + (1,) * (grad.dim() - 1)), torch.randn_like(grad), grad)

@@ -59,7 +59,8 @@ def load_data(data_dir, batch_size=256, batch_size_test=256, num_workers=4, use_
     Args:
         data_dir (str): join(root, name), name in DATASETS (e.g. ./data/cifar10s).
         batch_size (int): GLOBAL training batch size (each of `world_size` ranks yields its share).
-        batch_size_test (int): batch size of the test and validation loaders (unsharded, last batch kept).
+        batch_size_test (int): batch size of the test and validation loaders (last batch kept; under DDP each rank
+            gets every world_size-th batch, `RankBatches`).
         num_workers (int): loader worker processes (4 as the reference; 0 loads in the main process).
         use_augmentation (bool or str): True = 'base' (crop+flip), False = 'none', or a name in AUGMENTATIONS.
         shuffle_train (bool): shuffle the plain training set (ignored for semi-supervised data, as the reference).
@@ -92,9 +93,9 @@ def load_data(data_dir, batch_size=256, batch_size_test=256, num_workers=4, use_
         sampler = SemiSupervisedSampler(range(len(train_dataset)), [], batch_size, 0.0, None, seed, rank, world_size,
                                         shuffle=shuffle_train)
     train_dl = train_loader(train_dataset, sampler, num_workers, pin_memory)
-    test_dl = eval_loader(test_dataset, batch_size_test, num_workers, pin_memory)
+    test_dl = eval_loader(test_dataset, batch_size_test, num_workers, pin_memory, rank, world_size)
     if validation:
-        val_dl = eval_loader(val_dataset, batch_size_test, num_workers, pin_memory)
+        val_dl = eval_loader(val_dataset, batch_size_test, num_workers, pin_memory, rank, world_size)
         return train_dataset, test_dataset, val_dataset, train_dl, test_dl, val_dl
     return train_dataset, test_dataset, train_dl, test_dl
 

@@ -219,9 +219,34 @@ class ImageDataset(torch.utils.data.Dataset):
                 rng.set_state(state)
 
 
-def eval_loader(dataset, batch_size, num_workers, pin_memory):
-    """Unshuffled loader that keeps the last partial batch (SPEC 3.5)."""
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=pin_memory)
+class RankBatches(torch.utils.data.Sampler):
+    """The batches of an unshuffled evaluation loader (consecutive indices, last partial batch kept) that belong to
+    process `rank` of `world_size`: batch i goes to rank i % world_size. Under DDP each process then loads and
+    decodes only its own share (instead of every batch, skipping the others'); together they are every batch once.
+    `per_rank` tells `Trainer.evaluate` that the loader is already this process's share."""
+    per_rank = True
+
+    def __init__(self, num_items, batch_size, rank=0, world_size=1):
+        self.num_items, self.batch_size, self.rank, self.world_size = num_items, batch_size, rank, world_size
+
+    def __iter__(self):
+        for i, start in enumerate(range(0, self.num_items, self.batch_size)):
+            if i % self.world_size == self.rank:
+                yield list(range(start, min(start + self.batch_size, self.num_items)))
+
+    def __len__(self):
+        batches = -(-self.num_items // self.batch_size)
+        return max(0, -(-(batches - self.rank) // self.world_size))
+
+
+def eval_loader(dataset, batch_size, num_workers, pin_memory, rank=0, world_size=1):
+    """Unshuffled loader that keeps the last partial batch (SPEC 3.5); with world_size > 1 only this rank's batches
+    (`RankBatches`)."""
+    if world_size == 1:
+        return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                          pin_memory=pin_memory)
+    return DataLoader(dataset, batch_sampler=RankBatches(len(dataset), batch_size, rank, world_size),
+                      num_workers=num_workers, pin_memory=pin_memory)
 
 
 def train_loader(dataset, batch_sampler, num_workers, pin_memory):

@@ -21,7 +21,7 @@ from core.errors import UserError
 from core.utils.faults import fault_point
 
 __all__ = ['canonical_state_dict', 'describe_state_dict', 'load_checkpoint', 'load_state_dict', 'load_weights',
-           'save_atomic', 'strip_wrapper_prefixes', 'unwrap_model']
+           'save_atomic', 'strip_wrapper_prefixes', 'to_cpu', 'unwrap_model']
 
 _WRAPPER_PREFIXES = ('module.', '_orig_mod.')
 _INDEX_RE = re.compile(r'^(\d+)\.')
@@ -198,9 +198,28 @@ def load_state_dict(model, state_dict, source=None):
     return target
 
 
+def to_cpu(obj):
+    """`obj` with every tensor in its (nested) dicts, lists and tuples moved to the CPU (CPU tensors are kept as
+    they are, not copied; a state dict keeps its `_metadata`); other values unchanged."""
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        out = type(obj)((k, to_cpu(v)) for k, v in obj.items())
+        if hasattr(obj, '_metadata'):  # a module state dict's version information
+            out._metadata = obj._metadata
+        return out
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj
+
+
 def save_atomic(obj, path):
     """torch.save `obj` to `path` atomically: write a temporary file in the same directory, flush and fsync it,
-    then os.replace it into place. A crash mid-save leaves any previous file at `path` intact."""
+    then os.replace it into place. A crash mid-save leaves any previous file at `path` intact.
+
+    Tensors are saved as CPU tensors (`to_cpu`), so a GPU run's files load with a plain `torch.load` on a host
+    without CUDA; loading them back moves them where they belong (`load_state_dict`, the optimizer)."""
+    obj = to_cpu(obj)
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')

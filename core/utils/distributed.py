@@ -29,7 +29,7 @@ class Runtime:
     """Where and how this process computes.
 
     Attributes:
-        device: the torch.device of this process (cuda:LOCAL_RANK under DDP on GPUs).
+        device: the torch.device of this process (cuda:LOCAL_RANK % visible GPUs under DDP on GPUs).
         rank, world_size, local_rank: torchrun's values (0, 1, 0 without torchrun).
         amp: 'none' (float32, the reference), 'bf16' (autocast bfloat16) or 'fp16' (autocast float16 + GradScaler).
     """
@@ -85,13 +85,18 @@ def setup(device='auto', amp='none') -> Runtime:
     rank = int(os.environ.get('RANK', '0'))
     local_rank = int(os.environ.get('LOCAL_RANK', '0'))
     if use_cuda:
-        if world_size > 1:
-            torch.cuda.set_device(local_rank)
-        dev = torch.device('cuda', local_rank if world_size > 1 else torch.cuda.current_device())
+        # local_rank % count: launchers that show each rank only its own GPU (SLURM --gpus-per-task=1) give
+        # LOCAL_RANK > 0 with one visible device; torchrun --nproc_per_node N on one host gives distinct ones.
+        index = local_rank % torch.cuda.device_count() if world_size > 1 else torch.cuda.current_device()
+        dev = torch.device('cuda', index)
+        torch.cuda.set_device(dev)
     else:
         dev = torch.device('cpu')
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend='nccl' if use_cuda else 'gloo')
+        if use_cuda:  # binds the process group (nccl) to this rank's GPU
+            dist.init_process_group(backend='nccl', device_id=dev)
+        else:
+            dist.init_process_group(backend='gloo')
     return Runtime(device=dev, rank=rank, world_size=world_size, local_rank=local_rank, amp=amp)
 
 

@@ -11,10 +11,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from core.attacks.utils import linf_sign_ascent
+from core.attacks.utils import cpu_draw, linf_sign_ascent
 from core.errors import UserError
 from core.metrics import batch_accuracy
 from core.utils.context import ctx_eval
+from core.utils.distributed import unwrap
 
 __all__ = ['MartInnerMax', 'mart_outer_loss', 'mart_loss']
 
@@ -45,8 +46,8 @@ class MartInnerMax:
         x = x.detach()
         eps = self.eps
         with ctx_eval(self.model), torch.enable_grad():
-            x_adv = x + 0.001 * torch.randn(x.shape, dtype=torch.float32).to(x.device)
-            x_adv = linf_sign_ascent(lambda z: F.cross_entropy(self.model(z), y), x, x_adv, eps, self.step,
+            x_adv = x + 0.001 * cpu_draw(x.shape, x.device, lambda t: t.normal_())
+            x_adv = linf_sign_ascent(self.model, lambda z: F.cross_entropy(z, y), x, x_adv, eps, self.step,
                                      self.iters)
         return torch.clamp(x_adv, 0.0, 1.0).detach()
 
@@ -83,13 +84,14 @@ def mart_loss(model, x, y, *, step_size=0.007, epsilon=0.031, perturb_steps=10, 
     """MART training loss (SPEC 6.6): `MartInnerMax` in eval mode, then train mode and `mart_outer_loss`.
 
     Args:
-        model: the training model (left in train mode). x: (B, C, H, W) in [0, 1]. y: (B,) int64.
+        model: the training model (left in train mode); the attack runs on `unwrap(model)` (eager, and under DDP
+            with this process's running statistics). x: (B, C, H, W) in [0, 1]. y: (B,) int64.
         step_size, epsilon, perturb_steps: alpha, eps, T. beta: weight of the robust term. Default 6.0.
         attack: only 'linf-pgd'.
     Returns:
         (loss, metrics). No optimizer is touched: the caller zeroes the gradients before backward.
     """
-    x_adv = MartInnerMax(model, attack, epsilon, step_size, perturb_steps)(x, y)
+    x_adv = MartInnerMax(unwrap(model), attack, epsilon, step_size, perturb_steps)(x, y)  # no DDP / compile wrapper
     model.train()
     logits = model(x)
     logits_adv = model(x_adv)

@@ -21,13 +21,13 @@ from torch.optim.lr_scheduler import MultiStepLR, OneCycleLR
 from tqdm import tqdm
 
 from core.attacks import create_train_and_eval_attacks
-from core.attacks.utils import l2_sgd_ascent, linf_sign_ascent
+from core.attacks.utils import cpu_draw, l2_sgd_ascent, linf_sign_ascent
 from core.errors import UserError
 from core.metrics import accuracy, batch_accuracy, num_correct
 from core.models import create_model
 from core.utils.checkpoint import load_checkpoint, load_state_dict, save_atomic
 from core.utils.context import ctx_eval, ctx_noparamgrad_and_eval
-from core.utils.distributed import Runtime, all_reduce_sum, broadcast_buffers, wrap_ddp
+from core.utils.distributed import Runtime, all_reduce_sum, broadcast_buffers, unwrap, wrap_ddp
 from core.utils.export import is_safetensors, read_safetensors
 from core.utils.faults import fault_point
 from core.utils.mart import mart_loss
@@ -68,17 +68,17 @@ def trades_loss_plain(model, x, y, *, step_size=0.003, epsilon=0.031, perturb_st
     """
     if attack not in ('linf-pgd', 'l2-pgd'):
         raise UserError(f'attack {attack!r} is not supported by TRADES training; use --attack linf-pgd or l2-pgd.')
-    x = x.detach()
-    with ctx_eval(model), torch.enable_grad():
+    x, plain = x.detach(), unwrap(model)  # the attack: no DDP / compile wrapper
+    with ctx_eval(plain), torch.enable_grad():
         with torch.no_grad():
-            p_nat = F.softmax(model(x), dim=1)
-        x_adv = x + 0.001 * torch.randn(x.shape).to(x.device)
-        kl_sum = lambda z: F.kl_div(F.log_softmax(model(z), dim=1), p_nat, reduction='sum')
+            p_nat = F.softmax(plain(x), dim=1)
+        x_adv = x + 0.001 * cpu_draw(x.shape, x.device, lambda t: t.normal_())
+        kl_sum = lambda z: F.kl_div(F.log_softmax(z, dim=1), p_nat, reduction='sum')
         if attack == 'linf-pgd':
-            x_adv = linf_sign_ascent(kl_sum, x, x_adv, epsilon, step_size, perturb_steps)
+            x_adv = linf_sign_ascent(plain, kl_sum, x, x_adv, epsilon, step_size, perturb_steps)
         else:
-            delta = 0.001 * torch.randn(x.shape).to(x.device)
-            x_adv = x + l2_sgd_ascent(kl_sum, x, delta, epsilon, perturb_steps)
+            delta = 0.001 * cpu_draw(x.shape, x.device, lambda t: t.normal_())
+            x_adv = x + l2_sgd_ascent(plain, kl_sum, x, delta, epsilon, perturb_steps)
     model.train()
     x_adv = torch.clamp(x_adv, 0.0, 1.0).detach()
     logits_nat = model(x)
@@ -183,12 +183,15 @@ class Trainer:
     # ------------------------------------------------------------------ wrapping (DDP, SyncBN, compile)
     def wrap(self, sync_bn=False, compile=False):
         """Set `self.train_model`: SyncBatchNorm (in place), DDP and torch.compile as asked. Call before the
-        second `init_optimizer` (SyncBatchNorm modules replace the BatchNorm ones but keep their parameters)."""
+        second `init_optimizer` (SyncBatchNorm modules replace the BatchNorm ones but keep their parameters).
+        The training attacks always run on the plain module (`unwrap`): eager input gradients only, no buffer
+        broadcast, no compiled graph variants for grad mode / requires_grad / batch statistics."""
         if sync_bn and self.runtime.distributed:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         model = wrap_ddp(self.model, self.runtime)
-        if compile:
+        if compile:  # only the training forwards: the attacks run on the eager self.model (`unwrap`)
             model = torch.compile(model)
+            model.register_forward_pre_hook(_dynamic_batch)
         self.train_model = model
 
     # ------------------------------------------------------------------ losses (SPEC 6)
@@ -344,11 +347,12 @@ class Trainer:
                  correct / total, the exact accuracy).
         Under DDP the batches are split round-robin over the processes and the sums reduced, so both figures
         equal the single-process ones (up to the attack's random start); `sharded=True` says the loader already
-        yields this process's share (the training loader).
+        yields this process's share (the training loader; `load_data`'s evaluation loaders say so themselves).
         """
         model = self.eval_model()
         model.eval()
         rank, world = self.runtime.rank, self.runtime.world_size
+        sharded = sharded or getattr(dataloader.batch_sampler, 'per_rank', False)  # load_data's eval loaders
         acc_sum, n_batches, correct, total = 0.0, 0, 0, 0
         for i, (x, y) in enumerate(dataloader):
             if not sharded and i % world != rank:
@@ -407,6 +411,12 @@ class Trainer:
             self.scheduler.load_state_dict(state['scheduler'])
         if state.get('scaler'):
             self.scaler.load_state_dict(state['scaler'])
+
+
+def _dynamic_batch(module, args):
+    """Forward pre-hook of the compiled training model: its graph is traced with a symbolic batch size, so the
+    last, smaller batch of an epoch does not trigger a recompile."""
+    torch._dynamo.maybe_mark_dynamic(args[0], 0)
 
 
 class NonFiniteLoss(UserError):

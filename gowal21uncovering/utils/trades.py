@@ -10,9 +10,10 @@ Three layers, from pure to stateful:
   zeroes their gradients afterwards: numerically the same);
 * pure outer losses `trades_kl_loss` and `score_lse_loss` (logits in, `(loss, metrics)` out), and the
   composites `trades_loss` / `trades_loss_LSE` that the trainer calls, with the reference's names, RNG
-  consumption and forward order: 1 (+0 with CutMix) target forward and T attack forwards with batch
-  statistics and no running-stat update, then z_nat = model(x) and z_adv = model(x_adv) in train mode,
-  each updating the BatchNorm running statistics once.
+  consumption and running-statistics updates: z_nat = model(x) in train mode (its softmax, detached, is the
+  target: the reference computed it with an extra forward that gives the same numbers), T attack forwards
+  with batch statistics and no running-stat update, then z_adv = model(x_adv) in train mode; z_nat and z_adv
+  each update the BatchNorm running statistics once, in that order.
 
 Papers: Zhang et al., "Theoretically Principled Trade-off between Robustness and Accuracy", ICML 2019
 (TRADES); Pang et al., "Robustness and Accuracy Could Be Reconcilable by (Proper) Definition", ICML 2022
@@ -24,9 +25,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from core.attacks.utils import l2_sgd_ascent, linf_sign_ascent
+from core.attacks.utils import cpu_draw, l2_sgd_ascent, linf_sign_ascent
 from core.errors import UserError
 from core.metrics import batch_accuracy
+from core.utils.distributed import unwrap
 from core.utils.utils import smooth_cross_entropy
 
 __all__ = [
@@ -114,8 +116,8 @@ class TradesInnerMax:
     Call: `attack(x, target_probs) -> x_adv`, x (B, C, H, W) in [0, 1], target_probs (B, K) detached
     probabilities; x_adv (B, C, H, W) detached, in [0, 1], within eps of x.
 
-    Random initialisation, drawn from the CPU generator (float32) and then moved to x's device, as the
-    reference does (it matters for the RNG stream): L-inf x + U(-eps, eps) clamped to [0, 1]; L2
+    Random initialisation, drawn from the CPU generator (float32) and then moved to x's device (`cpu_draw`), as
+    the reference does (it matters for the RNG stream): L-inf x + U(-eps, eps) clamped to [0, 1]; L2
     delta = 0.001 * N(0, 1). The L-inf init is drawn for both branches (the reference draws it first).
     """
 
@@ -138,13 +140,14 @@ class TradesInnerMax:
 
     def _perturb(self, x, p):
         eps = self.eps
-        noise = torch.empty(x.shape, dtype=torch.float32).uniform_(-eps, eps)
-        x_adv = torch.clamp(x + noise.to(x.device), 0.0, 1.0)
+        noise = cpu_draw(x.shape, x.device, lambda t: t.uniform_(-eps, eps))
+        x_adv = torch.clamp(x + noise, 0.0, 1.0)
         if self.attack == 'linf-pgd':
-            x_adv = linf_sign_ascent(lambda z: self.divergence(p, self.model(z)), x, x_adv, eps, self.step, self.iters)
+            x_adv = linf_sign_ascent(self.model, lambda z: self.divergence(p, z), x, x_adv, eps, self.step,
+                                     self.iters)
         else:  # 'l2-pgd': plain SGD (no momentum) on delta, rate 2*eps/T, on the negated divergence
-            delta = 0.001 * torch.randn(x.shape, dtype=torch.float32).to(x.device)
-            x_adv = x + l2_sgd_ascent(lambda z: self.divergence(p, self.model(z)), x, delta, eps, self.iters)
+            delta = 0.001 * cpu_draw(x.shape, x.device, lambda t: t.normal_())
+            x_adv = x + l2_sgd_ascent(self.model, lambda z: self.divergence(p, z), x, delta, eps, self.iters)
         return torch.clamp(x_adv, 0.0, 1.0).detach()
 
 
@@ -219,7 +222,8 @@ def score_lse_loss(logits_nat, logits_adv, y, beta, ls=0.0, num_classes=None, cl
         (loss 0-dim tensor, {'loss', 'clean_acc', 'adversarial_acc'} 0-dim tensors).
     """
     num_classes = logits_nat.shape[1] if num_classes is None else num_classes
-    target = soft_labels if soft_labels is not None else lse_targets(y, num_classes, ls, logits_nat.dtype)
+    dtype = torch.promote_types(logits_nat.dtype, torch.float32)  # float32 targets under fp16 / bf16 autocast
+    target = soft_labels if soft_labels is not None else lse_targets(y, num_classes, ls, dtype)
     q_nat = F.softmax(logits_nat, dim=1)
     q_adv = F.softmax(logits_adv, dim=1)
     loss_natural = torch.sum((q_nat - target) ** 2, dim=-1)
@@ -233,16 +237,20 @@ def score_lse_loss(logits_nat, logits_adv, y, beta, ls=0.0, num_classes=None, cl
 # ----------------------------------------------------------------------------------------------------------
 
 def _adversarial_pair(model, x, y, divergence, attack, epsilon, step_size, perturb_steps, use_cutmix):
-    """Target forward + inner max (batch statistics, no BN update), then z_nat, z_adv in train mode."""
-    with ctx_batch_stats(model):
-        if use_cutmix:
-            p_natural = y
-        else:
-            with torch.no_grad():
-                p_natural = F.softmax(model(x), dim=1)
-        x_adv = inner_maximize(model, x, p_natural, divergence, attack, epsilon, step_size, perturb_steps)
+    """z_nat = model(x) in train mode, the target softmax(z_nat) (detached), the inner max on the plain module
+    (batch statistics, no BN update), then z_adv = model(x_adv) in train mode.
+
+    The reference ran a separate target forward (batch statistics, no BN update) before the attack; a train-mode
+    forward normalises with the same batch statistics, so z_nat gives the same target bit for bit (the running
+    statistics it updates are not read by the attack) and that forward is saved. The running statistics are still
+    updated exactly twice per step, by z_nat then z_adv, and the attack's random draws are unchanged. The attack
+    runs on `unwrap(model)`: not through DistributedDataParallel (no buffer broadcast per attack forward) nor a
+    torch.compile graph (eager `autograd.grad` w.r.t. the input only); with batch statistics the numbers are the same.
+    """
     model.train()
     logits_nat = model(x)
+    p_natural = y if use_cutmix else F.softmax(logits_nat.detach(), dim=1)
+    x_adv = inner_maximize(unwrap(model), x, p_natural, divergence, attack, epsilon, step_size, perturb_steps)
     logits_adv = model(x_adv)
     return logits_nat, logits_adv
 
