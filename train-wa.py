@@ -30,6 +30,7 @@ from core.utils.checkpoint import load_checkpoint, save_atomic
 from core.utils.distributed import all_gather_object, barrier, cleanup, setup
 from core.utils.logger import Logger
 from core.utils.parser import parser_train
+from core.utils.run_dir import check_run_dir
 from core.utils.train import Trainer, pretrained_path
 from core.utils.utils import format_time, seed
 from gowal21uncovering.utils.watrain import WATrainer
@@ -74,20 +75,6 @@ def validate(args):
     if args.pretrained_file is not None and not os.path.isfile(pretrained_path(args)):
         raise UserError(f'--pretrained-file: {pretrained_path(args)} does not exist; give a run name under '
                         f'--log-dir (its weights-best.pt is read) or a checkpoint file.')
-
-
-def check_run_dir(log_dir, args):
-    """Refuse to touch a folder holding results unless --resume (needs state-last.pt) or --overwrite."""
-    state = os.path.join(log_dir, STATE_FILE)
-    if args.resume:
-        if not os.path.isfile(state):
-            raise UserError(f'--resume: {state} not found; start the run without --resume.')
-        return
-    if os.path.isdir(log_dir) and os.listdir(log_dir) and not args.overwrite:
-        names = sorted(os.listdir(log_dir))
-        shown = ', '.join(names[:4]) + (', ...' if len(names) > 4 else '')
-        raise UserError(f'{log_dir} already holds files ({shown}); add --resume to continue that run, '
-                        f'--overwrite to write a new run over its files, or choose another --desc.')
 
 
 def load_resume_state(log_dir, args, num_epochs):
