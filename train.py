@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""Adversarial training without weight averaging: Madry PGD-AT, plain TRADES (--beta) or MART (--mart --beta)
+with the plain `Trainer` (the original's older top-level train.py).
+
+    python train.py --data-dir DATA --log-dir LOGS --desc madry --data cifar10 --model preact-resnet18 \\
+        --num-adv-epochs 110 --lr 0.1 --scheduler step
+
+The flags are train-wa.py's without --tau; any dataset of core.data (the plain ones too). Differences from
+train-wa.py (as the original): no validation split and no `Eval` lines; the adversarial test accuracy (PGD with
+2T steps and mean CE, on the trained model) every --adv-eval-freq epochs and at each of the last 5 epochs (the
+last 10 when there are more than 90); weights-best.pt is saved whenever the last computed test adversarial
+accuracy is >= the best one (so between evaluations every epoch re-saves it); checkpoints hold
+`model_state_dict` only. --LSE, --ls, --clip_value and --CutMix are parsed and stored but ignored (a warning
+says so). Run folder, --resume, --overwrite, devices and DDP as train-wa.py (README.md, section Training).
+"""
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+
+import torch
+
+from core.data import get_data_info, load_data, set_epoch
+from core.errors import exit_on_user_error
+from core.utils.checkpoint import save_atomic
+from core.utils.distributed import all_gather_object, barrier, cleanup, setup
+from core.utils.logger import Logger
+from core.utils.parser import parser_train
+from core.utils.run_dir import check_run_dir
+from core.utils.train import Trainer
+from core.utils.utils import format_time, seed
+
+wa = importlib.import_module('train-wa')  # its checks, resume and state helpers (one copy)
+
+IGNORED_FLAGS = ('--LSE', '--ls', '--clip_value', '--CutMix')
+
+
+def ignored_flags(argv):
+    """The flags of IGNORED_FLAGS given on the command line (as `--flag` or `--flag=value`)."""
+    return [f for f in IGNORED_FLAGS if any(a == f or a.startswith(f + '=') for a in argv)]
+
+
+def validate(args):
+    """train-wa.py's checks for the plain Trainer, with the ignored flags switched off."""
+    checked = argparse.Namespace(**vars(args))
+    checked.tau, checked.LSE, checked.CutMix = 0, False, False
+    wa.validate(checked)
+
+
+def adversarial_test_epoch(epoch, num_epochs, freq):
+    """train.py's adversarial test epochs: every `freq`-th, the last 5, and the last 11 when there are > 90."""
+    return epoch % freq == 0 or epoch > num_epochs - 5 or (epoch >= num_epochs - 10 and num_epochs > 90)
+
+
+def main(argv=None):
+    # ------------------------------------------------------------------ args
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser_train(tau=False).parse_args(argv)
+    validate(args)
+    ignored = ignored_flags(argv)
+    if ignored:
+        print(f'warning: train.py ignores {", ".join(ignored)} (as the original\'s train.py, which trains Madry, '
+              f'plain TRADES or MART); use train-wa.py for SCORE-LSE, label smoothing and CutMix.', file=sys.stderr)
+    NUM_ADV_EPOCHS = 1 if args.debug else args.num_adv_epochs
+    DATA_DIR = os.path.join(args.data_dir, args.data)
+    LOG_DIR = os.path.join(args.log_dir, args.desc)
+
+    # ------------------------------------------------------------------ device / AMP / DDP
+    runtime = setup(args.device, args.amp)
+    primary = runtime.is_primary
+    check_run_dir(LOG_DIR, args)
+    state = wa.load_resume_state(LOG_DIR, args, NUM_ADV_EPOCHS) if args.resume else None
+    barrier(runtime)
+    torch.backends.cudnn.benchmark = True
+
+    # ------------------------------------------------------------------ data, model
+    info = get_data_info(DATA_DIR)
+    seed(args.seed)
+    _, _, train_dataloader, test_dataloader = load_data(
+        DATA_DIR, args.batch_size, args.batch_size_validation, num_workers=args.num_workers,
+        use_augmentation=args.augment, shuffle_train=True, aux_data_filename=args.aux_data_filename,
+        unsup_fraction=args.unsup_fraction, validation=False, seed=args.seed, rank=runtime.rank,
+        world_size=runtime.world_size, pin_memory=runtime.device.type == 'cuda')
+    seed(args.seed)
+    trainer = Trainer(info, args, runtime)
+    trainer.wrap(sync_bn=args.sync_bn, compile=args.compile)
+    if runtime.distributed:
+        seed(args.seed + runtime.rank)
+
+    # ------------------------------------------------------------------ run folder + logger
+    if primary:
+        os.makedirs(LOG_DIR, exist_ok=True)
+    barrier(runtime)
+    logger = Logger(os.path.join(LOG_DIR, 'log-train.log'), mode='a' if args.resume else 'w', enabled=primary)
+    if primary and not args.resume:
+        with open(os.path.join(LOG_DIR, 'args.txt'), 'w') as f:
+            json.dump(args.__dict__, f, indent=4)
+    logger.log('Using device: {}'.format(runtime.device.type))
+
+    # ------------------------------------------------------------------ resume
+    start_epoch, best, rows, res, test_adv_acc = 1, [0.0, 0.0], [], None, 0.0
+    if args.resume:
+        trainer.init_optimizer(args.num_adv_epochs)
+        trainer.load_state_dict(state['trainer'])
+        start_epoch, best, rows, res = state['epoch'] + 1, list(state['best']), state['rows'], state['train_metrics']
+        test_adv_acc = state['test_adv_acc']
+        rngs = state['rng']
+        wa.set_rng_state(rngs[runtime.rank] if len(rngs) == runtime.world_size else rngs[0])
+        logger.log('\nResuming from epoch {} of {}.'.format(start_epoch, NUM_ADV_EPOCHS))
+    else:
+        logger.log('\n\n')
+        test_acc = trainer.eval(test_dataloader)
+        logger.log('Standard Accuracy-\tTest: {:2f}%.'.format(test_acc * 100))  # sic: {:2f}
+        logger.log('Adversarial training for {} epochs'.format(NUM_ADV_EPOCHS))
+        trainer.init_optimizer(args.num_adv_epochs)
+
+    # ------------------------------------------------------------------ loop
+    for epoch in range(start_epoch, NUM_ADV_EPOCHS + 1):
+        start = time.time()
+        logger.log('======= Epoch {} ======='.format(epoch))
+        last_lr = trainer.last_lr()
+        set_epoch(train_dataloader, epoch)
+        res = trainer.train(train_dataloader, epoch=epoch, adversarial=True)
+        test_acc = trainer.eval(test_dataloader)
+
+        logger.log('Loss: {:.4f}.\tLR: {:.4f}'.format(res['loss'], last_lr))
+        if 'clean_acc' in res:
+            logger.log('Standard Accuracy-\tTrain: {:.2f}%.\tTest: {:.2f}%.'.format(res['clean_acc'] * 100,
+                                                                                  test_acc * 100))
+        else:
+            logger.log('Standard Accuracy-\tTest: {:.2f}%.'.format(test_acc * 100))
+        epoch_metrics = {'train_' + k: v for k, v in res.items()}
+        epoch_metrics.update({'epoch': epoch, 'lr': last_lr, 'test_clean_acc': test_acc, 'test_adversarial_acc': ''})
+        if adversarial_test_epoch(epoch, NUM_ADV_EPOCHS, args.adv_eval_freq):
+            test_adv_acc = trainer.eval(test_dataloader, adversarial=True)
+            logger.log('Adversarial Accuracy-\tTrain: {:.2f}%.\tTest: {:.2f}%.'.format(res['adversarial_acc'] * 100,
+                                                                                     test_adv_acc * 100))
+            epoch_metrics['test_adversarial_acc'] = test_adv_acc
+        else:
+            logger.log('Adversarial Accuracy-\tTrain: {:.2f}%.'.format(res['adversarial_acc'] * 100))
+        rows.append(epoch_metrics)
+
+        # -------------------------------------------------------------- save
+        new_best = test_adv_acc >= best[1]  # test_adv_acc is stale between evaluations (as the original)
+        if new_best:
+            best = [test_acc, test_adv_acc]
+        rngs = all_gather_object(wa.rng_state(), runtime)
+        if primary:
+            if new_best:
+                trainer.save_model(os.path.join(LOG_DIR, 'weights-best.pt'))
+            trainer.save_model(os.path.join(LOG_DIR, 'weights-last.pt'))
+        logger.log('Time taken: {}'.format(format_time(time.time() - start)))
+        if primary:
+            wa.write_csv(rows, os.path.join(LOG_DIR, 'stats_adv.csv'))
+            save_atomic({'format_version': wa.STATE_FORMAT_VERSION, 'epoch': epoch,
+                            'global_step': trainer.last_global_step, 'best': best, 'rows': rows,
+                            'test_adv_acc': test_adv_acc, 'train_metrics': res, 'args': dict(vars(args)),
+                            'trainer': trainer.state_dict(), 'rng': rngs}, os.path.join(LOG_DIR, wa.STATE_FILE))
+        barrier(runtime)
+        if args.stop_after is not None and epoch >= args.stop_after and epoch < NUM_ADV_EPOCHS:
+            logger.log('Stopped after epoch {} (--stop-after).'.format(epoch))
+            cleanup()
+            return
+
+    # ------------------------------------------------------------------ final record
+    train_acc = res['clean_acc'] if 'clean_acc' in res else trainer.evaluate(train_dataloader, sharded=True)[0]
+    logger.log('\nTraining completed.')
+    logger.log('Standard Accuracy-\tTrain: {:.2f}%.\tTest: {:.2f}%.'.format(train_acc * 100, best[0] * 100))
+    logger.log('Adversarial Accuracy-\tTrain: {:.2f}%.\tTest: {:.2f}%.'.format(res['adversarial_acc'] * 100,
+                                                                             best[1] * 100))
+    logger.log('Script Completed.')
+    logger.close()
+    cleanup()
+
+
+if __name__ == '__main__':
+    sys.exit(exit_on_user_error(main))
