@@ -122,6 +122,54 @@ def write_csv(rows, path):
     os.replace(tmp, path)
 
 
+def train_epoch(trainer, logger, train_dataloader, test_dataloader, epoch):
+    """Train epoch `epoch`, measure the clean test accuracy and log the epoch's first lines.
+
+    Returns (train metrics, test accuracy, the epoch's CSV row so far)."""
+    logger.log('======= Epoch {} ======='.format(epoch))
+    last_lr = trainer.last_lr()
+    set_epoch(train_dataloader, epoch)
+    res = trainer.train(train_dataloader, epoch=epoch, adversarial=True)
+    test_acc = trainer.eval(test_dataloader)
+
+    logger.log('Loss: {:.4f}.\tLR: {:.4f}'.format(res['loss'], last_lr))
+    if 'clean_acc' in res:
+        logger.log('Standard Accuracy-\tTrain: {:.2f}%.\tTest: {:.2f}%.'.format(res['clean_acc'] * 100,
+                                                                              test_acc * 100))
+    else:
+        logger.log('Standard Accuracy-\tTest: {:.2f}%.'.format(test_acc * 100))
+    epoch_metrics = {'train_' + k: v for k, v in res.items()}
+    epoch_metrics.update({'epoch': epoch, 'lr': last_lr, 'test_clean_acc': test_acc, 'test_adversarial_acc': ''})
+    return res, test_acc, epoch_metrics
+
+
+def save_epoch(trainer, runtime, logger, log_dir, new_best, rows, state, start):
+    """weights-best.pt (if `new_best`), weights-last.pt, the time line, stats_adv.csv and the state file
+    (`state` plus the trainer, the global step and every process's RNG states)."""
+    rngs = all_gather_object(rng_state(), runtime)
+    if runtime.is_primary:
+        if new_best:
+            trainer.save_model(os.path.join(log_dir, 'weights-best.pt'))
+        trainer.save_model(os.path.join(log_dir, 'weights-last.pt'))
+    logger.log('Time taken: {}'.format(format_time(time.time() - start)))
+    if runtime.is_primary:
+        write_csv(rows, os.path.join(log_dir, 'stats_adv.csv'))
+        save_atomic(dict(state, global_step=trainer.last_global_step, trainer=trainer.state_dict(), rng=rngs),
+                    os.path.join(log_dir, STATE_FILE))
+    barrier(runtime)
+
+
+def final_record(trainer, logger, train_dataloader, res, best, label):
+    """The closing lines; `label` names the best adversarial accuracy's split ('Eval' here, 'Test' in train.py)."""
+    train_acc = res['clean_acc'] if 'clean_acc' in res else trainer.evaluate(train_dataloader, sharded=True)[0]
+    logger.log('\nTraining completed.')
+    logger.log('Standard Accuracy-\tTrain: {:.2f}%.\tTest: {:.2f}%.'.format(train_acc * 100, best[0] * 100))
+    logger.log('Adversarial Accuracy-\tTrain: {:.2f}%.\t{}: {:.2f}%.'.format(res['adversarial_acc'] * 100, label,
+                                                                           best[1] * 100))
+    logger.log('Script Completed.')
+    logger.close()
+
+
 def main():
     # ------------------------------------------------------------------ args
     args = parser_train().parse_args()
@@ -197,20 +245,7 @@ def main():
     # ------------------------------------------------------------------ loop
     for epoch in range(start_epoch, NUM_ADV_EPOCHS + 1):
         start = time.time()
-        logger.log('======= Epoch {} ======='.format(epoch))
-        last_lr = trainer.last_lr()
-        set_epoch(train_dataloader, epoch)
-        res = trainer.train(train_dataloader, epoch=epoch, adversarial=True)
-        test_acc = trainer.eval(test_dataloader)
-
-        logger.log('Loss: {:.4f}.\tLR: {:.4f}'.format(res['loss'], last_lr))
-        if 'clean_acc' in res:
-            logger.log('Standard Accuracy-\tTrain: {:.2f}%.\tTest: {:.2f}%.'.format(res['clean_acc'] * 100,
-                                                                                  test_acc * 100))
-        else:
-            logger.log('Standard Accuracy-\tTest: {:.2f}%.'.format(test_acc * 100))
-        epoch_metrics = {'train_' + k: v for k, v in res.items()}
-        epoch_metrics.update({'epoch': epoch, 'lr': last_lr, 'test_clean_acc': test_acc, 'test_adversarial_acc': ''})
+        res, test_acc, epoch_metrics = train_epoch(trainer, logger, train_dataloader, test_dataloader, epoch)
 
         if epoch % args.adv_eval_freq == 0 or epoch == NUM_ADV_EPOCHS:
             test_adv_acc = trainer.eval(test_dataloader, adversarial=True)
@@ -228,32 +263,16 @@ def main():
         new_best = eval_adv_acc >= best[1]  # ties go to the later epoch
         if new_best:
             best = [test_acc, eval_adv_acc]
-        rngs = all_gather_object(rng_state(), runtime)
-        if primary:
-            if new_best:
-                trainer.save_model(os.path.join(LOG_DIR, 'weights-best.pt'))
-            trainer.save_model(os.path.join(LOG_DIR, 'weights-last.pt'))
-        logger.log('Time taken: {}'.format(format_time(time.time() - start)))
-        if primary:
-            write_csv(rows, os.path.join(LOG_DIR, 'stats_adv.csv'))
-            save_atomic({'format_version': STATE_FORMAT_VERSION, 'epoch': epoch,
-                         'global_step': trainer.last_global_step, 'best': best, 'rows': rows,
-                         'train_metrics': res, 'args': dict(vars(args)), 'trainer': trainer.state_dict(),
-                         'rng': rngs}, os.path.join(LOG_DIR, STATE_FILE))
-        barrier(runtime)
+        state = {'format_version': STATE_FORMAT_VERSION, 'epoch': epoch, 'best': best, 'rows': rows,
+                 'train_metrics': res, 'args': dict(vars(args))}
+        save_epoch(trainer, runtime, logger, LOG_DIR, new_best, rows, state, start)
         if args.stop_after is not None and epoch >= args.stop_after and epoch < NUM_ADV_EPOCHS:
             logger.log('Stopped after epoch {} (--stop-after).'.format(epoch))
             cleanup()
             return
 
     # ------------------------------------------------------------------ final record
-    train_acc = res['clean_acc'] if 'clean_acc' in res else trainer.evaluate(train_dataloader, sharded=True)[0]
-    logger.log('\nTraining completed.')
-    logger.log('Standard Accuracy-\tTrain: {:.2f}%.\tTest: {:.2f}%.'.format(train_acc * 100, best[0] * 100))
-    logger.log('Adversarial Accuracy-\tTrain: {:.2f}%.\tEval: {:.2f}%.'.format(res['adversarial_acc'] * 100,
-                                                                             best[1] * 100))
-    logger.log('Script Completed.')
-    logger.close()
+    final_record(trainer, logger, train_dataloader, res, best, 'Eval')
     cleanup()
 
 

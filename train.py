@@ -22,15 +22,14 @@ import time
 
 import torch
 
-from core.data import get_data_info, load_data, set_epoch
+from core.data import get_data_info, load_data
 from core.errors import exit_on_user_error
-from core.utils.checkpoint import save_atomic
-from core.utils.distributed import all_gather_object, barrier, cleanup, setup
+from core.utils.distributed import barrier, cleanup, setup
 from core.utils.logger import Logger
 from core.utils.parser import parser_train
 from core.utils.run_dir import check_run_dir
 from core.utils.train import Trainer
-from core.utils.utils import format_time, seed
+from core.utils.utils import seed
 
 wa = importlib.import_module('train-wa')  # its checks, resume and state helpers (one copy)
 
@@ -119,20 +118,7 @@ def main(argv=None):
     # ------------------------------------------------------------------ loop
     for epoch in range(start_epoch, NUM_ADV_EPOCHS + 1):
         start = time.time()
-        logger.log('======= Epoch {} ======='.format(epoch))
-        last_lr = trainer.last_lr()
-        set_epoch(train_dataloader, epoch)
-        res = trainer.train(train_dataloader, epoch=epoch, adversarial=True)
-        test_acc = trainer.eval(test_dataloader)
-
-        logger.log('Loss: {:.4f}.\tLR: {:.4f}'.format(res['loss'], last_lr))
-        if 'clean_acc' in res:
-            logger.log('Standard Accuracy-\tTrain: {:.2f}%.\tTest: {:.2f}%.'.format(res['clean_acc'] * 100,
-                                                                                  test_acc * 100))
-        else:
-            logger.log('Standard Accuracy-\tTest: {:.2f}%.'.format(test_acc * 100))
-        epoch_metrics = {'train_' + k: v for k, v in res.items()}
-        epoch_metrics.update({'epoch': epoch, 'lr': last_lr, 'test_clean_acc': test_acc, 'test_adversarial_acc': ''})
+        res, test_acc, epoch_metrics = wa.train_epoch(trainer, logger, train_dataloader, test_dataloader, epoch)
         if adversarial_test_epoch(epoch, NUM_ADV_EPOCHS, args.adv_eval_freq):
             test_adv_acc = trainer.eval(test_dataloader, adversarial=True)
             logger.log('Adversarial Accuracy-\tTrain: {:.2f}%.\tTest: {:.2f}%.'.format(res['adversarial_acc'] * 100,
@@ -146,32 +132,16 @@ def main(argv=None):
         new_best = test_adv_acc >= best[1]  # test_adv_acc is stale between evaluations (as the original)
         if new_best:
             best = [test_acc, test_adv_acc]
-        rngs = all_gather_object(wa.rng_state(), runtime)
-        if primary:
-            if new_best:
-                trainer.save_model(os.path.join(LOG_DIR, 'weights-best.pt'))
-            trainer.save_model(os.path.join(LOG_DIR, 'weights-last.pt'))
-        logger.log('Time taken: {}'.format(format_time(time.time() - start)))
-        if primary:
-            wa.write_csv(rows, os.path.join(LOG_DIR, 'stats_adv.csv'))
-            save_atomic({'format_version': wa.STATE_FORMAT_VERSION, 'epoch': epoch,
-                            'global_step': trainer.last_global_step, 'best': best, 'rows': rows,
-                            'test_adv_acc': test_adv_acc, 'train_metrics': res, 'args': dict(vars(args)),
-                            'trainer': trainer.state_dict(), 'rng': rngs}, os.path.join(LOG_DIR, wa.STATE_FILE))
-        barrier(runtime)
+        state = {'format_version': wa.STATE_FORMAT_VERSION, 'epoch': epoch, 'best': best, 'rows': rows,
+                 'test_adv_acc': test_adv_acc, 'train_metrics': res, 'args': dict(vars(args))}
+        wa.save_epoch(trainer, runtime, logger, LOG_DIR, new_best, rows, state, start)
         if args.stop_after is not None and epoch >= args.stop_after and epoch < NUM_ADV_EPOCHS:
             logger.log('Stopped after epoch {} (--stop-after).'.format(epoch))
             cleanup()
             return
 
     # ------------------------------------------------------------------ final record
-    train_acc = res['clean_acc'] if 'clean_acc' in res else trainer.evaluate(train_dataloader, sharded=True)[0]
-    logger.log('\nTraining completed.')
-    logger.log('Standard Accuracy-\tTrain: {:.2f}%.\tTest: {:.2f}%.'.format(train_acc * 100, best[0] * 100))
-    logger.log('Adversarial Accuracy-\tTrain: {:.2f}%.\tTest: {:.2f}%.'.format(res['adversarial_acc'] * 100,
-                                                                             best[1] * 100))
-    logger.log('Script Completed.')
-    logger.close()
+    wa.final_record(trainer, logger, train_dataloader, res, best, 'Test')
     cleanup()
 
 
