@@ -122,6 +122,20 @@ def write_csv(rows, path):
     os.replace(tmp, path)
 
 
+def open_run(log_dir, args, runtime):
+    """Create the run folder, open log-train.log (appended on --resume), write args.txt (new runs only)."""
+    if runtime.is_primary:
+        os.makedirs(log_dir, exist_ok=True)
+    barrier(runtime)
+    logger = Logger(os.path.join(log_dir, 'log-train.log'), mode='a' if args.resume else 'w',
+                    enabled=runtime.is_primary)
+    if runtime.is_primary and not args.resume:
+        with open(os.path.join(log_dir, 'args.txt'), 'w') as f:
+            json.dump(args.__dict__, f, indent=4)
+    logger.log('Using device: {}'.format(runtime.device.type))
+    return logger
+
+
 def train_epoch(trainer, logger, train_dataloader, test_dataloader, epoch):
     """Train epoch `epoch`, measure the clean test accuracy and log the epoch's first lines.
 
@@ -214,14 +228,7 @@ def main():
         seed(args.seed + runtime.rank)
 
     # ------------------------------------------------------------------ run folder + logger
-    if primary:
-        os.makedirs(LOG_DIR, exist_ok=True)
-    barrier(runtime)
-    logger = Logger(os.path.join(LOG_DIR, 'log-train.log'), mode='a' if args.resume else 'w', enabled=primary)
-    if primary and not args.resume:
-        with open(os.path.join(LOG_DIR, 'args.txt'), 'w') as f:
-            json.dump(args.__dict__, f, indent=4)
-    logger.log('Using device: {}'.format(runtime.device.type))
+    logger = open_run(LOG_DIR, args, runtime)
     if args.debug and primary:
         print('Debug mode: 1 epoch (schedules sized for {} epochs).'.format(args.num_adv_epochs))
 

@@ -15,7 +15,6 @@ says so). Run folder, --resume, --overwrite, devices and DDP as train-wa.py (REA
 """
 import argparse
 import importlib
-import json
 import os
 import sys
 import time
@@ -25,7 +24,6 @@ import torch
 from core.data import get_data_info, load_data
 from core.errors import exit_on_user_error
 from core.utils.distributed import barrier, cleanup, setup
-from core.utils.logger import Logger
 from core.utils.parser import parser_train
 from core.utils.run_dir import check_run_dir
 from core.utils.train import Trainer
@@ -68,7 +66,6 @@ def main(argv=None):
 
     # ------------------------------------------------------------------ device / AMP / DDP
     runtime = setup(args.device, args.amp)
-    primary = runtime.is_primary
     check_run_dir(LOG_DIR, args)
     state = wa.load_resume_state(LOG_DIR, args, NUM_ADV_EPOCHS) if args.resume else None
     barrier(runtime)
@@ -89,14 +86,7 @@ def main(argv=None):
         seed(args.seed + runtime.rank)
 
     # ------------------------------------------------------------------ run folder + logger
-    if primary:
-        os.makedirs(LOG_DIR, exist_ok=True)
-    barrier(runtime)
-    logger = Logger(os.path.join(LOG_DIR, 'log-train.log'), mode='a' if args.resume else 'w', enabled=primary)
-    if primary and not args.resume:
-        with open(os.path.join(LOG_DIR, 'args.txt'), 'w') as f:
-            json.dump(args.__dict__, f, indent=4)
-    logger.log('Using device: {}'.format(runtime.device.type))
+    logger = wa.open_run(LOG_DIR, args, runtime)
 
     # ------------------------------------------------------------------ resume
     start_epoch, best, rows, res, test_adv_acc = 1, [0.0, 0.0], [], None, 0.0

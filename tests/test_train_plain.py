@@ -5,12 +5,11 @@ import csv
 import importlib.util
 import json
 import os
-import runpy
-import sys
 
 import numpy as np
 import pytest
 import torch
+from script_runner import run_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, 'train.py')
@@ -43,15 +42,7 @@ def data_dir(tmp_path_factory):
 
 
 def run(argv):
-    old = sys.argv
-    sys.argv = [SCRIPT] + [str(a) for a in argv]
-    try:
-        runpy.run_path(SCRIPT, run_name='__main__')
-    except SystemExit as e:
-        return 0 if e.code is None else e.code
-    finally:
-        sys.argv = old
-    return 0
+    return run_script(SCRIPT, argv)
 
 
 def tiny(data_dir, log_dir, *extra):

@@ -8,7 +8,6 @@ the original's training step transcribed operation by operation (`reference_step
 import argparse
 import math
 import os
-import runpy
 import sys
 
 import numpy as np
@@ -16,6 +15,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from script_runner import run_script
 
 from core.attacks.divergence import CEPGD, DivergencePGD, TradesDivergencePGD, cw_margin_loss
 from core.divergences import clip_bound, distance, pgd_loss, smooth_targets, trades_loss
@@ -483,15 +483,7 @@ def data_root(tmp_path_factory):
 
 
 def run(script, argv):
-    old = sys.argv
-    sys.argv = [script] + [str(a) for a in argv]
-    try:
-        runpy.run_path(script, run_name='__main__')
-    except SystemExit as e:
-        return 0 if e.code is None else e.code
-    finally:
-        sys.argv = old
-    return 0
+    return run_script(script, argv)
 
 
 def tiny(data_root, *extra):
