@@ -157,6 +157,18 @@ def train_epoch(trainer, logger, train_dataloader, test_dataloader, epoch):
     return res, test_acc, epoch_metrics
 
 
+def adversarial_test(trainer, logger, test_dataloader, res, epoch_metrics, run):
+    """Log the train adversarial accuracy and, if `run`, measure the test one (into `epoch_metrics`, returned)."""
+    if not run:
+        logger.log('Adversarial Accuracy-\tTrain: {:.2f}%.'.format(res['adversarial_acc'] * 100))
+        return None
+    test_adv_acc = trainer.eval(test_dataloader, adversarial=True)
+    logger.log('Adversarial Accuracy-\tTrain: {:.2f}%.\tTest: {:.2f}%.'.format(res['adversarial_acc'] * 100,
+                                                                             test_adv_acc * 100))
+    epoch_metrics['test_adversarial_acc'] = test_adv_acc
+    return test_adv_acc
+
+
 def save_epoch(trainer, runtime, logger, log_dir, new_best, rows, state, start):
     """weights-best.pt (if `new_best`), weights-last.pt, the time line, stats_adv.csv and the state file
     (`state` plus the trainer, the global step and every process's RNG states)."""
@@ -254,13 +266,8 @@ def main():
         start = time.time()
         res, test_acc, epoch_metrics = train_epoch(trainer, logger, train_dataloader, test_dataloader, epoch)
 
-        if epoch % args.adv_eval_freq == 0 or epoch == NUM_ADV_EPOCHS:
-            test_adv_acc = trainer.eval(test_dataloader, adversarial=True)
-            logger.log('Adversarial Accuracy-\tTrain: {:.2f}%.\tTest: {:.2f}%.'.format(res['adversarial_acc'] * 100,
-                                                                                     test_adv_acc * 100))
-            epoch_metrics['test_adversarial_acc'] = test_adv_acc
-        else:
-            logger.log('Adversarial Accuracy-\tTrain: {:.2f}%.'.format(res['adversarial_acc'] * 100))
+        adversarial_test(trainer, logger, test_dataloader, res, epoch_metrics,
+                         epoch % args.adv_eval_freq == 0 or epoch == NUM_ADV_EPOCHS)
         eval_adv_acc = trainer.eval(eval_dataloader, adversarial=True)
         logger.log('Adversarial Accuracy-\tEval: {:.2f}%.'.format(eval_adv_acc * 100))
         epoch_metrics['eval_adversarial_acc'] = eval_adv_acc

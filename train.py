@@ -109,13 +109,9 @@ def main(argv=None):
     for epoch in range(start_epoch, NUM_ADV_EPOCHS + 1):
         start = time.time()
         res, test_acc, epoch_metrics = wa.train_epoch(trainer, logger, train_dataloader, test_dataloader, epoch)
-        if adversarial_test_epoch(epoch, NUM_ADV_EPOCHS, args.adv_eval_freq):
-            test_adv_acc = trainer.eval(test_dataloader, adversarial=True)
-            logger.log('Adversarial Accuracy-\tTrain: {:.2f}%.\tTest: {:.2f}%.'.format(res['adversarial_acc'] * 100,
-                                                                                     test_adv_acc * 100))
-            epoch_metrics['test_adversarial_acc'] = test_adv_acc
-        else:
-            logger.log('Adversarial Accuracy-\tTrain: {:.2f}%.'.format(res['adversarial_acc'] * 100))
+        measured = wa.adversarial_test(trainer, logger, test_dataloader, res, epoch_metrics,
+                                       adversarial_test_epoch(epoch, NUM_ADV_EPOCHS, args.adv_eval_freq))
+        test_adv_acc = test_adv_acc if measured is None else measured  # stale between evaluations
         rows.append(epoch_metrics)
 
         # -------------------------------------------------------------- save
