@@ -35,13 +35,14 @@ from core.utils.logger import Logger
 from core.utils.parser import parser_train
 from core.utils.plotting import write_run_curves
 from core.utils.rng import rng_state, set_rng_state
+from core.utils.run_dir import STATE_FILE
+from core.utils.run_dir import check_run_dir as check_folder
 from core.utils.tensorboard import TensorBoard, require_tensorboard
 from core.utils.train import NonFiniteLoss, Trainer, pretrained_path
 from core.utils.utils import format_time, seed
 from gowal21uncovering.utils.watrain import WATrainer
 
 STATE_FORMAT_VERSION = 1
-STATE_FILE = 'state-last.pt'
 # Flags that may differ between a run and its --resume (they do not change the numbers).
 RESUME_FREE_FLAGS = ('resume', 'overwrite', 'num_workers', 'stop_after', 'device', 'data_dir', 'log_dir',
                      'aux_data_filename', 'resume_changed_flags', 'tensorboard')
@@ -111,17 +112,9 @@ def validate(args):
 
 
 def check_run_dir(log_dir, args):
-    """Refuse to touch a folder holding results unless --resume (needs state-last.pt or args.txt) or --overwrite."""
-    state = os.path.join(log_dir, STATE_FILE)
-    if args.resume:
-        if not os.path.isfile(state) and not os.path.isfile(os.path.join(log_dir, 'args.txt')):
-            raise UserError(f'--resume: {state} not found; start the run without --resume.')
-        return
-    if os.path.isdir(log_dir) and os.listdir(log_dir) and not args.overwrite:
-        names = sorted(os.listdir(log_dir))
-        shown = ', '.join(names[:4]) + (', ...' if len(names) > 4 else '')
-        raise UserError(f'{log_dir} already holds files ({shown}); add --resume to continue that run, '
-                        f'--overwrite to write a new run over its files, or choose another --desc.')
+    """The shared run-folder policy; a --resume also restarts a run killed before its first saved epoch
+    (args.txt without state-last.pt)."""
+    check_folder(log_dir, args, STATE_FILE, resumable_without_state=('args.txt',))
 
 
 def load_resume_state(log_dir, args, num_epochs):
@@ -219,6 +212,91 @@ def write_csv(rows, path):
     fault_point(f'after-write:{os.path.basename(path)}')
 
 
+def open_run(log_dir, args, runtime, new_run):
+    """Create the run folder (removing the temporary files of a killed writer on a resume), open log-train.log
+    (appended on --resume) and, for a new run (`new_run`), write args.txt."""
+    stale = []
+    if runtime.is_primary:
+        os.makedirs(log_dir, exist_ok=True)
+        stale = remove_stale_temp_files(log_dir) if args.resume else []
+    barrier(runtime)
+    logger = Logger(os.path.join(log_dir, 'log-train.log'), mode='a' if args.resume else 'w',
+                    enabled=runtime.is_primary)
+    if runtime.is_primary and new_run:
+        write_args(args, log_dir)
+    logger.log('Using device: {}'.format(runtime.device.type))
+    if stale:
+        logger.log('Removed the temporary files of an interrupted write: {}.'.format(', '.join(stale)))
+    return logger
+
+
+def train_epoch(trainer, logger, train_dataloader, test_dataloader, epoch, args, log_dir, on_step=None):
+    """Train epoch `epoch` (a non-finite loss stops the run with one line), measure the clean test accuracy and
+    log the epoch's first lines. Returns (train metrics, test accuracy, the epoch's CSV row so far)."""
+    faults.set_epoch(epoch)
+    logger.log('======= Epoch {} ======='.format(epoch))
+    last_lr = trainer.last_lr()
+    set_epoch(train_dataloader, epoch)
+    try:
+        res = trainer.train(train_dataloader, epoch=epoch, adversarial=True, on_step=on_step)
+    except NonFiniteLoss as e:
+        raise UserError(non_finite_message(e, log_dir, args, logger)) from None
+    test_acc = trainer.eval(test_dataloader)
+
+    logger.log('Loss: {:.4f}.\tLR: {:.4f}'.format(res['loss'], last_lr))
+    if 'clean_acc' in res:
+        logger.log('Standard Accuracy-\tTrain: {:.2f}%.\tTest: {:.2f}%.'.format(res['clean_acc'] * 100,
+                                                                              test_acc * 100))
+    else:
+        logger.log('Standard Accuracy-\tTest: {:.2f}%.'.format(test_acc * 100))
+    epoch_metrics = {'train_' + k: v for k, v in res.items()}
+    epoch_metrics.update({'epoch': epoch, 'lr': last_lr, 'test_clean_acc': test_acc, 'test_adversarial_acc': ''})
+    return res, test_acc, epoch_metrics
+
+
+def adversarial_test(trainer, logger, test_dataloader, res, epoch_metrics, run):
+    """Log the train adversarial accuracy and, if `run`, measure the test one (into `epoch_metrics`, returned)."""
+    if not run:
+        logger.log('Adversarial Accuracy-\tTrain: {:.2f}%.'.format(res['adversarial_acc'] * 100))
+        return None
+    test_adv_acc = trainer.eval(test_dataloader, adversarial=True)
+    logger.log('Adversarial Accuracy-\tTrain: {:.2f}%.\tTest: {:.2f}%.'.format(res['adversarial_acc'] * 100,
+                                                                             test_adv_acc * 100))
+    epoch_metrics['test_adversarial_acc'] = test_adv_acc
+    return test_adv_acc
+
+
+def save_epoch(trainer, runtime, logger, log_dir, new_best, rows, state, start, args_to_write=None):
+    """weights-best.pt (if `new_best`), weights-last.pt, the time line, stats_adv.csv, curves.png, args.txt (if
+    `args_to_write`: after --resume-changed-flags) and, last, the state file (`state` plus the trainer, the
+    global step and every process's RNG states): the state file is the epoch's commit point."""
+    rngs = all_gather_object(rng_state(runtime.device), runtime)
+    if runtime.is_primary:
+        if new_best:
+            trainer.save_model(os.path.join(log_dir, 'weights-best.pt'))
+        trainer.save_model(os.path.join(log_dir, 'weights-last.pt'))
+    logger.log('Time taken: {}'.format(format_time(time.time() - start)))
+    if runtime.is_primary:
+        write_csv(rows, os.path.join(log_dir, 'stats_adv.csv'))
+        write_run_curves(log_dir)  # curves.png; a failure to draw is a warning, never a crash
+        if args_to_write is not None:
+            write_args(args_to_write, log_dir)
+        save_atomic(dict(state, global_step=trainer.last_global_step, trainer=trainer.state_dict(), rng=rngs),
+                    os.path.join(log_dir, STATE_FILE))
+    barrier(runtime)
+
+
+def final_record(trainer, logger, train_dataloader, res, best, label):
+    """The closing lines; `label` names the best adversarial accuracy's split ('Eval' here, 'Test' in train.py)."""
+    train_acc = res['clean_acc'] if 'clean_acc' in res else trainer.evaluate(train_dataloader, sharded=True)[0]
+    logger.log('\nTraining completed.')
+    logger.log('Standard Accuracy-\tTrain: {:.2f}%.\tTest: {:.2f}%.'.format(train_acc * 100, best[0] * 100))
+    logger.log('Adversarial Accuracy-\tTrain: {:.2f}%.\t{}: {:.2f}%.'.format(res['adversarial_acc'] * 100, label,
+                                                                           best[1] * 100))
+    logger.log('Script Completed.')
+    logger.close()
+
+
 def main():
     # ------------------------------------------------------------------ args
     args = parser_train().parse_args()
@@ -268,20 +346,10 @@ def main():
         seed(args.seed + runtime.rank)
 
     # ------------------------------------------------------------------ run folder + logger
-    stale = []
-    if primary:
-        os.makedirs(LOG_DIR, exist_ok=True)
-        stale = remove_stale_temp_files(LOG_DIR) if args.resume else []
-    barrier(runtime)
-    logger = Logger(os.path.join(LOG_DIR, 'log-train.log'), mode='a' if args.resume else 'w', enabled=primary)
-    # args.txt: now for a new run (or a restart before any saved epoch); with a changed --lr, together with the
-    # first state file that uses it (so that args.txt always holds the flags of state-last.pt)
+    logger = open_run(LOG_DIR, args, runtime, new_run=state is None)
+    # args.txt: written now for a new run (or a restart before any saved epoch); with a changed --lr, together
+    # with the first state file that uses it (so that args.txt always holds the flags of state-last.pt)
     args_changed = state is not None and saved_lr(LOG_DIR) != args.lr
-    if primary and state is None:
-        write_args(args, LOG_DIR)
-    logger.log('Using device: {}'.format(runtime.device.type))
-    if stale:
-        logger.log('Removed the temporary files of an interrupted write: {}.'.format(', '.join(stale)))
     if args.debug and primary:
         print('Debug mode: 1 epoch (schedules sized for {} epochs).'.format(args.num_adv_epochs))
 
@@ -313,33 +381,10 @@ def main():
     # ------------------------------------------------------------------ loop
     for epoch in range(start_epoch, NUM_ADV_EPOCHS + 1):
         start = time.time()
-        faults.set_epoch(epoch)
-        logger.log('======= Epoch {} ======='.format(epoch))
-        last_lr = trainer.last_lr()
-        set_epoch(train_dataloader, epoch)
-        try:
-            res = trainer.train(train_dataloader, epoch=epoch, adversarial=True,
-                                on_step=board.step if board else None)
-        except NonFiniteLoss as e:
-            raise UserError(non_finite_message(e, LOG_DIR, args, logger)) from None
-        test_acc = trainer.eval(test_dataloader)
-
-        logger.log('Loss: {:.4f}.\tLR: {:.4f}'.format(res['loss'], last_lr))
-        if 'clean_acc' in res:
-            logger.log('Standard Accuracy-\tTrain: {:.2f}%.\tTest: {:.2f}%.'.format(res['clean_acc'] * 100,
-                                                                                  test_acc * 100))
-        else:
-            logger.log('Standard Accuracy-\tTest: {:.2f}%.'.format(test_acc * 100))
-        epoch_metrics = {'train_' + k: v for k, v in res.items()}
-        epoch_metrics.update({'epoch': epoch, 'lr': last_lr, 'test_clean_acc': test_acc, 'test_adversarial_acc': ''})
-
-        if epoch % args.adv_eval_freq == 0 or epoch == NUM_ADV_EPOCHS:
-            test_adv_acc = trainer.eval(test_dataloader, adversarial=True)
-            logger.log('Adversarial Accuracy-\tTrain: {:.2f}%.\tTest: {:.2f}%.'.format(res['adversarial_acc'] * 100,
-                                                                                     test_adv_acc * 100))
-            epoch_metrics['test_adversarial_acc'] = test_adv_acc
-        else:
-            logger.log('Adversarial Accuracy-\tTrain: {:.2f}%.'.format(res['adversarial_acc'] * 100))
+        res, test_acc, epoch_metrics = train_epoch(trainer, logger, train_dataloader, test_dataloader, epoch, args,
+                                                   LOG_DIR, on_step=board.step if board else None)
+        adversarial_test(trainer, logger, test_dataloader, res, epoch_metrics,
+                         epoch % args.adv_eval_freq == 0 or epoch == NUM_ADV_EPOCHS)
         eval_adv_acc = trainer.eval(eval_dataloader, adversarial=True)
         logger.log('Adversarial Accuracy-\tEval: {:.2f}%.'.format(eval_adv_acc * 100))
         epoch_metrics['eval_adversarial_acc'] = eval_adv_acc
@@ -351,23 +396,10 @@ def main():
         new_best = eval_adv_acc >= best[1]  # ties go to the later epoch
         if new_best:
             best = [test_acc, eval_adv_acc]
-        rngs = all_gather_object(rng_state(runtime.device), runtime)
-        if primary:
-            if new_best:
-                trainer.save_model(os.path.join(LOG_DIR, 'weights-best.pt'))
-            trainer.save_model(os.path.join(LOG_DIR, 'weights-last.pt'))
-        logger.log('Time taken: {}'.format(format_time(time.time() - start)))
-        if primary:
-            write_csv(rows, os.path.join(LOG_DIR, 'stats_adv.csv'))
-            write_run_curves(LOG_DIR)  # curves.png; a failure to draw is a warning, never a crash
-            if args_changed:
-                write_args(args, LOG_DIR)
-                args_changed = False
-            save_atomic({'format_version': STATE_FORMAT_VERSION, 'epoch': epoch,
-                         'global_step': trainer.last_global_step, 'best': best, 'rows': rows,
-                         'train_metrics': res, 'args': dict(vars(args)), 'trainer': trainer.state_dict(),
-                         'rng': rngs}, os.path.join(LOG_DIR, STATE_FILE))
-        barrier(runtime)
+        state = {'format_version': STATE_FORMAT_VERSION, 'epoch': epoch, 'best': best, 'rows': rows,
+                 'train_metrics': res, 'args': dict(vars(args))}
+        save_epoch(trainer, runtime, logger, LOG_DIR, new_best, rows, state, start, args if args_changed else None)
+        args_changed = False
         if args.stop_after is not None and epoch >= args.stop_after and epoch < NUM_ADV_EPOCHS:
             logger.log('Stopped after epoch {} (--stop-after).'.format(epoch))
             if board is not None:
@@ -376,13 +408,7 @@ def main():
             return
 
     # ------------------------------------------------------------------ final record
-    train_acc = res['clean_acc'] if 'clean_acc' in res else trainer.evaluate(train_dataloader, sharded=True)[0]
-    logger.log('\nTraining completed.')
-    logger.log('Standard Accuracy-\tTrain: {:.2f}%.\tTest: {:.2f}%.'.format(train_acc * 100, best[0] * 100))
-    logger.log('Adversarial Accuracy-\tTrain: {:.2f}%.\tEval: {:.2f}%.'.format(res['adversarial_acc'] * 100,
-                                                                             best[1] * 100))
-    logger.log('Script Completed.')
-    logger.close()
+    final_record(trainer, logger, train_dataloader, res, best, 'Eval')
     if board is not None:
         board.close()
     cleanup()

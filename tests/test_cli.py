@@ -8,7 +8,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.parametrize('script', ['train-wa.py', 'eval-aa.py', 'generate_toy_demo.py'])
+@pytest.mark.parametrize('script', ['train-wa.py', 'eval-aa.py', 'generate_toy_demo.py', 'train.py',
+                                    'without_DDPM/train_cifar.py', 'without_DDPM/eval_cifar.py'])
 def test_help(script):
     out = subprocess.run([sys.executable, os.path.join(ROOT, script), '--help'], capture_output=True, text=True,
                          cwd=ROOT, timeout=120)

@@ -23,6 +23,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from script_runner import run_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, 'train-wa.py')
@@ -61,15 +62,7 @@ def tiny_args(data_dir, log_dir, desc, *extra, data='cifar10s'):
 
 def run(argv):
     """Run train-wa.py in this process; returns its exit code (0 when main returns)."""
-    old = sys.argv
-    sys.argv = [SCRIPT] + [str(a) for a in argv]
-    try:
-        runpy.run_path(SCRIPT, run_name='__main__')
-    except SystemExit as e:
-        return 0 if e.code is None else e.code
-    finally:
-        sys.argv = old
-    return 0
+    return run_script(SCRIPT, argv)
 
 
 def load(path):

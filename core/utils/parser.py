@@ -17,8 +17,11 @@ def _flag_list(text):
     return [name.strip().lstrip('-').replace('-', '_') for name in text.split(',') if name.strip()]
 
 
-def parser_train():
-    """Flags of train-wa.py (the reference's `parser_train` plus `--tau`, then this project's additions)."""
+def parser_train(tau=True):
+    """Flags of train-wa.py (the reference's `parser_train` plus `--tau`, then this project's additions).
+
+    `tau=False`: the flags of train.py (no `--tau`, so args.txt has no `tau` key).
+    """
     parser = argparse.ArgumentParser(description='Standard + Adversarial Training.')
 
     parser.add_argument('--augment', type=augment_arg, default=True,
@@ -78,7 +81,9 @@ def parser_train():
     parser.add_argument('--clip_value', default=0, type=float)
     parser.add_argument('--CutMix', action='store_true', default=False, help='use CutMix.')
     # train-wa.py (the reference adds it after parsing the rest)
-    parser.add_argument('--tau', type=float, default=0.995, help='Weight averaging decay (0: no weight averaging).')
+    if tau:
+        parser.add_argument('--tau', type=float, default=0.995,
+                            help='Weight averaging decay (0: no weight averaging).')
 
     # This reimplementation (after the reference's keys in args.txt).
     extra = parser.add_argument_group('beyond the reference')

@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Adversarial training without weight averaging: Madry PGD-AT, plain TRADES (--beta) or MART (--mart --beta)
+with the plain `Trainer` (the original's older top-level train.py).
+
+    python train.py --data-dir DATA --log-dir LOGS --desc madry --data cifar10 --model preact-resnet18 \\
+        --num-adv-epochs 110 --lr 0.1 --scheduler step
+
+The flags are train-wa.py's without --tau; any dataset of core.data (the plain ones too). Differences from
+train-wa.py (as the original): no validation split and no `Eval` lines; the adversarial test accuracy (PGD with
+2T steps and mean CE, on the trained model) every --adv-eval-freq epochs and at each of the last 5 epochs (the
+last 10 when there are more than 90); weights-best.pt is saved whenever the last computed test adversarial
+accuracy is >= the best one (so between evaluations every epoch re-saves it); checkpoints hold
+`model_state_dict` only. --LSE, --ls, --clip_value and --CutMix are parsed and stored but ignored (a warning
+says so). Run folder, --resume, --overwrite, devices and DDP as train-wa.py (README.md, section Training).
+"""
+import argparse
+import importlib
+import os
+import sys
+import time
+
+import torch
+
+from core.attacks import VARIABLE_BATCH_ATTACKS
+from core.data import get_data_info, load_data
+from core.errors import exit_on_user_error
+from core.utils.distributed import barrier, cleanup, setup
+from core.utils.parser import parser_train
+from core.utils.run_dir import check_run_dir
+from core.utils.train import Trainer
+from core.utils.utils import seed
+
+wa = importlib.import_module('train-wa')  # its checks, resume and state helpers (one copy)
+
+IGNORED_FLAGS = ('--LSE', '--ls', '--clip_value', '--CutMix', '--tensorboard')
+
+
+def ignored_flags(argv):
+    """The flags of IGNORED_FLAGS given on the command line (as `--flag` or `--flag=value`)."""
+    return [f for f in IGNORED_FLAGS if any(a == f or a.startswith(f + '=') for a in argv)]
+
+
+def validate(args):
+    """train-wa.py's checks for the plain Trainer, with the ignored flags switched off."""
+    checked = argparse.Namespace(**vars(args))
+    checked.tau, checked.LSE, checked.CutMix = 0, False, False
+    wa.validate(checked)
+
+
+def adversarial_test_epoch(epoch, num_epochs, freq):
+    """train.py's adversarial test epochs: every `freq`-th, the last 5, and the last 11 when there are > 90."""
+    return epoch % freq == 0 or epoch > num_epochs - 5 or (epoch >= num_epochs - 10 and num_epochs > 90)
+
+
+def main(argv=None):
+    # ------------------------------------------------------------------ args
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser_train(tau=False).parse_args(argv)
+    validate(args)
+    ignored = ignored_flags(argv)
+    if ignored:
+        print(f'warning: train.py ignores {", ".join(ignored)} (as the original\'s train.py, which trains Madry, '
+              f'plain TRADES or MART); use train-wa.py for SCORE-LSE, label smoothing and CutMix.', file=sys.stderr)
+    NUM_ADV_EPOCHS = 1 if args.debug else args.num_adv_epochs
+    DATA_DIR = os.path.join(args.data_dir, args.data)
+    LOG_DIR = os.path.join(args.log_dir, args.desc)
+
+    # ------------------------------------------------------------------ device / AMP / DDP
+    runtime = setup(args.device, args.amp)
+    check_run_dir(LOG_DIR, args)
+    state = wa.load_resume_state(LOG_DIR, args, NUM_ADV_EPOCHS) if args.resume else None
+    barrier(runtime)
+    torch.backends.cudnn.benchmark = args.attack not in VARIABLE_BATCH_ATTACKS  # APGD: new shapes every restart
+
+    # ------------------------------------------------------------------ data, model
+    info = get_data_info(DATA_DIR)
+    seed(args.seed)
+    _, _, train_dataloader, test_dataloader = load_data(
+        DATA_DIR, args.batch_size, args.batch_size_validation, num_workers=args.num_workers,
+        use_augmentation=args.augment, shuffle_train=True, aux_data_filename=args.aux_data_filename,
+        unsup_fraction=args.unsup_fraction, validation=False, seed=args.seed, rank=runtime.rank,
+        world_size=runtime.world_size, pin_memory=runtime.device.type == 'cuda')
+    seed(args.seed)
+    trainer = Trainer(info, args, runtime)
+    trainer.wrap(sync_bn=args.sync_bn, compile=args.compile)
+    if runtime.distributed:
+        seed(args.seed + runtime.rank)
+
+    # ------------------------------------------------------------------ run folder + logger
+    logger = wa.open_run(LOG_DIR, args, runtime, new_run=state is None)
+
+    # ------------------------------------------------------------------ resume
+    start_epoch, best, rows, res, test_adv_acc = 1, [0.0, 0.0], [], None, 0.0
+    if state is not None:
+        trainer.init_optimizer(args.num_adv_epochs)
+        trainer.load_state_dict(state['trainer'])
+        start_epoch, best, rows, res = state['epoch'] + 1, list(state['best']), state['rows'], state['train_metrics']
+        test_adv_acc = state['test_adv_acc']
+        rngs = state['rng']
+        wa.set_rng_state(rngs[runtime.rank] if len(rngs) == runtime.world_size else rngs[0], runtime.device)
+        logger.log('\nResuming from epoch {} of {}.'.format(start_epoch, NUM_ADV_EPOCHS))
+    else:
+        logger.log('\n\n')
+        test_acc = trainer.eval(test_dataloader)
+        logger.log('Standard Accuracy-\tTest: {:2f}%.'.format(test_acc * 100))  # sic: {:2f}
+        logger.log('Adversarial training for {} epochs'.format(NUM_ADV_EPOCHS))
+        trainer.init_optimizer(args.num_adv_epochs)
+
+    # ------------------------------------------------------------------ loop
+    for epoch in range(start_epoch, NUM_ADV_EPOCHS + 1):
+        start = time.time()
+        res, test_acc, epoch_metrics = wa.train_epoch(trainer, logger, train_dataloader, test_dataloader, epoch,
+                                                      args, LOG_DIR)
+        measured = wa.adversarial_test(trainer, logger, test_dataloader, res, epoch_metrics,
+                                       adversarial_test_epoch(epoch, NUM_ADV_EPOCHS, args.adv_eval_freq))
+        test_adv_acc = test_adv_acc if measured is None else measured  # stale between evaluations
+        rows.append(epoch_metrics)
+
+        # -------------------------------------------------------------- save
+        new_best = test_adv_acc >= best[1]  # test_adv_acc is stale between evaluations (as the original)
+        if new_best:
+            best = [test_acc, test_adv_acc]
+        state = {'format_version': wa.STATE_FORMAT_VERSION, 'epoch': epoch, 'best': best, 'rows': rows,
+                 'test_adv_acc': test_adv_acc, 'train_metrics': res, 'args': dict(vars(args))}
+        wa.save_epoch(trainer, runtime, logger, LOG_DIR, new_best, rows, state, start)
+        if args.stop_after is not None and epoch >= args.stop_after and epoch < NUM_ADV_EPOCHS:
+            logger.log('Stopped after epoch {} (--stop-after).'.format(epoch))
+            cleanup()
+            return
+
+    # ------------------------------------------------------------------ final record
+    wa.final_record(trainer, logger, train_dataloader, res, best, 'Test')
+    cleanup()
+
+
+if __name__ == '__main__':
+    sys.exit(exit_on_user_error(main))

@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""Evaluate a without_DDPM run's model_best.pth: clean accuracy, PGD-10 (CE), PGD-10 (CW margin) and AutoAttack
+(standard, L-inf) on the CIFAR test set (the original's without_DDPM/eval_cifar.py).
+
+    python eval_cifar.py --activation ReLU --out-dir trained_models/Triangle/CIFAR-10/RUN_NAME
+
+--out-dir is the run folder itself (it holds model_best.pth). Nothing is written; the log goes to stderr and
+the accuracies to stdout. The original was hard-wired to PreActResNet18, CIFAR-10 and eps 8/255: --model,
+--width-factor, --dataset and --epsilon now select them (same defaults). See README.md, "Without generated data".
+"""
+import argparse
+import logging
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
+
+import torch  # noqa: E402
+
+from core.attacks.divergence import CEPGD  # noqa: E402
+from core.autoattack import VERSIONS, make_autoattack, require_autoattack, run_autoattack  # noqa: E402
+from core.errors import UserError, exit_on_user_error  # noqa: E402
+from core.models.without_ddpm import ACTIVATIONS, MODELS, create_without_ddpm_model  # noqa: E402
+from core.utils.checkpoint import load_checkpoint, load_state_dict  # noqa: E402
+from core.utils.distributed import DEVICES, setup  # noqa: E402
+from core.without_ddpm import DATASETS, DEFAULT_DATA_DIR, load_cifar, seed_all  # noqa: E402
+
+PGD_ITERS, PGD_STEP = 10, 2
+
+
+def get_args(argv=None):
+    p = argparse.ArgumentParser(description='Evaluate a without_DDPM run (clean, PGD-10 CE/CW, AutoAttack).')
+    p.add_argument('--batch-size', default=128, type=int)
+    p.add_argument('--data-dir', default=None, type=str,
+                   help='Root holding cifar10/ (cifar100/) (default: ../../cifar-data seen from without_DDPM/).')
+    p.add_argument('--epsilon', default=8, type=int, help='Epsilon of every attack, in units of 1/255.')
+    p.add_argument('--out-dir', default='train_fgsm_output', type=str, help='Run folder holding model_best.pth.')
+    p.add_argument('--seed', default=0, type=int)
+    p.add_argument('--activation', default='ReLU', type=str, choices=tuple(ACTIVATIONS))
+    extra = p.add_argument_group('beyond the original (hard-wired there)')
+    extra.add_argument('--model', default='PreActResNet18', choices=MODELS)
+    extra.add_argument('--width-factor', default=10, type=int)
+    extra.add_argument('--dataset', default='CIFAR-10', choices=tuple(DATASETS))
+    extra.add_argument('--aa-batch-size', default=128, type=int, help='AutoAttack batch size.')
+    extra.add_argument('--version', default='standard', choices=VERSIONS + ('none',),
+                       help="AutoAttack version ('none' skips AutoAttack).")
+    extra.add_argument('--num-samples', default=None, type=int, help='Evaluate the first N test images only.')
+    extra.add_argument('--checkpoint', default='model_best.pth', help='File in --out-dir to evaluate.')
+    extra.add_argument('--device', choices=DEVICES, default='auto')
+    extra.add_argument('--num-workers', type=int, default=2)
+    extra.add_argument('--wrn-depth', type=int, default=34, help=argparse.SUPPRESS)  # testing aid: WRN-10-w
+    return p.parse_args(argv)
+
+
+def accuracy(model, loader, device, attack=None):
+    """Correct / total in eval mode, on clean images or on attack(x, y)."""
+    model.eval()
+    correct, total = 0, 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        if attack is not None:
+            x = attack(x, y)
+        with torch.no_grad():
+            correct += (model(x).argmax(dim=1) == y).sum().item()
+        total += len(y)
+    return correct / max(1, total)
+
+
+def main(argv=None):
+    args = get_args(argv)
+    if args.epsilon < 0 or args.batch_size < 1 or args.aa_batch_size < 1:
+        raise UserError('--epsilon must be >= 0 and the batch sizes >= 1.')
+    if args.num_samples is not None and args.num_samples < 1:
+        raise UserError(f'--num-samples {args.num_samples}: must be >= 1.')
+    if args.data_dir is None:
+        args.data_dir = DEFAULT_DATA_DIR
+    if args.version != 'none':
+        try:
+            require_autoattack()
+        except ImportError as e:
+            raise UserError(f'{e}; or pass --version none.') from None
+    runtime = setup(args.device)
+    device = runtime.device
+    seed_all(args.seed)
+    logger = logging.getLogger('without_ddpm.eval_cifar')  # stderr only, no file (as the original)
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter('[%(asctime)s] - %(message)s', '%Y/%m/%d %H:%M:%S'))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    logger.info(args)
+
+    _, test_loader, num_classes = load_cifar(args.data_dir, args.dataset, args.batch_size, args.num_workers,
+                                             train=False)
+    if args.num_samples is not None:
+        subset = torch.utils.data.Subset(test_loader.dataset, range(min(args.num_samples, len(test_loader.dataset))))
+        test_loader = torch.utils.data.DataLoader(subset, batch_size=args.batch_size, shuffle=False,
+                                                  num_workers=args.num_workers)
+    path = os.path.join(args.out_dir, args.checkpoint)
+    checkpoint = load_checkpoint(path)
+    state_dict = checkpoint['state_dict'] if isinstance(checkpoint, dict) and 'state_dict' in checkpoint else checkpoint
+    model = create_without_ddpm_model(args.model, num_classes, args.activation, args.width_factor, device,
+                                      depth=args.wrn_depth)
+    load_state_dict(model, state_dict, source=path)
+    model.float().eval()
+
+    eps, alpha = args.epsilon / 255., PGD_STEP / 255.
+    print('Clean acc: ', accuracy(model, test_loader, device))
+    for loss, label in (('ce', 'CE'), ('cw', 'CW')):
+        attack = CEPGD(model, eps, alpha, PGD_ITERS, restarts=1, norm='linf', loss=loss)
+        print(f'PGD-{PGD_ITERS} (1 restart, step {PGD_STEP}, {label} loss) acc: ',
+              accuracy(model, test_loader, device, attack))
+
+    if args.version != 'none':
+        xs, ys = zip(*[(x, y) for x, y in test_loader])
+        x_test, y_test = torch.cat(xs), torch.cat(ys)
+        adversary = make_autoattack(model, 'Linf', eps, version=args.version, seed=args.seed, device=device)
+        result = run_autoattack(adversary, x_test, y_test, bs=args.aa_batch_size)
+        print('AutoAttack ({}) robust acc: '.format(args.version), result['robust'])
+
+
+if __name__ == '__main__':
+    sys.exit(exit_on_user_error(main))
