@@ -249,6 +249,17 @@ class FailsWhenSaved:
         raise SaveFailed('simulated crash')
 
 
+def test_save_atomic_gives_the_usual_permissions(tmp_path):
+    """A checkpoint is readable as any file the user writes (0666 minus the umask), not mkstemp's 0600."""
+    import stat
+    umask = os.umask(0o022)
+    try:
+        save_atomic({'epoch': 1}, tmp_path / 'weights-last.pt')
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(os.stat(tmp_path / 'weights-last.pt').st_mode) == 0o644
+
+
 def test_save_atomic_failure_keeps_the_previous_file(tmp_path):
     path = tmp_path / 'weights-last.pt'
     save_atomic({'epoch': 1}, path)

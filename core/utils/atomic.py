@@ -1,10 +1,13 @@
-"""Atomic file writes: a temporary file in the target's folder, flushed and fsynced, then os.replace.
+"""Atomic file writes (the one writer of the project): a temporary file in the target's folder, flushed and
+fsynced, then os.replace, then the folder fsynced so that the rename itself is durable.
 
 A crash mid-write leaves any previous file at the path intact, and no temporary file behind on an exception. The
 new file gets the usual permissions (0666 minus the umask), not the 0600 of a bare `tempfile.mkstemp`.
 """
 import os
 import tempfile
+
+from core.utils.faults import fault_point
 
 __all__ = ['write_atomic']
 
@@ -26,9 +29,17 @@ def write_atomic(path, write):
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
+        fault_point(f'mid-write:{os.path.basename(path)}')
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        if os.path.exists(tmp):  # only our own temporary file, never the user's `path`
             os.remove(tmp)
         raise
+    if os.name == 'posix':
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    fault_point(f'after-write:{os.path.basename(path)}')
     return path

@@ -10,7 +10,6 @@ that needs pickled code is refused and nothing in it is executed.
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 from collections import Counter
 
@@ -18,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from core.errors import UserError
-from core.utils.faults import fault_point
+from core.utils.atomic import write_atomic
 
 __all__ = ['canonical_state_dict', 'describe_state_dict', 'load_checkpoint', 'load_state_dict', 'load_weights',
            'save_atomic', 'strip_wrapper_prefixes', 'to_cpu', 'unwrap_model']
@@ -214,33 +213,12 @@ def to_cpu(obj):
 
 
 def save_atomic(obj, path):
-    """torch.save `obj` to `path` atomically: write a temporary file in the same directory, flush and fsync it,
-    then os.replace it into place. A crash mid-save leaves any previous file at `path` intact.
+    """torch.save `obj` to `path` atomically (`core.utils.atomic.write_atomic`): a crash mid-save leaves any
+    previous file at `path` intact; the file gets the usual permissions (umask), not mkstemp's 0600.
 
     Tensors are saved as CPU tensors (`to_cpu`), so a GPU run's files load with a plain `torch.load` on a host
     without CUDA; loading them back moves them where they belong (`load_state_dict`, the optimizer)."""
-    obj = to_cpu(obj)
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        fault_point(f'mid-write:{os.path.basename(path)}')
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):  # only our own temporary file, never the user's `path`
-            os.remove(tmp)
-        raise
-    if os.name == 'posix':  # make the rename itself durable
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    fault_point(f'after-write:{os.path.basename(path)}')
+    write_atomic(path, lambda f: torch.save(to_cpu(obj), f))
 
 
 def load_checkpoint(path, map_location='cpu'):
