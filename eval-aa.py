@@ -1,4 +1,4 @@
-"""AutoAttack evaluation of a run, or of a released checkpoint (SPEC section 10).
+"""AutoAttack evaluation of a run, or of a released checkpoint.
 
     python eval-aa.py --data-dir DATA --log-dir LOGS --desc NAME [--version standard|plus|custom|rand]
     torchrun --nproc_per_node N eval-aa.py ...      # the images split over N processes (nccl on GPUs, gloo on CPU)
@@ -39,7 +39,7 @@ from core.utils.utils import format_time, seed
 SHARED_KEYS = ('data_dir', 'log_dir', 'desc', 'seed')
 # Keys eval-aa.py needs from args.txt.
 REQUIRED_KEYS = ('data', 'model', 'normalize', 'attack', 'attack_eps')
-# args.data -> the folder under --data-dir holding the plain dataset (SPEC 10 step 3, plus tiny-imagenet).
+# args.data -> the folder under --data-dir holding the plain dataset.
 DATA_FOLDERS = {'cifar10': 'cifar10', 'cifar10s': 'cifar10', 'cifar100': 'cifar100', 'cifar100s': 'cifar100',
                 'svhn': 'svhn', 'svhns': 'svhn', 'tiny-imagenet': 'tiny-imagenet'}
 
@@ -135,7 +135,7 @@ def write_json_atomic(path, obj):
 
 
 def collect(loader, limit):
-    """All (or the first `limit`) images and labels of a loader, as two CPU tensors (SPEC 3.6)."""
+    """All (or the first `limit`) images and labels of a loader, as two CPU tensors."""
     xs, ys, count = [], [], 0
     for x, y in loader:
         xs.append(x)
@@ -184,7 +184,7 @@ def main(argv=None):
         if source.get(key) == 'args.txt':
             log(f'{key} = {getattr(args, key)!r} (from args.txt; pass --{key.replace("_", "-")} to change it)')
 
-    # -- data (SPEC 3.6): the plain dataset, unshuffled, no augmentation
+    # -- data: the plain dataset, unshuffled, no augmentation
     data_dir = os.path.join(args.data_dir, data_folder(args.data))
     info = get_data_info(data_dir)
     log(f'Using device: {device}' + (f' x {runtime.world_size} processes' if runtime.distributed else ''))

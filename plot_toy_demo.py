@@ -1,6 +1,6 @@
 """Figures of the toy demo without MATLAB: the panels of the paper's Figures 1-2 and the loss curves.
 
-Mirrors plot_toy_demo.m (SPEC section 11): a filled scatter of the ground-truth P(Y=0|x) (colour (0,139,139)/255)
+Mirrors plot_toy_demo.m: a filled scatter of the ground-truth P(Y=0|x) (colour (0,139,139)/255)
 and of the learned P(Y=0|x) (colour (0.85,0.325,0.098)) over the 10000 test points, marker area 80, grid on,
 x in [-5, 8] with integer ticks, y in [0, 1] with ticks every 0.1, Times New Roman 23 when installed. Unlike the
 .m file it also draws the legend and axis labels (commented out there), and the recorded loss curves.

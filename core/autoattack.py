@@ -1,4 +1,4 @@
-"""One adapter over the two AutoAttack packages (SPEC section 10).
+"""One adapter over the two AutoAttack packages.
 
 The official package (`autoattack`, installed from git) is used when it can be imported;
 otherwise `pyautoattack` (PyPI), which carries the same attack code under another import name
@@ -42,7 +42,7 @@ except ImportError:  # pragma: no cover - depends on what is installed
         BACKEND = None
 
 VERSIONS = ('standard', 'plus', 'custom', 'rand')
-CUSTOM_ATTACKS = ('apgd-ce', 'apgd-t')  # eval-aa.py's `--version custom` (SPEC section 10, step 8)
+CUSTOM_ATTACKS = ('apgd-ce', 'apgd-t')  # eval-aa.py's `--version custom`
 PYAA_LOGGER = 'auto-attack'
 STATE_FORMAT = 'score-at eval-aa state 1'
 

@@ -1,4 +1,4 @@
-"""Accuracy (SPEC 6.9, quirk 9): argmax of the outputs equals the label.
+"""Accuracy: argmax of the outputs equals the label.
 
 `batch_accuracy` is the reference's per-batch accuracy, a float32 division `correct.float() / float(B)` kept as a
 0-dim tensor on the outputs' device (the training loop reads it once per epoch, not once per batch);

@@ -1,4 +1,4 @@
-"""Attack library (SPEC 5): eps-ball and box invariants, model-state restoration, formulas worked by hand."""
+"""Attack library: eps-ball and box invariants, model-state restoration, formulas worked by hand."""
 import copy
 import math
 
@@ -107,7 +107,7 @@ def test_ball_box_and_robust_accuracy(fitted, model, attack_type):
     assert x_adv.min() >= 0 and x_adv.max() <= 1
     eps = EPS[attack_norm(attack_type)]
     if attack_type.endswith('-df'):
-        pass  # DeepFool is a minimal-perturbation attack: not eps-bounded by definition (SPEC 5.3)
+        pass  # DeepFool is a minimal-perturbation attack: not eps-bounded by definition
     elif attack_norm(attack_type) == 'Linf':
         assert r_adv.abs().max() <= eps + TOL
     else:
@@ -233,7 +233,7 @@ def test_l2_pgd_first_step_by_hand():
 
 @pytest.mark.parametrize('ord, init', [(math.inf, 'uniform'), (2, 'uniform'), (math.inf, 'normal')])
 def test_pgd_random_start_by_hand(ord, init):
-    """nb_iter = 0 returns the random start: SPEC 5.1 step 2, drawn from the same stream by hand."""
+    """nb_iter = 0 returns the random start of `rand_init_delta`, drawn from the same stream by hand."""
     x, eps = torch.rand(3, 3, 2, 2), 0.5
     attack = PGDAttack(linear_model(W), nn.CrossEntropyLoss(), eps=eps, nb_iter=0, ord=ord, rand_init_type=init)
     torch.manual_seed(11)

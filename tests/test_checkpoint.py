@@ -1,4 +1,5 @@
-"""Checkpoint I/O (SPEC 12 #36): reference key layout, prefix variants, mismatch messages, safe and atomic files."""
+"""Checkpoint I/O (docs/differences.md item 36): reference key layout, prefix variants, mismatch messages, safe and
+atomic files."""
 import os
 
 import pytest

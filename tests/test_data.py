@@ -1,4 +1,4 @@
-"""Data layer (SPEC 3): sampler semantics, validation split, generated data, bad input, DDP split, determinism.
+"""Data layer: sampler semantics, validation split, generated data, bad input, DDP split, determinism.
 
 Synthetic data only (in tmp_path): every image is constant per channel and encodes an id (channel 0 = id // 256,
 channel 1 = id % 256, channel 2 = source tag), so a loaded tensor tells which file and which row it came from.
@@ -66,11 +66,13 @@ def semisup(root, **kw):
 # ----------------------------------------------------------------------------------------------------------------
 
 def test_data_info_by_basename():
-    info = get_data_info('/datasets/svhn_runs/cifar100/cifar10s/')  # parent names must not matter (SPEC 12 #14)
+    # parent names must not matter (docs/differences.md item 14)
+    info = get_data_info('/datasets/svhn_runs/cifar100/cifar10s/')
     assert info['data'] == 'cifar10s' and info['num_classes'] == 10
     assert info['mean'] == [0.4914, 0.4822, 0.4465] and info['std'] == [0.2023, 0.1994, 0.2010]
     assert get_data_info('./data/cifar100s')['num_classes'] == 100
-    assert get_data_info('./data/svhn')['mean'] == [0.4914, 0.4822, 0.4465]  # CIFAR-10 values (reference quirk)
+    # CIFAR-10 values (docs/differences.md item 13)
+    assert get_data_info('./data/svhn')['mean'] == [0.4914, 0.4822, 0.4465]
     assert get_data_info('./data/tiny-imagenet')['num_classes'] == 200
     get_data_info('./data/cifar10')['data'] = 'x'
     assert get_data_info('./data/cifar10')['data'] == 'cifar10'  # no shared mutable table
@@ -79,7 +81,7 @@ def test_data_info_by_basename():
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Sampler (SPEC 3.4)
+# Sampler
 # ----------------------------------------------------------------------------------------------------------------
 
 def test_sampler_sizes_match_reference_examples():
@@ -236,7 +238,7 @@ def test_svhn_from_npz_and_aux_layout(tmp_path):
                                   aux_data_filename=str(tmp_path / 'aux.npz'), unsup_fraction=0.5)
     x, y = train[train.unsup_indices[3]]
     assert x.shape == (3, 32, 32) and decode(x[None]) == ([3], [AUX]) and y == aux_label(3)  # SVHN: never augmented
-    assert decode(test[0][0][None])[1] == [TEST]  # svhns tests on the test split (SPEC 12 #12 fixed)
+    assert decode(test[0][0][None])[1] == [TEST]  # svhns tests on the test split (docs/differences.md item 12 fixed)
 
 
 def test_augmentations_off_by_default_and_named(root):

@@ -1,4 +1,4 @@
-"""eval-aa.py and the AutoAttack adapter (SPEC 10, 12 #6, #10, #11, #23).
+"""eval-aa.py and the AutoAttack adapter (docs/differences.md items 6, 10, 11, 23).
 
 A tiny WRN (wrn-16-1-swish) saved in the reference layout is evaluated offline on 8 synthetic images; AutoAttack's
 APGD is cut to a few iterations by patching the package's constructor defaults, for the script and for the direct
@@ -361,7 +361,7 @@ def test_official_api_mapping_with_a_fake_package(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize('attack, norm', [('linf-apgd', 'Linf'), ('fgsm', 'Linf'), ('l2-pgd', 'L2'), ('fgm', 'L2')])
 def test_norm_rule_end_to_end(tmp_path, capsys, monkeypatch, attack, norm):
-    """SPEC 10 step 8 with quirk 23 fixed: every L-inf attack (linf-apgd included) is evaluated in L-inf."""
+    """docs/differences.md item 23 fixed: every L-inf attack (linf-apgd included) is evaluated in L-inf."""
     monkeypatch.setattr(aa, '_AutoAttack', FakeOfficialAutoAttack)
     monkeypatch.setattr(aa, 'BACKEND', 'autoattack')
     data_root, log_root, desc, *_ = make_run(tmp_path, released_args(attack=attack, attack_eps=0.5, seed=5))

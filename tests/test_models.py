@@ -1,4 +1,4 @@
-"""Model zoo (SPEC 4): names, dispatch, exact reference key layout, sizes, WRN-Swish details, init statistics."""
+"""Model zoo: names, dispatch, exact reference key layout, sizes, WRN-Swish details, init statistics."""
 import argparse
 import math
 
@@ -72,7 +72,7 @@ def test_wrapper_layout_and_parameter_names():
 
 
 def wrn_swish_reference_keys(depth, width, prefix):
-    """The reference's key list written out from SPEC 4.2 (not from the model)."""
+    """The reference's key list written out by hand from the reference's WRN-Swish definition (not from the model)."""
     n = (depth - 4) // 6
     channels = [16, 16 * width, 32 * width, 64 * width]
     bn = ['weight', 'bias', 'running_mean', 'running_var', 'num_batches_tracked']
@@ -227,7 +227,7 @@ def test_stride_2_conv_sees_top_left_window():
 
 
 def test_block_residuals():
-    """Zero main path: the output is shortcut(act(bn(x))) when in != out, else the raw x (SPEC 4.2 step 4)."""
+    """Zero main path: the output is shortcut(act(bn(x))) when in != out, else the raw x."""
     torch.manual_seed(0)
     x = torch.randn(2, 2, 4, 4)
     for in_planes, out_planes in ((2, 3), (2, 2)):

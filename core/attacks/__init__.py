@@ -1,4 +1,4 @@
-"""Attack library (SPEC 5): `ATTACKS`, `create_attack` and the trainers' attack rules (SPEC 5.7).
+"""Attack library: `ATTACKS`, `create_attack` and the trainers' attack rules.
 
 Every attack is an object: `attack(x, y) -> x_adv`, `attack.perturb(x, y) -> (x_adv, x_adv - x)`, detached,
 images (B, C, H, W) in [0, 1]. It runs the model in eval mode with frozen parameters and restores every
@@ -33,7 +33,7 @@ def _check_attack_type(attack_type):
 
 def create_attack(model, criterion, attack_type, attack_eps, attack_iter, attack_step, rand_init_type='uniform',
                   clip_min=0., clip_max=1.):
-    """Build the attack named `attack_type` (SPEC 5 table).
+    """Build the attack named `attack_type`.
 
     fgsm / fgm: one step of size eps (criterion). linf-pgd / l2-pgd: PGD(criterion, eps, attack_iter steps of
     attack_step, random start `rand_init_type`). linf-df / l2-df: DeepFool(overshoot 0.02, attack_iter iterations,
@@ -68,7 +68,7 @@ def create_attack(model, criterion, attack_type, attack_eps, attack_iter, attack
 
 
 def create_train_and_eval_attacks(model, criterion, attack_type, attack_eps, attack_iter, attack_step):
-    """The plain Trainer's attacks (`Trainer.init_attack`, SPEC 5.7): returns (train_attack, eval_attack).
+    """The plain Trainer's attacks (`Trainer.init_attack`): returns (train_attack, eval_attack).
 
     | attack_type         | train attack                     | eval attack                                  |
     |---------------------|----------------------------------|----------------------------------------------|
@@ -77,7 +77,7 @@ def create_train_and_eval_attacks(model, criterion, attack_type, attack_eps, att
     | fgm / l2-df         | create_attack(type, ...)         | l2-pgd, eps 128/255, 20 iterations, 15/255   |
     | linf-apgd / l2-apgd | create_attack(type, ...) (APGD)  | linf-pgd / l2-pgd, eps, 2T, a                |
 
-    The APGD row is ours: the reference has no eval attack for APGD (UnboundLocalError, SPEC 5.4), so the
+    The APGD row is ours: the reference has no eval attack for APGD (UnboundLocalError), so the
     matching PGD with 2T steps is used, as for the PGD types. Both attacks use `criterion` (the reference's
     nn.CrossEntropyLoss(), mean) and a uniform random start. WATrainer replaces the eval attack, see
     `create_wa_eval_attack`.
@@ -98,11 +98,11 @@ def create_train_and_eval_attacks(model, criterion, attack_type, attack_eps, att
 
 
 def create_wa_eval_attack(wa_model, attack_type, attack_eps, attack_iter, attack_step):
-    """WATrainer's eval attack (SPEC 5.7): create_attack(wa_model, CWLoss, type, eps, 4T, step, 'uniform').
+    """WATrainer's eval attack: create_attack(wa_model, CWLoss, type, eps, 4T, step, 'uniform').
 
     With the defaults: L-inf PGD-40, eps 8/255, step 2/255, CW margin loss (summed), on the averaged model.
     Used for both the validation and the test adversarial accuracy. DeepFool ignores the loss and APGD always
-    uses 'ce' (SPEC 5.4), so for those types the CW criterion has no effect.
+    uses 'ce', so for those types the CW criterion has no effect.
     """
     return create_attack(wa_model, CWLoss, attack_type, attack_eps, 4 * attack_iter, attack_step,
                          rand_init_type='uniform')
@@ -111,7 +111,7 @@ def create_wa_eval_attack(wa_model, attack_type, attack_eps, attack_iter, attack
 def attack_norm(attack_type):
     """Threat model of an attack type: 'Linf' for fgsm, linf-pgd, linf-df, linf-apgd; 'L2' otherwise.
 
-    (The reference's eval-aa.py maps linf-apgd to 'L2', SPEC quirk 23; this function does not.)
+    (The reference's eval-aa.py maps linf-apgd to 'L2', docs/differences.md item 23; this function does not.)
     """
     _check_attack_type(attack_type)
     return 'Linf' if attack_type in LINF_ATTACKS else 'L2'

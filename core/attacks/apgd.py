@@ -1,4 +1,4 @@
-"""Wrapper over AutoAttack's APGD, L-inf and L2 (SPEC 5.4, quirk 3 fixed)."""
+"""Wrapper over AutoAttack's APGD, L-inf and L2 (docs/differences.md item 3 fixed)."""
 import math
 
 import torch
@@ -19,7 +19,7 @@ class APGD(Attack):
     Builds `APGDAttack(n_restarts, n_iter=nb_iter, verbose=False, eps, norm 'Linf'/'L2', eot_iter=1, rho=0.75,
     seed)` and returns the adversarial batch of its `perturb` (samples APGD does not fool come back unchanged).
 
-    Fixes of the reference (SPEC 5.4): a loss module passed by `create_attack` as `loss_fn` selects 'ce' (the
+    Fixes of the reference: a loss module passed by `create_attack` as `loss_fn` selects 'ce' (the
     reference asserted and crashed); `LinfAPGDAttack` calls the right super(); the adversarial tensor is taken
     whether `perturb` returns it (current AutoAttack) or an old-style `(acc, x_adv)` tuple.
     APGD calls `torch.manual_seed(seed)` on every batch; here it runs inside `torch.random.fork_rng`, so the

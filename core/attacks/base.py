@@ -1,4 +1,4 @@
-"""Base class of the attacks: label handling and the model-state guard (SPEC 5, 5.6)."""
+"""Base class of the attacks: label handling and the model-state guard."""
 from contextlib import ExitStack
 
 import torch

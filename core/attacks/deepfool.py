@@ -1,4 +1,4 @@
-"""DeepFool, L-inf and L2 (SPEC 5.3). Minimal-perturbation attack: NOT bounded by any eps."""
+"""DeepFool, L-inf and L2. Minimal-perturbation attack: NOT bounded by any eps."""
 import math
 
 import torch

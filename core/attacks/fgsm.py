@@ -1,4 +1,4 @@
-"""One-step attacks: FGSM (L-inf) and FGM (L2) (SPEC 5.2)."""
+"""One-step attacks: FGSM (L-inf) and FGM (L2)."""
 import torch.nn as nn
 
 from .base import Attack

@@ -1,4 +1,4 @@
-"""Projected gradient descent, L-inf and L2 (SPEC 5.1)."""
+"""Projected gradient descent, L-inf and L2."""
 import math
 
 import torch

@@ -1,4 +1,4 @@
-"""Tensor helpers of the attacks (advertorch style) and the CW margin loss (SPEC 5.1, 5.5).
+"""Tensor helpers of the attacks (advertorch style) and the CW margin loss.
 
 Every helper is a pure function of tensors. The arithmetic follows the reference operation by operation
 (e.g. the L_p norm as `|x|^p` summed then `^(1/p)`, normalisation as a multiplication by `1/norm`),
@@ -57,7 +57,7 @@ def is_linf(ord):
 
 
 def rand_init_delta(x, ord, eps, clip_min=0., clip_max=1.):
-    """Uniform random start of PGD (SPEC 5.1 step 2), drawn on x's device with that device's generator.
+    """Uniform random start of PGD, drawn on x's device with that device's generator.
 
     ord inf: delta ~ U(-1, 1) then delta <- eps * delta.
     ord 2:   delta ~ U(clip_min, clip_max), delta <- delta - x, then each sample scaled by min(eps/||delta||_2, 1).
@@ -79,7 +79,7 @@ def rand_init_delta(x, ord, eps, clip_min=0., clip_max=1.):
 
 
 def CWLoss(output, target, confidence=0):
-    """Carlini-Wagner margin loss, summed over the batch (SPEC 5.5).
+    """Carlini-Wagner margin loss, summed over the batch.
 
     Carlini & Wagner, "Towards Evaluating the Robustness of Neural Networks", IEEE S&P 2017.
 
@@ -153,7 +153,7 @@ def input_gradient(model, loss_of_logits, z):
 
 
 def linf_sign_ascent(model, loss_of_logits, x, x_adv, eps, step, iters):
-    """The inner loop of TRADES, SCORE-LSE and MART (SPEC 6.4-6.7): T sign-gradient ascent steps on
+    """The inner loop of TRADES, SCORE-LSE and MART: T sign-gradient ascent steps on
     `loss_of_logits(model(x_adv))` (a scalar), each followed by projection to the eps-box around x and clamp01.
 
     Args:
@@ -174,7 +174,7 @@ def linf_sign_ascent(model, loss_of_logits, x, x_adv, eps, step, iters):
 
 
 def l2_sgd_ascent(model, loss_of_logits, x, delta, eps, iters):
-    """The L2 inner loop of TRADES (SPEC 6.4, 6.7): plain SGD (no momentum, lr = 2 eps / T) on delta minimising
+    """The L2 inner loop of TRADES: plain SGD (no momentum, lr = 2 eps / T) on delta minimising
     `-loss_of_logits(model(x + delta))`, with per-sample normalised gradients.
 
     Each step: g = grad of the negated objective w.r.t. delta (`input_gradient`: fp16 / bf16 autocast safe, plain

@@ -1,4 +1,4 @@
-"""Data layer (SPEC 3): DATASETS, SEMISUP_DATASETS, get_data_info, load_data, set_epoch, validate_unsup_fraction.
+"""Data layer: DATASETS, SEMISUP_DATASETS, get_data_info, load_data, set_epoch, validate_unsup_fraction.
 
 `load_data(DATA_DIR, ...)` with DATA_DIR = join(--data-dir, name) returns the datasets and loaders of `name`
 (the basename of DATA_DIR). The semi-supervised sets cifar10s/cifar100s/svhns read their base data from the
@@ -36,11 +36,11 @@ __all__ = ['AUGMENTATIONS', 'augment_arg', 'DATASETS', 'SEMISUP_DATASETS', 'get_
 
 
 def get_data_info(data_dir):
-    """Dataset info `{data, classes, num_classes, mean, std}` of DATA_DIR, chosen from its basename (SPEC 3.1).
+    """Dataset info `{data, classes, num_classes, mean, std}` of DATA_DIR, chosen from its basename.
 
     The basename is tested for `cifar100`, `cifar10`, `svhn`, `tiny-imagenet` in that order (the reference tested
-    the whole path, so a parent folder named e.g. `svhn` misclassified it, SPEC 12 #14). `data` is the basename,
-    e.g. `cifar10s`. Returns a fresh dict (the module's table is never mutated).
+    the whole path, so a parent folder named e.g. `svhn` misclassified it, docs/differences.md item 14). `data` is
+    the basename, e.g. `cifar10s`. Returns a fresh dict (the module's table is never mutated).
     """
     name = os.path.basename(os.path.normpath(str(data_dir)))
     for key, desc in _INFO:
@@ -54,7 +54,7 @@ def get_data_info(data_dir):
 def load_data(data_dir, batch_size=256, batch_size_test=256, num_workers=4, use_augmentation='base',
               shuffle_train=True, aux_data_filename=None, unsup_fraction=None, validation=False, seed=1, rank=0,
               world_size=1, pin_memory=False, val_size=1024):
-    """Datasets and loaders of DATA_DIR's dataset (SPEC 3.3-3.5).
+    """Datasets and loaders of DATA_DIR's dataset.
 
     Args:
         data_dir (str): join(root, name), name in DATASETS (e.g. ./data/cifar10s).
@@ -66,12 +66,12 @@ def load_data(data_dir, batch_size=256, batch_size_test=256, num_workers=4, use_
         shuffle_train (bool): shuffle the plain training set (ignored for semi-supervised data, as the reference).
         aux_data_filename (str): generated data for *s datasets: .npz / .pickle, comma-separated list or folder.
         unsup_fraction (float or None): fraction of each batch from the generated data; None or negative -> one
-            merged pool (SPEC 3.4). The CLI value is checked by `validate_unsup_fraction` (must be in [0, 1)).
+            merged pool. The CLI value is checked by `validate_unsup_fraction` (must be in [0, 1)).
         validation (bool): carve the first `val_size` base training images out as a validation set.
         seed (int): seed of the sampler's streams (batches and augmentations are functions of (seed, epoch)).
         rank, world_size (int): DDP position; ranks with the same seed split every global batch.
         pin_memory (bool): DataLoader pin_memory.
-        val_size (int): validation size (1024, SPEC 3.3).
+        val_size (int): validation size (1024).
 
     Returns:
         (train_dataset, test_dataset, train_loader, test_loader), or with `validation`

@@ -1,4 +1,4 @@
-"""CIFAR-10 (SPEC 3.1-3.3): torchvision's train/test splits or DATA_DIR/{train,test}.npz."""
+"""CIFAR-10: torchvision's train/test splits or DATA_DIR/{train,test}.npz."""
 from core.data.semisup import load_plain
 
 DATA_DESC = {

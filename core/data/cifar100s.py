@@ -1,4 +1,4 @@
-"""cifar100s: the cifar100 train split plus generated data (SPEC 3.3); the base data are read from the sibling folder
+"""cifar100s: the cifar100 train split plus generated data; the base data are read from the sibling folder
 DATA_DIR/../cifar100 (e.g. ./data/cifar100s -> ./data/cifar100)."""
 import os
 

@@ -1,4 +1,4 @@
-"""cifar10s: the cifar10 train split plus generated data (SPEC 3.3); the base data are read from the sibling folder
+"""cifar10s: the cifar10 train split plus generated data; the base data are read from the sibling folder
 DATA_DIR/../cifar10 (e.g. ./data/cifar10s -> ./data/cifar10)."""
 import os
 

@@ -2,7 +2,8 @@
 
 Where the base data are read from (first match wins), for DATA_DIR = join(--data-dir, name):
   1. `DATA_DIR/train.npz` and `DATA_DIR/test.npz`, each with `image` (uint8, N x 32 x 32 x 3, RGB) and `label`
-     (integers, N): the output of `../shared/data/cifar10-jpeg/make_npz.py DATA_DIR`. They must be uncompressed
+     (integers, N), e.g. written by the offline CIFAR-10 copy's `make_npz.py DATA_DIR` (MAKE_NPZ_CMD) or by any
+     script that saves these two arrays. They must be uncompressed
      (np.savez) and are read lazily, row by row.
   2. torchvision's own files in DATA_DIR (`cifar-10-batches-py/`, `cifar-100-python/`, `train_32x32.mat` and
      `test_32x32.mat`), read with `download=False`.
@@ -82,7 +83,7 @@ def load_split(name, data_dir, split, num_classes):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Transforms (SPEC 3.2; names beyond 'none'/'base' follow the successor's --augment, off by default)
+# Transforms
 # ---------------------------------------------------------------------------------------------------------------
 
 class Cutout:
@@ -130,7 +131,7 @@ def augment_arg(text):
 
 
 def get_transforms(name, use_augmentation):
-    """(train transform, test transform) of dataset `name` (SPEC 3.2). Test/val: ToTensor only.
+    """(train transform, test transform) of dataset `name`. Test/val: ToTensor only.
 
     base: cifar10 RandomCrop(32, 4) + flip; cifar100 also RandomRotation(15); tiny-imagenet RandomCrop(64, 4)
     + flip; svhn: no augmentation whatever is asked (reference). Beyond the reference (off by default), for
@@ -240,7 +241,7 @@ class RankBatches(torch.utils.data.Sampler):
 
 
 def eval_loader(dataset, batch_size, num_workers, pin_memory, rank=0, world_size=1):
-    """Unshuffled loader that keeps the last partial batch (SPEC 3.5); with world_size > 1 only this rank's batches
+    """Unshuffled loader that keeps the last partial batch; with world_size > 1 only this rank's batches
     (`RankBatches`)."""
     if world_size == 1:
         return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,

@@ -1,4 +1,4 @@
-"""Generated (auxiliary) training data: DDPM/EDM `.npz` files and the Tiny-Images `.pickle` (SPEC 3.3).
+"""Generated (auxiliary) training data: DDPM/EDM `.npz` files and the Tiny-Images `.pickle`.
 
 `--aux-data-filename` takes one file, a comma-separated list of files, or a folder whose `*.npz` files (sorted by
 name) are the parts of one data set; several entries are read in the order given, with no merge step. `.npz` files

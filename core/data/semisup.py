@@ -1,4 +1,4 @@
-"""Semi-supervised datasets and the batch sampler of `--unsup-fraction` (SPEC 3.3, 3.4).
+"""Semi-supervised datasets and the batch sampler of `--unsup-fraction`.
 
 The training set of cifar10s/cifar100s/svhns is the labelled base train split (minus the validation images)
 followed by the generated images, as one `ImageDataset` over the two sources: nothing is concatenated or copied,
@@ -11,7 +11,7 @@ draws every batch from one pool of real and generated images, without replacemen
 `range` and an epoch that ends inside a pass draws only the positions it uses, so index memory does not grow
 with the generated data). Two deliberate differences,
 which change neither the distributions nor the batch composition, only the random stream (the reference's is
-not reproducible anyway, SPEC 12 #32):
+not reproducible anyway, docs/differences.md item 32):
   - Randomness comes from generators owned by the sampler, seeded from (seed, epoch), instead of the global
     torch/numpy RNGs. So epoch e's batches (and, through per-item seeds, their augmentations) are a function of
     (seed, e) only: a run resumed at epoch k draws what the uninterrupted run draws, and data loading never
@@ -34,7 +34,7 @@ from core.errors import UserError
 
 def validate_unsup_fraction(unsup_fraction):
     """`--unsup-fraction` must be a finite number < 1: in [0, 1) the fraction of each batch drawn from the generated
-    data, negative (e.g. -1) one merged pool of real and generated images (SPEC 3.4). UserError otherwise (None,
+    data, negative (e.g. -1) one merged pool of real and generated images. UserError otherwise (None,
     used by library callers, passes)."""
     if unsup_fraction is None:
         return None
@@ -78,7 +78,7 @@ def _take(pool, positions):
 
 
 class SemiSupervisedSampler(torch.utils.data.Sampler):
-    """Batch sampler mixing labelled and generated indices (SPEC 3.4), deterministic per (seed, epoch), DDP-aware.
+    """Batch sampler mixing labelled and generated indices, deterministic per (seed, epoch), DDP-aware.
 
     Yields lists of `(index, item_seed)` pairs (the seed drives that item's augmentation, see `ImageDataset`).
 
@@ -87,7 +87,7 @@ class SemiSupervisedSampler(torch.utils.data.Sampler):
         unsup_indices (sequence of int): generated index pool (may be empty when unsup_fraction is 0).
         batch_size (int): GLOBAL batch size (all ranks together).
         unsup_fraction (float or None): fraction of each batch drawn from `unsup_indices`; None or negative ->
-            one merged pool `sup + unsup`, fraction 0 (SPEC 3.4 step 1).
+            one merged pool `sup + unsup`, fraction 0.
         num_batches (int or None): batches per epoch; None -> ceil(len(sup pool) / batch_size).
         seed (int): run seed. rank, world_size (int): this process's share of every batch.
         shuffle (bool): False walks the labelled pool in order (plain, unshuffled loaders).
@@ -167,7 +167,7 @@ class SemiSupervisedSampler(torch.utils.data.Sampler):
 
 
 class SemiSupervisedDataset(ImageDataset):
-    """Labelled base images followed by generated images, without copying either (SPEC 3.3).
+    """Labelled base images followed by generated images, without copying either.
 
     Attributes: `sup_indices`, `unsup_indices` (ranges), `dataset_size` (base split size before the
     validation split was removed: 50000 for CIFAR, 73257 for SVHN), `generated` (the `GeneratedData` or None).
@@ -186,7 +186,7 @@ def load_base(name, data_dir, num_classes, use_augmentation='base', validation=F
     """Train/test/validation `ImageDataset`s of a base dataset (cifar10, cifar100, svhn) read from data_dir.
 
     With `validation`, the first `val_size` training images (file order) are removed from the training set and
-    served, with the test transform, as the validation set (SPEC 3.3). Returns (train ArraySource, train
+    served, with the test transform, as the validation set. Returns (train ArraySource, train
     transform, test_dataset, val_dataset or None, size of the base train split).
     """
     train_tf, test_tf = get_transforms(name, use_augmentation)
@@ -215,7 +215,8 @@ def load_semisup(name, data_dir, num_classes, use_augmentation='base', aux_data_
                  val_size=1024):
     """(train SemiSupervisedDataset, test dataset, val dataset or None) of `name + 's'`; base data in data_dir.
 
-    The test set is the base `test` split, also for svhns (the reference used SVHN's train split, SPEC 12 #12).
+    The test set is the base `test` split, also for svhns (the reference used SVHN's train split,
+    docs/differences.md item 12).
     """
     if not aux_data_filename:
         raise UserError(f'{name}s is semi-supervised and needs generated data: pass --aux-data-filename '

@@ -1,8 +1,8 @@
-"""SVHN (SPEC 3.1-3.3): torchvision's train/test splits (label 10 -> 0) or DATA_DIR/{train,test}.npz (labels 0-9).
+"""SVHN: torchvision's train/test splits (label 10 -> 0) or DATA_DIR/{train,test}.npz (labels 0-9).
 
 Images are kept NHWC like every other dataset here (torchvision's N x 3 x 32 x 32 is transposed once), so the
 generated data need no transposition. No augmentation, whatever is asked (reference). The mean/std are the
-CIFAR-10 values (reference quirk, SPEC 12 #13; they only matter with --normalize).
+CIFAR-10 values (reference quirk, docs/differences.md item 13; they only matter with --normalize).
 """
 from core.data.semisup import load_plain
 

@@ -1,4 +1,4 @@
-"""svhns: the svhn train split plus generated data (SPEC 3.3); the base data are read from the sibling folder
+"""svhns: the svhn train split plus generated data; the base data are read from the sibling folder
 DATA_DIR/../svhn (e.g. ./data/svhns -> ./data/svhn)."""
 import os
 

@@ -1,4 +1,4 @@
-"""Tiny-ImageNet (SPEC 3.3): ImageFolder(DATA_DIR/train) and ImageFolder(DATA_DIR/val), val already sorted into
+"""Tiny-ImageNet: ImageFolder(DATA_DIR/train) and ImageFolder(DATA_DIR/val), val already sorted into
 class sub-folders. 64 x 64 images; no download. The validation split is drawn per class (`per_class_split`)."""
 import os
 

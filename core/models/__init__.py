@@ -1,9 +1,9 @@
-"""Model zoo: `MODELS`, `create_model` and model-name validation (SPEC 4, 4.1).
+"""Model zoo: `MODELS`, `create_model` and model-name validation.
 
 `create_model` returns a `ModelWrapper` whose only child is `module`, an `nn.Sequential` of
 `[Normalization(info mean/std)] + [backbone]`. Its state-dict keys are therefore `module.0.*` without `--normalize`
-and `module.1.*` with it: exactly the keys of the reference's DataParallel checkpoints (SPEC 12 #36), without
-wrapping in DataParallel.
+and `module.1.*` with it: exactly the keys of the reference's DataParallel checkpoints
+(docs/differences.md item 36), without wrapping in DataParallel.
 """
 import argparse
 import re
@@ -22,7 +22,7 @@ from .wideresnetwithswish import wideresnetwithswish
 __all__ = ['MODELS', 'ModelWrapper', 'Normalization', 'check_model_name', 'create_backbone', 'create_model',
            'is_known_model', 'parse_wrn_name']
 
-# The reference's list, in its order (SPEC 4). `wrn-32-10` is listed but cannot be built ((32 - 4) % 6 != 0).
+# The reference's list, in its order. `wrn-32-10` is listed but cannot be built ((32 - 4) % 6 != 0).
 MODELS = ('resnet18', 'resnet34', 'resnet50', 'resnet101',
           'preact-resnet18', 'preact-resnet34', 'preact-resnet50', 'preact-resnet101',
           'wrn-28-10', 'wrn-32-10', 'wrn-34-10', 'wrn-34-20',
@@ -101,7 +101,7 @@ class ModelWrapper(nn.Module):
 
 
 def create_backbone(name, info):
-    """The bare network for `name` and `info` (keys `data`, `num_classes`), dispatched as the reference (SPEC 4.1)."""
+    """The bare network for `name` and `info` (keys `data`, `num_classes`), dispatched as the reference."""
     error = _name_error(name)
     if error is not None:
         raise UserError(error)
@@ -125,7 +125,7 @@ def create_backbone(name, info):
 
 
 def create_model(name, normalize, info, device):
-    """Build model `name` for the dataset described by `info` and move it to `device` (SPEC 4.1).
+    """Build model `name` for the dataset described by `info` and move it to `device`.
 
     Arguments:
         name: a MODELS entry (not wrn-32-10) or wrn-D-W[-swish] with (D - 4) % 6 == 0.

@@ -1,6 +1,6 @@
 """Pre-activation ResNet with Swish/SiLU, after Rebuffi et al. (2021): `preact-resnet18-swish`, `-34-swish`.
 
-SPEC 4.3. conv_2d 3x3 3->64; layer_0..3 of 64/128/256/512 planes with strides 1/2/2/2; head act(batchnorm),
+As the reference: conv_2d 3x3 3->64; layer_0..3 of 64/128/256/512 planes with strides 1/2/2/2; head act(batchnorm),
 avg_pool 4, logits. Block: o = act(batchnorm_0(x)); main = conv_2d_2(act(batchnorm_1(conv_2d_1(pad(o))))) with the
 same TF "SAME" manual padding as WRN-Swish; shortcut (iff stride != 1 or in != out) = a 3x3 conv, stride s,
 padding 0, on pad(raw x); output main + shortcut. BatchNorm momentum 0.01, PyTorch default initialisation, internal
@@ -98,7 +98,7 @@ class PreActResNet(nn.Module):
 def preact_resnetwithswish(name, dataset='cifar10', num_classes=10):
     """Build `preact-resnet18-swish` or `preact-resnet34-swish` for `dataset` with `num_classes` outputs.
 
-    The depth is the last two digits of the name without its activation suffix (SPEC 4.3).
+    The depth is the last two digits of the name without its activation suffix.
     """
     mean, std = dataset_mean_std(dataset)
     parts = name.split('-')

@@ -1,4 +1,4 @@
-"""ResNet (He et al., 2016) for 32x32 inputs, and the input `Normalization` layer (SPEC 4.1, 4.3).
+"""ResNet (He et al., 2016) for 32x32 inputs, and the input `Normalization` layer.
 
 Post-activation ResNet as in the reference (kuangliu's CIFAR layout): relu(bn1(conv1(x))), four stages of
 64/128/256/512 planes with strides 1/2/2/2, avg_pool 4, linear. All convs are bias-free; BatchNorm uses the
@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 
 class Normalization(nn.Module):
-    """(x - mean) / std per channel, the layer `--normalize` puts in front of the backbone (SPEC 4.1).
+    """(x - mean) / std per channel, the layer `--normalize` puts in front of the backbone.
 
     mean, std: sequences of C floats. The constants are non-persistent buffers: they follow `.to()` but have no
     state-dict entries, as in the reference (where they were plain attributes).

@@ -1,4 +1,4 @@
-"""Pre-activation ResNet for Tiny-ImageNet (64x64 inputs, 200 classes) (SPEC 4.1, 4.3).
+"""Pre-activation ResNet for Tiny-ImageNet (64x64 inputs, 200 classes).
 
 Identical to `preact_resnet.PreActResNet` (same modules, same state-dict keys) except that the pooling before the
 linear layer is AdaptiveAvgPool2d(1), so any input size >= 8x8 works.

@@ -1,4 +1,4 @@
-"""Wide residual network with ReLU (Zagoruyko & Komodakis, 2016), the `wrn-D-W` models (SPEC 4.3).
+"""Wide residual network with ReLU (Zagoruyko & Komodakis, 2016), the `wrn-D-W` models.
 
 conv1 3x3 3->16; block1..3, each a `layer` Sequential of (D-4)/6 BasicBlocks with 16W/32W/64W channels and
 strides 1/2/2; head relu(bn1), avg_pool 8, fc. BasicBlock: bn1, relu, conv1 3x3 (stride, padding 1), bn2, relu,
@@ -23,7 +23,7 @@ def _relu():
 
 
 class BasicBlock(nn.Module):
-    """Pre-activation wide basic block (SPEC 4.3)."""
+    """Pre-activation wide basic block."""
 
     def __init__(self, in_planes, out_planes, stride, drop_rate=0.0, act=None):
         super().__init__()
@@ -102,7 +102,7 @@ class WideResNet(nn.Module):
 
 @torch.no_grad()
 def init_wide_resnet_(model):
-    """The WRN initialisation (SPEC 4.2), over `model.modules()` in order.
+    """The WRN initialisation, over `model.modules()` in order.
 
     Conv2d weight ~ N(0, sqrt(2 / (k_h * k_w * out_channels))); BatchNorm2d weight 1, bias 0; Linear bias 0
     (the Linear weight keeps PyTorch's default).

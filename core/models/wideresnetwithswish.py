@@ -1,6 +1,6 @@
 """WideResNet with Swish/SiLU, after Gowal et al. (2020) / Rebuffi et al. (2021): the `wrn-D-W-swish` models.
 
-SPEC 4.2. The model normalises its input itself with per-dataset constants (non-persistent buffers, never in the
+As the reference, the model normalises its input itself with per-dataset constants (non-persistent buffers, never in the
 state dict), pads manually to reproduce TensorFlow's "SAME" padding for strided convs, applies the shortcut to the
 pre-activated input, and uses BatchNorm momentum 0.01 (PyTorch convention; 0.99 in TF terms).
 
@@ -28,10 +28,10 @@ _ACTIVATION = {
 
 
 def dataset_mean_std(dataset):
-    """The internal normalisation constants of the Swish models, chosen by substring of the dataset name (SPEC 4.2).
+    """The internal normalisation constants of the Swish models, chosen by substring of the dataset name.
 
     `cifar100*` -> CIFAR-100 constants; `*svhn*` -> 0.5; anything else (cifar10, cifar10s) -> CIFAR-10 constants
-    (std 0.2471..., not the 0.2023... of `get_data_info`, a reference quirk kept on purpose).
+    (std 0.2471..., not the 0.2023... of `get_data_info`, kept on purpose: docs/differences.md item 13).
     """
     if 'cifar100' in dataset:
         return CIFAR100_MEAN, CIFAR100_STD

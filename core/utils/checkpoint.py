@@ -1,4 +1,4 @@
-"""Checkpoint I/O: unwrap, prefix-tolerant strict loading, atomic saves, safe loads (SPEC 12 #36).
+"""Checkpoint I/O: unwrap, prefix-tolerant strict loading, atomic saves, safe loads (docs/differences.md item 36).
 
 The reference saved `DataParallel(Sequential([Normalization,] backbone)).state_dict()`, so every key starts with
 `module.0.` (no `--normalize`) or `module.1.` (with it). `create_model` returns a `ModelWrapper` whose state dict has

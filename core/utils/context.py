@@ -1,4 +1,4 @@
-"""Context managers that set a model's mode and parameter gradients and restore them exactly (SPEC 5.6)."""
+"""Context managers that set a model's mode and parameter gradients and restore them exactly."""
 from contextlib import contextmanager
 
 import torch.nn as nn

@@ -1,7 +1,8 @@
-"""The run log: every `log(msg)` prints msg and writes it, bare, as one line of `log-train.log` (SPEC 9.1 step 3).
+"""The run log: every `log(msg)` prints msg and writes it, bare, as one line of `log-train.log`.
 
 Unlike the reference, the file handler hangs on a logger of its own (not the root logger), so third-party
-INFO messages do not leak into the file and building a second Logger does not duplicate lines (quirk 29).
+INFO messages do not leak into the file and building a second Logger does not duplicate lines
+(docs/differences.md item 29).
 """
 import logging
 

@@ -1,4 +1,4 @@
-"""Command-line parsers of train-wa.py and eval-aa.py (SPEC section 2).
+"""Command-line parsers of train-wa.py and eval-aa.py.
 
 Same flag names, dests, types and defaults as the reference, except that no default points at the
 authors' cluster. Flags this reimplementation adds are grouped at the end of each parser.
@@ -116,8 +116,8 @@ def parser_eval():
     """Flags of eval-aa.py (the reference's `parser_eval`, then this project's additions).
 
     `--num-samples` now works and defaults to the whole split (the reference parsed a default of 1000 and
-    evaluated everything, SPEC 12 #10). `--source`, `--wb` and `--threat` belong to the reference's eval-rb.py
-    and are accepted and ignored, as there. Every flag given on the command line overrides args.txt.
+    evaluated everything, docs/differences.md item 10). `--source`, `--wb` and `--threat` belong to the reference's
+    eval-rb.py and are accepted and ignored, as there. Every flag given on the command line overrides args.txt.
     """
     parser = argparse.ArgumentParser(description='Robustness evaluation.')
 

@@ -1,4 +1,4 @@
-"""Cosine learning-rate schedule of RST (Carmon et al. 2019), the `--scheduler cosine` of train-wa.py (SPEC 8)."""
+"""Cosine learning-rate schedule of RST (Carmon et al. 2019), the `--scheduler cosine` of train-wa.py."""
 import math
 
 from torch.optim.lr_scheduler import LRScheduler

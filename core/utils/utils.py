@@ -1,4 +1,4 @@
-"""Small helpers shared by the training and evaluation scripts (SPEC sections 2, 6.1, 7, 9)."""
+"""Small helpers shared by the training and evaluation scripts."""
 import argparse
 import datetime
 import random
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 
 def str2bool(v):
-    """Parse yes/true/t/y/1 and no/false/f/n/0 (any case); a bool passes through (SPEC section 2)."""
+    """Parse yes/true/t/y/1 and no/false/f/n/0 (any case); a bool passes through."""
     if isinstance(v, bool):
         return v
     if v.lower() in ('yes', 'true', 't', 'y', '1'):
@@ -52,7 +52,7 @@ def format_time(elapsed):
 
 
 class SmoothCrossEntropyLoss(nn.Module):
-    """Label-smoothing cross-entropy (SPEC 6.1).
+    """Label-smoothing cross-entropy.
 
     loss_i = (1 - ls) * (-log p_{i,y_i}) + ls * mean_k(-log p_{ik}); mean over the batch.
     Targets: true class 1 - ls + ls/K, other classes ls/K.
@@ -87,7 +87,7 @@ def track_bn_stats(model, track_stats=True):
 
 
 def set_bn_momentum(model, momentum=1.0):
-    """Set the momentum of every BatchNorm of `model` (the WA trainer's first-step trick, SPEC 7)."""
+    """Set the momentum of every BatchNorm of `model` (the WA trainer's first-step trick)."""
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.momentum = momentum
