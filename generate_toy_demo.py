@@ -23,7 +23,7 @@ starts are drawn from the CUDA generator (the samples from the CPU one), as in t
 
 This file states the algorithm with plain autograd (`--plain-autograd` runs exactly that). By default the network's
 forward/backward in `predict` and the attacks' input gradient in `input_grad` come from core/toy_fast.py instead:
-the same quantities computed by hand in cache-sized blocks, several times faster on the CPU.
+the same quantities computed by hand in cache-sized blocks, faster on the CPU (bench/toy.py times both).
 """
 import argparse
 import os

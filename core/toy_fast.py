@@ -1,9 +1,10 @@
 """The CPU fast path of generate_toy_demo.py: the toy network's forward and backward by hand, in cache-sized blocks.
 
 generate_toy_demo.py states the paper's algorithm with plain autograd (`--plain-autograd`); by default it swaps in
-the functions below, which compute the same quantities faster on the CPU (~10x less work per attack step):
+the functions below, which compute the same quantities faster on the CPU (bench/toy.py times both paths):
 
-- `softmax2(z)`: softmax over a contiguous class axis (PyTorch's last-dim softmax kernel is slow for 2 classes).
+- `softmax2(z)`: softmax over a contiguous class axis (PyTorch's last-dim softmax kernel is slow for 2 classes);
+  the script's ground truth and plain path use it too, so both paths share its rounding.
 - `predict(model, x, chunk)`: softmax2(model(x)) through `ToyLogits`, an autograd Function that evaluates the
   network in blocks of `chunk` rows and recomputes each block's hidden layers in the backward, so the activations
   stay in the cache.
@@ -19,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 CPU_CHUNK = 2048               # points per block on the CPU (the hidden activations of a block stay in L2)
+
 
 def softmax2(z):
     """F.softmax(z, dim=1) for (N, K) logits with few classes, computed along a contiguous class axis.
