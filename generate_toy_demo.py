@@ -1,4 +1,4 @@
-"""The paper's 1-D toy demo (SPEC section 11): why the standard robust error over-smooths and SCORE does not.
+"""The paper's 1-D toy demo: why the standard robust error over-smooths and SCORE does not.
 
 Pang, Lin, Yang, Zhu, Yan. "Robustness and Accuracy Could Be Reconcilable by (Proper) Definition", ICML 2022,
 Figures 1 and 2. Two Gaussian classes on the real line, class 0 ~ N(-1, 2) (50000 samples per draw) and class 1 ~
@@ -20,6 +20,10 @@ at the end writes the learned posterior on 10000 test points to TOY_RESULTS/<dem
 
 On the CPU it reproduces the reference's random stream, hence its printed numbers. On a GPU the perturbation
 starts are drawn from the CUDA generator (the samples from the CPU one), as in the reference.
+
+This file states the algorithm with plain autograd (`--plain-autograd` runs exactly that). By default the network's
+forward/backward in `predict` and the attacks' input gradient in `input_grad` come from core/toy_fast.py instead:
+the same quantities computed by hand in cache-sized blocks, faster on the CPU (bench/toy.py times both).
 """
 import argparse
 import os
@@ -32,12 +36,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from core import toy_fast
 from core.errors import SEED_MAX, UserError, check_number, exit_on_user_error
+from core.toy_fast import softmax2
 
 DEMOS = ('PGDAT', 'PGDATconsistent', 'TRADES', 'Standard')
 DIVERGENCES = ('KL', 'JSsqrt', 'LSE', 'L2', 'L1', 'Linf')
 
-# Constants of the reference (SPEC section 11).
+# Constants of the reference implementation (the paper's setting).
 ITERATIONS = 500
 HIDDEN = 100
 LR = 1e-3
@@ -52,21 +58,11 @@ C_ROUNDS = 10
 N_TEST = 10000
 TEST_LOW, TEST_HIGH = -10.0, 10.0
 SEED = 2
-CPU_CHUNK = 2048               # points per block of the network's fast path on the CPU (activations stay in L2)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # The problem: data, ground truth, model, divergences
 # ----------------------------------------------------------------------------------------------------------------
-
-def softmax2(z):
-    """F.softmax(z, dim=1) for (N, K) logits with few classes, computed along a contiguous class axis.
-
-    The same formula (max, exp, sum, divide) and equal to F.softmax(z, 1) up to one float32 ulp, but ~10x
-    faster on the CPU for K = 2, where PyTorch's last-dim softmax kernel is slow. Returns an (N, K) view.
-    """
-    return F.softmax(z.t().contiguous(), dim=0).t()
-
 
 def ground_truth(x):
     """The Bayes posterior P(Y|X) of the two-Gaussian problem (the reference's `Softmax`).
@@ -145,9 +141,9 @@ def divergence_per_sample(o, t, div, dim=1):
 
 
 def distance(o, t, div):
-    """The reference's `distance(o, t, div)` (SPEC section 11): the batch mean of `divergence_per_sample`.
+    """The reference's `distance(o, t, div)`: the batch mean of `divergence_per_sample`.
 
-    Exception (reference quirk, kept): JSsqrt is the sqrt of the batch-mean JS divergence, not the mean of the
+    Exception, kept from the reference: JSsqrt is the sqrt of the batch-mean JS divergence, not the mean of the
     per-row sqrt-JS.
 
     Arguments:
@@ -164,163 +160,48 @@ def predict(model, x, chunk=None):
     """p(model(x)): softmax probabilities, (N, 1) -> (N, 2).
 
     chunk=None evaluates the module itself (plain autograd); an int evaluates `build_model()`'s network in blocks
-    of `chunk` rows with `ToyLogits` (the same math, a cache-friendly backward; the CPU path of `run`).
+    of `chunk` rows with core.toy_fast (the same math, a cache-friendly backward; the CPU path of `run`).
     """
     if chunk is None:
         return softmax2(model(x))
-    _check_toy_model(model)
-    return softmax2(ToyLogits.apply(x, chunk, *model.parameters()))
+    return toy_fast.predict(model, x, chunk)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Attacks: L-inf PGD on the 1-D input, 10 steps of 0.1 from a uniform start, delta clamped to [-1, 1]
 # ----------------------------------------------------------------------------------------------------------------
+# Here and in the training functions, `chunk` and `plain` only choose how `predict` and `input_grad` compute
+# (plain autograd, or core.toy_fast in blocks of `chunk` rows); the algorithm and the random stream are the same.
 
-def _check_toy_model(model):
-    """`_logits` (the attacks' forward-mode gradient) and `ToyLogits` are written for `build_model()`'s layout only."""
-    kinds = (nn.Linear, nn.Tanh, nn.Linear, nn.Tanh, nn.Linear)
-    if not (isinstance(model, nn.Sequential) and len(model) == 5
-            and all(isinstance(m, k) for m, k in zip(model, kinds)) and model[0].in_features == 1):
-        raise TypeError('the toy attacks need build_model()\'s Linear(1,H)-Tanh-Linear(H,H)-Tanh-Linear(H,K) network.')
+def input_grad(model, x, target, div, chunk=None, plain=False):
+    """The attacks' ascent direction at the points x (N, 1): the gradient of distance(p(x), target) in x.
 
+    p is the model's prediction, or the ground truth itself for model=None; target is an (N, 2) constant, or None
+    for the ground truth at the same point, P(Y|x), through which the gradient also flows (the SCORE attack).
 
-# The fast path. Every row's logits depend on its own x only, so the network is evaluated in blocks of rows
-# small enough for the hidden activations to stay in the cache (on the CPU), without autograd, through buffers
-# allocated once per call. Activations are stored feature-major, (H, rows): the H x H products, the only real
-# work, are ~13% faster that way in MKL, and the logits come out class-major, the layout `softmax2` wants.
-
-def _blocks(n, chunk):
-    """(start, size) of consecutive row blocks of at most `chunk` rows (None = one block)."""
-    step = min(chunk or n, n)
-    return [(s, min(step, n - s)) for s in range(0, n, step)]
-
-
-def _buffer(rows, cols, like):
-    """A function giving contiguous (rows, c) views, c <= cols, of one buffer allocated now (like `like`)."""
-    buf = torch.empty(rows * cols, dtype=like.dtype, device=like.device)
-    return lambda c: buf[:rows * c].view(rows, c)
-
-
-def _hidden(xb, w1, b1, w2, b2, a1, a2, slope):
-    """The two tanh layers on a block of b points xb (1, b), written feature-major into the buffers a1, a2.
-
-    Without slope, a1 and a2 are (H, b) and receive h1 = tanh(w1 x + b1) and h2 = tanh(W2 h1 + b2). With slope
-    they are (H, 2b): columns :b as before, columns b: the forward-mode derivatives dh1/dx = (1 - h1^2) w1 and
-    dh2/dx = (1 - h2^2) W2 dh1/dx, so that one matrix product maps both halves through W2. w1, b1, b2 are (H, 1).
-    Returns the (H, b) views h1, h2.
+    plain=True: autograd of the batch-mean `distance`, the reference's gradient. Otherwise core.toy_fast's
+    per-row gradient, d/dx_i of divergence_i, with the network's dz/dx in forward mode, in blocks of `chunk`
+    rows (None = all at once). The reference's gradient is the per-row one times a positive factor (1/N, and
+    1 / (2 sqrt(mean)) for JSsqrt), so both have the same sign, hence both attacks take the same steps.
     """
-    b = xb.shape[1]
-    h1, dh1 = a1[:, :b], a1[:, b:]
-    torch.mul(w1, xb, out=h1).add_(b1).tanh_()      # w1 x + b1 (addcmul is slow on this broadcast, addmm copies)
-    if slope:
-        torch.ops.aten.tanh_backward.grad_input(w1.expand(-1, b), h1, grad_input=dh1)
-    torch.mm(w2, a1, out=a2)
-    h2, dh2 = a2[:, :b], a2[:, b:]
-    h2.add_(b2).tanh_()
-    if slope:
-        torch.ops.aten.tanh_backward.grad_input(dh2, h2, grad_input=dh2)
-    return h1, h2
-
-
-def _logits(x, chunk, w1, b1, w2, b2, w3, b3, slope=False):
-    """z = W3 h2 + b3 for every point, and with slope also dz/dx = W3 dh2/dx (see `_hidden`); (N, K) each.
-
-    x is (N, 1), the parameters are the Linear layers' (w1 is (H, 1)). z and dz/dx are built as (K, N) matrices
-    and returned as (N, K) views (dz is None without slope).
-    """
-    n, hidden, k, m = x.shape[0], w2.shape[0], w3.shape[0], 2 if slope else 1
-    step = min(chunk or n, n)
-    a1, a2, out = (_buffer(r, m * step, x) for r in (hidden, hidden, k))
-    z = x.new_empty(k, n)
-    dz = x.new_empty(k, n) if slope else None
-    b1, b2 = b1[:, None], b2[:, None]
-    for s, b in _blocks(n, chunk):
-        _, h2 = _hidden(x[s:s + b].t(), w1, b1, w2, b2, a1(m * b), a2(m * b), slope)
-        o = torch.mm(w3, a2(m * b), out=out(m * b))
-        torch.add(o[:, :b], b3[:, None], out=z[:, s:s + b])
-        if slope:
-            dz[:, s:s + b] = o[:, b:]
-    return z.t(), None if dz is None else dz.t()
-
-
-class ToyLogits(torch.autograd.Function):
-    """model(x) for `build_model()`'s network, in blocks of points: apply(x, chunk, *model.parameters()) -> (N, K).
-
-    The backward recomputes each block's hidden layers instead of keeping two (H, N) activations (one more
-    matrix product per block, but everything stays in the cache) and accumulates the parameter gradients
-    block by block: dW3 = sum_i gz_i h2_i^T, g2 = (1 - h2^2) W3^T gz, dW2 = sum_i g2_i h1_i^T,
-    g1 = (1 - h1^2) W2^T g2, dW1 = sum_i g1_i x_i, the biases' the sums of gz, g2, g1, and dx = W1^T g1.
-    """
-
-    @staticmethod
-    def forward(ctx, x, chunk, *params):
-        ctx.save_for_backward(x, *params)
-        ctx.chunk = chunk
-        return _logits(x, chunk, *params)[0]
-
-    @staticmethod
-    def backward(ctx, gz):
-        x, w1, b1, w2, b2, w3, b3 = ctx.saved_tensors
-        grads = [torch.zeros_like(p) for p in (w1, b1, w2, b2, w3, b3)]
-        gw1, gb1, gw2, gb2, gw3, gb3 = grads
-        gx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
-        a1, a2, g = (_buffer(w2.shape[0], min(ctx.chunk or x.shape[0], x.shape[0]), x) for _ in range(3))
-        for s, b in _blocks(x.shape[0], ctx.chunk):
-            xb, gzb = x[s:s + b].t(), gz[s:s + b].t()             # (1, b), (K, b)
-            h1, h2 = _hidden(xb, w1, b1[:, None], w2, b2[:, None], a1(b), a2(b), slope=False)
-            gw3.addmm_(gzb, h2.t())
-            gb3.add_(gzb.sum(1))
-            g2 = torch.mm(w3.t(), gzb, out=g(b))
-            torch.ops.aten.tanh_backward.grad_input(g2, h2, grad_input=g2)
-            gw2.addmm_(g2, h1.t())
-            gb2.add_(g2.sum(1))
-            g1 = torch.mm(w2.t(), g2, out=h2)                      # h2 is no longer needed
-            torch.ops.aten.tanh_backward.grad_input(g1, h1, grad_input=g1)
-            gw1.addmm_(g1, xb.t())
-            gb1.add_(g1.sum(1))
-            if gx is not None:
-                torch.mm(g1.t(), w1, out=gx[s:s + b])
-        return (gx, None, *grads)
-
-
-def _input_grad(model, x, target, div, chunk):
-    """d/dx_i of divergence_i(p(model(x)), target_i) for every row i, (N, 1).
-
-    `target` is an (N, 2) tensor (a constant), or None for the ground truth at the same point, P(Y|x),
-    through which the gradient also flows (the SCORE attack). The chain rule is split at the logits: autograd
-    differentiates the cheap (N, K) part, divergence(softmax(z), target), and `_logits` gives dz/dx in forward mode,
-    so the gradient is sum_k dL/dz_k * dz_k/dx (+ dL/dtarget * dtarget/dx for the SCORE attack). No parameter
-    gradients are computed. The divergence is evaluated on (K, N) class-major views (the same numbers), in
-    which layout autograd's gradients of `softmax2` and `ground_truth` then stay: no transposing copies.
-    `model=None` differentiates divergence_i(P(Y|x), target_i) (the C-constant attack).
-    """
+    if not plain:
+        return toy_fast.input_grad(model, x, target, lambda o, t: divergence_per_sample(o, t, div, dim=0),
+                                   ground_truth, chunk)
     with torch.enable_grad():
-        xr = x.detach().requires_grad_(target is None or model is None)
-        t = (ground_truth(xr) if target is None else target).t()               # class-major (K, N), see below
-        if model is None:
-            return torch.autograd.grad(divergence_per_sample(ground_truth(xr).t(), t, div, dim=0).sum(), xr)[0]
-        with torch.no_grad():
-            z, dz = _logits(x, chunk, *model.parameters(), slope=True)
-        z.requires_grad_(True)
-        loss = divergence_per_sample(softmax2(z).t(), t, div, dim=0).sum()
-        if target is None:
-            gz, gx = torch.autograd.grad(loss, (z, xr))
-        else:
-            gz, gx = torch.autograd.grad(loss, z)[0], None
-    g = (gz * dz).sum(1, keepdim=True)
-    return g if gx is None else g + gx
+        xr = x.detach().requires_grad_()
+        p = ground_truth(xr) if model is None else predict(model, xr)
+        return torch.autograd.grad(distance(p, ground_truth(xr) if target is None else target, div), xr)[0]
 
 
-def pgd(model, x, target, div, eps=EPS, alpha=ALPHA, steps=ATTACK_ITERS, chunk=None):
-    """Sign-gradient ascent on the per-row divergence, the reference's attack loop (SPEC section 11).
+def pgd(model, x, target, div, eps=EPS, alpha=ALPHA, steps=ATTACK_ITERS, chunk=None, plain=False):
+    """Sign-gradient ascent on `distance`, the reference's attack loop.
 
     Threat model: L-inf ball of radius eps around each scalar x, no clamp on x + delta. delta starts at
     U(-eps, eps) (drawn on x's device, `uniform_` on a zeros tensor) and takes `steps` steps of
     delta <- clamp(delta + alpha * sign(grad), -eps, eps).
 
-    The reference ascends the batch-mean `distance`; its gradient is the per-row gradient times a positive
-    factor (1/N, and 1 / (2 sqrt(mean)) for JSsqrt), so its sign, hence every step, is the same. Unlike the
-    reference, no parameter gradients are accumulated (numerically irrelevant: it cleared them).
+    The gradient is `input_grad`'s (plain autograd, or the fast path's per-row gradient of the same sign). Unlike
+    the reference, no parameter gradients are accumulated (numerically irrelevant: it cleared them).
 
     Arguments:
         model (nn.Sequential or None): `build_model()`; None attacks the ground truth itself (the C constant).
@@ -328,61 +209,61 @@ def pgd(model, x, target, div, eps=EPS, alpha=ALPHA, steps=ATTACK_ITERS, chunk=N
         target (Tensor or None): (N, 2) constant target, or None for the ground truth P(Y|x + delta).
         div (str): divergence to maximise.
         eps (float): radius, default 1. alpha (float): step, default 0.1. steps (int): default 10.
-        chunk (int or None): rows per block, None = all rows at once.
+        chunk (int or None): rows per block of the fast path, None = all rows at once.
+        plain (bool): plain autograd instead of the fast path (which needs `build_model()`'s network).
     Returns:
         delta (Tensor): (N, 1), detached, |delta| <= eps.
     """
-    if model is not None:
-        _check_toy_model(model)
     delta = torch.zeros_like(x).uniform_(-eps, eps)
     with torch.no_grad():
         for _ in range(steps):
-            grad = _input_grad(model, x + delta, target, div, chunk)
+            grad = input_grad(model, x + delta, target, div, chunk, plain)
             delta = torch.clamp(delta + alpha * grad.sign(), -eps, eps)
     return delta
 
 
-def compute_C(x, div, chunk=None):
+def compute_C(x, div, chunk=None, plain=False):
     """delta maximising distance(P(Y|x + delta), P(Y|x)): how far the ground truth itself moves in the ball."""
-    return pgd(None, x, ground_truth(x).detach(), div, chunk=chunk)
+    return pgd(None, x, ground_truth(x).detach(), div, chunk=chunk, plain=plain)
 
 
-def attack_pgd(model, x, y, div, chunk=None):
+def attack_pgd(model, x, y, div, chunk=None, plain=False):
     """PGD-AT's attack: delta maximising distance(p(x + delta), y), y = P(Y|x) fixed."""
-    return pgd(model, x, y, div, chunk=chunk)
+    return pgd(model, x, y, div, chunk=chunk, plain=plain)
 
 
-def attack_pgd_consistent(model, x, div, chunk=None):
+def attack_pgd_consistent(model, x, div, chunk=None, plain=False):
     """SCORE's attack: delta maximising distance(p(x + delta), P(Y|x + delta)); the target moves with delta."""
-    return pgd(model, x, None, div, chunk=chunk)
+    return pgd(model, x, None, div, chunk=chunk, plain=plain)
 
 
-def attack_trades(model, x, div, chunk=None):
+def attack_trades(model, x, div, chunk=None, plain=False):
     """TRADES' attack: delta maximising distance(p(x + delta), p(x)), p(x) detached."""
     with torch.no_grad():
         clean = predict(model, x, chunk)
-    return pgd(model, x, clean, div, chunk=chunk)
+    return pgd(model, x, clean, div, chunk=chunk, plain=plain)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Training
 # ----------------------------------------------------------------------------------------------------------------
 
-def objective(model, demo, x, div, chunk=None):
+def objective(model, demo, x, div, chunk=None, plain=False):
     """The training loss of `demo` on the clean batch x (N, 1), as a scalar tensor with a graph to the model.
 
-    TRADES: the robust term targets the ground truth, not the clean output (reference quirk, kept).
+    TRADES: the robust term targets the ground truth P(Y|x), not the clean output p(x) as TRADES proper would
+    (kept from the reference).
     """
     if demo == 'PGDAT':
         y = ground_truth(x)
-        delta = attack_pgd(model, x, y, div, chunk)
+        delta = attack_pgd(model, x, y, div, chunk, plain)
         return distance(predict(model, x + delta, chunk), y, div)
     if demo == 'PGDATconsistent':
-        delta = attack_pgd_consistent(model, x, div, chunk)
+        delta = attack_pgd_consistent(model, x, div, chunk, plain)
         return distance(predict(model, x + delta, chunk), ground_truth(x + delta), div)
     if demo == 'TRADES':
         y = ground_truth(x)
-        delta = attack_trades(model, x, div, chunk)
+        delta = attack_trades(model, x, div, chunk, plain)
         return (distance(predict(model, x, chunk), y, div)
                 + TRADES_BETA * distance(predict(model, x + delta, chunk), y, div))
     if demo == 'Standard':
@@ -390,13 +271,13 @@ def objective(model, demo, x, div, chunk=None):
     raise UserError(f'unknown demo {demo!r}: choose one of {", ".join(DEMOS)}.')
 
 
-def robust_errors(model, x, div_c, chunk=None):
+def robust_errors(model, x, div_c, chunk=None, plain=False):
     """(R_SCORE, R_Standard) on x with divergence div_c, as floats.
 
     R_SCORE = distance(p(x + delta'), P(Y|x + delta')), delta' from the SCORE attack; R_Standard = distance(p(x),
     P(Y|x)).
     """
-    delta = attack_pgd_consistent(model, x, div_c, chunk)
+    delta = attack_pgd_consistent(model, x, div_c, chunk, plain)
     with torch.no_grad():
         r_score = distance(predict(model, x + delta, chunk), ground_truth(x + delta), div_c).item()
         r_standard = distance(predict(model, x, chunk), ground_truth(x), div_c).item()
@@ -427,12 +308,17 @@ def iteration_lines(ite, train_loss, r_score, r_standard, compact=False):
 
 
 def run(demo='PGDATconsistent', divergence='KL', divergence_C='KL', iterations=ITERATIONS, samples=N0 + N1,
-        seed=SEED, device='cpu', out='toy_results', save_every=0, progress=False, log=print, compact=False):
+        seed=SEED, device='cpu', out='toy_results', save_every=0, progress=False, log=print, compact=False,
+        plain_autograd=False):
     """Train one toy demo and write its files; returns a dict of the records, C_L, the output folder and the wall
     and CPU (process) seconds of every iteration. Each printed line goes through `log` (see `iteration_lines`).
 
-    Random stream (SPEC section 11): seeds; model init; 10 C rounds (samples, delta); per iteration (samples,
-    training-attack delta, R_SCORE-attack delta); x_test. Snapshot test points (--save-every) come from a
+    plain_autograd=True runs the attacks and the network with plain autograd; otherwise core.toy_fast does them
+    (in blocks of toy_fast.CPU_CHUNK rows on the CPU, the module under autograd with a one-block input gradient
+    on other devices). Both draw the same random numbers.
+
+    Random stream, in the reference's order: seeds; model init; 10 C rounds (samples, delta); per iteration
+    (samples, training-attack delta, R_SCORE-attack delta); x_test. Snapshot test points (--save-every) come from a
     separate generator seeded with `seed`, so they leave the stream, hence the printed numbers, unchanged.
     """
     if demo not in DEMOS:
@@ -448,7 +334,8 @@ def run(demo='PGDATconsistent', divergence='KL', divergence_C='KL', iterations=I
         raise UserError(f'--save-every {save_every} must be >= 0 (0 = no snapshots).')
     check_number('--seed', seed, 0, SEED_MAX, example=SEED)
     device = torch.device(device)
-    chunk = CPU_CHUNK if device.type == 'cpu' else None
+    plain = plain_autograd
+    chunk = toy_fast.CPU_CHUNK if device.type == 'cpu' and not plain else None
     n0, n1 = split_samples(samples)
 
     np.random.seed(seed)
@@ -463,7 +350,7 @@ def run(demo='PGDATconsistent', divergence='KL', divergence_C='KL', iterations=I
     c_sum = 0
     for _ in range(C_ROUNDS):
         x = draw_samples(n0, n1, device)
-        delta = compute_C(x, divergence, chunk)
+        delta = compute_C(x, divergence, chunk, plain)
         with torch.no_grad():
             c_sum = c_sum + distance(ground_truth(x + delta), ground_truth(x), divergence)
     c_l = (c_sum / C_ROUNDS).item()
@@ -479,12 +366,12 @@ def run(demo='PGDATconsistent', divergence='KL', divergence_C='KL', iterations=I
         t0, c0 = time.perf_counter(), time.process_time()
         x = draw_samples(n0, n1, device)
         optimizer.zero_grad()
-        loss = objective(model, demo, x, divergence, chunk)
+        loss = objective(model, demo, x, divergence, chunk, plain)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
 
-        r_score, r_standard = robust_errors(model, x, divergence_C, chunk)
+        r_score, r_standard = robust_errors(model, x, divergence_C, chunk, plain)
         train_loss.append(loss.item())
         score_loss.append(r_score)
         standard_loss.append(r_standard)
@@ -535,6 +422,9 @@ def get_parser():
                              'default because the blocked CPU path runs thousands of small parallel regions per '
                              'iteration: on cores busy with other jobs, OpenMP threads waiting for each other made '
                              'an iteration up to 80x slower here; 2 can pay off on an otherwise idle machine.')
+    parser.add_argument('--plain-autograd', action='store_true',
+                        help='Run the algorithm as written in this file, with plain autograd, instead of the '
+                             'hand-written fast path of core/toy_fast.py (same losses up to rounding, slower).')
     parser.add_argument('--no-progress', action='store_true', help='No progress bar.')
     parser.add_argument('--compact', action='store_true',
                         help='One line per iteration instead of the reference\'s six (ite:, Train loss:, '
@@ -552,7 +442,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     res = run(args.demo, args.divergence, args.divergence_C, iterations=args.iterations, samples=args.samples,
               seed=args.seed, device=args.device, out=args.out, save_every=args.save_every,
-              progress=not args.no_progress, compact=args.compact)
+              progress=not args.no_progress, compact=args.compact, plain_autograd=args.plain_autograd)
     print(f'Results in {res["folder"]}')
 
 

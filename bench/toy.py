@@ -7,9 +7,11 @@ Prints the median seconds per training iteration of both (the first iteration an
 once before training, are excluded) and their ratio, in wall-clock time and in CPU time of this process (on a
 machine shared with other jobs the CPU time is the steadier of the two; with one thread it is the time the
 work itself takes), with the load average, and checks that both print the same losses. The
-reference-style code below is the reference's algorithm as SPEC section 11 describes it: batch-mean
-distances, `loss.backward()` in every attack step (accumulating parameter gradients), F.softmax over the
-last dim, no blocking. Use --iterations 5 or more: the first iteration is not timed.
+reference-style code below is the original implementation's algorithm: batch-mean distances
+(`nn.KLDivLoss(reduction='batchmean')` for KL), `loss.backward()` in every attack step (accumulating parameter
+gradients), F.softmax over the last dim, no blocking. generate_toy_demo.py runs with its default fast path
+(core/toy_fast.py); --plain-autograd times its plain-autograd path instead. Use --iterations 5 or more:
+the first iteration is not timed.
 """
 import argparse
 import os
@@ -118,6 +120,8 @@ def main():
     parser.add_argument('--samples', type=int, default=60000)
     parser.add_argument('--threads', type=int, default=1, help='torch.set_num_threads; 0 = PyTorch\'s default.')
     parser.add_argument('--no-reference', action='store_true', help='Time generate_toy_demo.py only.')
+    parser.add_argument('--plain-autograd', action='store_true',
+                        help='Time generate_toy_demo.py --plain-autograd instead of its default fast path.')
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -127,9 +131,10 @@ def main():
 
     with tempfile.TemporaryDirectory() as tmp:
         res = toy.run(args.demo, args.divergence, args.divergence_C, iterations=args.iterations,
-                      samples=args.samples, out=tmp, log=lambda s: None)
+                      samples=args.samples, out=tmp, log=lambda s: None, plain_autograd=args.plain_autograd)
     fast, fast_cpu = _median(res['seconds']), _median(res['cpu_seconds'])
-    print(f'generate_toy_demo.py : {fast:.3f} s/iteration wall, {fast_cpu:.3f} s/iteration CPU')
+    path = 'plain autograd' if args.plain_autograd else 'fast path'
+    print(f'generate_toy_demo.py ({path}): {fast:.3f} s/iteration wall, {fast_cpu:.3f} s/iteration CPU')
     if args.no_reference:
         return
     records, seconds, cpu_seconds, c_l = reference_run(args.demo, args.divergence, args.divergence_C,

@@ -1,4 +1,5 @@
-"""generate_toy_demo.py (SPEC section 11): divergences by hand, the reference's printed numbers, output files."""
+"""generate_toy_demo.py and core/toy_fast.py: divergences by hand, the reference's printed numbers, output files,
+the fast path against plain autograd."""
 import math
 import os
 import subprocess
@@ -26,7 +27,7 @@ def _hand(div):
     rows = list(zip(P_MODEL, P_TARGET))
     if div == 'KL':       # KL(t || o), batch mean
         return (_kl(P_TARGET[0], P_MODEL[0]) + _kl(P_TARGET[1], P_MODEL[1])) / 2
-    if div == 'JSsqrt':   # sqrt of the batch-mean JS divergence (reference quirk)
+    if div == 'JSsqrt':   # sqrt of the batch-mean JS divergence (as the reference; not the mean of per-row sqrt)
         js = []
         for o, t in rows:
             m = [(a + b) / 2 for a, b in zip(o, t)]
@@ -90,7 +91,7 @@ def test_blocked_input_gradient_has_the_sign_of_autograd(div, target):
     else:
         loss, tgt, m = toy.distance(toy.ground_truth(xr), fixed, div), fixed, None
     expected = torch.autograd.grad(loss, xr)[0]
-    got = toy._input_grad(m, x, tgt, div, chunk=16)
+    got = toy.input_grad(m, x, tgt, div, chunk=16)
     assert torch.equal(got.sign(), expected.sign())
     # the reference's gradient is the per-row one times a positive factor
     ratio = expected / got
@@ -121,7 +122,8 @@ def test_split_samples():
     assert toy.split_samples(7) == (6, 1)
 
 
-# The reference's printout on the CPU with the default seed (SPEC section 11; issue 6).
+# The original implementation's printout on the CPU with the default seed 2 and 60000 samples: (Train loss,
+# R_SCORE loss, R_Standard loss) of the first iterations (6 decimals) and C_L (None: not recorded).
 REFERENCE = [
     ('PGDAT', 'KL', 'L1', [(0.243167, 0.488841, 0.380024), (0.187206, 0.392947, 0.288045),
                            (0.143012, 0.303531, 0.221383)], 0.0550979),
@@ -280,3 +282,44 @@ def test_blocked_toy_logits_equal_plain_autograd_values_and_gradients():
     assert torch.allclose(p_plain, p_block, rtol=0, atol=1e-12)
     for a, b in zip(g_plain, g_block):
         assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize('demo,div,div_c', [('PGDAT', 'KL', 'L1'), ('PGDATconsistent', 'JSsqrt', 'KL'),
+                                            ('TRADES', 'LSE', 'L2'), ('Standard', 'L1', 'LSE')])
+def test_plain_autograd_and_fast_path_give_the_same_losses(one_thread, demo, div, div_c):
+    """Three Adam steps in float64 with the same random stream: the plain-autograd path (the module, autograd of
+    the batch-mean distance) and core.toy_fast (blocks of 64 rows, hand-written backward, forward-mode input
+    gradient) give the same training losses, R_SCORE, R_Standard and C-constant perturbations, to 1e-9 relative:
+    their attacks take the same signed steps, only rounding differs."""
+    records = []
+    for plain, chunk in ((True, None), (False, 64)):
+        torch.manual_seed(0)
+        model = toy.build_model().double()
+        optimizer = torch.optim.Adam(model.parameters(), lr=toy.LR)
+        x = toy.draw_samples(250, 50, 'cpu').double()
+        rec = [toy.compute_C(x, div, chunk, plain)]
+        for _ in range(3):
+            x = toy.draw_samples(250, 50, 'cpu').double()
+            optimizer.zero_grad()
+            loss = toy.objective(model, demo, x, div, chunk, plain)
+            loss.backward()
+            optimizer.step()
+            rec.append((loss.item(), *toy.robust_errors(model, x, div_c, chunk, plain)))
+        records.append(rec)
+    (c_plain, *plain_losses), (c_fast, *fast_losses) = records
+    assert torch.equal(c_plain, c_fast)
+    for p_row, f_row in zip(plain_losses, fast_losses):
+        assert f_row == pytest.approx(p_row, rel=1e-9, abs=0)
+    assert plain_losses[0] != plain_losses[-1]       # the model did train
+
+
+def test_command_line_plain_autograd(tmp_path, one_thread):
+    """--plain-autograd runs the same demo through the plain path: same files, the same losses up to float32
+    rounding (the attacks take the same signed steps)."""
+    kw = dict(demo='PGDATconsistent', divergence='KL', divergence_C='L1', iterations=2, samples=300,
+              out=str(tmp_path), log=lambda s: None)
+    fast = toy.run(**kw)
+    toy.main(['--plain-autograd', '--iterations', '2', '--samples', '300', '--divergence_C', 'L1', '--device', 'cpu',
+              '--out', str(tmp_path), '--no-progress'])
+    plain = np.loadtxt(os.path.join(fast['folder'], 'record_train_loss.txt'))
+    np.testing.assert_allclose(plain, fast['train_loss'], rtol=1e-5)
