@@ -9,6 +9,7 @@ Where the model lives: `self.model` is the plain network (a ModelWrapper: state-
 DistributedDataParallel / torch.compile wrapper around it (`wrap`). Checkpoints and the optimizer's
 parameter names always come from `self.model`.
 """
+import math
 import os
 import sys
 import time
@@ -32,11 +33,21 @@ from core.utils.faults import fault_point
 from core.utils.rst import CosineLR
 from core.utils.trades import trades_loss_plain  # noqa: F401 (its former home)
 from core.utils.utils import seed
-from gowal21uncovering.utils.ema import update_steps
 
-__all__ = ['SCHEDULERS', 'EpochMetrics', 'NonFiniteLoss', 'Trainer', 'pretrained_path', 'trades_loss_plain']
+__all__ = ['SCHEDULERS', 'EpochMetrics', 'NonFiniteLoss', 'Trainer', 'pretrained_path', 'trades_loss_plain',
+           'update_steps']
 
 SCHEDULERS = ('cyclic', 'step', 'cosine', 'cosinew')
+
+
+def update_steps(data, batch_size):
+    """The reference's steps per epoch: floor(N / batch_size) + 1, N = 50000 ('cifar' in data), 100000
+    ('tiny-imagenet' in data), else 73257. Kept as the reference computes it, although it is not the real number
+    of batches (N is hard-coded, and a batch size dividing N still adds 1): the cyclic schedule's length and the
+    weight-averaging step count depend on it."""
+    num_samples = 50000 if 'cifar' in data else 73257
+    num_samples = 100000 if 'tiny-imagenet' in data else num_samples
+    return int(math.floor(num_samples / batch_size) + 1)
 
 
 def pretrained_path(args):
@@ -80,6 +91,9 @@ class Trainer:
             self.model, self.criterion, args.attack, args.attack_eps, args.attack_iter, args.attack_step)
         self.scaler = self.runtime.grad_scaler()
         self.last_global_step = 0
+        # steps per epoch in the global step count: 0 here, so the plain trainer's global step is the batch index
+        # within the epoch; WATrainer sets the reference's `update_steps` (its EMA warm-up reads the count)
+        self.update_steps = 0
         # the dispatch only: the flag rules were checked at start-up (`check_flags`), and train.py trains with the
         # flags it ignores (--LSE, --CutMix) still set
         self.objective = OBJECTIVES[select(args, self.WEIGHT_AVERAGING)]
@@ -205,7 +219,7 @@ class Trainer:
 
     def global_step(self, epoch, update_iter):
         """Optimizer steps taken after `update_iter` steps of epoch `epoch` (WATrainer: the reference's formula)."""
-        return (epoch - 1) * getattr(self, 'update_steps', 0) + update_iter
+        return (epoch - 1) * self.update_steps + update_iter
 
     def before_step(self, epoch, update_iter):
         """Hook run before each batch (WATrainer: the BatchNorm momentum trick)."""

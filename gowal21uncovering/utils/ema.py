@@ -7,11 +7,11 @@ Policy: parameters are averaged in place in float32; buffers are NOT averaged. T
 statistics of the averaged model are COPIED from the training model at the end of each epoch
 (`update_bn`); the reference aliased them (quirk 12 #8), which gave the same numbers where they are read.
 """
-import math
 
 import torch
 import torch.nn as nn
 
+from core.utils.train import update_steps  # noqa: F401 (the reference had it here)
 from core.utils.utils import set_bn_momentum
 
 __all__ = ['ema_decay', 'ema_update', 'update_bn', 'update_steps', 'warmup_steps', 'bn_momentum_trick', 'EMA']
@@ -75,14 +75,6 @@ def update_bn(wa_model, model):
                     raise ValueError(f'update_bn: {name} exists in only one of the two models.')
                 continue
             dst.copy_(src)
-
-
-def update_steps(data, batch_size):
-    """The reference's steps per epoch: floor(N / batch_size) + 1, N = 50000 ('cifar' in data), 100000
-    ('tiny-imagenet' in data), else 73257 (SPEC 7 steps 5-6, quirk 15: not the real number of batches)."""
-    num_samples = 50000 if 'cifar' in data else 73257
-    num_samples = 100000 if 'tiny-imagenet' in data else num_samples
-    return int(math.floor(num_samples / batch_size) + 1)
 
 
 def warmup_steps(num_adv_epochs, update_steps):
