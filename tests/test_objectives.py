@@ -71,3 +71,44 @@ if __name__ == '__main__':
     torch.set_num_threads(1)
     for name in CASES:
         print(f'    {name!r}: {run(name)!r},')
+
+
+def flags(*extra):
+    return parser_train().parse_args(['--desc', 'x'] + list(extra))
+
+
+@pytest.mark.parametrize('extra, weight_averaging, name', [
+    ([], True, 'madry'), ([], False, 'madry'),
+    (['--beta', '5'], True, 'trades-kl'), (['--beta', '6'], False, 'trades-plain'),
+    (['--beta', '4', '--LSE'], True, 'score-lse'),
+    (['--beta', '6', '--mart'], True, 'mart'), (['--beta', '6', '--mart'], False, 'mart'),
+    (['--beta', '6', '--mart', '--LSE'], True, 'mart'),                  # MART > LSE > TRADES > Madry
+    (['--beta', '4', '--LSE', '--CutMix'], True, 'score-lse'),
+    (['--mart'], True, 'madry'),            # without --beta the reference trains Madry (train-wa.py refuses it)
+])
+def test_resolve_follows_the_reference_dispatch(extra, weight_averaging, name):
+    from core.objectives import resolve
+    assert resolve(flags(*extra), weight_averaging).name == name
+
+
+@pytest.mark.parametrize('extra, weight_averaging, message', [
+    (['--beta', '4', '--LSE'], False, '--LSE and --CutMix need weight averaging'),
+    (['--beta', '4', '--CutMix'], False, '--LSE and --CutMix need weight averaging'),
+    (['--CutMix'], True, '--CutMix needs soft labels'),
+    (['--beta', '6', '--mart', '--CutMix'], True, '--CutMix needs soft labels'),
+    (['--beta', '6', '--mart', '--attack', 'l2-pgd'], True, 'MART supports --attack linf-pgd only.'),
+    (['--beta', '6', '--attack', 'fgsm'], False, 'TRADES training supports'),
+    (['--beta', '6', '--attack', 'fgsm'], True, 'TRADES / LSE training supports'),
+])
+def test_resolve_refuses_what_the_objective_cannot_train(extra, weight_averaging, message):
+    from core.errors import UserError
+    from core.objectives import resolve
+    with pytest.raises(UserError, match=message.replace('.', r'\.')):
+        resolve(flags(*extra), weight_averaging)
+
+
+def test_registry_rules():
+    from core.objectives import OBJECTIVES
+    assert sorted(OBJECTIVES) == ['madry', 'mart', 'score-lse', 'trades-kl', 'trades-plain']
+    assert [n for n, o in OBJECTIVES.items() if o.allows_cutmix] == ['trades-kl', 'score-lse']
+    assert [n for n, o in OBJECTIVES.items() if not o.needs_beta] == ['madry']
