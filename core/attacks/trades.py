@@ -88,7 +88,7 @@ def ctx_batch_stats(model: nn.Module):
 
 
 class TradesInnerMax:
-    """TRADES / SCORE inner maximisation: x_adv = argmax_{x' in B(x, eps)} D(P, model(x')) (SPEC 6.4, 6.5).
+    """TRADES / SCORE inner maximisation: x_adv = argmax_{x' in B(x, eps)} D(P, model(x')).
 
     Papers: Zhang et al. 2019 (TRADES, D = KL); Pang et al. 2022 (SCORE, D = squared error).
     Threat model: L-inf (sign ascent, `linf-pgd`) or L2 (normalised SGD on delta, `l2-pgd`), images in [0, 1].
@@ -183,7 +183,7 @@ class TradesPlainInnerMax:
 
 
 class MartInnerMax:
-    """MART's inner maximisation: L-inf PGD on mean CE(model(x'), y) from x + 0.001 * N(0, 1) (SPEC 6.6).
+    """MART's inner maximisation: L-inf PGD on mean CE(model(x'), y) from x + 0.001 * N(0, 1).
 
     Paper: Wang et al., ICLR 2020. Threat model: L-inf ball of radius eps, images in [0, 1].
 

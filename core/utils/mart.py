@@ -19,7 +19,7 @@ __all__ = ['MartInnerMax', 'mart_outer_loss', 'mart_loss']
 
 
 def mart_outer_loss(logits_nat, logits_adv, y, beta):
-    """MART outer loss (SPEC 6.6 step 3-5).
+    """MART outer loss.
 
     With P = softmax(z), P_adv = softmax(z_adv) and y_hat_i the most probable class of P_adv other than y_i:
       L_adv = CE(z_adv, y) + mean_i[-log(1.0001 - P_adv[i, y_hat_i] + 1e-12)],
@@ -47,7 +47,7 @@ def mart_outer_loss(logits_nat, logits_adv, y, beta):
 
 
 def mart_loss(model, x, y, *, step_size=0.007, epsilon=0.031, perturb_steps=10, beta=6.0, attack='linf-pgd'):
-    """MART training loss (SPEC 6.6): `MartInnerMax` in eval mode, then train mode and `mart_outer_loss`.
+    """MART training loss: `MartInnerMax` in eval mode, then train mode and `mart_outer_loss`.
 
     Args:
         model: the training model (left in train mode); the attack runs on `unwrap(model)` (eager, and under DDP

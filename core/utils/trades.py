@@ -30,7 +30,7 @@ __all__ = ['trades_kl_loss', 'score_lse_loss', 'lse_targets', 'trades_loss', 'tr
 
 def _metrics(loss, y, logits_nat, logits_adv, soft):
     """{'loss', 'clean_acc', 'adversarial_acc'} as 0-dim tensors on the device (no host synchronisation)."""
-    if soft:  # CutMix soft labels: the reference reports -1 (SPEC 6.8, quirk 26)
+    if soft:  # CutMix soft labels: no accuracy to report; the reference logs -1
         minus_one = torch.full((), -1.0, device=loss.device)
         return {'loss': loss.detach(), 'clean_acc': minus_one, 'adversarial_acc': minus_one}
     return {'loss': loss.detach(), 'clean_acc': batch_accuracy(y, logits_nat.detach()),
@@ -38,10 +38,10 @@ def _metrics(loss, y, logits_nat, logits_adv, soft):
 
 
 def trades_kl_loss(logits_nat, logits_adv, y, beta, ls=0.1, soft_labels=None):
-    """TRADES outer loss with label smoothing (SPEC 6.4 steps 4-7).
+    """TRADES outer loss with label smoothing.
 
     loss = L_nat + beta * KL_bm(softmax(z_nat) || softmax(z_adv)), gradients through both arguments, where
-    L_nat = SmoothCE_ls(z_nat, y) (SPEC 6.1: target 1 - ls + ls/K on the true class, ls/K elsewhere), or
+    L_nat = SmoothCE_ls(z_nat, y) (target 1 - ls + ls/K on the true class, ls/K elsewhere), or
     KL_bm(soft_labels || softmax(z_nat)) with CutMix soft labels.
 
     Args:
@@ -63,7 +63,7 @@ def trades_kl_loss(logits_nat, logits_adv, y, beta, ls=0.1, soft_labels=None):
 
 
 def lse_targets(y, num_classes, ls=0.0, dtype=torch.float32):
-    """SCORE targets: 1 - ls on the true class, ls/(K-1) elsewhere (SPEC 6.5 step 2; differs from 6.1).
+    """SCORE targets: 1 - ls on the true class, ls/(K-1) elsewhere (not TRADES's ls/K smoothing).
 
     Computed as the reference does: (1 - K*ls/(K-1)) * onehot(y) + ls/(K-1), in `dtype` (the reference's
     float32 by default; float64 logits get float64 targets). y (B,) int64 -> (B, K).
@@ -73,7 +73,7 @@ def lse_targets(y, num_classes, ls=0.0, dtype=torch.float32):
 
 
 def score_lse_loss(logits_nat, logits_adv, y, beta, ls=0.0, num_classes=None, clip_value=0.0, soft_labels=None):
-    """SCORE outer loss: local squared errors of probabilities (SPEC 6.5 steps 2-6).
+    """SCORE outer loss: local squared errors of probabilities.
 
     With q = softmax: L_nat,i = sum_k (q_nat,ik - t_ik)^2, L_rob,i = relu(sum_k (q_adv,ik - q_nat,ik)^2 - clip_value),
     loss = mean_i L_nat,i + beta * mean_i L_rob,i, where t = `lse_targets(y, K, ls)` or the CutMix soft labels.
@@ -125,7 +125,7 @@ def _adversarial_pair(model, x, y, divergence, attack, epsilon, step_size, pertu
 
 def trades_loss(model, x, y, *, step_size=0.003, epsilon=0.031, perturb_steps=10, beta=1.0, attack='linf-pgd',
                 label_smoothing=0.1, use_cutmix=False):
-    """TRADES-KL training loss of the WA trainer (SPEC 6.4): inner max, then `trades_kl_loss`.
+    """TRADES-KL training loss of the WA trainer: inner max, then `trades_kl_loss`.
 
     Args:
         model: the training model (left in train mode, BN tracking flags as found).
@@ -146,7 +146,7 @@ def trades_loss(model, x, y, *, step_size=0.003, epsilon=0.031, perturb_steps=10
 
 def trades_loss_LSE(model, x, y, *, step_size=0.003, epsilon=0.031, perturb_steps=10, beta=1.0, attack='linf-pgd',
                     label_smoothing=0.1, clip_value=0, use_cutmix=False, num_classes=10):
-    """SCORE-LSE training loss of the WA trainer (SPEC 6.5): inner max on the squared error, then `score_lse_loss`.
+    """SCORE-LSE training loss of the WA trainer: inner max on the squared error, then `score_lse_loss`.
 
     Arguments as `trades_loss`, plus num_classes (K, default 10) and clip_value (default 0).
     Returns (loss, metrics); no optimizer is touched.

@@ -1,4 +1,4 @@
-"""Adversarial training with weight averaging: the trainer of train-wa.py (SPEC 5.7, 6, 7, 8).
+"""Adversarial training with weight averaging: the trainer of train-wa.py.
 
 Paper: Gowal et al., "Uncovering the Limits of Adversarial Training against Norm-Bounded Adversarial
 Examples", 2020 (weight averaging, the BatchNorm momentum trick, CutMix), as used by SCORE (Pang et al.,
@@ -17,7 +17,7 @@ __all__ = ['WATrainer']
 
 
 class WATrainer(Trainer):
-    """Trainer with an exponential moving average of the weights (`wa_model`), SPEC 7.
+    """Trainer with an exponential moving average of the weights (`wa_model`).
 
     Construction: `Trainer.__init__` (seed, model, optimizer with two parameter groups, pretrained weights,
     attacks), seed again, `wa_model` = deep copy of the model (so `--pretrained-file` initialises both),
@@ -44,7 +44,7 @@ class WATrainer(Trainer):
         self.warmup_steps = warmup_steps(args.num_adv_epochs, self.update_steps)
 
     def param_groups(self):
-        """Two groups by parameter name (SPEC 8, quirk 18): names without `batchnorm` get --weight-decay,
+        """Two groups by parameter name, as the reference: names without `batchnorm` get --weight-decay,
         names with it get 0 (only the Swish families name their BatchNorms so)."""
         decay, no_decay = [], []
         for name, p in self.model.named_parameters():
@@ -71,7 +71,7 @@ class WATrainer(Trainer):
         return self.wa_model
 
     def weights(self):
-        """{'model_state_dict': averaged weights, 'unaveraged_model_state_dict': trained weights} (SPEC 7)."""
+        """{'model_state_dict': averaged weights, 'unaveraged_model_state_dict': trained weights}."""
         return {'model_state_dict': self.wa_model.state_dict(),
                 'unaveraged_model_state_dict': self.model.state_dict()}
 
