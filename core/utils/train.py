@@ -1,4 +1,4 @@
-"""The plain adversarial trainer (`--tau 0`) and the learning-rate schedules (SPEC 5.7, 6.2, 6.3, 6.6, 6.7, 8).
+"""The plain adversarial trainer (`--tau 0`) and the learning-rate schedules.
 
 `Trainer` holds the model, the optimizer and scheduler, the training and evaluation attacks, and runs one
 epoch (`train`) or one evaluation (`eval`). `WATrainer` (gowal21uncovering/utils/watrain.py) adds weight
@@ -62,7 +62,7 @@ def pretrained_path(args):
 class Trainer:
     """Adversarial training without weight averaging (the reference's `core/utils/train.py: Trainer`).
 
-    Construction (SPEC 7 step 1): seed, build the model, the criterion (mean cross-entropy), the optimizer
+    Construction: seed, build the model, the criterion (mean cross-entropy), the optimizer
     and scheduler (`init_optimizer`), load `--pretrained-file` if given, build the attacks.
 
     Args:
@@ -98,7 +98,7 @@ class Trainer:
         # flags it ignores (--LSE, --CutMix) still set
         self.objective = OBJECTIVES[select(args, self.WEIGHT_AVERAGING)]
 
-    # ------------------------------------------------------------------ optimizer and schedule (SPEC 8)
+    # ------------------------------------------------------------------ optimizer and schedule
     def param_groups(self):
         """One group, weight decay on every parameter (the plain Trainer)."""
         return [{'params': list(self.model.parameters())}]
@@ -113,7 +113,8 @@ class Trainer:
         self.init_scheduler(num_epochs)
 
     def init_scheduler(self, num_epochs):
-        """The `--scheduler` of SPEC 8 (OneCycleLR keeps its default momentum cycling 0.95 -> 0.85 -> 0.95)."""
+        """The `--scheduler`: cyclic (OneCycleLR, per batch), step (x0.1 at epochs 100 and 105), cosine, cosinew
+        (OneCycleLR over epochs, 2.5% warm-up); OneCycleLR keeps its default momentum cycling 0.95 -> 0.85 -> 0.95."""
         p = self.params
         if p.scheduler == 'cyclic':
             steps = update_steps(p.data, p.batch_size)
@@ -185,7 +186,7 @@ class Trainer:
         return self.objective.loss(self, x, y)
 
     def adversarial_loss(self, x, y):
-        """Madry PGD-AT (SPEC 6.3): attack in eval mode, then mean CE on x_adv (and x with --keep-clean)."""
+        """Madry PGD-AT: attack in eval mode, then mean CE on x_adv (and x with --keep-clean)."""
         with ctx_noparamgrad_and_eval(self.model):
             x_adv, _ = self.attack.perturb(x, y)
         if self.params.keep_clean:
@@ -204,7 +205,7 @@ class Trainer:
         return loss, metrics
 
     def standard_loss(self, x, y):
-        """Mean CE on clean images (SPEC 6.2; not used by train-wa.py)."""
+        """Mean CE on clean images (not used by train-wa.py)."""
         out = self.train_model(x)
         loss = self.criterion(out, y)
         return loss, {'loss': loss.detach(), 'clean_acc': batch_accuracy(y, out.detach())}
@@ -239,7 +240,7 @@ class Trainer:
                     dynamic_ncols=True, mininterval=0.1 if sys.stderr.isatty() else 30.0, file=sys.stderr)
 
     def train(self, dataloader, epoch=0, adversarial=True, on_step=None):
-        """Train one epoch; returns the unweighted mean over batches of each batch metric (SPEC 6.9).
+        """Train one epoch; returns the unweighted mean over batches of each batch metric (as the reference logs).
 
         `on_step(step, metrics)`, if given (train-wa.py --tensorboard), is called after every optimizer step with
         step = (epoch - 1) * len(dataloader) + batch (1-based) and the batch's metrics plus the `lr` it used.
@@ -309,7 +310,7 @@ class Trainer:
     def evaluate(self, dataloader, adversarial=False, sharded=False):
         """Accuracy of `eval_model()` in eval mode on `dataloader`, clean or under `self.eval_attack`.
 
-        Returns (mean of per-batch accuracies, the reference's logged figure (SPEC quirk 7);
+        Returns (mean of per-batch accuracies, the reference's logged figure;
                  correct / total, the exact accuracy).
         Under DDP the batches are split round-robin over the processes and the sums reduced, so both figures
         equal the single-process ones (up to the attack's random start); `sharded=True` says the loader already
@@ -339,7 +340,7 @@ class Trainer:
         return acc_sum / max(1, n_batches), correct / max(1, total)
 
     def eval(self, dataloader, adversarial=False):
-        """Mean of per-batch accuracies, the reference's `eval` (SPEC quirk 7)."""
+        """Mean of per-batch accuracies, the reference's `eval` (not correct / total)."""
         return self.evaluate(dataloader, adversarial)[0]
 
     # ------------------------------------------------------------------ checkpoints
