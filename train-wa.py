@@ -27,6 +27,8 @@ import torch
 from core.attacks import VARIABLE_BATCH_ATTACKS
 from core.data import SEMISUP_DATASETS, get_data_info, load_data, set_epoch, validate_unsup_fraction
 from core.errors import SEED_MAX, UserError, check_number, exit_on_user_error
+from core.objectives import check_beta
+from core.objectives import resolve as resolve_objective
 from core.utils import faults
 from core.utils.checkpoint import load_checkpoint, save_atomic
 from core.utils.distributed import all_gather_object, barrier, cleanup, setup
@@ -72,10 +74,7 @@ def validate(args):
     check_number('--seed', args.seed, 0, SEED_MAX, example=1)
     if args.stop_after is not None:
         check_number('--stop-after', args.stop_after, 1)
-    if (args.LSE or args.mart) and args.beta is None:
-        flag = '--LSE' if args.LSE else '--mart'
-        raise UserError(f'{flag} needs --beta (without it the reference silently trains Madry PGD-AT); '
-                        f'e.g. {flag} --beta 4.0, or drop {flag}.')
+    check_beta(args)
     if args.num_adv_epochs < 1:
         raise UserError(f'--num-adv-epochs {args.num_adv_epochs}: at least 1 epoch is needed.')
     if args.adv_eval_freq < 1:
@@ -102,7 +101,7 @@ def validate(args):
         for f in args.aux_data_filename.split(','):
             if not os.path.exists(f):
                 raise UserError(f'--aux-data-filename: {f} does not exist.')
-    (WATrainer if args.tau else Trainer).check_flags(args)
+    resolve_objective(args, weight_averaging=bool(args.tau))
     if args.scheduler == 'cosinew' and float(0.025 * args.num_adv_epochs) - 1 == 0:
         raise UserError(f'--scheduler cosinew cannot run {args.num_adv_epochs} epochs: torch OneCycleLR divides by '
                         f'zero when 0.025 * epochs = 1 (the reference crashes too); use e.g. 41 epochs.')

@@ -1,59 +1,25 @@
-"""MART: misclassification-aware adversarial training (SPEC 6.6).
+"""MART: misclassification-aware adversarial training.
 
 Paper: Wang et al., "Improving Adversarial Robustness Requires Revisiting Misclassified Examples", ICLR 2020.
 
-`MartInnerMax` is the attack (L-inf sign ascent on the mean cross-entropy, in eval mode), `mart_outer_loss`
-the pure loss on logits, and `mart_loss` the composite the trainer calls: T attack forwards in eval mode
-(running statistics used, not updated), then z = model(x) and z_adv = model(x_adv) in train mode, each
-updating the BatchNorm running statistics once.
+`MartInnerMax` (core/attacks/trades.py, also importable here) is the attack (L-inf sign ascent on the mean
+cross-entropy, in eval mode), `mart_outer_loss` the pure loss on logits, and `mart_loss` the composite the
+trainer calls: T attack forwards in eval mode (running statistics used, not updated), then z = model(x) and
+z_adv = model(x_adv) in train mode, each updating the BatchNorm running statistics once.
 """
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from core.attacks.utils import cpu_draw, linf_sign_ascent
-from core.errors import UserError
+from core.attacks.trades import MartInnerMax
 from core.metrics import batch_accuracy
-from core.utils.context import ctx_eval
 from core.utils.distributed import unwrap
 
 __all__ = ['MartInnerMax', 'mart_outer_loss', 'mart_loss']
 
 
-class MartInnerMax:
-    """MART's inner maximisation: L-inf PGD on mean CE(model(x'), y) from x + 0.001 * N(0, 1) (SPEC 6.6).
-
-    Paper: Wang et al., ICLR 2020. Threat model: L-inf ball of radius eps, images in [0, 1].
-
-    Args:
-        model: the network; run in eval mode (restored as found, also on an exception). Parameters keep
-            requiring grad as in the reference, but gradients are taken w.r.t. the input only, so no
-            parameter `.grad` is touched.
-        attack: only 'linf-pgd'; anything else raises UserError (a ValueError).
-        eps: radius. Default 8/255. step: step size. Default 2/255. iters: T. Default 10.
-
-    Call: `attack(x, y) -> x_adv`, x (B, C, H, W) in [0, 1], y (B,) int64; x_adv detached, in [0, 1], within
-    eps of x. The initial noise comes from the CPU generator (float32) and is moved to x's device; the start
-    point is not clamped (as in the reference; the first step clamps).
-    """
-
-    def __init__(self, model, attack='linf-pgd', eps=8 / 255, step=2 / 255, iters=10):
-        if attack != 'linf-pgd':
-            raise UserError(f'attack {attack!r} is not supported for MART training; use --attack linf-pgd.')
-        self.model, self.eps, self.step, self.iters = model, eps, step, iters
-
-    def __call__(self, x, y):
-        x = x.detach()
-        eps = self.eps
-        with ctx_eval(self.model), torch.enable_grad():
-            x_adv = x + 0.001 * cpu_draw(x.shape, x.device, lambda t: t.normal_())
-            x_adv = linf_sign_ascent(self.model, lambda z: F.cross_entropy(z, y), x, x_adv, eps, self.step,
-                                     self.iters)
-        return torch.clamp(x_adv, 0.0, 1.0).detach()
-
-
 def mart_outer_loss(logits_nat, logits_adv, y, beta):
-    """MART outer loss (SPEC 6.6 step 3-5).
+    """MART outer loss.
 
     With P = softmax(z), P_adv = softmax(z_adv) and y_hat_i the most probable class of P_adv other than y_i:
       L_adv = CE(z_adv, y) + mean_i[-log(1.0001 - P_adv[i, y_hat_i] + 1e-12)],
@@ -81,7 +47,7 @@ def mart_outer_loss(logits_nat, logits_adv, y, beta):
 
 
 def mart_loss(model, x, y, *, step_size=0.007, epsilon=0.031, perturb_steps=10, beta=6.0, attack='linf-pgd'):
-    """MART training loss (SPEC 6.6): `MartInnerMax` in eval mode, then train mode and `mart_outer_loss`.
+    """MART training loss: `MartInnerMax` in eval mode, then train mode and `mart_outer_loss`.
 
     Args:
         model: the training model (left in train mode); the attack runs on `unwrap(model)` (eager, and under DDP

@@ -1,4 +1,4 @@
-"""The plain adversarial trainer (`--tau 0`) and the learning-rate schedules (SPEC 5.7, 6.2, 6.3, 6.6, 6.7, 8).
+"""The plain adversarial trainer (`--tau 0`) and the learning-rate schedules.
 
 `Trainer` holds the model, the optimizer and scheduler, the training and evaluation attacks, and runs one
 epoch (`train`) or one evaluation (`eval`). `WATrainer` (gowal21uncovering/utils/watrain.py) adds weight
@@ -9,6 +9,7 @@ Where the model lives: `self.model` is the plain network (a ModelWrapper: state-
 DistributedDataParallel / torch.compile wrapper around it (`wrap`). Checkpoints and the optimizer's
 parameter names always come from `self.model`.
 """
+import math
 import os
 import sys
 import time
@@ -16,28 +17,37 @@ import time
 import pandas as pd
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.optim.lr_scheduler import MultiStepLR, OneCycleLR
 from tqdm import tqdm
 
 from core.attacks import create_train_and_eval_attacks
-from core.attacks.utils import cpu_draw, l2_sgd_ascent, linf_sign_ascent
 from core.errors import UserError
 from core.metrics import accuracy, batch_accuracy, num_correct
 from core.models import create_model
+from core.objectives import OBJECTIVES, resolve, select
 from core.utils.checkpoint import load_checkpoint, load_state_dict, save_atomic
-from core.utils.context import ctx_eval, ctx_noparamgrad_and_eval
-from core.utils.distributed import Runtime, all_reduce_sum, broadcast_buffers, unwrap, wrap_ddp
+from core.utils.context import ctx_noparamgrad_and_eval
+from core.utils.distributed import Runtime, all_reduce_sum, broadcast_buffers, wrap_ddp
 from core.utils.export import is_safetensors, read_safetensors
 from core.utils.faults import fault_point
-from core.utils.mart import mart_loss
 from core.utils.rst import CosineLR
+from core.utils.trades import trades_loss_plain  # noqa: F401 (its former home)
 from core.utils.utils import seed
-from gowal21uncovering.utils.ema import update_steps
 
-__all__ = ['SCHEDULERS', 'EpochMetrics', 'NonFiniteLoss', 'Trainer', 'pretrained_path', 'trades_loss_plain']
+__all__ = ['SCHEDULERS', 'EpochMetrics', 'NonFiniteLoss', 'Trainer', 'pretrained_path', 'trades_loss_plain',
+           'update_steps']
 
 SCHEDULERS = ('cyclic', 'step', 'cosine', 'cosinew')
+
+
+def update_steps(data, batch_size):
+    """The reference's steps per epoch: floor(N / batch_size) + 1, N = 50000 ('cifar' in data), 100000
+    ('tiny-imagenet' in data), else 73257. Kept as the reference computes it, although it is not the real number
+    of batches (N is hard-coded, and a batch size dividing N still adds 1): the cyclic schedule's length and the
+    weight-averaging step count depend on it."""
+    num_samples = 50000 if 'cifar' in data else 73257
+    num_samples = 100000 if 'tiny-imagenet' in data else num_samples
+    return int(math.floor(num_samples / batch_size) + 1)
 
 
 def pretrained_path(args):
@@ -49,50 +59,10 @@ def pretrained_path(args):
     return os.path.join(args.log_dir, name, 'weights-best.pt')
 
 
-def trades_loss_plain(model, x, y, *, step_size=0.003, epsilon=0.031, perturb_steps=10, beta=1.0, attack='linf-pgd'):
-    """TRADES of the plain Trainer (`--tau 0`, SPEC 6.7; Zhang et al., ICML 2019), L-inf or L2.
-
-    Attack in eval mode on the summed KL(p(model(x)) || p(model(x_adv))), with p(model(x)) from an eval-mode
-    forward. The start x + 0.001 N(0, 1) is drawn first (CPU draw, then moved) for both threat models, as the
-    reference does. `linf-pgd`: T sign-ascent steps from it, projection to the eps-box and [0, 1]. `l2-pgd`:
-    x_adv = x + delta, delta = 0.001 N(0, 1) (a second CPU draw) after T steps of `l2_sgd_ascent` (SGD at
-    2 eps / T on the per-sample normalised gradient, clamp to [0, 1], renorm to eps). Then, in train mode,
-    loss = CE(z_nat, y) + beta * KL_sum(p(z_nat) || p(z_adv)) / B.
-
-    Args:
-        model: the training model (left in train mode). x: (B, C, H, W) in [0, 1]. y: (B,) int64.
-        step_size, epsilon, perturb_steps: alpha (L-inf only), eps, T. beta: weight of the robust term.
-        attack: 'linf-pgd' or 'l2-pgd'.
-    Returns:
-        (loss, {'loss', 'clean_acc', 'adversarial_acc'} 0-dim tensors). No optimizer is touched.
-    """
-    if attack not in ('linf-pgd', 'l2-pgd'):
-        raise UserError(f'attack {attack!r} is not supported by TRADES training; use --attack linf-pgd or l2-pgd.')
-    x, plain = x.detach(), unwrap(model)  # the attack: no DDP / compile wrapper
-    with ctx_eval(plain), torch.enable_grad():
-        with torch.no_grad():
-            p_nat = F.softmax(plain(x), dim=1)
-        x_adv = x + 0.001 * cpu_draw(x.shape, x.device, lambda t: t.normal_())
-        kl_sum = lambda z: F.kl_div(F.log_softmax(z, dim=1), p_nat, reduction='sum')
-        if attack == 'linf-pgd':
-            x_adv = linf_sign_ascent(plain, kl_sum, x, x_adv, epsilon, step_size, perturb_steps)
-        else:
-            delta = 0.001 * cpu_draw(x.shape, x.device, lambda t: t.normal_())
-            x_adv = x + l2_sgd_ascent(plain, kl_sum, x, delta, epsilon, perturb_steps)
-    model.train()
-    x_adv = torch.clamp(x_adv, 0.0, 1.0).detach()
-    logits_nat = model(x)
-    logits_adv = model(x_adv)
-    loss_robust = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits_nat, dim=1), reduction='sum') / len(x)
-    loss = F.cross_entropy(logits_nat, y) + beta * loss_robust
-    return loss, {'loss': loss.detach(), 'clean_acc': batch_accuracy(y, logits_nat.detach()),
-                  'adversarial_acc': batch_accuracy(y, logits_adv.detach())}
-
-
 class Trainer:
     """Adversarial training without weight averaging (the reference's `core/utils/train.py: Trainer`).
 
-    Construction (SPEC 7 step 1): seed, build the model, the criterion (mean cross-entropy), the optimizer
+    Construction: seed, build the model, the criterion (mean cross-entropy), the optimizer
     and scheduler (`init_optimizer`), load `--pretrained-file` if given, build the attacks.
 
     Args:
@@ -121,8 +91,14 @@ class Trainer:
             self.model, self.criterion, args.attack, args.attack_eps, args.attack_iter, args.attack_step)
         self.scaler = self.runtime.grad_scaler()
         self.last_global_step = 0
+        # steps per epoch in the global step count: 0 here, so the plain trainer's global step is the batch index
+        # within the epoch; WATrainer sets the reference's `update_steps` (its EMA warm-up reads the count)
+        self.update_steps = 0
+        # the dispatch only: the flag rules were checked at start-up (`check_flags`), and train.py trains with the
+        # flags it ignores (--LSE, --CutMix) still set
+        self.objective = OBJECTIVES[select(args, self.WEIGHT_AVERAGING)]
 
-    # ------------------------------------------------------------------ optimizer and schedule (SPEC 8)
+    # ------------------------------------------------------------------ optimizer and schedule
     def param_groups(self):
         """One group, weight decay on every parameter (the plain Trainer)."""
         return [{'params': list(self.model.parameters())}]
@@ -137,7 +113,8 @@ class Trainer:
         self.init_scheduler(num_epochs)
 
     def init_scheduler(self, num_epochs):
-        """The `--scheduler` of SPEC 8 (OneCycleLR keeps its default momentum cycling 0.95 -> 0.85 -> 0.95)."""
+        """The `--scheduler`: cyclic (OneCycleLR, per batch), step (x0.1 at epochs 100 and 105), cosine, cosinew
+        (OneCycleLR over epochs, 2.5% warm-up); OneCycleLR keeps its default momentum cycling 0.95 -> 0.85 -> 0.95."""
         p = self.params
         if p.scheduler == 'cyclic':
             steps = update_steps(p.data, p.batch_size)
@@ -194,32 +171,22 @@ class Trainer:
             model.register_forward_pre_hook(_dynamic_batch)
         self.train_model = model
 
-    # ------------------------------------------------------------------ losses (SPEC 6)
-    @staticmethod
-    def check_flags(args):
-        """The plain Trainer trains Madry, TRADES (6.7, linf-pgd or l2-pgd) or MART (linf-pgd); LSE and CutMix
-        need weight averaging."""
-        p = args
-        if p.LSE or p.CutMix:
-            raise UserError('--LSE and --CutMix need weight averaging (the reference WATrainer): use --tau > 0.')
-        if p.beta is not None and p.mart and p.attack != 'linf-pgd':
-            raise UserError('MART supports --attack linf-pgd only.')
-        if p.beta is not None and not p.mart and p.attack not in ('linf-pgd', 'l2-pgd'):
-            raise UserError('TRADES training supports --attack linf-pgd or l2-pgd.')
+    # ------------------------------------------------------------------ losses
+    WEIGHT_AVERAGING = False  # which trainer this is, for the objectives registry (core/objectives.py)
+
+    @classmethod
+    def check_flags(cls, args):
+        """A UserError if the flags ask for an objective this trainer cannot train (`core.objectives.resolve`):
+        the plain Trainer trains Madry, plain TRADES (linf-pgd or l2-pgd) or MART (linf-pgd); LSE and CutMix need
+        weight averaging."""
+        resolve(args, cls.WEIGHT_AVERAGING)
 
     def loss(self, x, y):
-        """Dispatch (SPEC 6): MART if --mart, else TRADES if --beta is set, else Madry."""
-        p, model = self.params, self.train_model
-        if p.beta is not None and p.mart:
-            return mart_loss(model, x, y, step_size=p.attack_step, epsilon=p.attack_eps,
-                             perturb_steps=p.attack_iter, beta=p.beta, attack=p.attack)
-        if p.beta is not None:
-            return trades_loss_plain(model, x, y, step_size=p.attack_step, epsilon=p.attack_eps,
-                                     perturb_steps=p.attack_iter, beta=p.beta, attack=p.attack)
-        return self.adversarial_loss(x, y)
+        """The batch loss of the objective resolved at construction (MART > TRADES > Madry here)."""
+        return self.objective.loss(self, x, y)
 
     def adversarial_loss(self, x, y):
-        """Madry PGD-AT (SPEC 6.3): attack in eval mode, then mean CE on x_adv (and x with --keep-clean)."""
+        """Madry PGD-AT: attack in eval mode, then mean CE on x_adv (and x with --keep-clean)."""
         with ctx_noparamgrad_and_eval(self.model):
             x_adv, _ = self.attack.perturb(x, y)
         if self.params.keep_clean:
@@ -238,7 +205,7 @@ class Trainer:
         return loss, metrics
 
     def standard_loss(self, x, y):
-        """Mean CE on clean images (SPEC 6.2; not used by train-wa.py)."""
+        """Mean CE on clean images (not used by train-wa.py)."""
         out = self.train_model(x)
         loss = self.criterion(out, y)
         return loss, {'loss': loss.detach(), 'clean_acc': batch_accuracy(y, out.detach())}
@@ -253,7 +220,7 @@ class Trainer:
 
     def global_step(self, epoch, update_iter):
         """Optimizer steps taken after `update_iter` steps of epoch `epoch` (WATrainer: the reference's formula)."""
-        return (epoch - 1) * getattr(self, 'update_steps', 0) + update_iter
+        return (epoch - 1) * self.update_steps + update_iter
 
     def before_step(self, epoch, update_iter):
         """Hook run before each batch (WATrainer: the BatchNorm momentum trick)."""
@@ -273,7 +240,7 @@ class Trainer:
                     dynamic_ncols=True, mininterval=0.1 if sys.stderr.isatty() else 30.0, file=sys.stderr)
 
     def train(self, dataloader, epoch=0, adversarial=True, on_step=None):
-        """Train one epoch; returns the unweighted mean over batches of each batch metric (SPEC 6.9).
+        """Train one epoch; returns the unweighted mean over batches of each batch metric (as the reference logs).
 
         `on_step(step, metrics)`, if given (train-wa.py --tensorboard), is called after every optimizer step with
         step = (epoch - 1) * len(dataloader) + batch (1-based) and the batch's metrics plus the `lr` it used.
@@ -343,7 +310,7 @@ class Trainer:
     def evaluate(self, dataloader, adversarial=False, sharded=False):
         """Accuracy of `eval_model()` in eval mode on `dataloader`, clean or under `self.eval_attack`.
 
-        Returns (mean of per-batch accuracies, the reference's logged figure (SPEC quirk 7);
+        Returns (mean of per-batch accuracies, the reference's logged figure;
                  correct / total, the exact accuracy).
         Under DDP the batches are split round-robin over the processes and the sums reduced, so both figures
         equal the single-process ones (up to the attack's random start); `sharded=True` says the loader already
@@ -373,7 +340,7 @@ class Trainer:
         return acc_sum / max(1, n_batches), correct / max(1, total)
 
     def eval(self, dataloader, adversarial=False):
-        """Mean of per-batch accuracies, the reference's `eval` (SPEC quirk 7)."""
+        """Mean of per-batch accuracies, the reference's `eval` (not correct / total)."""
         return self.evaluate(dataloader, adversarial)[0]
 
     # ------------------------------------------------------------------ checkpoints

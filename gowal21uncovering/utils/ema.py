@@ -1,17 +1,17 @@
-"""Weight averaging (EMA of parameters) of the WA trainer (SPEC 7).
+"""Weight averaging (EMA of parameters) of the WA trainer (Gowal et al., 2020).
 
 Paper: Gowal et al., "Uncovering the Limits of Adversarial Training against Norm-Bounded Adversarial
 Examples", 2020 (weight averaging with a warm-up and a dynamic decay).
 
 Policy: parameters are averaged in place in float32; buffers are NOT averaged. The BatchNorm running
 statistics of the averaged model are COPIED from the training model at the end of each epoch
-(`update_bn`); the reference aliased them (quirk 12 #8), which gave the same numbers where they are read.
+(`update_bn`); the reference aliased them, which gave the same numbers where they are read.
 """
-import math
 
 import torch
 import torch.nn as nn
 
+from core.utils.train import update_steps  # noqa: F401 (the reference had it here)
 from core.utils.utils import set_bn_momentum
 
 __all__ = ['ema_decay', 'ema_update', 'update_bn', 'update_steps', 'warmup_steps', 'bn_momentum_trick', 'EMA']
@@ -57,7 +57,7 @@ def _batchnorms(model):
 
 @torch.no_grad()
 def update_bn(wa_model, model):
-    """Put both models in eval mode and copy BatchNorm running stats of `model` into `wa_model` (SPEC 7).
+    """Put both models in eval mode and copy BatchNorm running stats of `model` into `wa_model`.
 
     running_mean, running_var and num_batches_tracked are copied with `.copy_()` (never aliased), pairing
     the BatchNorm layers of the two models in module order.
@@ -77,21 +77,13 @@ def update_bn(wa_model, model):
             dst.copy_(src)
 
 
-def update_steps(data, batch_size):
-    """The reference's steps per epoch: floor(N / batch_size) + 1, N = 50000 ('cifar' in data), 100000
-    ('tiny-imagenet' in data), else 73257 (SPEC 7 steps 5-6, quirk 15: not the real number of batches)."""
-    num_samples = 50000 if 'cifar' in data else 73257
-    num_samples = 100000 if 'tiny-imagenet' in data else num_samples
-    return int(math.floor(num_samples / batch_size) + 1)
-
-
 def warmup_steps(num_adv_epochs, update_steps):
     """EMA warm-up length 0.025 * E * update_steps, a float (e.g. 400 epochs, 98 steps -> 980.0)."""
     return 0.025 * num_adv_epochs * update_steps
 
 
 def bn_momentum_trick(model, step):
-    """Before optimiser step `step` (0-based): momentum 1.0 on every BN at step 0, 0.01 at step 1 (SPEC 7, #20).
+    """Before optimiser step `step` (0-based): momentum 1.0 on every BN at step 0, 0.01 at step 1.
 
     At step 0 the first running-stat update then copies the batch statistics ("as in Haiku").
     """

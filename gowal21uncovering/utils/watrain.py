@@ -1,4 +1,4 @@
-"""Adversarial training with weight averaging: the trainer of train-wa.py (SPEC 5.7, 6, 7, 8).
+"""Adversarial training with weight averaging: the trainer of train-wa.py.
 
 Paper: Gowal et al., "Uncovering the Limits of Adversarial Training against Norm-Bounded Adversarial
 Examples", 2020 (weight averaging, the BatchNorm momentum trick, CutMix), as used by SCORE (Pang et al.,
@@ -7,20 +7,17 @@ ICML 2022). Evaluation always runs on the averaged model in eval mode.
 import copy
 
 from core.attacks import create_wa_eval_attack
-from core.errors import UserError
 from core.utils.checkpoint import load_state_dict
-from core.utils.mart import mart_loss
 from core.utils.train import Trainer
 from core.utils.utils import seed
 from gowal21uncovering.utils.cutmix import cutmix_expand
 from gowal21uncovering.utils.ema import bn_momentum_trick, ema_update, update_bn, update_steps, warmup_steps
-from gowal21uncovering.utils.trades import trades_loss, trades_loss_LSE
 
 __all__ = ['WATrainer']
 
 
 class WATrainer(Trainer):
-    """Trainer with an exponential moving average of the weights (`wa_model`), SPEC 7.
+    """Trainer with an exponential moving average of the weights (`wa_model`).
 
     Construction: `Trainer.__init__` (seed, model, optimizer with two parameter groups, pretrained weights,
     attacks), seed again, `wa_model` = deep copy of the model (so `--pretrained-file` initialises both),
@@ -35,6 +32,8 @@ class WATrainer(Trainer):
     Args: as `Trainer`.
     """
 
+    WEIGHT_AVERAGING = True  # objectives: MART > SCORE-LSE > TRADES-KL > Madry, CutMix with TRADES-KL / SCORE-LSE
+
     def __init__(self, info, args, runtime=None):
         super().__init__(info, args, runtime)
         seed(args.seed)
@@ -45,37 +44,12 @@ class WATrainer(Trainer):
         self.warmup_steps = warmup_steps(args.num_adv_epochs, self.update_steps)
 
     def param_groups(self):
-        """Two groups by parameter name (SPEC 8, quirk 18): names without `batchnorm` get --weight-decay,
+        """Two groups by parameter name, as the reference: names without `batchnorm` get --weight-decay,
         names with it get 0 (only the Swish families name their BatchNorms so)."""
         decay, no_decay = [], []
         for name, p in self.model.named_parameters():
             (no_decay if 'batchnorm' in name else decay).append(p)
         return [{'params': decay}, {'params': no_decay, 'weight_decay': .0}]
-
-    @staticmethod
-    def check_flags(args):
-        """TRADES / LSE support linf-pgd and l2-pgd; MART linf-pgd; CutMix needs TRADES or LSE (soft labels)."""
-        p = args
-        if p.CutMix and (p.beta is None or p.mart):
-            raise UserError('--CutMix needs soft labels, which only TRADES and --LSE take: add --beta, drop --mart.')
-        if p.beta is not None and p.mart and p.attack != 'linf-pgd':
-            raise UserError('MART supports --attack linf-pgd only.')
-        if p.beta is not None and not p.mart and p.attack not in ('linf-pgd', 'l2-pgd'):
-            raise UserError('TRADES / LSE training supports --attack linf-pgd or l2-pgd.')
-
-    def loss(self, x, y):
-        """Dispatch (SPEC 6): MART if --mart, else SCORE-LSE if --LSE, else TRADES-KL if --beta, else Madry."""
-        p, model = self.params, self.train_model
-        common = dict(step_size=p.attack_step, epsilon=p.attack_eps, perturb_steps=p.attack_iter, beta=p.beta,
-                      attack=p.attack)
-        if p.beta is not None and p.mart:
-            return mart_loss(model, x, y, **common)
-        if p.beta is not None and p.LSE:
-            return trades_loss_LSE(model, x, y, label_smoothing=p.ls, clip_value=p.clip_value,
-                                   use_cutmix=p.CutMix, num_classes=self.num_classes, **common)
-        if p.beta is not None:
-            return trades_loss(model, x, y, label_smoothing=p.ls, use_cutmix=p.CutMix, **common)
-        return self.adversarial_loss(x, y)
 
     def prepare_batch(self, x, y, train=False):
         """CutMix x4 on the CPU batch when --CutMix (training batches only), then to the device."""
@@ -97,7 +71,7 @@ class WATrainer(Trainer):
         return self.wa_model
 
     def weights(self):
-        """{'model_state_dict': averaged weights, 'unaveraged_model_state_dict': trained weights} (SPEC 7)."""
+        """{'model_state_dict': averaged weights, 'unaveraged_model_state_dict': trained weights}."""
         return {'model_state_dict': self.wa_model.state_dict(),
                 'unaveraged_model_state_dict': self.model.state_dict()}
 

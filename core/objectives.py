@@ -1,0 +1,121 @@
+"""The training objectives, one registry: which loss a run trains and the flag rules each one has.
+
+`resolve(args, weight_averaging)` picks the objective once, at start-up, from the flags as the reference's
+trainers dispatch (MART if --mart, else SCORE-LSE if --LSE, else TRADES if --beta, else Madry; without weight
+averaging, --tau 0, TRADES is the plain trainer's variant and SCORE-LSE does not exist) and raises a UserError for
+a combination the objective does not support. The trainer then calls `objective.loss(trainer, x, y)` per batch.
+
+| name         | inner maximisation -> outer loss (composite)                  | --tau  | CutMix | --attack         |
+|--------------|---------------------------------------------------------------|--------|--------|------------------|
+| madry        | trainer's attack -> mean CE (`Trainer.adversarial_loss`)      | any    | no     | any              |
+| trades-plain | `TradesPlainInnerMax` -> CE + beta KL (`trades_loss_plain`)   | 0      | no     | linf-pgd, l2-pgd |
+| trades-kl    | `TradesInnerMax` (KL) -> `trades_kl_loss` (`trades_loss`)     | > 0    | yes    | linf-pgd, l2-pgd |
+| score-lse    | `TradesInnerMax` (LSE) -> `score_lse_loss` (`trades_loss_LSE`) | > 0    | yes    | linf-pgd, l2-pgd |
+| mart         | `MartInnerMax` -> `mart_outer_loss` (`mart_loss`)             | any    | no     | linf-pgd         |
+
+The without_DDPM objectives (core/without_ddpm.py) have their own script and are not listed here.
+"""
+from dataclasses import dataclass
+from typing import Callable, Optional, Tuple
+
+from core.errors import UserError
+from core.utils.mart import mart_loss
+from core.utils.trades import trades_loss, trades_loss_LSE, trades_loss_plain
+
+__all__ = ['Objective', 'OBJECTIVES', 'select', 'resolve', 'check_beta']
+
+
+@dataclass(frozen=True)
+class Objective:
+    """One training objective.
+
+    Attributes:
+        name: registry key. needs_beta: trains only with --beta. needs_weight_averaging: True = only with
+        --tau > 0, False = only with --tau 0, None = either. allows_cutmix: takes CutMix's soft labels.
+        attacks: the --attack values it supports (None = any). attack_error: the UserError message otherwise.
+        loss: `loss(trainer, x, y) -> (loss, metrics)`, on `trainer.train_model` with `trainer.params`.
+    """
+    name: str
+    needs_beta: bool
+    needs_weight_averaging: Optional[bool]
+    allows_cutmix: bool
+    attacks: Optional[Tuple[str, ...]]
+    attack_error: str
+    loss: Callable
+
+
+def _attack_kwargs(p):
+    return dict(step_size=p.attack_step, epsilon=p.attack_eps, perturb_steps=p.attack_iter, beta=p.beta,
+                attack=p.attack)
+
+
+def _madry(trainer, x, y):
+    return trainer.adversarial_loss(x, y)
+
+
+def _trades_plain(trainer, x, y):
+    return trades_loss_plain(trainer.train_model, x, y, **_attack_kwargs(trainer.params))
+
+
+def _trades_kl(trainer, x, y):
+    p = trainer.params
+    return trades_loss(trainer.train_model, x, y, label_smoothing=p.ls, use_cutmix=p.CutMix, **_attack_kwargs(p))
+
+
+def _score_lse(trainer, x, y):
+    p = trainer.params
+    return trades_loss_LSE(trainer.train_model, x, y, label_smoothing=p.ls, clip_value=p.clip_value,
+                           use_cutmix=p.CutMix, num_classes=trainer.num_classes, **_attack_kwargs(p))
+
+
+def _mart(trainer, x, y):
+    return mart_loss(trainer.train_model, x, y, **_attack_kwargs(trainer.params))
+
+
+_TRADES_ATTACKS = ('linf-pgd', 'l2-pgd')
+OBJECTIVES = {o.name: o for o in (
+    Objective('madry', False, None, False, None, '', _madry),
+    Objective('trades-plain', True, False, False, _TRADES_ATTACKS,
+              'TRADES training supports --attack linf-pgd or l2-pgd.', _trades_plain),
+    Objective('trades-kl', True, True, True, _TRADES_ATTACKS,
+              'TRADES / LSE training supports --attack linf-pgd or l2-pgd.', _trades_kl),
+    Objective('score-lse', True, True, True, _TRADES_ATTACKS,
+              'TRADES / LSE training supports --attack linf-pgd or l2-pgd.', _score_lse),
+    Objective('mart', True, None, False, ('linf-pgd',), 'MART supports --attack linf-pgd only.', _mart),
+)}
+
+
+def select(args, weight_averaging):
+    """The objective's name from the flags: MART > SCORE-LSE (weight averaging only) > TRADES > Madry."""
+    if args.beta is None:
+        return 'madry'
+    if args.mart:
+        return 'mart'
+    if not weight_averaging:
+        return 'trades-plain'
+    return 'score-lse' if args.LSE else 'trades-kl'
+
+
+def check_beta(args):
+    """--LSE and --mart need --beta (without it the reference silently trains Madry PGD-AT)."""
+    if (args.LSE or args.mart) and args.beta is None:
+        flag = '--LSE' if args.LSE else '--mart'
+        raise UserError(f'{flag} needs --beta (without it the reference silently trains Madry PGD-AT); '
+                        f'e.g. {flag} --beta 4.0, or drop {flag}.')
+
+
+def resolve(args, weight_averaging):
+    """The Objective the flags train, or a UserError naming the unsupported combination (one per run, at start-up).
+
+    Args:
+        args: the parsed train-wa.py / train.py flags (beta, mart, LSE, CutMix, attack).
+        weight_averaging: whether the run averages weights (--tau > 0, the WATrainer).
+    """
+    if not weight_averaging and (args.LSE or args.CutMix):
+        raise UserError('--LSE and --CutMix need weight averaging (the reference WATrainer): use --tau > 0.')
+    objective = OBJECTIVES[select(args, weight_averaging)]
+    if args.CutMix and not objective.allows_cutmix:
+        raise UserError('--CutMix needs soft labels, which only TRADES and --LSE take: add --beta, drop --mart.')
+    if objective.attacks is not None and args.attack not in objective.attacks:
+        raise UserError(objective.attack_error)
+    return objective
