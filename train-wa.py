@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Adversarial training with weight averaging: TRADES-KL, SCORE-LSE, Madry PGD-AT or MART (SPEC 2, 6-9).
+"""Adversarial training with weight averaging: TRADES-KL, SCORE-LSE, Madry PGD-AT or MART.
 
 The two training commands of the original README (CIFAR-10 with 1M DDPM images, WRN-28-10-Swish):
 
@@ -302,7 +302,7 @@ def main():
     validate(args)
     if args.tensorboard:
         require_tensorboard()  # the optional package, checked before anything is written
-    NUM_ADV_EPOCHS = 1 if args.debug else args.num_adv_epochs  # schedules stay sized for --num-adv-epochs (#16)
+    NUM_ADV_EPOCHS = 1 if args.debug else args.num_adv_epochs  # schedules: --num-adv-epochs (differences.md 16)
     DATA_DIR = os.path.join(args.data_dir, args.data)
     LOG_DIR = os.path.join(args.log_dir, args.desc)
 
@@ -371,7 +371,7 @@ def main():
             logger.log('\nNo epoch of this run was saved: starting it from epoch 1.')
         logger.log('\n\n')
         test_acc = trainer.eval(test_dataloader)
-        logger.log('Standard Accuracy-\tTest: {:2f}%.'.format(test_acc * 100))  # sic: {:2f} (quirk 30)
+        logger.log('Standard Accuracy-\tTest: {:2f}%.'.format(test_acc * 100))  # sic: {:2f} (differences.md 30)
         logger.log('RST Adversarial training for {} epochs'.format(NUM_ADV_EPOCHS))
         trainer.init_optimizer(args.num_adv_epochs)
 

@@ -1,4 +1,4 @@
-"""CutMix (SPEC 6.8): numpy RNG order, the pasted box, label weights equal to the box area, x4 expansion."""
+"""CutMix: numpy RNG order, the pasted box, label weights equal to the box area, x4 expansion."""
 import numpy as np
 import pytest
 import torch
@@ -17,7 +17,7 @@ def _batch():
 
 
 def _hand_box(seed):
-    """SPEC 6.8 steps 1-6, written out: lambda, centre (row, col), box, lambda', permutation."""
+    """The reference's CutMix steps 1-6, written out: lambda, centre (row, col), box, lambda', permutation."""
     np.random.seed(seed)
     lam = np.random.beta(1.0, 1.0)
     r = np.sqrt(1 - lam)

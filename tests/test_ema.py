@@ -1,4 +1,4 @@
-"""Weight averaging (SPEC 7): the decay schedule, the in-place update, BN statistics copied (not aliased),
+"""Weight averaging: the decay schedule, the in-place update, BN statistics copied (not aliased),
 the step counting and the first-step BN-momentum trick."""
 import copy
 
@@ -94,7 +94,7 @@ def test_update_bn_rejects_mismatched_models():
 
 def test_update_steps_and_warmup():
     assert update_steps('cifar10s', 512) == 50000 // 512 + 1 == 98
-    assert update_steps('cifar100', 500) == 101          # bs divides N: still floor + 1 (quirk 15)
+    assert update_steps('cifar100', 500) == 101          # bs divides N: still floor + 1 (docs/differences.md item 15)
     assert update_steps('svhns', 512) == 73257 // 512 + 1 == 144
     assert update_steps('tiny-imagenet', 512) == 100000 // 512 + 1 == 196
     assert warmup_steps(400, 98) == pytest.approx(980.0)

@@ -1,5 +1,5 @@
 """TRADES-KL, SCORE-LSE and MART: outer losses against hand-worked 2x3 numbers, inner-max invariants,
-and the forward / running-stat counts of SPEC 6.9."""
+and the forward / running-stat update counts of the reference."""
 import math
 
 import pytest
@@ -230,7 +230,7 @@ def test_mart_inner_max_eval_mode_and_ball():
 
 
 # ------------------------------------------------------------------------------------------------------
-# Forward-pass and running-stat update counts (SPEC 6.9)
+# Forward-pass and running-stat update counts of the reference
 # ------------------------------------------------------------------------------------------------------
 
 class Recorder:
@@ -286,7 +286,7 @@ def test_cutmix_soft_labels_take_the_place_of_the_target(fn):
 
 
 def test_first_step_momentum_trick_leaves_adversarial_batch_stats():
-    # SPEC 7: at s = 0 the BN momentum is 1.0; the natural forward sets the running stats, the adversarial
+    # BN momentum trick: at s = 0 the BN momentum is 1.0; the natural forward sets the running stats, the adversarial
     # forward overwrites them, so they end as the adversarial batch's statistics (unbiased variance).
     model, (x, y) = tiny_net(), batch()
     model.train()
@@ -308,7 +308,7 @@ def test_track_bn_stats_helper():
 
 
 # ------------------------------------------------------------------------------------------------------
-# RNG stream and the reference's backward-and-zero idiom (SPEC 6.4, quirk 2)
+# RNG stream and the reference's backward-and-zero idiom (docs/differences.md item 2)
 # ------------------------------------------------------------------------------------------------------
 
 def test_initial_noise_comes_from_the_cpu_generator():
@@ -328,7 +328,7 @@ def test_initial_noise_comes_from_the_cpu_generator():
 
 
 def _spec_trades(model, x, y, eps, step, iters, beta, attack, lse, ls=0.1):
-    """SPEC 6.4 / 6.5 written out with the reference's idiom: loss.backward() into the parameters too, an SGD
+    """TRADES-KL / SCORE-LSE written out with the reference's idiom: loss.backward() into the parameters too, an SGD
     optimizer over delta, then zero_grad before the outer loss."""
     div = ((lambda p, z: torch.sum((torch.softmax(z, 1) - p) ** 2)) if lse
            else (lambda p, z: nn.KLDivLoss(reduction='batchmean')(torch.log_softmax(z, 1), p)))
@@ -422,7 +422,7 @@ def test_z_nat_first_is_bit_identical_to_the_reference_order(divergence, attack,
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Plain-Trainer TRADES with --attack l2-pgd (SPEC 6.7), one step worked out by hand on a linear model
+# Plain-Trainer TRADES with --attack l2-pgd, one step worked out by hand on a linear model
 # ----------------------------------------------------------------------------------------------------------------
 
 def test_plain_trades_l2_one_step_by_hand():

@@ -1,13 +1,13 @@
-"""train-wa.py end to end on a tiny WRN-Swish and synthetic 32x32 data made in tmp_path (SPEC 2, 7-9).
+"""train-wa.py end to end on a tiny WRN-Swish and synthetic 32x32 data made in tmp_path.
 
 What is checked, against facts written down by hand (not against the code's own output):
 - a 2-epoch run writes the reference's files: args.txt keys in the parser's order then `tau`, the CSV
-  columns of SPEC 9.1 step 10, checkpoints with exactly the two keys and `module.0.` names, the log lines;
+  columns of the reference's stats_adv.csv, checkpoints with exactly the two keys and `module.0.` names, the log lines;
 - an existing run folder is refused with exit code 2 and left byte-for-byte untouched;
 - a run stopped after epoch 1 and resumed ends with weights equal (torch.equal) to the uninterrupted run;
 - --debug trains 1 epoch with the schedule of --num-adv-epochs (OneCycleLR value written out by hand);
 - --LSE without --beta exits with 2; --tau 0 trains with the plain Trainer; --amp bf16 runs on CPU;
-- the two SGD parameter groups split by the substring `batchnorm` (SPEC 8);
+- the two SGD parameter groups split by the substring `batchnorm` (docs/differences.md item 18);
 - a 2-process gloo DDP run via torchrun (slow, ddp).
 """
 import csv
@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import torch
 from script_runner import run_script
+from synthetic import random_images, write_cifar10
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, 'train-wa.py')
@@ -41,13 +42,8 @@ CSV_COLUMNS = ['train_loss', 'train_clean_acc', 'train_adversarial_acc', 'epoch'
 def data_dir(tmp_path_factory):
     """./data/cifar10/{train,test}.npz (80 and 32 random images) and a 64-image generated-data file."""
     root = tmp_path_factory.mktemp('data')
-    rng = np.random.RandomState(0)
-    os.makedirs(root / 'cifar10')
-    for split, n in (('train', 80), ('test', 32)):
-        np.savez(root / 'cifar10' / f'{split}.npz', image=rng.randint(0, 256, (n, 32, 32, 3)).astype(np.uint8),
-                 label=rng.randint(0, 10, n).astype(np.int64))
-    np.savez(root / 'aux.npz', image=rng.randint(0, 256, (64, 32, 32, 3)).astype(np.uint8),
-             label=rng.randint(0, 10, 64).astype(np.int64))
+    image, label = random_images(write_cifar10(root, 80, 32), 64)
+    np.savez(root / 'aux.npz', image=image, label=label)
     return root
 
 
@@ -211,7 +207,7 @@ def test_parameter_groups_split_by_batchnorm():
     assert decay['weight_decay'] == 5e-4 and no_decay['weight_decay'] == 0.0
     assert all('batchnorm' not in names[id(p)] for p in decay['params'])
     assert {names[id(p)] for p in no_decay['params']} == {n for n in names.values() if 'batchnorm' in n}
-    assert 'module.0.logits.bias' in {names[id(p)] for p in decay['params']}  # linear biases are decayed (#18)
+    assert 'module.0.logits.bias' in {names[id(p)] for p in decay['params']}  # biases decayed (differences.md 18)
     # cosinew, E = 4: epoch 1 uses step 0, inside the decay phase (phase 1 ends at 0.025 * 4 - 1 < 0)
     pct = (0 - (0.025 * 4 - 1)) / ((4 - 1) - (0.025 * 4 - 1))
     low = 0.4 / 25 / 1e4

@@ -6,10 +6,10 @@ import importlib.util
 import json
 import os
 
-import numpy as np
 import pytest
 import torch
 from script_runner import run_script
+from synthetic import write_cifar10
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, 'train.py')
@@ -33,11 +33,7 @@ def test_ignored_flags_are_detected():
 @pytest.fixture(scope='module')
 def data_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp('data')
-    rng = np.random.RandomState(0)
-    os.makedirs(root / 'cifar10')
-    for split, n in (('train', 32), ('test', 16)):
-        np.savez(root / 'cifar10' / f'{split}.npz', image=rng.randint(0, 256, (n, 32, 32, 3)).astype(np.uint8),
-                 label=rng.randint(0, 10, n).astype(np.int64))
+    write_cifar10(root, 32, 16)
     return root
 
 

@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from script_runner import run_script
+from synthetic import write_cifar10
 
 from core.attacks.divergence import CEPGD, DivergencePGD, TradesDivergencePGD, cw_margin_loss
 from core.divergences import clip_bound, distance, pgd_loss, smooth_targets, trades_loss
@@ -474,11 +475,7 @@ def test_first_steps_match_the_original_sequence(attack, div, r, lr):
 @pytest.fixture(scope='module')
 def data_root(tmp_path_factory):
     root = tmp_path_factory.mktemp('cifar-data')
-    rng = np.random.RandomState(0)
-    os.makedirs(root / 'cifar10')
-    for split, n in (('train', 8), ('test', 4)):
-        np.savez(root / 'cifar10' / f'{split}.npz', image=rng.randint(0, 256, (n, 32, 32, 3)).astype(np.uint8),
-                 label=rng.randint(0, 10, n).astype(np.int64))
+    write_cifar10(root, 8, 4)
     return root
 
 

@@ -1,4 +1,4 @@
-"""CutMix with soft labels and the x4 batch expansion of the WA trainer (SPEC 6.8).
+"""CutMix with soft labels and the x4 batch expansion of the WA trainer (the reference's CutMix; docs/differences.md lists what it keeps).
 
 Paper: Yun et al., "CutMix: Regularization Strategy to Train Strong Classifiers with Localizable Features",
 ICCV 2019; used for adversarial training by Gowal et al. / Rebuffi et al. (2021).
