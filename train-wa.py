@@ -61,7 +61,7 @@ def main():
     note = dataparallel_note(runtime, torch.cuda.device_count() if runtime.device.type == 'cuda' else 0)
     if note:
         print(note)
-    check_run_dir(LOG_DIR, args, resumable_without_state=('args.txt',))  # also a run killed before its 1st state
+    check_run_dir(LOG_DIR, args, resumable_without_state=('args.txt',))  # args.txt only: killed before epoch 1 ended
     state = load_resume_state(LOG_DIR, args, NUM_ADV_EPOCHS) if args.resume else None
     barrier(runtime)  # every process has checked before rank 0 writes anything
     if runtime.distributed and args.batch_size % runtime.world_size:
