@@ -23,7 +23,8 @@ starts are drawn from the CUDA generator (the samples from the CPU one), as in t
 
 This file states the algorithm with plain autograd (`--plain-autograd` runs exactly that). By default the network's
 forward/backward in `predict` and the attacks' input gradient in `input_grad` come from core/toy_fast.py instead:
-the same quantities computed by hand in cache-sized blocks, faster on the CPU (bench/toy.py times both).
+the same quantities computed by hand in cache-sized blocks, faster on the CPU (bench/toy.py times both). The
+command line, the printout and the output files are in core/toy.py.
 """
 import os
 
