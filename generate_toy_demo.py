@@ -63,16 +63,9 @@ SEED = 2
 # ----------------------------------------------------------------------------------------------------------------
 
 def ground_truth(x):
-    """The Bayes posterior P(Y|X) of the two-Gaussian problem (the reference's `Softmax`).
-
-    l_c = -(x - mu_c)^2 / (2 sigma_c^2) - log sigma_c + log n_c, c = 0, 1, with the reference's counts
-    n0 = 50000, n1 = 10000 as priors (whatever --samples is); softmax over [l_0, l_1].
-
-    Arguments:
-        x (Tensor): (N, 1) points.
-    Returns:
-        (N, 2) probabilities; differentiable in x.
-    """
+    """The Bayes posterior P(Y|X) (the reference's `Softmax`): (N, 1) points -> (N, 2) probabilities,
+    differentiable in x. softmax over l_c = -(x - mu_c)^2 / (2 sigma_c^2) - log sigma_c + log n_c, c = 0, 1, with
+    the reference's counts n0 = 50000, n1 = 10000 as priors (whatever --samples is)."""
     l0 = -(x - MU0) ** 2 / (2 * SIGMA0 ** 2) - np.log(SIGMA0) + np.log(N0)
     l1 = -(x - MU1) ** 2 / (2 * SIGMA1 ** 2) - np.log(SIGMA1) + np.log(N1)
     return softmax2(torch.cat([l0.t(), l1.t()]).t())      # (N, 2) logits stored class-major, as softmax2 wants
@@ -110,17 +103,11 @@ def build_model(hidden=HIDDEN):
 
 
 def divergence_per_sample(o, t, div, dim=1):
-    """Per-row divergence between two probability rows (before the batch reduction of `distance`).
+    """(N,) divergences between (N, K) probability rows o (model) and t (target), before `distance`'s batch mean.
 
     KL: sum_k t (log t - log o) (= KL(t || o)); JSsqrt: the per-row JS divergence 0.5 (KL(o||M) + KL(t||M)),
     M = (o + t) / 2, without the sqrt; LSE: sum_k (o - t)^2; L2: ||o - t||_2; L1: ||o - t||_1; Linf: max_k |o - t|.
-
-    Arguments:
-        o, t (Tensor): (N, K) probability rows, or (K, N) columns with dim=0 (the same numbers; the attacks use
-            it because autograd then keeps the class-major layout of `softmax2` and needs no transposing copies).
-        dim (int): the class axis, default 1.
-    Returns:
-        (N,) tensor.
+    dim=0 takes (K, N) columns (the same numbers; the fast path's attacks keep `softmax2`'s class-major layout).
     """
     if div == 'KL':
         return F.kl_div(torch.log(o), t, reduction='none').sum(dim)
@@ -139,17 +126,8 @@ def divergence_per_sample(o, t, div, dim=1):
 
 
 def distance(o, t, div):
-    """The reference's `distance(o, t, div)`: the batch mean of `divergence_per_sample`.
-
-    Exception, kept from the reference: JSsqrt is the sqrt of the batch-mean JS divergence, not the mean of the
-    per-row sqrt-JS.
-
-    Arguments:
-        o, t (Tensor): (N, K) probability rows (o: the model, t: the target).
-        div (str): one of DIVERGENCES.
-    Returns:
-        a scalar tensor.
-    """
+    """The reference's `distance(o, t, div)`: the batch mean of `divergence_per_sample`, a scalar tensor. Kept
+    from the reference: JSsqrt is the sqrt of the batch-mean JS divergence, not the mean of the per-row sqrt-JS."""
     d = divergence_per_sample(o, t, div).mean()
     return torch.sqrt(d) if div == 'JSsqrt' else d
 
@@ -192,25 +170,13 @@ def input_grad(model, x, target, div, chunk=None, plain=False):
 
 
 def pgd(model, x, target, div, eps=EPS, alpha=ALPHA, steps=ATTACK_ITERS, chunk=None, plain=False):
-    """Sign-gradient ascent on `distance`, the reference's attack loop.
+    """Sign-gradient ascent on distance(p(x + delta), target), the reference's attack loop; returns delta (N, 1).
 
     Threat model: L-inf ball of radius eps around each scalar x, no clamp on x + delta. delta starts at
     U(-eps, eps) (drawn on x's device, `uniform_` on a zeros tensor) and takes `steps` steps of
-    delta <- clamp(delta + alpha * sign(grad), -eps, eps).
-
-    The gradient is `input_grad`'s (plain autograd, or the fast path's per-row gradient of the same sign). Unlike
+    delta <- clamp(delta + alpha * sign(grad), -eps, eps), grad from `input_grad`. model: `build_model()`'s, or
+    None to attack the ground truth itself (the C constant); target: (N, 2), or None for P(Y|x + delta). Unlike
     the reference, no parameter gradients are accumulated (numerically irrelevant: it cleared them).
-
-    Arguments:
-        model (nn.Sequential or None): `build_model()`; None attacks the ground truth itself (the C constant).
-        x (Tensor): (N, 1) clean points.
-        target (Tensor or None): (N, 2) constant target, or None for the ground truth P(Y|x + delta).
-        div (str): divergence to maximise.
-        eps (float): radius, default 1. alpha (float): step, default 0.1. steps (int): default 10.
-        chunk (int or None): rows per block of the fast path, None = all rows at once.
-        plain (bool): plain autograd instead of the fast path (which needs `build_model()`'s network).
-    Returns:
-        delta (Tensor): (N, 1), detached, |delta| <= eps.
     """
     delta = torch.zeros_like(x).uniform_(-eps, eps)
     with torch.no_grad():
