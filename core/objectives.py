@@ -178,14 +178,19 @@ def _trades_divergence_loss(model, x, x_adv, targets, args, bound):
                                    clip_clean=not args.not_clip_clean)[0]
 
 
+def _without_ddpm(name, loss, make_attack, norms=None, norm_error=''):
+    """An entry of train_cifar.py; the train-wa.py rules are neutral (it has no --beta, --tau, --CutMix)."""
+    return Objective(name, needs_beta=False, needs_weight_averaging=None, allows_cutmix=False, attacks=None,
+                     attack_error='', loss=loss, script=WITHOUT_DDPM_SCRIPT, norms=norms, norm_error=norm_error,
+                     make_attack=make_attack)
+
+
 WITHOUT_DDPM_OBJECTIVES = {o.name: o for o in (
-    Objective('PGD', False, None, False, None, '', _divergence_loss, script=WITHOUT_DDPM_SCRIPT,
-              make_attack=_divergence_pgd),
-    Objective('TRADES', False, None, False, None, '', _trades_divergence_loss, script=WITHOUT_DDPM_SCRIPT,
-              norms=('linf',), norm_error='--attack TRADES has no L2 step (the original crashed): use --norm linf, '
-                                          'or --attack PGD.', make_attack=_trades_divergence_pgd),
-    Objective('Standard', False, None, False, None, '', _divergence_loss, script=WITHOUT_DDPM_SCRIPT,
-              make_attack=_no_attack),
+    _without_ddpm('PGD', _divergence_loss, _divergence_pgd),
+    _without_ddpm('TRADES', _trades_divergence_loss, _trades_divergence_pgd, norms=('linf',),
+                  norm_error='--attack TRADES has no L2 step (the original crashed): use --norm linf, '
+                             'or --attack PGD.'),
+    _without_ddpm('Standard', _divergence_loss, _no_attack),
 )}
 
 
