@@ -29,6 +29,7 @@ from core.autoattack import flags_to_str, make_autoattack, run_autoattack
 from core.data import get_data_info, load_data
 from core.errors import SEED_MAX, UserError, check_number, exit_on_user_error
 from core.models import create_model
+from core.utils.atomic import write_atomic
 from core.utils.checkpoint import load_checkpoint, load_state_dict
 from core.utils.distributed import DEVICES, Runtime, barrier, cleanup, setup
 from core.utils.export import is_safetensors, read_safetensors
@@ -124,14 +125,6 @@ def sha256_of(path, chunk=1 << 22):
         for block in iter(lambda: f.read(chunk), b''):
             digest.update(block)
     return digest.hexdigest()
-
-
-def write_json_atomic(path, obj):
-    tmp = f'{path}.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(obj, f, indent=2)
-        f.write('\n')
-    os.replace(tmp, path)
 
 
 def collect(loader, limit):
@@ -276,7 +269,7 @@ def main(argv=None):
                             'robust': flags_to_str(result['robust_flags'])}
     json_path = os.path.join(run_dir, 'eval-aa.json')
     if primary:
-        write_json_atomic(json_path, summary)
+        write_atomic(json_path, lambda f: f.write((json.dumps(summary, indent=2) + '\n').encode()))
         if os.path.isfile(state_path):  # this evaluation's own scratch file, complete now
             os.remove(state_path)
     barrier(runtime)

@@ -17,13 +17,13 @@ import contextlib
 import inspect
 import json
 import logging
-import os
 import sys
 import time
 
 import torch
 from tqdm import tqdm
 
+from core.utils.atomic import write_atomic
 from core.utils.distributed import all_gather_object
 
 try:  # the official package first
@@ -184,13 +184,6 @@ def _read_state(path, n, names):
     return state
 
 
-def _write_json_atomic(path, obj):
-    tmp = f'{path}.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)
-
-
 def flags_to_str(flags):
     """Per-image bool flags -> '0110...' (the state file's and eval-aa.json's per-image encoding)."""
     return ''.join('1' if f else '0' for f in flags.tolist())
@@ -287,10 +280,11 @@ def run_autoattack(adversary, x, y, bs=250, state_path=None, chunk_batches=10, r
 
     def save():
         if state_path is not None and primary:
-            _write_json_atomic(state_path, {
+            text = json.dumps({
                 'format': STATE_FORMAT, 'n': n, 'attacks': names, 'clean': clean, 'robust': flags_to_str(robust),
                 'after': after, 'current': current,
                 'clean_flags': None if clean_flags is None else flags_to_str(clean_flags)})
+            write_atomic(state_path, lambda f: f.write(text.encode()))
 
     state = None
     if state_path is not None:

@@ -516,3 +516,33 @@ def test_progress_bar_counts_chunks_with_the_running_robust_accuracy(monkeypatch
     assert result['counts']['attacks']['apgd-ce'] == 5 and flags_to_str(result['robust_flags']) == '01010011'
     result = aa.run_autoattack(adversary, x, y, bs=3, chunk_batches=1, progress=False)
     assert 'apgd-ce:' not in capsys.readouterr().err
+
+
+def test_json_files_written_atomically_with_the_usual_permissions(tmp_path, capsys, monkeypatch):
+    """eval-aa.json and the AutoAttack state file: 0666 minus the umask (not mkstemp's 0600), no temporary file left,
+    eval-aa.json indented by 2 with a final newline, the state file one compact JSON line."""
+    import stat
+    monkeypatch.setattr(aa, '_AutoAttack', FakeOfficialAutoAttack)
+    monkeypatch.setattr(aa, 'BACKEND', 'autoattack')
+    data_root, log_root, desc, *_ = make_run(tmp_path, released_args())
+    umask = os.umask(0o027)
+    try:
+        code, _, err = run_cli(['--data-dir', data_root, '--log-dir', log_root, '--desc', desc, '--num-samples', '2'],
+                               capsys)
+        x = torch.zeros(4, 3, 2, 2)
+        state_path = tmp_path / 'state.json'
+        aa.run_autoattack(aa.make_autoattack(PixelModel(), 'Linf', 0.5, version='custom', seed=3), x,
+                          torch.zeros(4, dtype=torch.long), bs=2, state_path=str(state_path), progress=False)
+    finally:
+        os.umask(umask)
+    assert code == 0, err
+    path = tmp_path / 'logs' / desc / 'eval-aa.json'
+    text = path.read_text()
+    assert text == json.dumps(json.loads(text), indent=2) + '\n'
+    state = state_path.read_text()
+    assert state == json.dumps(json.loads(state)) and json.loads(state)['format'] == aa.STATE_FORMAT
+    for p in (path, state_path):
+        assert stat.S_IMODE(os.stat(p).st_mode) == 0o640
+    assert sorted(os.listdir(tmp_path / 'logs' / desc)) == ['args.txt', 'eval-aa.json', 'log-aa.log',
+                                                          'weights-best.pt']
+    assert not [f for f in os.listdir(tmp_path) if f.endswith('.tmp')]
