@@ -31,7 +31,7 @@ from core.errors import SEED_MAX, UserError, check_number, exit_on_user_error
 from core.models import create_model
 from core.utils.atomic import write_atomic
 from core.utils.checkpoint import load_checkpoint, load_state_dict
-from core.utils.distributed import DEVICES, Runtime, barrier, cleanup, setup
+from core.utils.distributed import barrier, cleanup, setup
 from core.utils.export import is_safetensors, read_safetensors
 from core.utils.parser import parser_eval
 from core.utils.utils import format_time, seed
@@ -96,29 +96,6 @@ def data_folder(data):
     return DATA_FOLDERS[data]
 
 
-def resolve_device(name):
-    if name == 'auto':
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f'unknown --device {name!r}; use auto, cpu, cuda or cuda:N.') from None
-    if device.type == 'cuda' and not torch.cuda.is_available():
-        raise UserError(f'--device {name}: CUDA is not available here; use --device cpu (or auto).')
-    return device
-
-
-def resolve_runtime(name):
-    """--device -> Runtime. One process: that device (cuda:N included). Under torchrun (WORLD_SIZE > 1): the
-    processes of core.utils.distributed.setup, each on its cuda:LOCAL_RANK (nccl) or on the CPU (gloo)."""
-    if int(os.environ.get('WORLD_SIZE', '1')) <= 1:
-        return Runtime(device=resolve_device(name))
-    if name not in DEVICES:
-        raise UserError(f'--device {name}: under torchrun every process takes its own GPU (cuda:LOCAL_RANK); use '
-                        f'--device {" or ".join(DEVICES)}.')
-    return setup(name)
-
-
 def sha256_of(path, chunk=1 << 22):
     digest = hashlib.sha256()
     with open(path, 'rb') as f:
@@ -159,7 +136,7 @@ def main(argv=None):
     check_number('--seed', args.seed, 0, SEED_MAX, example=1)
     check_number(f'attack_eps of {os.path.join(run_dir, "args.txt")}', args.attack_eps, 0, low_open=True,
                  example='8/255')
-    runtime = resolve_runtime(args.device)
+    runtime = setup(args.device)
     device, primary = runtime.device, runtime.is_primary
 
     log_path = os.path.join(run_dir, 'log-aa.log')

@@ -236,6 +236,19 @@ def test_explicit_flags_override_args_txt(tmp_path):
     assert args.data_dir == 'D' and args.seed == 1
 
 
+def test_device_has_the_choices_of_train_wa(capsys):
+    """One --device for every script: eval-aa.py refuses what train-wa.py refuses (exit 2 before anything runs)."""
+    from core.utils.parser import parser_eval, parser_train
+
+    def choices(parser):
+        return next(a.choices for a in parser._actions if a.dest == 'device')
+    assert tuple(choices(parser_eval())) == tuple(choices(parser_train())) == ('auto', 'cpu', 'cuda')
+    for bad in ('cuda:1', 'gpu'):
+        with pytest.raises(SystemExit) as e:
+            parser_eval().parse_args(['--device', bad])
+        assert e.value.code == 2 and f"invalid choice: '{bad}'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize('data, folder', [('cifar10s', 'cifar10'), ('cifar10', 'cifar10'), ('cifar100s', 'cifar100'),
                                           ('svhns', 'svhn'), ('tiny-imagenet', 'tiny-imagenet')])
 def test_data_folder(data, folder):

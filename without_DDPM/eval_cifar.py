@@ -22,7 +22,7 @@ from core.autoattack import VERSIONS, make_autoattack, require_autoattack, run_a
 from core.errors import UserError, exit_on_user_error  # noqa: E402
 from core.models.without_ddpm import ACTIVATIONS, MODELS, create_without_ddpm_model  # noqa: E402
 from core.utils.checkpoint import load_checkpoint, load_state_dict  # noqa: E402
-from core.utils.distributed import DEVICES, setup  # noqa: E402
+from core.utils.distributed import add_device_argument, setup  # noqa: E402
 from core.without_ddpm import DATASETS, DEFAULT_DATA_DIR, load_cifar, seed_all  # noqa: E402
 
 PGD_ITERS, PGD_STEP = 10, 2
@@ -46,7 +46,7 @@ def get_args(argv=None):
                        help="AutoAttack version ('none' skips AutoAttack).")
     extra.add_argument('--num-samples', default=None, type=int, help='Evaluate the first N test images only.')
     extra.add_argument('--checkpoint', default='model_best.pth', help='File in --out-dir to evaluate.')
-    extra.add_argument('--device', choices=DEVICES, default='auto')
+    add_device_argument(extra)
     extra.add_argument('--num-workers', type=int, default=2)
     extra.add_argument('--wrn-depth', type=int, default=34, help=argparse.SUPPRESS)  # testing aid: WRN-10-w
     return p.parse_args(argv)
