@@ -30,9 +30,8 @@ from core.data import get_data_info, load_data
 from core.errors import SEED_MAX, UserError, check_number, exit_on_user_error
 from core.models import create_model
 from core.utils.atomic import write_atomic
-from core.utils.checkpoint import load_checkpoint, load_state_dict
+from core.utils.checkpoint import load_state_dict, load_weights
 from core.utils.distributed import barrier, cleanup, setup
-from core.utils.export import is_safetensors, read_safetensors
 from core.utils.parser import parser_eval
 from core.utils.utils import format_time, seed
 
@@ -181,16 +180,7 @@ def main(argv=None):
     log(args.model)
     model = create_model(args.model, args.normalize, info, device)
     key = 'unaveraged_model_state_dict' if args.unaveraged else 'model_state_dict'
-    if is_safetensors(weights):  # an export of scripts/export.py: one model, no pickle
-        load_state_dict(model, read_safetensors(weights, key), source=weights)
-    else:
-        checkpoint = load_checkpoint(weights)
-        if not isinstance(checkpoint, dict) or key not in checkpoint:
-            found = ', '.join(map(str, checkpoint)) if isinstance(checkpoint, dict) else type(checkpoint).__name__
-            fix = ' (drop --unaveraged)' if args.unaveraged else ''
-            raise UserError(f'{weights}: no {key!r} in the checkpoint (found: {found}){fix}.')
-        load_state_dict(model, checkpoint[key])
-        del checkpoint
+    load_state_dict(model, load_weights(weights, key), source=weights)
     if args.unaveraged:
         log('Using the unaveraged model.')
     elif getattr(args, 'tau', None):

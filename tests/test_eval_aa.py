@@ -209,6 +209,14 @@ def test_pickled_code_is_refused(tmp_path, capsys):
     assert code == 2 and 'refused' in err and 'NotAStateDict' in err
 
 
+def test_unaveraged_weights_missing_exit_2(tmp_path, capsys):
+    """--unaveraged on a checkpoint without them (a run without weight averaging) names the file and the fix."""
+    sd = create_model('wrn-16-1-swish', False, get_data_info('cifar10'), 'cpu').state_dict()
+    data_root, log_root, desc, *_ = make_run(tmp_path, released_args(), checkpoint={'model_state_dict': sd})
+    code, _, err = run_cli(['--data-dir', data_root, '--log-dir', log_root, '--desc', desc, '--unaveraged'], capsys)
+    assert code == 2 and err.count('\n') == 1 and 'weights-best.pt' in err and 'drop --unaveraged' in err
+
+
 def test_architecture_mismatch_and_unknown_model_exit_2(tmp_path, capsys):
     data_root, log_root, desc, *_ = make_run(tmp_path, released_args())
     args_path = os.path.join(log_root, desc, 'args.txt')

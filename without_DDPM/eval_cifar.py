@@ -21,7 +21,7 @@ from core.attacks.divergence import CEPGD  # noqa: E402
 from core.autoattack import VERSIONS, make_autoattack, require_autoattack, run_autoattack  # noqa: E402
 from core.errors import UserError, exit_on_user_error  # noqa: E402
 from core.models.without_ddpm import ACTIVATIONS, MODELS, create_without_ddpm_model  # noqa: E402
-from core.utils.checkpoint import load_checkpoint, load_state_dict  # noqa: E402
+from core.utils.checkpoint import load_state_dict, load_weights  # noqa: E402
 from core.utils.distributed import add_device_argument, setup  # noqa: E402
 from core.without_ddpm import DATASETS, DEFAULT_DATA_DIR, load_cifar, seed_all  # noqa: E402
 
@@ -98,8 +98,7 @@ def main(argv=None):
         test_loader = torch.utils.data.DataLoader(subset, batch_size=args.batch_size, shuffle=False,
                                                   num_workers=args.num_workers)
     path = os.path.join(args.out_dir, args.checkpoint)
-    checkpoint = load_checkpoint(path)
-    state_dict = checkpoint['state_dict'] if isinstance(checkpoint, dict) and 'state_dict' in checkpoint else checkpoint
+    state_dict = load_weights(path, key='state_dict')  # {'state_dict': ...} of train_cifar.py, or a bare state dict
     model = create_without_ddpm_model(args.model, num_classes, args.activation, args.width_factor, device,
                                       depth=args.wrn_depth)
     load_state_dict(model, state_dict, source=path)
