@@ -7,7 +7,6 @@ import torch.nn as nn
 
 from core.errors import UserError
 from core.utils.mart import MartInnerMax, mart_loss
-from core.utils.utils import track_bn_stats
 from gowal21uncovering.utils.ema import bn_momentum_trick
 from gowal21uncovering.utils.trades import (
     TradesInnerMax,
@@ -173,14 +172,6 @@ def test_first_step_momentum_trick_leaves_adversarial_batch_stats():
     assert torch.allclose(model[1].running_var, last.var(dim=(0, 2, 3), unbiased=True), atol=1e-6)
 
 
-def test_track_bn_stats_helper():
-    model = tiny_net()
-    track_bn_stats(model, False)
-    assert not any(m.track_running_stats for m in model.modules() if isinstance(m, nn.BatchNorm2d))
-    track_bn_stats(model, True)
-    assert all(m.track_running_stats for m in model.modules() if isinstance(m, nn.BatchNorm2d))
-
-
 # ------------------------------------------------------------------------------------------------------
 # RNG stream and the reference's backward-and-zero idiom (docs/differences.md item 2)
 # ------------------------------------------------------------------------------------------------------
@@ -201,13 +192,21 @@ def test_initial_noise_comes_from_the_cpu_generator():
     assert torch.equal(x_adv, torch.clamp(x + 0.001 * torch.randn(x.shape), 0, 1))
 
 
+def _track_bn_stats(model, track_stats):
+    """The reference's `track_bn_stats`: switch `track_running_stats` of every BatchNorm (False: batch statistics,
+    nothing updated)."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.track_running_stats = track_stats
+
+
 def _spec_trades(model, x, y, eps, step, iters, beta, attack, lse, ls=0.1):
     """TRADES-KL / SCORE-LSE written out with the reference's idiom: loss.backward() into the parameters too, an SGD
     optimizer over delta, then zero_grad before the outer loss."""
     div = ((lambda p, z: torch.sum((torch.softmax(z, 1) - p) ** 2)) if lse
            else (lambda p, z: nn.KLDivLoss(reduction='batchmean')(torch.log_softmax(z, 1), p)))
     model.train()
-    track_bn_stats(model, False)
+    _track_bn_stats(model, False)
     x_adv = torch.clamp(x + torch.FloatTensor(x.shape).uniform_(-eps, eps), 0.0, 1.0)
     p_nat = torch.softmax(model(x), 1).detach()
     if attack == 'linf-pgd':
@@ -227,7 +226,7 @@ def _spec_trades(model, x, y, eps, step, iters, beta, attack, lse, ls=0.1):
             delta.data.add_(x).clamp_(0, 1).sub_(x)
             delta.data.renorm_(p=2, dim=0, maxnorm=eps)
         x_adv = x + delta.detach()
-    track_bn_stats(model, True)
+    _track_bn_stats(model, True)
     x_adv = torch.clamp(x_adv, 0.0, 1.0)
     model.zero_grad()
     z_nat, z_adv = model(x), model(x_adv)

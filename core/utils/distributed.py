@@ -20,7 +20,7 @@ from core.errors import UserError
 DEVICES = ('auto', 'cpu', 'cuda')
 AMP_MODES = ('none', 'bf16', 'fp16')
 
-__all__ = ['DEVICES', 'AMP_MODES', 'Runtime', 'add_device_argument', 'setup', 'cleanup', 'unwrap', 'wrap_ddp',
+__all__ = ['DEVICES', 'AMP_MODES', 'Runtime', 'add_device_argument', 'setup', 'cleanup', 'wrap_ddp',
            'all_reduce_sum', 'barrier', 'all_gather_object', 'broadcast_buffers']
 
 
@@ -110,18 +110,6 @@ def cleanup():
     """End the process group if one was started."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def unwrap(model):
-    """The plain module under DistributedDataParallel and torch.compile wrappers (no `module.`/`_orig_mod.`
-    prefix leaks into a checkpoint). The project's ModelWrapper, whose child is also called `module`, is kept."""
-    while True:
-        if isinstance(model, DistributedDataParallel):
-            model = model.module
-        elif hasattr(model, '_orig_mod'):
-            model = model._orig_mod
-        else:
-            return model
 
 
 def wrap_ddp(model, runtime: Runtime):
