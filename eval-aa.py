@@ -32,6 +32,7 @@ from core.models import create_model
 from core.utils.atomic import write_atomic
 from core.utils.checkpoint import load_state_dict, load_weights
 from core.utils.distributed import barrier, cleanup, setup
+from core.utils.logger import setup_logger
 from core.utils.parser import parser_eval
 from core.utils.utils import format_time, seed
 
@@ -139,14 +140,8 @@ def main(argv=None):
     device, primary = runtime.device, runtime.is_primary
 
     log_path = os.path.join(run_dir, 'log-aa.log')
-
-    def log(message):
-        if not primary:  # several processes (torchrun): the first one logs
-            return
-        print(message, flush=True)
-        with open(log_path, 'a') as f:
-            f.write(f'{message}\n')
-
+    # stdout and log-aa.log (appended); several processes (torchrun): the first one logs
+    log = setup_logger('score-at.eval-aa', log_path, console='stdout', enabled=primary).info
     log(f'==== eval-aa.py {datetime.datetime.now().isoformat(timespec="seconds")} ====')
     log(f'Run: {run_dir}, checkpoint: {weights}')
     for key in ('data_dir', 'seed'):

@@ -9,7 +9,6 @@ the accuracies to stdout. The original was hard-wired to PreActResNet18, CIFAR-1
 --width-factor, --dataset and --epsilon now select them (same defaults). See README.md, "Without generated data".
 """
 import argparse
-import logging
 import os
 import sys
 
@@ -23,6 +22,7 @@ from core.errors import UserError, exit_on_user_error  # noqa: E402
 from core.models.without_ddpm import ACTIVATIONS, MODELS, create_without_ddpm_model  # noqa: E402
 from core.utils.checkpoint import load_state_dict, load_weights  # noqa: E402
 from core.utils.distributed import add_device_argument, setup  # noqa: E402
+from core.utils.logger import setup_logger  # noqa: E402
 from core.without_ddpm import DATASETS, DEFAULT_DATA_DIR, load_cifar, seed_all  # noqa: E402
 
 PGD_ITERS, PGD_STEP = 10, 2
@@ -82,13 +82,8 @@ def main(argv=None):
     runtime = setup(args.device)
     device = runtime.device
     seed_all(args.seed)
-    logger = logging.getLogger('without_ddpm.eval_cifar')  # stderr only, no file (as the original)
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter('[%(asctime)s] - %(message)s', '%Y/%m/%d %H:%M:%S'))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
+    logger = setup_logger('without_ddpm.eval_cifar', console='stderr', fmt='[%(asctime)s] - %(message)s',
+                          datefmt='%Y/%m/%d %H:%M:%S')  # stderr only, no file (as the original)
     logger.info(args)
 
     _, test_loader, num_classes = load_cifar(args.data_dir, args.dataset, args.batch_size, args.num_workers,
