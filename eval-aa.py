@@ -29,9 +29,10 @@ from core.autoattack import flags_to_str, make_autoattack, run_autoattack
 from core.data import get_data_info, load_data
 from core.errors import SEED_MAX, UserError, check_number, exit_on_user_error
 from core.models import create_model
-from core.utils.checkpoint import load_checkpoint, load_state_dict
-from core.utils.distributed import DEVICES, Runtime, barrier, cleanup, setup
-from core.utils.export import is_safetensors, read_safetensors
+from core.utils.atomic import write_atomic
+from core.utils.checkpoint import load_state_dict, load_weights
+from core.utils.distributed import barrier, cleanup, setup
+from core.utils.logger import setup_logger
 from core.utils.parser import parser_eval
 from core.utils.utils import format_time, seed
 
@@ -95,43 +96,12 @@ def data_folder(data):
     return DATA_FOLDERS[data]
 
 
-def resolve_device(name):
-    if name == 'auto':
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f'unknown --device {name!r}; use auto, cpu, cuda or cuda:N.') from None
-    if device.type == 'cuda' and not torch.cuda.is_available():
-        raise UserError(f'--device {name}: CUDA is not available here; use --device cpu (or auto).')
-    return device
-
-
-def resolve_runtime(name):
-    """--device -> Runtime. One process: that device (cuda:N included). Under torchrun (WORLD_SIZE > 1): the
-    processes of core.utils.distributed.setup, each on its cuda:LOCAL_RANK (nccl) or on the CPU (gloo)."""
-    if int(os.environ.get('WORLD_SIZE', '1')) <= 1:
-        return Runtime(device=resolve_device(name))
-    if name not in DEVICES:
-        raise UserError(f'--device {name}: under torchrun every process takes its own GPU (cuda:LOCAL_RANK); use '
-                        f'--device {" or ".join(DEVICES)}.')
-    return setup(name)
-
-
 def sha256_of(path, chunk=1 << 22):
     digest = hashlib.sha256()
     with open(path, 'rb') as f:
         for block in iter(lambda: f.read(chunk), b''):
             digest.update(block)
     return digest.hexdigest()
-
-
-def write_json_atomic(path, obj):
-    tmp = f'{path}.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(obj, f, indent=2)
-        f.write('\n')
-    os.replace(tmp, path)
 
 
 def collect(loader, limit):
@@ -166,18 +136,12 @@ def main(argv=None):
     check_number('--seed', args.seed, 0, SEED_MAX, example=1)
     check_number(f'attack_eps of {os.path.join(run_dir, "args.txt")}', args.attack_eps, 0, low_open=True,
                  example='8/255')
-    runtime = resolve_runtime(args.device)
+    runtime = setup(args.device)
     device, primary = runtime.device, runtime.is_primary
 
     log_path = os.path.join(run_dir, 'log-aa.log')
-
-    def log(message):
-        if not primary:  # several processes (torchrun): the first one logs
-            return
-        print(message, flush=True)
-        with open(log_path, 'a') as f:
-            f.write(f'{message}\n')
-
+    # stdout and log-aa.log (appended); several processes (torchrun): the first one logs
+    log = setup_logger('score-at.eval-aa', log_path, console='stdout', enabled=primary).info
     log(f'==== eval-aa.py {datetime.datetime.now().isoformat(timespec="seconds")} ====')
     log(f'Run: {run_dir}, checkpoint: {weights}')
     for key in ('data_dir', 'seed'):
@@ -211,16 +175,7 @@ def main(argv=None):
     log(args.model)
     model = create_model(args.model, args.normalize, info, device)
     key = 'unaveraged_model_state_dict' if args.unaveraged else 'model_state_dict'
-    if is_safetensors(weights):  # an export of scripts/export.py: one model, no pickle
-        load_state_dict(model, read_safetensors(weights, key), source=weights)
-    else:
-        checkpoint = load_checkpoint(weights)
-        if not isinstance(checkpoint, dict) or key not in checkpoint:
-            found = ', '.join(map(str, checkpoint)) if isinstance(checkpoint, dict) else type(checkpoint).__name__
-            fix = ' (drop --unaveraged)' if args.unaveraged else ''
-            raise UserError(f'{weights}: no {key!r} in the checkpoint (found: {found}){fix}.')
-        load_state_dict(model, checkpoint[key])
-        del checkpoint
+    load_state_dict(model, load_weights(weights, key), source=weights)
     if args.unaveraged:
         log('Using the unaveraged model.')
     elif getattr(args, 'tau', None):
@@ -276,7 +231,7 @@ def main(argv=None):
                             'robust': flags_to_str(result['robust_flags'])}
     json_path = os.path.join(run_dir, 'eval-aa.json')
     if primary:
-        write_json_atomic(json_path, summary)
+        write_atomic(json_path, lambda f: f.write((json.dumps(summary, indent=2) + '\n').encode()))
         if os.path.isfile(state_path):  # this evaluation's own scratch file, complete now
             os.remove(state_path)
     barrier(runtime)

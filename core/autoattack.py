@@ -17,14 +17,15 @@ import contextlib
 import inspect
 import json
 import logging
-import os
 import sys
 import time
 
 import torch
 from tqdm import tqdm
 
+from core.utils.atomic import write_atomic
 from core.utils.distributed import all_gather_object
+from core.utils.logger import routed, setup_logger
 
 try:  # the official package first
     from autoattack import AutoAttack as _AutoAttack
@@ -73,30 +74,6 @@ def set_apgd_iterations(attack, n_iter):
     attack.size_decr = max(int(0.03 * n_iter), 1)
 
 
-@contextlib.contextmanager
-def _pyaa_logging(log_path, level=logging.DEBUG):
-    """Route pyautoattack's log (records >= `level`) to stdout and, appending, to `log_path` during the block."""
-    logger = logging.getLogger(PYAA_LOGGER)
-    old_level, old_propagate = logger.level, logger.propagate
-    formatter = logging.Formatter('%(message)s')
-    handlers = [logging.StreamHandler(sys.stdout)]
-    if log_path is not None:
-        handlers.append(logging.FileHandler(log_path, mode='a'))
-    for h in handlers:
-        h.setFormatter(formatter)
-        logger.addHandler(h)
-    logger.setLevel(level)
-    logger.propagate = False
-    try:
-        yield logger
-    finally:
-        for h in handlers:
-            logger.removeHandler(h)
-            h.close()
-        logger.setLevel(old_level)
-        logger.propagate = old_propagate
-
-
 def _log_path(adversary):
     if _backend_of(adversary) == 'pyautoattack':
         return getattr(adversary, 'log_path', None)
@@ -108,7 +85,7 @@ def _package_quiet(adversary):
     """Keep only the package's warnings (its checks) during a call: its progress lines are relative to the subset
     it is given, so `run_autoattack` prints its own, over the whole evaluation."""
     if _backend_of(adversary) == 'pyautoattack':
-        with _pyaa_logging(_log_path(adversary), level=logging.WARNING):
+        with routed(PYAA_LOGGER, _log_path(adversary), level=logging.WARNING):
             yield
         return
     verbose = adversary.verbose
@@ -155,7 +132,7 @@ def make_autoattack(model, norm, eps, version='standard', seed=None, device=None
         adversary = _AutoAttack(model, norm=norm, eps=eps, seed=seed, verbose=True, attacks_to_run=attacks or [],
                                 version=version, device=device, log_path=log_path)
     else:
-        with _pyaa_logging(log_path):  # pyautoattack logs 'setting parameters for ... version' here
+        with routed(PYAA_LOGGER, log_path):  # pyautoattack logs 'setting parameters for ... version' here
             adversary = _AutoAttack(model, attacks=attacks, device=device, eps=eps, norm=norm, seed=seed,
                                     version=version)
         adversary.log_path = log_path
@@ -182,13 +159,6 @@ def _read_state(path, n, names):
         raise ValueError(f'AutoAttack state {path} is for {state["n"]} images and attacks {state["attacks"]}, not '
                          f'{n} and {names}: move it away or evaluate the same images with the same version')
     return state
-
-
-def _write_json_atomic(path, obj):
-    tmp = f'{path}.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)
 
 
 def flags_to_str(flags):
@@ -276,21 +246,15 @@ def run_autoattack(adversary, x, y, bs=250, state_path=None, chunk_batches=10, r
         """[obj of process 0, obj of process 1, ...] on every process."""
         return all_gather_object(obj, runtime) if world > 1 else [obj]
 
-    def log(message):
-        if not primary:
-            return
-        tqdm.write(message, file=sys.stdout)
-        sys.stdout.flush()
-        if log_path is not None:
-            with open(log_path, 'a') as f:
-                f.write(f'{message}\n')
+    log = setup_logger('score-at.autoattack', log_path, console='stdout', enabled=primary).info
 
     def save():
         if state_path is not None and primary:
-            _write_json_atomic(state_path, {
+            text = json.dumps({
                 'format': STATE_FORMAT, 'n': n, 'attacks': names, 'clean': clean, 'robust': flags_to_str(robust),
                 'after': after, 'current': current,
                 'clean_flags': None if clean_flags is None else flags_to_str(clean_flags)})
+            write_atomic(state_path, lambda f: f.write(text.encode()))
 
     state = None
     if state_path is not None:

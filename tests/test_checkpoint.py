@@ -285,3 +285,26 @@ def test_load_weights(tmp_path):
     torch.save({'epoch': 3, 'args': {'model': NAME}}, tmp_path / 'other.pt')
     with pytest.raises(UserError, match="neither a {'model_state_dict'"):
         load_weights(tmp_path / 'other.pt')
+
+
+def test_load_weights_picks_the_state_dict_asked_for(tmp_path):
+    """The key decides: unaveraged weights only from a checkpoint holding them (never a bare state dict, which holds
+    one model), without_DDPM's {'state_dict': ...}, and a .safetensors export holds one model."""
+    averaged, trained = {'w': torch.zeros(2)}, {'w': torch.ones(2)}
+    save_atomic({'model_state_dict': averaged, 'unaveraged_model_state_dict': trained}, tmp_path / 'wa.pt')
+    save_atomic({'model_state_dict': averaged}, tmp_path / 'plain.pt')
+    torch.save(averaged, tmp_path / 'bare.pt')
+    torch.save({'state_dict': trained, 'test_acc': 0.5}, tmp_path / 'model_best.pth')
+    assert torch.equal(load_weights(tmp_path / 'wa.pt', 'unaveraged_model_state_dict')['w'], torch.ones(2))
+    assert torch.equal(load_weights(tmp_path / 'model_best.pth', 'state_dict')['w'], torch.ones(2))
+    assert torch.equal(load_weights(tmp_path / 'bare.pt', 'state_dict')['w'], torch.zeros(2))
+    for name in ('plain.pt', 'bare.pt'):
+        with pytest.raises(UserError, match="holds no 'unaveraged_model_state_dict'.*drop --unaveraged") as info:
+            load_weights(tmp_path / name, 'unaveraged_model_state_dict')
+        assert str(tmp_path / name) in str(info.value)
+    pytest.importorskip('safetensors')
+    from core.utils.export import write_safetensors
+    write_safetensors(averaged, str(tmp_path / 'one.safetensors'))
+    assert torch.equal(load_weights(tmp_path / 'one.safetensors')['w'], torch.zeros(2))
+    with pytest.raises(UserError, match='holds one model'):
+        load_weights(tmp_path / 'one.safetensors', 'unaveraged_model_state_dict')

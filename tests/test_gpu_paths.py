@@ -9,13 +9,16 @@ from collections import OrderedDict
 
 import numpy as np
 import pytest
+import test_train
 import torch
 import torch.nn as nn
-from test_train import data_dir, run, tiny_args  # noqa: F401 (data_dir is a fixture)
+from test_train import run, tiny_args
 
 from core.utils import distributed
 from core.utils.checkpoint import save_atomic, to_cpu
 from core.utils.rng import rng_state, set_rng_state
+
+train_data = test_train.data_dir  # tests/test_train.py's synthetic data folder, a fixture under this module's name
 
 
 def _forbid_cuda(monkeypatch):
@@ -140,7 +143,7 @@ class _Stop(Exception):
 
 
 @pytest.mark.parametrize('attack, expected', [('l2-apgd', False), ('linf-apgd', False), ('linf-pgd', True)])
-def test_cudnn_benchmark_is_off_for_apgd_training_attacks(data_dir, tmp_path, monkeypatch, attack, expected):
+def test_cudnn_benchmark_is_off_for_apgd_training_attacks(train_data, tmp_path, monkeypatch, attack, expected):
     """train-wa.py decides cudnn.benchmark at device setup; the run is stopped when it starts loading data."""
     import core.data
     seen = []
@@ -151,7 +154,7 @@ def test_cudnn_benchmark_is_off_for_apgd_training_attacks(data_dir, tmp_path, mo
     monkeypatch.setattr(core.data, 'load_data', stop)
     torch.backends.cudnn.benchmark = not expected
     with pytest.raises(_Stop):
-        run(tiny_args(data_dir, tmp_path, 'x', '--tau', '0', '--attack', attack, data='cifar10'))
+        run(tiny_args(train_data, tmp_path, 'x', '--tau', '0', '--attack', attack, data='cifar10'))
     assert seen == [expected]
 
 
@@ -316,15 +319,15 @@ def test_evaluate_takes_a_per_rank_loader_as_this_ranks_share(tmp_path):
 
 
 @pytest.mark.cuda
-def test_cuda_run_resumes_on_cuda_and_on_cpu(data_dir, tmp_path):
+def test_cuda_run_resumes_on_cuda_and_on_cpu(train_data, tmp_path):
     """A CUDA run's state file (CPU tensors, the run device's RNG) resumes on CUDA and with --device cpu; cuDNN
     makes GPU runs not bit-identical, so only completion and finite weights are checked."""
     import shutil
     flags = ('--beta', '6', '--stop-after', '1')
-    assert run(tiny_args(data_dir, tmp_path, 'gpu', '--device', 'cuda', *flags)) == 0
+    assert run(tiny_args(train_data, tmp_path, 'gpu', '--device', 'cuda', *flags)) == 0
     shutil.copytree(tmp_path / 'gpu', tmp_path / 'gpu-cpu')
-    assert run(tiny_args(data_dir, tmp_path, 'gpu', '--device', 'cuda', '--beta', '6', '--resume')) == 0
-    assert run(tiny_args(data_dir, tmp_path, 'gpu-cpu', '--device', 'cpu', '--beta', '6', '--resume')) == 0
+    assert run(tiny_args(train_data, tmp_path, 'gpu', '--device', 'cuda', '--beta', '6', '--resume')) == 0
+    assert run(tiny_args(train_data, tmp_path, 'gpu-cpu', '--device', 'cpu', '--beta', '6', '--resume')) == 0
     for desc in ('gpu', 'gpu-cpu'):
         sd = torch.load(tmp_path / desc / 'weights-last.pt', weights_only=True)['model_state_dict']
         assert all(t.device.type == 'cpu' and torch.isfinite(t.float()).all() for t in sd.values())

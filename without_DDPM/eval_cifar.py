@@ -9,7 +9,6 @@ the accuracies to stdout. The original was hard-wired to PreActResNet18, CIFAR-1
 --width-factor, --dataset and --epsilon now select them (same defaults). See README.md, "Without generated data".
 """
 import argparse
-import logging
 import os
 import sys
 
@@ -21,8 +20,9 @@ from core.attacks.divergence import CEPGD  # noqa: E402
 from core.autoattack import VERSIONS, make_autoattack, require_autoattack, run_autoattack  # noqa: E402
 from core.errors import UserError, exit_on_user_error  # noqa: E402
 from core.models.without_ddpm import ACTIVATIONS, MODELS, create_without_ddpm_model  # noqa: E402
-from core.utils.checkpoint import load_checkpoint, load_state_dict  # noqa: E402
-from core.utils.distributed import DEVICES, setup  # noqa: E402
+from core.utils.checkpoint import load_state_dict, load_weights  # noqa: E402
+from core.utils.distributed import add_device_argument, setup  # noqa: E402
+from core.utils.logger import setup_logger  # noqa: E402
 from core.without_ddpm import DATASETS, DEFAULT_DATA_DIR, load_cifar, seed_all  # noqa: E402
 
 PGD_ITERS, PGD_STEP = 10, 2
@@ -46,7 +46,7 @@ def get_args(argv=None):
                        help="AutoAttack version ('none' skips AutoAttack).")
     extra.add_argument('--num-samples', default=None, type=int, help='Evaluate the first N test images only.')
     extra.add_argument('--checkpoint', default='model_best.pth', help='File in --out-dir to evaluate.')
-    extra.add_argument('--device', choices=DEVICES, default='auto')
+    add_device_argument(extra)
     extra.add_argument('--num-workers', type=int, default=2)
     extra.add_argument('--wrn-depth', type=int, default=34, help=argparse.SUPPRESS)  # testing aid: WRN-10-w
     return p.parse_args(argv)
@@ -82,13 +82,8 @@ def main(argv=None):
     runtime = setup(args.device)
     device = runtime.device
     seed_all(args.seed)
-    logger = logging.getLogger('without_ddpm.eval_cifar')  # stderr only, no file (as the original)
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter('[%(asctime)s] - %(message)s', '%Y/%m/%d %H:%M:%S'))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
+    logger = setup_logger('without_ddpm.eval_cifar', console='stderr', fmt='[%(asctime)s] - %(message)s',
+                          datefmt='%Y/%m/%d %H:%M:%S')  # stderr only, no file (as the original)
     logger.info(args)
 
     _, test_loader, num_classes = load_cifar(args.data_dir, args.dataset, args.batch_size, args.num_workers,
@@ -98,8 +93,7 @@ def main(argv=None):
         test_loader = torch.utils.data.DataLoader(subset, batch_size=args.batch_size, shuffle=False,
                                                   num_workers=args.num_workers)
     path = os.path.join(args.out_dir, args.checkpoint)
-    checkpoint = load_checkpoint(path)
-    state_dict = checkpoint['state_dict'] if isinstance(checkpoint, dict) and 'state_dict' in checkpoint else checkpoint
+    state_dict = load_weights(path, key='state_dict')  # {'state_dict': ...} of train_cifar.py, or a bare state dict
     model = create_without_ddpm_model(args.model, num_classes, args.activation, args.width_factor, device,
                                       depth=args.wrn_depth)
     load_state_dict(model, state_dict, source=path)

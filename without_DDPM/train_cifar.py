@@ -29,7 +29,7 @@ from core.errors import UserError, exit_on_user_error  # noqa: E402
 from core.models.without_ddpm import ACTIVATIONS, MODELS, WRN_ACTIVATIONS, create_without_ddpm_model  # noqa: E402
 from core.objectives import resolve_without_ddpm  # noqa: E402
 from core.utils.checkpoint import load_checkpoint, load_state_dict, save_atomic  # noqa: E402
-from core.utils.distributed import DEVICES, setup  # noqa: E402
+from core.utils.distributed import add_device_argument, setup  # noqa: E402
 from core.utils.logger import Logger  # noqa: E402
 from core.utils.run_dir import STATE_FILE, check_run_dir  # noqa: E402
 from core.without_ddpm import (  # noqa: E402
@@ -89,7 +89,7 @@ def get_args(argv=None):
     p.add_argument('--label_smoothing', default=0, type=float)
     p.add_argument('--dataset', default='CIFAR-10', type=str, choices=tuple(DATASETS))
     extra = p.add_argument_group('beyond the original')
-    extra.add_argument('--device', choices=DEVICES, default='auto', help='auto (CUDA if available), cpu or cuda.')
+    add_device_argument(extra)
     extra.add_argument('--num-workers', type=int, default=2, help='DataLoader worker processes (the original: 2).')
     extra.add_argument('--wrn-depth', type=int, default=34, help=argparse.SUPPRESS)  # testing aid: WRN-10-w
     extra.add_argument('--resume', action='store_true', help='Continue the run folder from its state-last.pt.')

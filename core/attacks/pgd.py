@@ -64,8 +64,8 @@ class PGDAttack(Attack):
 
     def _perturb(self, x, y):
         delta = self._init_delta(x)
-        for _ in range(self.nb_iter):
-            sign = -1 if self.targeted else 1  # autocast-safe input gradient (plain autograd in float32)
+        sign = -1 if self.targeted else 1
+        for _ in range(self.nb_iter):  # autocast-safe input gradient (plain autograd in float32)
             grad = input_gradient(self.model, lambda out: sign * self.loss_fn(out, y), x + delta)
             delta = delta.detach()
             if is_linf(self.ord):

@@ -261,13 +261,29 @@ def _is_torch_file(path):
 
 
 def load_weights(path, key='model_state_dict', map_location='cpu'):
-    """The model weights stored at `path`: `ckpt[key]` of a {'model_state_dict': ...} checkpoint (the averaged weights
-    of weights-best.pt / weights-last.pt), or the file itself if it is a bare state dict of tensors."""
+    """The model weights stored at `path`, the one loader of every script.
+
+    - a `.safetensors` export of scripts/export.py: its one model (only `key='model_state_dict'`);
+    - a checkpoint dict: `ckpt[key]` (`model_state_dict`, the averaged weights of weights-best.pt / weights-last.pt;
+      `unaveraged_model_state_dict`, the trained model of a weight-averaged run; `state_dict` of without_DDPM);
+    - a bare state dict of tensors (a torch.save(model.state_dict())): the file itself, unless `key` asks for the
+      unaveraged weights, which a file of one model does not hold.
+
+    Every torch.load is `load_checkpoint`'s (weights_only=True). Raises UserError (one line, naming the path) for
+    a missing, corrupt or refused file and for a file without the weights asked for.
+    """
+    from core.utils.export import is_safetensors, read_safetensors  # here: export.py imports this module
+    if is_safetensors(path):
+        return read_safetensors(path, key)
     ckpt = load_checkpoint(path, map_location=map_location)
     if isinstance(ckpt, dict) and key in ckpt and isinstance(ckpt[key], dict):
         return ckpt[key]
-    if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+    unaveraged = key == 'unaveraged_model_state_dict'
+    if not unaveraged and isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
         return ckpt
     found = ', '.join(map(str, list(ckpt)[:5])) if isinstance(ckpt, dict) else type(ckpt).__name__
+    if unaveraged:
+        raise UserError(f'checkpoint {path} holds no {key!r} (found {found}): a run without weight averaging has '
+                        f'only model_state_dict; drop --unaveraged')
     raise UserError(f'checkpoint {path} holds neither a {{{key!r}: state_dict}} dict nor a state dict of tensors '
-                    f'(found {found}): pass a weights file written by train-wa.py or a torch.save(state_dict)')
+                    f'(found {found}): pass a weights file written by this project or a torch.save(state_dict)')

@@ -20,8 +20,8 @@ from core.errors import UserError
 DEVICES = ('auto', 'cpu', 'cuda')
 AMP_MODES = ('none', 'bf16', 'fp16')
 
-__all__ = ['DEVICES', 'AMP_MODES', 'Runtime', 'setup', 'cleanup', 'unwrap', 'wrap_ddp', 'all_reduce_sum', 'barrier',
-           'all_gather_object', 'broadcast_buffers']
+__all__ = ['DEVICES', 'AMP_MODES', 'Runtime', 'add_device_argument', 'setup', 'cleanup', 'wrap_ddp',
+           'all_reduce_sum', 'barrier', 'all_gather_object', 'broadcast_buffers']
 
 
 @dataclass
@@ -60,6 +60,12 @@ class Runtime:
     def grad_scaler(self):
         """A GradScaler, enabled only for fp16 (bf16 and fp32 need no loss scaling)."""
         return torch.amp.GradScaler(self.device.type, enabled=self.amp == 'fp16')
+
+
+def add_device_argument(parser):
+    """`--device` of every script (train-wa.py, train.py, eval-aa.py, without_DDPM/): the choices of `setup`,
+    validated by argparse. One GPU of several: CUDA_VISIBLE_DEVICES=N (torchrun gives each process its own)."""
+    parser.add_argument('--device', choices=DEVICES, default='auto', help='auto (CUDA if available), cpu or cuda.')
 
 
 def setup(device='auto', amp='none') -> Runtime:
@@ -104,18 +110,6 @@ def cleanup():
     """End the process group if one was started."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def unwrap(model):
-    """The plain module under DistributedDataParallel and torch.compile wrappers (no `module.`/`_orig_mod.`
-    prefix leaks into a checkpoint). The project's ModelWrapper, whose child is also called `module`, is kept."""
-    while True:
-        if isinstance(model, DistributedDataParallel):
-            model = model.module
-        elif hasattr(model, '_orig_mod'):
-            model = model._orig_mod
-        else:
-            return model
 
 
 def wrap_ddp(model, runtime: Runtime):

@@ -23,7 +23,7 @@ import torch
 from core.errors import UserError
 from core.models.wideresnetwithswish import dataset_mean_std
 from core.utils.atomic import write_atomic
-from core.utils.checkpoint import canonical_state_dict, load_checkpoint
+from core.utils.checkpoint import canonical_state_dict, load_weights
 
 __all__ = ['LAYOUTS', 'FORMAT', 'is_safetensors', 'read_safetensors', 'write_safetensors', 'robustbench_state_dict',
            'export_weights']
@@ -119,16 +119,7 @@ def _read_source(src, unaveraged):
                 args = json.load(f)
         except ValueError:
             args = {}
-    if is_safetensors(path):
-        return read_safetensors(path, key), path, args
-    ckpt = load_checkpoint(path)
-    if isinstance(ckpt, dict) and isinstance(ckpt.get(key), dict):
-        return ckpt[key], path, args
-    if not unaveraged and isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-        return ckpt, path, args  # a bare state dict
-    found = ', '.join(map(str, list(ckpt)[:5])) if isinstance(ckpt, dict) else type(ckpt).__name__
-    fix = ' (drop --unaveraged: a run without weight averaging has only model_state_dict)' if unaveraged else ''
-    raise UserError(f'{path} holds no {key} (found {found}){fix}.')
+    return load_weights(path, key), path, args
 
 
 def export_weights(src, out, layout='reference', unaveraged=False, overwrite=False):

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from core.attacks.trades import MartInnerMax
 from core.metrics import batch_accuracy
-from core.utils.distributed import unwrap
+from core.utils.checkpoint import unwrap_model
 
 __all__ = ['MartInnerMax', 'mart_outer_loss', 'mart_loss']
 
@@ -50,14 +50,14 @@ def mart_loss(model, x, y, *, step_size=0.007, epsilon=0.031, perturb_steps=10, 
     """MART training loss: `MartInnerMax` in eval mode, then train mode and `mart_outer_loss`.
 
     Args:
-        model: the training model (left in train mode); the attack runs on `unwrap(model)` (eager, and under DDP
+        model: the training model (left in train mode); the attack runs on `unwrap_model(model)` (eager, and under DDP
             with this process's running statistics). x: (B, C, H, W) in [0, 1]. y: (B,) int64.
         step_size, epsilon, perturb_steps: alpha, eps, T. beta: weight of the robust term. Default 6.0.
         attack: only 'linf-pgd'.
     Returns:
         (loss, metrics). No optimizer is touched: the caller zeroes the gradients before backward.
     """
-    x_adv = MartInnerMax(unwrap(model), attack, epsilon, step_size, perturb_steps)(x, y)  # no DDP / compile wrapper
+    x_adv = MartInnerMax(unwrap_model(model), attack, epsilon, step_size, perturb_steps)(x, y)  # no DDP / compile
     model.train()
     logits = model(x)
     logits_adv = model(x_adv)

@@ -11,7 +11,7 @@ from core.data import AUGMENTATIONS, DATASETS, SEMISUP_DATASETS, augment_arg, va
 from core.errors import SEED_MAX, UserError, check_number
 from core.models import check_model_name
 from core.objectives import check_beta, resolve
-from core.utils.distributed import AMP_MODES, DEVICES
+from core.utils.distributed import AMP_MODES, add_device_argument
 from core.utils.run_dir import RESUME_CHANGEABLE_FLAGS
 from core.utils.train import pretrained_path
 from core.utils.utils import str2bool, str2float
@@ -102,7 +102,7 @@ def parser_train(tau=True):
     extra.add_argument('--amp', choices=AMP_MODES, default='none',
                        help='Mixed precision: none (float32, the reference), bf16 (CPU or CUDA), '
                             'fp16 (CUDA, with a GradScaler).')
-    extra.add_argument('--device', choices=DEVICES, default='auto', help='auto (CUDA if available), cpu or cuda.')
+    add_device_argument(extra)
     extra.add_argument('--num-workers', type=int, default=4, help='DataLoader worker processes (the reference: 4).')
     extra.add_argument('--sync-bn', action='store_true', default=False,
                        help='Under torchrun: SyncBatchNorm, batch statistics over all processes.')
@@ -214,7 +214,7 @@ def parser_eval():
     extra.add_argument('--unaveraged', action='store_true', default=False,
                        help="Evaluate the checkpoint's unaveraged_model_state_dict (the raw model of a "
                             'weight-averaged run) instead of model_state_dict.')
-    extra.add_argument('--device', type=str, default='auto', help='auto (CUDA if available), cpu, cuda or cuda:N.')
+    add_device_argument(extra)
     # Testing aid (README.md, section Evaluation; hidden from --help): APGD iterations of --version custom.
     extra.add_argument('--n-iter', type=int, default=None, help=argparse.SUPPRESS)
     return parser

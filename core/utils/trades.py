@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from core.attacks.trades import TradesPlainInnerMax, inner_maximize, kl_div_batchmean
 from core.metrics import batch_accuracy
-from core.utils.distributed import unwrap
+from core.utils.checkpoint import unwrap_model
 from core.utils.utils import smooth_cross_entropy
 
 __all__ = ['trades_kl_loss', 'score_lse_loss', 'lse_targets', 'trades_loss', 'trades_loss_LSE', 'trades_loss_plain']
@@ -112,13 +112,13 @@ def _adversarial_pair(model, x, y, divergence, attack, epsilon, step_size, pertu
     forward normalises with the same batch statistics, so z_nat gives the same target bit for bit (the running
     statistics it updates are not read by the attack) and that forward is saved. The running statistics are still
     updated exactly twice per step, by z_nat then z_adv, and the attack's random draws are unchanged. The attack
-    runs on `unwrap(model)`: not through DistributedDataParallel (no buffer broadcast per attack forward) nor a
+    runs on `unwrap_model(model)`: not through DistributedDataParallel (no buffer broadcast per attack forward) nor a
     torch.compile graph (eager `autograd.grad` w.r.t. the input only); with batch statistics the numbers are the same.
     """
     model.train()
     logits_nat = model(x)
     p_natural = y if use_cutmix else F.softmax(logits_nat.detach(), dim=1)
-    x_adv = inner_maximize(unwrap(model), x, p_natural, divergence, attack, epsilon, step_size, perturb_steps)
+    x_adv = inner_maximize(unwrap_model(model), x, p_natural, divergence, attack, epsilon, step_size, perturb_steps)
     logits_adv = model(x_adv)
     return logits_nat, logits_adv
 
@@ -173,7 +173,7 @@ def trades_loss_plain(model, x, y, *, step_size=0.003, epsilon=0.031, perturb_st
         (loss, {'loss', 'clean_acc', 'adversarial_acc'} 0-dim tensors). No optimizer is touched.
     """
     x = x.detach()
-    x_adv = TradesPlainInnerMax(unwrap(model), attack, epsilon, step_size, perturb_steps)(x, y)  # no DDP / compile
+    x_adv = TradesPlainInnerMax(unwrap_model(model), attack, epsilon, step_size, perturb_steps)(x, y)  # eager module
     model.train()
     logits_nat = model(x)
     logits_adv = model(x_adv)

@@ -1,7 +1,6 @@
 """Small helpers shared by the training and evaluation scripts."""
 import argparse
 import datetime
-import random
 
 import numpy as np
 import torch
@@ -40,34 +39,14 @@ def seed(seed=1):
     torch.cuda.manual_seed_all(seed)
 
 
-def seed_everything(s):
-    """Also seed Python's `random` (used by torchvision's AutoAugment-style transforms)."""
-    random.seed(s)
-    seed(s)
-
-
 def format_time(elapsed):
     """Seconds -> 'H:MM:SS' (rounded), as the reference's log lines."""
     return str(datetime.timedelta(seconds=int(round(elapsed))))
 
 
-class SmoothCrossEntropyLoss(nn.Module):
-    """Label-smoothing cross-entropy.
-
-    loss_i = (1 - ls) * (-log p_{i,y_i}) + ls * mean_k(-log p_{ik}); mean over the batch.
-    Targets: true class 1 - ls + ls/K, other classes ls/K.
-    """
-
-    def __init__(self, smoothing=0.0, reduction='mean'):
-        super().__init__()
-        self.smoothing = smoothing
-        self.reduction = reduction
-
-    def forward(self, logits, target):
-        return smooth_cross_entropy(logits, target, self.smoothing, self.reduction)
-
-
 def smooth_cross_entropy(logits, target, smoothing=0.0, reduction='mean'):
+    """Label-smoothing cross-entropy: loss_i = (1 - ls) * (-log p_{i,y_i}) + ls * mean_k(-log p_{ik}), i.e. targets
+    1 - ls + ls/K for the true class and ls/K for the others; mean over the batch ('sum', or 'none' per sample)."""
     log_prob = F.log_softmax(logits, dim=-1)
     nll = -log_prob.gather(dim=-1, index=target.unsqueeze(1)).squeeze(1)
     smooth = -log_prob.mean(dim=-1)
@@ -77,13 +56,6 @@ def smooth_cross_entropy(logits, target, smoothing=0.0, reduction='mean'):
     if reduction == 'sum':
         return loss.sum()
     return loss
-
-
-def track_bn_stats(model, track_stats=True):
-    """Switch `track_running_stats` of every BatchNorm (False: use batch statistics, update nothing)."""
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.track_running_stats = track_stats
 
 
 def set_bn_momentum(model, momentum=1.0):
