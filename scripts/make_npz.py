@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 from core.data import get_data_info  # noqa: E402
 from core.data.common import load_split  # noqa: E402
 from core.errors import UserError, exit_on_user_error  # noqa: E402
+from core.utils.atomic import write_atomic  # noqa: E402
 
 NAMES = ('cifar10', 'cifar100', 'svhn')
 
@@ -38,10 +39,8 @@ def main(argv=None):
     os.makedirs(data_dir, exist_ok=True)
     for split, path in paths.items():
         images, labels = load_split(name, data_dir, split, num_classes)
-        tmp = path + '.tmp'
-        with open(tmp, 'wb') as f:
-            np.savez(f, image=np.ascontiguousarray(images, dtype=np.uint8), label=np.asarray(labels, np.int64))
-        os.replace(tmp, path)
+        write_atomic(path, lambda f, images=images, labels=labels: np.savez(
+            f, image=np.ascontiguousarray(images, dtype=np.uint8), label=np.asarray(labels, np.int64)))
         print(f'{split}: {len(labels)} images -> {path}')
 
 
