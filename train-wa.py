@@ -40,9 +40,8 @@ from core.utils.rng import rng_state, set_rng_state
 from core.utils.run_dir import STATE_FILE
 from core.utils.run_dir import check_run_dir as check_folder
 from core.utils.tensorboard import TensorBoard, require_tensorboard
-from core.utils.train import NonFiniteLoss, Trainer, pretrained_path
+from core.utils.train import NonFiniteLoss, build_trainer, pretrained_path
 from core.utils.utils import format_time, seed
-from gowal21uncovering.utils.watrain import WATrainer
 
 STATE_FORMAT_VERSION = 1
 # Flags that may differ between a run and its --resume (they do not change the numbers).
@@ -332,17 +331,11 @@ def main():
         unsup_fraction=args.unsup_fraction, validation=True, seed=args.seed, rank=runtime.rank,
         world_size=runtime.world_size, pin_memory=runtime.device.type == 'cuda', val_size=args.validation_size)
 
-    # ------------------------------------------------------------------ model, optimizer, scheduler, EMA
+    # ------------------------------------------------------------------ model, EMA, wrap, optimizer, scheduler, attacks
     seed(args.seed)
-    if args.tau:
-        if primary:
-            print('Using WA.')
-        trainer = WATrainer(info, args, runtime)
-    else:
-        trainer = Trainer(info, args, runtime)
-    trainer.wrap(sync_bn=args.sync_bn, compile=args.compile)
-    if runtime.distributed:  # same initial weights everywhere; then each process draws its own attack noise
-        seed(args.seed + runtime.rank)
+    if args.tau and primary:
+        print('Using WA.')
+    trainer = build_trainer(info, args, runtime)  # core/builder.py: the reference's construction order and seeds
 
     # ------------------------------------------------------------------ run folder + logger
     logger = open_run(LOG_DIR, args, runtime, new_run=state is None)
@@ -355,10 +348,8 @@ def main():
     # ------------------------------------------------------------------ resume
     start_epoch, best, rows, res = 1, [0.0, 0.0], [], None
     if state is not None:
-        trainer.init_optimizer(args.num_adv_epochs)
-        trainer.load_state_dict(state['trainer'])
+        trainer.load_state_dict(state['trainer'], global_step=state['global_step'])
         start_epoch, best, rows, res = state['epoch'] + 1, list(state['best']), state['rows'], state['train_metrics']
-        trainer.restore_bn_momentum(state['global_step'])
         rngs = state['rng']
         set_rng_state(rngs[runtime.rank] if len(rngs) == runtime.world_size else rngs[0], runtime.device)
         logger.log('\nResuming from epoch {} of {}.'.format(start_epoch, NUM_ADV_EPOCHS))
@@ -373,7 +364,6 @@ def main():
         test_acc = trainer.eval(test_dataloader)
         logger.log('Standard Accuracy-\tTest: {:2f}%.'.format(test_acc * 100))  # sic: {:2f} (differences.md 30)
         logger.log('RST Adversarial training for {} epochs'.format(NUM_ADV_EPOCHS))
-        trainer.init_optimizer(args.num_adv_epochs)
 
     board = TensorBoard(LOG_DIR, len(train_dataloader), start_epoch) if args.tensorboard and primary else None
 

@@ -27,7 +27,7 @@ from core.errors import exit_on_user_error
 from core.utils.distributed import barrier, cleanup, setup
 from core.utils.parser import parser_train
 from core.utils.run_dir import check_run_dir
-from core.utils.train import Trainer
+from core.utils.train import build_trainer
 from core.utils.utils import seed
 
 wa = importlib.import_module('train-wa')  # its checks, resume and state helpers (one copy)
@@ -81,10 +81,7 @@ def main(argv=None):
         unsup_fraction=args.unsup_fraction, validation=False, seed=args.seed, rank=runtime.rank,
         world_size=runtime.world_size, pin_memory=runtime.device.type == 'cuda')
     seed(args.seed)
-    trainer = Trainer(info, args, runtime)
-    trainer.wrap(sync_bn=args.sync_bn, compile=args.compile)
-    if runtime.distributed:
-        seed(args.seed + runtime.rank)
+    trainer = build_trainer(info, args, runtime, weight_averaging=False)  # core/builder.py
 
     # ------------------------------------------------------------------ run folder + logger
     logger = wa.open_run(LOG_DIR, args, runtime, new_run=state is None)
@@ -92,7 +89,6 @@ def main(argv=None):
     # ------------------------------------------------------------------ resume
     start_epoch, best, rows, res, test_adv_acc = 1, [0.0, 0.0], [], None, 0.0
     if state is not None:
-        trainer.init_optimizer(args.num_adv_epochs)
         trainer.load_state_dict(state['trainer'])
         start_epoch, best, rows, res = state['epoch'] + 1, list(state['best']), state['rows'], state['train_metrics']
         test_adv_acc = state['test_adv_acc']
@@ -104,7 +100,6 @@ def main(argv=None):
         test_acc = trainer.eval(test_dataloader)
         logger.log('Standard Accuracy-\tTest: {:2f}%.'.format(test_acc * 100))  # sic: {:2f}
         logger.log('Adversarial training for {} epochs'.format(NUM_ADV_EPOCHS))
-        trainer.init_optimizer(args.num_adv_epochs)
 
     # ------------------------------------------------------------------ loop
     for epoch in range(start_epoch, NUM_ADV_EPOCHS + 1):

@@ -51,9 +51,7 @@ class FakeLoss:
 def make_trainer(*flags):
     args = parser_train().parse_args(['--desc', 'x', '--model', 'wrn-10-1-swish', '--num-adv-epochs', '3',
                                       '--tau', '0', '--lr', '0.1'] + list(flags))
-    trainer = Trainer(get_data_info('./data/cifar10'), args)
-    trainer.init_optimizer(3)
-    return trainer
+    return Trainer(get_data_info('./data/cifar10'), args)
 
 
 def batches(sizes):
