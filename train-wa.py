@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from core.attacks import VARIABLE_BATCH_ATTACKS
+from core.builder import build_trainer
 from core.data import SEMISUP_DATASETS, get_data_info, load_data, set_epoch, validate_unsup_fraction
 from core.errors import SEED_MAX, UserError, check_number, exit_on_user_error
 from core.objectives import check_beta
@@ -40,7 +41,7 @@ from core.utils.rng import rng_state, set_rng_state
 from core.utils.run_dir import STATE_FILE
 from core.utils.run_dir import check_run_dir as check_folder
 from core.utils.tensorboard import TensorBoard, require_tensorboard
-from core.utils.train import NonFiniteLoss, build_trainer, pretrained_path
+from core.utils.train import NonFiniteLoss, pretrained_path
 from core.utils.utils import format_time, seed
 
 STATE_FORMAT_VERSION = 1

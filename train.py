@@ -22,12 +22,12 @@ import time
 import torch
 
 from core.attacks import VARIABLE_BATCH_ATTACKS
+from core.builder import build_trainer
 from core.data import get_data_info, load_data
 from core.errors import exit_on_user_error
 from core.utils.distributed import barrier, cleanup, setup
 from core.utils.parser import parser_train
 from core.utils.run_dir import check_run_dir
-from core.utils.train import build_trainer
 from core.utils.utils import seed
 
 wa = importlib.import_module('train-wa')  # its checks, resume and state helpers (one copy)
