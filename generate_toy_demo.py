@@ -23,21 +23,19 @@ starts are drawn from the CUDA generator (the samples from the CPU one), as in t
 
 This file states the algorithm with plain autograd (`--plain-autograd` runs exactly that). By default the network's
 forward/backward in `predict` and the attacks' input gradient in `input_grad` come from core/toy_fast.py instead:
-the same quantities computed by hand in cache-sized blocks, faster on the CPU (bench/toy.py times both).
+the same quantities computed by hand in cache-sized blocks, faster on the CPU (bench/toy.py times both). The
+command line, the printout and the output files are in core/toy.py.
 """
-import argparse
 import os
-import sys
-import time
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from core import toy_fast
-from core.errors import SEED_MAX, UserError, check_number, exit_on_user_error
+from core.errors import UserError, exit_on_user_error
+from core.toy import Recorder, build_parser, check_run, save_arrays, set_runtime
 from core.toy_fast import softmax2
 
 DEMOS = ('PGDAT', 'PGDATconsistent', 'TRADES', 'Standard')
@@ -65,16 +63,9 @@ SEED = 2
 # ----------------------------------------------------------------------------------------------------------------
 
 def ground_truth(x):
-    """The Bayes posterior P(Y|X) of the two-Gaussian problem (the reference's `Softmax`).
-
-    l_c = -(x - mu_c)^2 / (2 sigma_c^2) - log sigma_c + log n_c, c = 0, 1, with the reference's counts
-    n0 = 50000, n1 = 10000 as priors (whatever --samples is); softmax over [l_0, l_1].
-
-    Arguments:
-        x (Tensor): (N, 1) points.
-    Returns:
-        (N, 2) probabilities; differentiable in x.
-    """
+    """The Bayes posterior P(Y|X) (the reference's `Softmax`): (N, 1) points -> (N, 2) probabilities,
+    differentiable in x. softmax over l_c = -(x - mu_c)^2 / (2 sigma_c^2) - log sigma_c + log n_c, c = 0, 1, with
+    the reference's counts n0 = 50000, n1 = 10000 as priors (whatever --samples is)."""
     l0 = -(x - MU0) ** 2 / (2 * SIGMA0 ** 2) - np.log(SIGMA0) + np.log(N0)
     l1 = -(x - MU1) ** 2 / (2 * SIGMA1 ** 2) - np.log(SIGMA1) + np.log(N1)
     return softmax2(torch.cat([l0.t(), l1.t()]).t())      # (N, 2) logits stored class-major, as softmax2 wants
@@ -112,17 +103,11 @@ def build_model(hidden=HIDDEN):
 
 
 def divergence_per_sample(o, t, div, dim=1):
-    """Per-row divergence between two probability rows (before the batch reduction of `distance`).
+    """(N,) divergences between (N, K) probability rows o (model) and t (target), before `distance`'s batch mean.
 
     KL: sum_k t (log t - log o) (= KL(t || o)); JSsqrt: the per-row JS divergence 0.5 (KL(o||M) + KL(t||M)),
     M = (o + t) / 2, without the sqrt; LSE: sum_k (o - t)^2; L2: ||o - t||_2; L1: ||o - t||_1; Linf: max_k |o - t|.
-
-    Arguments:
-        o, t (Tensor): (N, K) probability rows, or (K, N) columns with dim=0 (the same numbers; the attacks use
-            it because autograd then keeps the class-major layout of `softmax2` and needs no transposing copies).
-        dim (int): the class axis, default 1.
-    Returns:
-        (N,) tensor.
+    dim=0 takes (K, N) columns (the same numbers; the fast path's attacks keep `softmax2`'s class-major layout).
     """
     if div == 'KL':
         return F.kl_div(torch.log(o), t, reduction='none').sum(dim)
@@ -141,17 +126,8 @@ def divergence_per_sample(o, t, div, dim=1):
 
 
 def distance(o, t, div):
-    """The reference's `distance(o, t, div)`: the batch mean of `divergence_per_sample`.
-
-    Exception, kept from the reference: JSsqrt is the sqrt of the batch-mean JS divergence, not the mean of the
-    per-row sqrt-JS.
-
-    Arguments:
-        o, t (Tensor): (N, K) probability rows (o: the model, t: the target).
-        div (str): one of DIVERGENCES.
-    Returns:
-        a scalar tensor.
-    """
+    """The reference's `distance(o, t, div)`: the batch mean of `divergence_per_sample`, a scalar tensor. Kept
+    from the reference: JSsqrt is the sqrt of the batch-mean JS divergence, not the mean of the per-row sqrt-JS."""
     d = divergence_per_sample(o, t, div).mean()
     return torch.sqrt(d) if div == 'JSsqrt' else d
 
@@ -194,25 +170,13 @@ def input_grad(model, x, target, div, chunk=None, plain=False):
 
 
 def pgd(model, x, target, div, eps=EPS, alpha=ALPHA, steps=ATTACK_ITERS, chunk=None, plain=False):
-    """Sign-gradient ascent on `distance`, the reference's attack loop.
+    """Sign-gradient ascent on distance(p(x + delta), target), the reference's attack loop; returns delta (N, 1).
 
     Threat model: L-inf ball of radius eps around each scalar x, no clamp on x + delta. delta starts at
     U(-eps, eps) (drawn on x's device, `uniform_` on a zeros tensor) and takes `steps` steps of
-    delta <- clamp(delta + alpha * sign(grad), -eps, eps).
-
-    The gradient is `input_grad`'s (plain autograd, or the fast path's per-row gradient of the same sign). Unlike
+    delta <- clamp(delta + alpha * sign(grad), -eps, eps), grad from `input_grad`. model: `build_model()`'s, or
+    None to attack the ground truth itself (the C constant); target: (N, 2), or None for P(Y|x + delta). Unlike
     the reference, no parameter gradients are accumulated (numerically irrelevant: it cleared them).
-
-    Arguments:
-        model (nn.Sequential or None): `build_model()`; None attacks the ground truth itself (the C constant).
-        x (Tensor): (N, 1) clean points.
-        target (Tensor or None): (N, 2) constant target, or None for the ground truth P(Y|x + delta).
-        div (str): divergence to maximise.
-        eps (float): radius, default 1. alpha (float): step, default 0.1. steps (int): default 10.
-        chunk (int or None): rows per block of the fast path, None = all rows at once.
-        plain (bool): plain autograd instead of the fast path (which needs `build_model()`'s network).
-    Returns:
-        delta (Tensor): (N, 1), detached, |delta| <= eps.
     """
     delta = torch.zeros_like(x).uniform_(-eps, eps)
     with torch.no_grad():
@@ -288,30 +252,14 @@ def save_predictions(model, x_test, folder, suffix=''):
     """Write x_test.txt, y_test.txt (ground truth) and pre_test.txt (model) with numpy's savetxt defaults."""
     with torch.no_grad():
         x = x_test.to(next(model.parameters()).device)
-        y_test, pre_test = ground_truth(x), predict(model, x)
-    for name, a in (('x_test', x), ('y_test', y_test), ('pre_test', pre_test)):
-        np.savetxt(os.path.join(folder, f'{name}{suffix}.txt'), a.cpu().numpy())
-
-
-def iteration_lines(ite, train_loss, r_score, r_standard, compact=False):
-    """The printout of iteration `ite` (0-based, as the reference counts): the reference's six lines
-
-        ite: 0 / Train loss: 0.2431... / R_SCORE loss: ... / R_Standard loss: ... / diff: R_SCORE - R_Standard / ***
-
-    (values as Python floats), or with `compact` one line `ite    0 | train loss ... | ...` (6 decimals).
-    """
-    if compact:
-        return [f'ite {ite:4d} | train loss {train_loss:.6f} | R_SCORE {r_score:.6f} | '
-                f'R_Standard {r_standard:.6f} | R_SCORE - R_Standard {r_score - r_standard:.6f}']
-    return [f'ite: {ite}', f'Train loss: {train_loss}', f'R_SCORE loss: {r_score}', f'R_Standard loss: {r_standard}',
-            f'diff: {r_score - r_standard}', '***']
+        save_arrays(folder, suffix, x_test=x, y_test=ground_truth(x), pre_test=predict(model, x))
 
 
 def run(demo='PGDATconsistent', divergence='KL', divergence_C='KL', iterations=ITERATIONS, samples=N0 + N1,
         seed=SEED, device='cpu', out='toy_results', save_every=0, progress=False, log=print, compact=False,
         plain_autograd=False):
     """Train one toy demo and write its files; returns a dict of the records, C_L, the output folder and the wall
-    and CPU (process) seconds of every iteration. Each printed line goes through `log` (see `iteration_lines`).
+    and CPU (process) seconds of every iteration. Each printed line goes through `log` (see core.toy.iteration_lines).
 
     plain_autograd=True runs the attacks and the network with plain autograd; otherwise core.toy_fast does them
     (in blocks of toy_fast.CPU_CHUNK rows on the CPU, the module under autograd with a one-block input gradient
@@ -321,18 +269,7 @@ def run(demo='PGDATconsistent', divergence='KL', divergence_C='KL', iterations=I
     (samples, training-attack delta, R_SCORE-attack delta); x_test. Snapshot test points (--save-every) come from a
     separate generator seeded with `seed`, so they leave the stream, hence the printed numbers, unchanged.
     """
-    if demo not in DEMOS:
-        raise UserError(f'unknown demo {demo!r}: choose one of {", ".join(DEMOS)}.')
-    for d in (divergence, divergence_C):
-        if d not in DIVERGENCES:
-            raise UserError(f'unknown divergence {d!r}: choose one of {", ".join(DIVERGENCES)}.')
-    if samples < 2:
-        raise UserError(f'--samples {samples} is too small: use at least 2 (one per class); the reference uses 60000.')
-    if iterations < 1:
-        raise UserError(f'--iterations {iterations} must be at least 1.')
-    if save_every < 0:
-        raise UserError(f'--save-every {save_every} must be >= 0 (0 = no snapshots).')
-    check_number('--seed', seed, 0, SEED_MAX, example=SEED)
+    check_run(demo, (divergence, divergence_C), samples, iterations, save_every, seed, DEMOS, DIVERGENCES, SEED)
     device = torch.device(device)
     plain = plain_autograd
     chunk = toy_fast.CPU_CHUNK if device.type == 'cpu' and not plain else None
@@ -359,87 +296,29 @@ def run(demo='PGDATconsistent', divergence='KL', divergence_C='KL', iterations=I
     os.makedirs(folder, exist_ok=True)
     snapshot_gen = torch.Generator().manual_seed(seed) if save_every else None
 
-    train_loss, score_loss, standard_loss, seconds, cpu_seconds = [], [], [], [], []
-    bar = tqdm(range(iterations), desc=f'{demo}_{divergence}', unit='it', disable=None if progress else True,
-               file=sys.stderr)
-    for ite in bar:
-        t0, c0 = time.perf_counter(), time.process_time()
+    records = Recorder(f'{demo}_{divergence}', iterations, progress, log, compact)
+    for ite in records:
         x = draw_samples(n0, n1, device)
         optimizer.zero_grad()
         loss = objective(model, demo, x, divergence, chunk, plain)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-
-        r_score, r_standard = robust_errors(model, x, divergence_C, chunk, plain)
-        train_loss.append(loss.item())
-        score_loss.append(r_score)
-        standard_loss.append(r_standard)
-        seconds.append(time.perf_counter() - t0)
-        cpu_seconds.append(time.process_time() - c0)
-        for line in iteration_lines(ite, train_loss[-1], r_score, r_standard, compact):
-            if progress:
-                tqdm.write(line)
-            else:
-                log(line)
+        records.add(ite, loss.item(), *robust_errors(model, x, divergence_C, chunk, plain))
         if save_every and ite % save_every == 0:
             save_predictions(model, draw_test_points(generator=snapshot_gen), folder, suffix=f'_{ite}')
-    bar.close()
 
     save_predictions(model, draw_test_points(), folder)
-    for name, rec in (('train', train_loss), ('SCORE', score_loss), ('Standard', standard_loss)):
-        np.savetxt(os.path.join(folder, f'record_{name}_loss.txt'), np.array(rec))
-    log(f'C_L: {c_l}')
-    return {'train_loss': train_loss, 'score_loss': score_loss, 'standard_loss': standard_loss, 'C_L': c_l,
-            'seconds': seconds, 'cpu_seconds': cpu_seconds, 'folder': folder}
+    return records.finish(folder, c_l)
 
 
 def get_parser():
-    parser = argparse.ArgumentParser(
-        description='The 1-D toy demo of SCORE (Pang et al., ICML 2022, Figures 1-2).',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    # The reference's flags. Its --demo default, 'PGDconsistent', is not a handled value (the run dies); the
-    # default here is the SCORE demo it evidently meant, and any other value is refused by argparse.
-    parser.add_argument('--demo', type=str, default='PGDATconsistent', choices=DEMOS,
-                        help='Training objective (PGDATconsistent = SCORE).')
-    parser.add_argument('--divergence', type=str, default='KL', choices=DIVERGENCES,
-                        help='Divergence of the training objective, its attack and the C constant.')
-    parser.add_argument('--divergence_C', type=str, default='KL', choices=DIVERGENCES,
-                        help='Divergence of the recorded R_SCORE / R_Standard errors.')
-    # Additions.
-    parser.add_argument('--device', type=str, default='cuda' if torch.cuda.is_available() else 'cpu',
-                        help='Device; the CPU reproduces the reference\'s printed numbers.')
-    parser.add_argument('--seed', type=int, default=SEED, help='Seed of numpy, torch and CUDA.')
-    parser.add_argument('--iterations', type=int, default=ITERATIONS, help='Training iterations.')
-    parser.add_argument('--samples', type=int, default=N0 + N1,
-                        help='Training points per draw, split 5:1 between class 0 and class 1.')
-    parser.add_argument('--save-every', type=int, default=0,
-                        help='Also write x_test_{ite}.txt, y_test_{ite}.txt, pre_test_{ite}.txt every K iterations '
-                             '(0 = never).')
-    parser.add_argument('--out', type=str, default='toy_results', help='Results go to OUT/<demo>_<divergence>/.')
-    parser.add_argument('--threads', type=int, default=1,
-                        help='CPU threads (torch.set_num_threads); 0 = PyTorch\'s default (all cores). 1 is the '
-                             'default because the blocked CPU path runs thousands of small parallel regions per '
-                             'iteration: on cores busy with other jobs, OpenMP threads waiting for each other made '
-                             'an iteration up to 80x slower here; 2 can pay off on an otherwise idle machine.')
-    parser.add_argument('--plain-autograd', action='store_true',
-                        help='Run the algorithm as written in this file, with plain autograd, instead of the '
-                             'hand-written fast path of core/toy_fast.py (same losses up to rounding, slower).')
-    parser.add_argument('--no-progress', action='store_true', help='No progress bar.')
-    parser.add_argument('--compact', action='store_true',
-                        help='One line per iteration instead of the reference\'s six (ite:, Train loss:, '
-                             'R_SCORE loss:, R_Standard loss:, diff:, ***).')
-    return parser
+    return build_parser(DEMOS, DIVERGENCES, iterations=ITERATIONS, samples=N0 + N1, seed=SEED)
 
 
 def main(argv=None):
     args = get_parser().parse_args(argv)
-    if args.device.startswith('cuda') and not torch.cuda.is_available():
-        raise UserError(f'--device {args.device} but CUDA is not available: use --device cpu.')
-    if args.threads < 0:
-        raise UserError(f'--threads {args.threads} must be >= 0 (0 = PyTorch\'s default).')
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_runtime(args.device, args.threads)
     res = run(args.demo, args.divergence, args.divergence_C, iterations=args.iterations, samples=args.samples,
               seed=args.seed, device=args.device, out=args.out, save_every=args.save_every,
               progress=not args.no_progress, compact=args.compact, plain_autograd=args.plain_autograd)

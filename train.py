@@ -11,10 +11,9 @@ train-wa.py (as the original): no validation split and no `Eval` lines; the adve
 last 10 when there are more than 90); weights-best.pt is saved whenever the last computed test adversarial
 accuracy is >= the best one (so between evaluations every epoch re-saves it); checkpoints hold
 `model_state_dict` only. --LSE, --ls, --clip_value and --CutMix are parsed and stored but ignored (a warning
-says so). Run folder, --resume, --overwrite, devices and DDP as train-wa.py (README.md, section Training).
+says so). Run folder, --resume, --overwrite, devices and DDP as train-wa.py (docs/training.md).
 """
 import argparse
-import importlib
 import os
 import sys
 import time
@@ -26,11 +25,11 @@ from core.builder import build_trainer
 from core.data import get_data_info, load_data
 from core.errors import exit_on_user_error
 from core.utils.distributed import barrier, cleanup, setup
-from core.utils.parser import parser_train
-from core.utils.run_dir import check_run_dir
+from core.utils.epoch import adversarial_test, final_record, save_epoch, train_epoch
+from core.utils.parser import check_train_flags, parser_train
+from core.utils.rng import set_rng_state
+from core.utils.run_dir import STATE_FORMAT_VERSION, check_run_dir, load_resume_state, open_run
 from core.utils.utils import seed
-
-wa = importlib.import_module('train-wa')  # its checks, resume and state helpers (one copy)
 
 IGNORED_FLAGS = ('--LSE', '--ls', '--clip_value', '--CutMix', '--tensorboard')
 
@@ -41,10 +40,10 @@ def ignored_flags(argv):
 
 
 def validate(args):
-    """train-wa.py's checks for the plain Trainer, with the ignored flags switched off."""
+    """train-wa.py's flag checks for the plain Trainer, with the ignored flags switched off."""
     checked = argparse.Namespace(**vars(args))
     checked.tau, checked.LSE, checked.CutMix = 0, False, False
-    wa.validate(checked)
+    check_train_flags(checked)
 
 
 def adversarial_test_epoch(epoch, num_epochs, freq):
@@ -68,7 +67,7 @@ def main(argv=None):
     # ------------------------------------------------------------------ device / AMP / DDP
     runtime = setup(args.device, args.amp)
     check_run_dir(LOG_DIR, args)
-    state = wa.load_resume_state(LOG_DIR, args, NUM_ADV_EPOCHS) if args.resume else None
+    state = load_resume_state(LOG_DIR, args, NUM_ADV_EPOCHS) if args.resume else None
     barrier(runtime)
     torch.backends.cudnn.benchmark = args.attack not in VARIABLE_BATCH_ATTACKS  # APGD: new shapes every restart
 
@@ -84,7 +83,7 @@ def main(argv=None):
     trainer = build_trainer(info, args, runtime, weight_averaging=False)  # core/builder.py
 
     # ------------------------------------------------------------------ run folder + logger
-    logger = wa.open_run(LOG_DIR, args, runtime, new_run=state is None)
+    logger = open_run(LOG_DIR, args, runtime, new_run=state is None)
 
     # ------------------------------------------------------------------ resume
     start_epoch, best, rows, res, test_adv_acc = 1, [0.0, 0.0], [], None, 0.0
@@ -93,7 +92,7 @@ def main(argv=None):
         start_epoch, best, rows, res = state['epoch'] + 1, list(state['best']), state['rows'], state['train_metrics']
         test_adv_acc = state['test_adv_acc']
         rngs = state['rng']
-        wa.set_rng_state(rngs[runtime.rank] if len(rngs) == runtime.world_size else rngs[0], runtime.device)
+        set_rng_state(rngs[runtime.rank] if len(rngs) == runtime.world_size else rngs[0], runtime.device)
         logger.log('\nResuming from epoch {} of {}.'.format(start_epoch, NUM_ADV_EPOCHS))
     else:
         logger.log('\n\n')
@@ -104,10 +103,10 @@ def main(argv=None):
     # ------------------------------------------------------------------ loop
     for epoch in range(start_epoch, NUM_ADV_EPOCHS + 1):
         start = time.time()
-        res, test_acc, epoch_metrics = wa.train_epoch(trainer, logger, train_dataloader, test_dataloader, epoch,
-                                                      args, LOG_DIR)
-        measured = wa.adversarial_test(trainer, logger, test_dataloader, res, epoch_metrics,
-                                       adversarial_test_epoch(epoch, NUM_ADV_EPOCHS, args.adv_eval_freq))
+        res, test_acc, epoch_metrics = train_epoch(trainer, logger, train_dataloader, test_dataloader, epoch, args,
+                                                   LOG_DIR)
+        measured = adversarial_test(trainer, logger, test_dataloader, res, epoch_metrics,
+                                    adversarial_test_epoch(epoch, NUM_ADV_EPOCHS, args.adv_eval_freq))
         test_adv_acc = test_adv_acc if measured is None else measured  # stale between evaluations
         rows.append(epoch_metrics)
 
@@ -115,16 +114,16 @@ def main(argv=None):
         new_best = test_adv_acc >= best[1]  # test_adv_acc is stale between evaluations (as the original)
         if new_best:
             best = [test_acc, test_adv_acc]
-        state = {'format_version': wa.STATE_FORMAT_VERSION, 'epoch': epoch, 'best': best, 'rows': rows,
+        state = {'format_version': STATE_FORMAT_VERSION, 'epoch': epoch, 'best': best, 'rows': rows,
                  'test_adv_acc': test_adv_acc, 'train_metrics': res, 'args': dict(vars(args))}
-        wa.save_epoch(trainer, runtime, logger, LOG_DIR, new_best, rows, state, start)
+        save_epoch(trainer, runtime, logger, LOG_DIR, new_best, rows, state, start)
         if args.stop_after is not None and epoch >= args.stop_after and epoch < NUM_ADV_EPOCHS:
             logger.log('Stopped after epoch {} (--stop-after).'.format(epoch))
             cleanup()
             return
 
     # ------------------------------------------------------------------ final record
-    wa.final_record(trainer, logger, train_dataloader, res, best, 'Test')
+    final_record(trainer, logger, train_dataloader, res, best, 'Test')
     cleanup()
 
 

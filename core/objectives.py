@@ -14,7 +14,18 @@ a combination the objective does not support. `bind` fixes the run's model, flag
 | score-lse    | `TradesInnerMax` (LSE) -> `score_lse_loss` (`trades_loss_LSE`) | > 0    | yes    | linf-pgd, l2-pgd |
 | mart         | `MartInnerMax` -> `mart_outer_loss` (`mart_loss`)             | any    | no     | linf-pgd         |
 
-The without_DDPM objectives (core/without_ddpm.py) have their own script and are not listed here.
+without_DDPM/train_cifar.py's objectives, `WITHOUT_DDPM_OBJECTIVES` (the block at the end of this file), are keyed
+by their --attack value and picked once by `resolve_without_ddpm(args)`. Each loss is the batch mean of the term
+below, with the --divergence D of core/divergences.py, targets t smoothed by --label_smoothing and the bound b of
+--clip_loss:
+
+| --attack | training attack (`make_attack`) | loss of the batch (`loss`)                                     | --norm |
+|----------|---------------------------------|----------------------------------------------------------------|--------|
+| PGD      | `DivergencePGD` (train mode)    | relu(D(p(x_adv), t) - b), `pgd_loss`                           | any    |
+| TRADES   | `TradesDivergencePGD` (eval)    | relu(D(p(x), t) + lambda D(p(x_adv), p(x)) - b), `trades_loss` | linf   |
+| Standard | none, x_adv = x                 | relu(D(p(x), t) - b), `pgd_loss`                               | any    |
+
+(TRADES with --not_clip_clean: D(p(x), t) + lambda relu(D(p(x_adv), p(x)) - b).)
 """
 import functools
 from dataclasses import dataclass
@@ -23,13 +34,15 @@ from typing import Any, Callable, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from core import divergences
+from core.attacks.divergence import DivergencePGD, TradesDivergencePGD
 from core.errors import UserError
 from core.metrics import batch_accuracy
 from core.utils.mart import mart_loss
 from core.utils.trades import trades_loss, trades_loss_LSE, trades_loss_plain
 
 __all__ = ['Objective', 'OBJECTIVES', 'LossContext', 'bind', 'madry_loss', 'clean_loss', 'select', 'resolve',
-           'check_beta']
+           'check_beta', 'WITHOUT_DDPM_OBJECTIVES', 'resolve_without_ddpm']
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,11 @@ class Objective:
     attacks: Optional[Tuple[str, ...]]
     attack_error: str
     loss: Callable
+    # Fields of the without_DDPM objectives (block at the end of this file); the defaults are train-wa.py's.
+    script: str = 'train-wa.py'  # the script that trains it
+    norms: Optional[Tuple[str, ...]] = None  # the --norm values it supports (None = any); norm_error otherwise
+    norm_error: str = ''
+    make_attack: Optional[Callable] = None  # `make_attack(model, args, num_classes)` -> training attack or None
 
 
 @dataclass(frozen=True)
@@ -171,4 +189,70 @@ def resolve(args, weight_averaging):
         raise UserError('--CutMix needs soft labels, which only TRADES and --LSE take: add --beta, drop --mart.')
     if objective.attacks is not None and args.attack not in objective.attacks:
         raise UserError(objective.attack_error)
+    return objective
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# without_DDPM/train_cifar.py: PGD-AT, TRADES or standard training with a chosen divergence (CIFAR without
+# generated data). Keyed by the --attack value (the script's argparse choices); `resolve_without_ddpm` picks one
+# at start-up. Calling convention: the script builds `make_attack(model, args, num_classes)` once; per batch
+# core.without_ddpm.train_loss attacks (x_adv = x clamped to [0, 1] without an attack), smooths the targets by
+# --label_smoothing and calls `loss(model, x, x_adv, targets, args, bound)` -> the scalar loss, the model in train
+# mode. Not in OBJECTIVES, which select() and resolve() read for train-wa.py / train.py.
+# ---------------------------------------------------------------------------------------------------------------
+
+WITHOUT_DDPM_SCRIPT = 'without_DDPM/train_cifar.py'
+
+
+def _divergence_pgd(model, args, num_classes):
+    return DivergencePGD(model, args.epsilon / 255., args.pgd_alpha / 255., args.attack_iters, args.restarts,
+                         args.norm, args.divergence, num_classes)
+
+
+def _trades_divergence_pgd(model, args, num_classes):
+    return TradesDivergencePGD(model, args.epsilon / 255., args.pgd_alpha / 255., args.attack_iters, args.divergence)
+
+
+def _no_attack(model, args, num_classes):
+    return None
+
+
+def _divergence_loss(model, x, x_adv, targets, args, bound):
+    """PGD / Standard: pgd_loss on model(x_adv) (x_adv = x for Standard)."""
+    return divergences.pgd_loss(model(x_adv), targets, args.divergence, bound)[0]
+
+
+def _trades_divergence_loss(model, x, x_adv, targets, args, bound):
+    """TRADES: trades_loss on model(x_adv), then model(x) (this order: both forwards update BatchNorm)."""
+    logits_adv = model(x_adv)
+    logits_clean = model(x)
+    return divergences.trades_loss(logits_adv, logits_clean, targets, args.divergence, args.TRADESlambda, bound,
+                                   clip_clean=not args.not_clip_clean)[0]
+
+
+def _without_ddpm(name, loss, make_attack, norms=None, norm_error=''):
+    """An entry of train_cifar.py; the train-wa.py rules are neutral (it has no --beta, --tau, --CutMix)."""
+    return Objective(name, needs_beta=False, needs_weight_averaging=None, allows_cutmix=False, attacks=None,
+                     attack_error='', loss=loss, script=WITHOUT_DDPM_SCRIPT, norms=norms, norm_error=norm_error,
+                     make_attack=make_attack)
+
+
+WITHOUT_DDPM_OBJECTIVES = {o.name: o for o in (
+    _without_ddpm('PGD', _divergence_loss, _divergence_pgd),
+    _without_ddpm('TRADES', _trades_divergence_loss, _trades_divergence_pgd, norms=('linf',),
+                  norm_error='--attack TRADES has no L2 step (the original crashed): use --norm linf, '
+                             'or --attack PGD.'),
+    _without_ddpm('Standard', _divergence_loss, _no_attack),
+)}
+
+
+def resolve_without_ddpm(args):
+    """The without_DDPM Objective of --attack, or a UserError naming the unsupported combination (once, at start-up).
+
+    Args:
+        args: the parsed without_DDPM/train_cifar.py flags (attack, norm).
+    """
+    objective = WITHOUT_DDPM_OBJECTIVES[args.attack]
+    if objective.norms is not None and args.norm not in objective.norms:
+        raise UserError(objective.norm_error)
     return objective

@@ -2,7 +2,8 @@
 one training epoch and the per-epoch evaluation (PreActResNet-18 / WRN-34 on CIFAR without generated data).
 
 The models are in core/models/without_ddpm.py, the distances and losses in core/divergences.py, the attacks in
-core/attacks/divergence.py. README.md (section "Without generated data") lists the commands.
+core/attacks/divergence.py, the objectives (--attack PGD / TRADES / Standard: attack, loss, flag rules) in
+core/objectives.py. README.md (section "Without generated data") lists the commands.
 """
 import os
 import sys
@@ -12,16 +13,17 @@ import torch
 from torch.optim.lr_scheduler import CosineAnnealingLR
 from tqdm import tqdm
 
-from core.attacks.divergence import CEPGD, DivergencePGD, TradesDivergencePGD
+from core.attacks.divergence import CEPGD, DivergencePGD
 from core.data.common import ArraySource, ImageDataset, eval_loader, get_transforms, load_split, train_loader
 from core.data.semisup import SemiSupervisedSampler
-from core.divergences import DIVERGENCES, pgd_loss, smooth_targets, trades_loss
+from core.divergences import DIVERGENCES, smooth_targets
+from core.objectives import WITHOUT_DDPM_OBJECTIVES
 
 __all__ = ['ATTACKS', 'DATASETS', 'DEFAULT_DATA_DIR', 'OPTIMIZERS', 'auto_name', 'data_folder', 'evaluate',
            'load_cifar', 'make_optimizer', 'make_train_attack', 'seed_all', 'step_lr', 'train_epoch', 'train_loss']
 
 DATASETS = {'CIFAR-10': ('cifar10', 10), 'CIFAR-100': ('cifar100', 100)}
-ATTACKS = ('PGD', 'TRADES', 'Standard')
+ATTACKS = tuple(WITHOUT_DDPM_OBJECTIVES)  # the --attack choices: PGD, TRADES, Standard
 OPTIMIZERS = ('SGDmom', 'Cosine', 'Adam')
 STEP_MILESTONES = (100, 105)  # SGDmom: in (fractional) epochs, whatever --epochs is
 # The original's `../../cifar-data`, as seen from without_DDPM/ (so a default run finds the same folder from
@@ -137,34 +139,29 @@ def make_optimizer(params, name, lr_max, weight_decay, epochs):
 # ---------------------------------------------------------------------------------------------------------------
 
 def make_train_attack(model, args, num_classes):
-    """The training attack of `--attack`: DivergencePGD (train mode), TradesDivergencePGD (eval mode) or None."""
-    eps, alpha = args.epsilon / 255., args.pgd_alpha / 255.
-    if args.attack == 'PGD':
-        return DivergencePGD(model, eps, alpha, args.attack_iters, args.restarts, args.norm, args.divergence,
-                             num_classes)
-    if args.attack == 'TRADES':
-        return TradesDivergencePGD(model, eps, alpha, args.attack_iters, args.divergence)
-    return None
+    """The training attack of `--attack` (its objective's `make_attack`, core/objectives.py): DivergencePGD (train
+    mode), TradesDivergencePGD (eval mode) or None (Standard)."""
+    return WITHOUT_DDPM_OBJECTIVES[args.attack].make_attack(model, args, num_classes)
 
 
-def train_loss(model, attack, x, y, args, num_classes, bound):
-    """The loss of one batch (the model in train mode): attack, then the forwards x_adv (and, for TRADES, x).
+def train_loss(model, attack, x, y, args, num_classes, bound, objective=None):
+    """The loss of one batch (the model in train mode): attack, then the objective's forwards and loss.
 
-    PGD / Standard: pgd_loss on model(x_adv) (x_adv = x for Standard). TRADES: trades_loss on model(x_adv),
-    then model(x) (this order: both forwards update BatchNorm). Targets smoothed by --label_smoothing.
+    x_adv = attack(x, y), or x clamped to [0, 1] without an attack (Standard); targets smoothed by
+    --label_smoothing; then `objective.loss(model, x, x_adv, targets, args, bound)`: pgd_loss on model(x_adv) for
+    PGD / Standard, trades_loss on model(x_adv) then model(x) for TRADES (both forwards update BatchNorm).
+    `objective` is the one `resolve_without_ddpm` gave at start-up; None takes --attack's registry entry.
     """
+    if objective is None:
+        objective = WITHOUT_DDPM_OBJECTIVES[args.attack]
     x_adv = attack(x, y) if attack is not None else torch.clamp(x, 0, 1)
     targets = smooth_targets(y, num_classes, args.label_smoothing)
-    logits_adv = model(x_adv)
-    if args.attack == 'TRADES':
-        logits_clean = model(x)
-        return trades_loss(logits_adv, logits_clean, targets, args.divergence, args.TRADESlambda, bound,
-                           clip_clean=not args.not_clip_clean)[0]
-    return pgd_loss(logits_adv, targets, args.divergence, bound)[0]
+    return objective.loss(model, x, x_adv, targets, args, bound)
 
 
-def train_epoch(model, attack, loader, opt, scheduler, args, epoch, num_classes, bound, device):
-    """One epoch (0-based `epoch`); returns the mean training loss over batches (not logged by the original)."""
+def train_epoch(model, objective, attack, loader, opt, scheduler, args, epoch, num_classes, bound, device):
+    """One epoch (0-based `epoch`) of the resolved `objective` with its training `attack`; returns the mean training
+    loss over batches (not logged by the original)."""
     model.train()
     n_batches = len(loader)
     total = torch.zeros((), device=device)
@@ -174,7 +171,7 @@ def train_epoch(model, attack, loader, opt, scheduler, args, epoch, num_classes,
         x, y = x.to(device), y.to(device)
         if args.optimizer == 'SGDmom':
             opt.param_groups[0].update(lr=step_lr(args.lr_max, epoch + (i + 1) / n_batches))
-        loss = train_loss(model, attack, x, y, args, num_classes, bound)
+        loss = train_loss(model, attack, x, y, args, num_classes, bound, objective)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -1,64 +1,29 @@
-"""Data layer: sampler semantics, validation split, generated data, bad input, DDP split, determinism.
+"""Data layer: dataset info, validation split, generated data, base data (npz, torchvision, Tiny-ImageNet), bad
+input. The sampler, determinism and DDP shares are in tests/test_data_sampler.py.
 
-Synthetic data only (in tmp_path): every image is constant per channel and encodes an id (channel 0 = id // 256,
-channel 1 = id % 256, channel 2 = source tag), so a loaded tensor tells which file and which row it came from.
+Synthetic data only (tests/data_helpers.py, in tmp_path): every image is constant per channel and encodes an id
+(channel 0 = id // 256, channel 1 = id % 256, channel 2 = source tag), so a loaded tensor tells which file and
+which row it came from.
 """
-import math
+import os
 
 import numpy as np
 import pytest
 import torch
+from data_helpers import AUX, REAL, TEST, aux_label, decode, make_images, real_label, semisup, write_root
+from script_runner import run_script
 
 from core.data import SEMISUP_DATASETS, augment_arg, get_data_info, load_data, set_epoch, validate_unsup_fraction
 from core.data import common as data_common
 from core.data.convert import convert
 from core.data.npz import NpyMember
-from core.data.semisup import SemiSupervisedSampler
 from core.errors import UserError
-
-REAL, TEST, AUX = 10, 20, 30  # channel-2 tags
-
-
-def make_images(ids, tag, size=32):
-    x = np.zeros((len(ids), size, size, 3), dtype=np.uint8)
-    x[..., 0] = (np.asarray(ids) // 256)[:, None, None]
-    x[..., 1] = (np.asarray(ids) % 256)[:, None, None]
-    x[..., 2] = tag
-    return x
-
-
-def decode(x):
-    """Batch of 3 x H x W tensors in [0, 1] -> (ids, tags) read at the centre pixel."""
-    p = (x[:, :, 16, 16] * 255).round().long()
-    return (p[:, 0] * 256 + p[:, 1]).tolist(), p[:, 2].tolist()
-
-
-def real_label(i):
-    return i % 10
-
-
-def aux_label(i):
-    return (3 * i + 7) % 10  # differs from real_label, so a wrong label source shows
 
 
 @pytest.fixture
 def root(tmp_path):
     """tmp/data/cifar10/{train,test}.npz (60 + 20 images) and tmp/aux.npz (200 generated images)."""
-    d = tmp_path / 'data' / 'cifar10'
-    d.mkdir(parents=True)
-    ids = np.arange(60)
-    np.savez(d / 'train.npz', image=make_images(ids, REAL), label=real_label(ids))
-    np.savez(d / 'test.npz', image=make_images(np.arange(20), TEST), label=np.arange(20) % 10)
-    aux = np.arange(200)
-    np.savez(tmp_path / 'aux.npz', image=make_images(aux, AUX), label=aux_label(aux))
-    return tmp_path
-
-
-def semisup(root, **kw):
-    args = dict(batch_size=10, batch_size_test=8, num_workers=0, use_augmentation=False,
-                aux_data_filename=str(root / 'aux.npz'), unsup_fraction=0.7, validation=True, val_size=8)
-    args.update(kw)
-    return load_data(str(root / 'data' / 'cifar10s'), **args)
+    return write_root(tmp_path)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -78,82 +43,6 @@ def test_data_info_by_basename():
     assert get_data_info('./data/cifar10')['data'] == 'cifar10'  # no shared mutable table
     with pytest.raises(UserError, match='unknown dataset'):
         get_data_info('./data/mnist')
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Sampler
-# ----------------------------------------------------------------------------------------------------------------
-
-def test_sampler_sizes_match_reference_examples():
-    s = SemiSupervisedSampler(range(48976), range(48976, 100000), 512, 0.7, math.ceil(50000 / 512))
-    assert (s.unsup_bs, s.sup_bs, len(s)) == (358, 154, 98)
-    s = SemiSupervisedSampler(range(48976), range(48976, 100000), 1024, 0.7, math.ceil(50000 / 1024))
-    assert (s.unsup_bs, s.sup_bs, len(s)) == (716, 308, 49)
-
-
-def test_sampler_batch_composition_and_restart():
-    sup, unsup = list(range(7)), list(range(100, 150))
-    s = SemiSupervisedSampler(sup, unsup, batch_size=10, unsup_fraction=0.7, num_batches=5, seed=3)
-    batches = [np.array([i for i, _ in b]) for b in s]
-    assert len(batches) == 5 and all(len(b) == 10 for b in batches)
-    n_sup = [int((b < 100).sum()) for b in batches]
-    assert n_sup == [3, 3, 1, 3, 3]  # slices 3, 3, 1 of a 7-pool pass, then a new permutation
-    first_pass = np.concatenate([b[b < 100] for b in batches[:3]])
-    assert sorted(first_pass) == sup  # a permutation of the labelled pool, without replacement
-    assert all(set(b[b >= 100]) <= set(unsup) for b in batches)
-
-
-def test_sampler_epoch_length_from_dataset_size(root):
-    train, *_ , train_loader, _, _ = semisup(root, batch_size=16)
-    assert train.dataset_size == 60  # base split size BEFORE validation removal
-    assert len(train.sup_indices) == 52 and len(train.unsup_indices) == 200
-    assert len(train_loader) == math.ceil(60 / 16)
-    sizes = [len(y) for _, y in train_loader]
-    assert sizes == [16] * 4
-
-
-def test_sampler_negative_fraction_merges_pools():
-    sup, unsup = list(range(6)), list(range(10, 14))
-    s = SemiSupervisedSampler(sup, unsup, batch_size=5, unsup_fraction=-1, num_batches=2, seed=0)
-    assert (s.unsup_bs, s.sup_bs) == (0, 5)
-    idx = [i for b in s for i, _ in b]
-    assert sorted(idx) == sup + unsup  # 2 x 5 = the whole merged pool, without replacement
-
-
-def test_sampler_merged_pool_by_hand():
-    """--unsup-fraction -1: one pool 0..9 (6 real, 4 generated; adjacent ranges stay a lazy range), batches of
-    5 without replacement: batches 1-2 are one pass over all 10 indices, batch 3 starts a new pass, and the
-    last batch of a pass is short when 5 does not divide the pool (pool 0..11: 5, 5, 2)."""
-    s = SemiSupervisedSampler(range(6), range(6, 10), batch_size=5, unsup_fraction=-1, num_batches=3, seed=0)
-    assert s.sup_indices == range(10) and len(s.unsup_indices) == 0 and (s.sup_bs, s.unsup_bs) == (5, 0)
-    b = [sorted(i for i, _ in batch) for batch in s]
-    assert [len(x) for x in b] == [5, 5, 5]
-    assert sorted(b[0] + b[1]) == list(range(10))          # one pass: each index once
-    assert len(set(b[2])) == 5 and set(b[2]) <= set(range(10))
-    s = SemiSupervisedSampler(range(8), range(8, 12), batch_size=5, unsup_fraction=-0.5, num_batches=3, seed=1)
-    b = [[i for i, _ in batch] for batch in s]
-    assert [len(x) for x in b] == [5, 5, 2] and sorted(sum(b, [])) == list(range(12))
-    s = SemiSupervisedSampler([0, 1, 2], [7, 9], batch_size=5, unsup_fraction=-1, num_batches=1, seed=0)
-    assert sorted(i for i, _ in next(iter(s))) == [0, 1, 2, 7, 9]   # index lists are concatenated
-
-
-def test_sampler_merged_pool_memory_does_not_grow_with_the_generated_data():
-    """A 50M-image merged pool: an epoch of 98 x 512 draws ~50k distinct indices without any pool-sized array."""
-    import tracemalloc
-    tracemalloc.start()
-    s = SemiSupervisedSampler(range(48976), range(48976, 50_000_000), 512, -1, math.ceil(50000 / 512), seed=2)
-    idx = np.concatenate([[i for i, _ in b] for b in s])
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    assert len(idx) == 98 * 512 == len(np.unique(idx)) and idx.max() < 50_000_000
-    assert (idx >= 48976).mean() > 0.99                    # 99.9% of the pool is generated
-    assert peak < 50 * 2 ** 20                             # a 50M int64 index array alone would be 400 MB
-
-
-def test_sampler_zero_fraction_uses_only_labelled():
-    s = SemiSupervisedSampler(range(9), range(100, 110), batch_size=4, unsup_fraction=0.0, num_batches=3)
-    idx = [i for b in s for i, _ in b]
-    assert len(idx) == 9 and max(idx) < 9  # the last slice of the pass is short (1 image)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -263,51 +152,6 @@ def test_convert_roundtrip(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Determinism and DDP
-# ----------------------------------------------------------------------------------------------------------------
-
-def _epoch(loader, epoch):
-    set_epoch(loader, epoch)
-    return [(x, y) for x, y in loader]
-
-
-def _same(a, b):
-    return len(a) == len(b) and all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b))
-
-
-def test_set_epoch_is_deterministic_and_resumable(root):
-    loader = semisup(root, use_augmentation=True, seed=5)[3]
-    e0, e1, e2 = _epoch(loader, 0), _epoch(loader, 1), _epoch(loader, 2)
-    assert not _same(e1, e2)
-    resumed = semisup(root, use_augmentation=True, seed=5)[3]  # a new process resuming at epoch 2
-    torch.manual_seed(999)
-    np.random.seed(999)  # the global RNGs play no part
-    assert _same(_epoch(resumed, 2), e2) and _same(_epoch(resumed, 0), e0)
-    assert not _same(_epoch(semisup(root, use_augmentation=True, seed=6)[3], 2), e2)
-
-
-@pytest.mark.parametrize('batch_size', [10, 11])
-def test_ddp_shares_partition_the_global_batch(batch_size):
-    kw = dict(sup_indices=range(40), unsup_indices=range(40, 140), batch_size=batch_size, unsup_fraction=0.7,
-              num_batches=6, seed=2)
-    single = SemiSupervisedSampler(**kw)
-    ranks = [SemiSupervisedSampler(**kw, rank=r, world_size=2) for r in range(2)]
-    for epoch in (0, 4):
-        for s in [single] + ranks:
-            s.set_epoch(epoch)
-        for full, a, b in zip(single, *ranks):
-            assert sorted(a + b) == sorted(full)  # union == the single-process batch (indices and item seeds)
-            assert len(set(a + b)) == len(full) == batch_size  # disjoint
-            assert (len(a), len(b)) == (math.ceil(batch_size / 2), batch_size // 2)
-
-
-def test_workers_give_the_same_batches(root):
-    a = _epoch(semisup(root, use_augmentation=True, num_workers=0)[3], 1)
-    b = _epoch(semisup(root, use_augmentation=True, num_workers=2)[3], 1)
-    assert _same(a, b)
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # Bad input: one line naming the file and the problem, raised by load_data before any training
 # ----------------------------------------------------------------------------------------------------------------
 
@@ -370,6 +214,24 @@ def test_missing_base_data_names_paths_and_command(tmp_path, monkeypatch):
     msg = str(e.value)
     assert str(tmp_path / 'cifar10' / 'train.npz') in msg and 'cifar-10-batches-py' in msg and 'make_npz.py' in msg
 
+
+
+def test_make_npz_writes_both_splits_once(tmp_path, monkeypatch, capsys):
+    """The command the message above names: scripts/make_npz.py DATA_DIR writes the two .npz files from what
+    torchvision gives (here a stand-in for its download), which the data layer then reads; it never overwrites."""
+    def download(name, data_dir, split):
+        n = 12 if split == 'train' else 4
+        return make_images(np.arange(n), REAL), np.arange(n) % 10
+    monkeypatch.setattr(data_common, '_download', download)
+    script = data_common.MAKE_NPZ_CMD.split()[1]
+    d = tmp_path / 'cifar10'
+    assert run_script(script, [d]) == 0
+    train, test, _, _ = load_data(str(d), batch_size=4, num_workers=0, use_augmentation=False)
+    assert len(train) == 12 and len(test) == 4 and decode(train[5][0][None]) == ([5], [REAL]) and train[5][1] == 5
+    before = (d / 'train.npz').stat().st_mtime_ns
+    assert run_script(script, [d]) == 2 and 'exists' in capsys.readouterr().err
+    assert run_script(script, [tmp_path / 'mnist']) == 2 and not (tmp_path / 'mnist').exists()
+    assert (d / 'train.npz').stat().st_mtime_ns == before and sorted(os.listdir(d)) == ['test.npz', 'train.npz']
 
 def test_corrupt_torchvision_folder(tmp_path):
     (tmp_path / 'cifar10' / 'cifar-10-batches-py').mkdir(parents=True)

@@ -341,10 +341,49 @@ def test_killed_at_any_point_resume_ends_bit_identical(data_dir, tmp_path, one_t
     assert sorted(os.listdir(run_dir)) == sorted(os.listdir(tmp_path / 'full'))   # no temp file left
 
 
+def test_stale_temp_files_are_exactly_the_temporary_files_of_write_atomic(tmp_path):
+    """A killed write_atomic leaves `.<name>.XXXXXXXX.tmp` (mkstemp's 8 characters): --resume removes those of the
+    run's files, and nothing else (not a user's file, not another target's temporary file)."""
+    from core.utils.atomic import write_atomic
+    from core.utils.run_dir import RUN_FILES, STALE_TEMP_FILES, remove_stale_temp_files
+    temp_names = []
+
+    def record_temp_name(f):
+        temp_names.extend(n for n in os.listdir(tmp_path) if n.endswith('.tmp'))
+    for name in RUN_FILES:
+        write_atomic(tmp_path / name, record_temp_name)
+    assert len(temp_names) == len(RUN_FILES) == 6
+    assert all(STALE_TEMP_FILES.match(n) for n in temp_names), temp_names
+    kept = ['stats_adv.csv', 'notes.tmp', 'stats_adv.csv.tmp', '.args.txt.tmp', '.args.txt.abcdefg.tmp',
+            '.args.txt.abcdefghi.tmp', '.other.pt.abcdefgh.tmp', 'args.txt.abcdefgh.tmp', '.args.txt.ABCDEFGH.tmp']
+    stale = ['.args.txt.abcdefgh.tmp', '.state-last.pt.a1_b2c3d.tmp', '.curves.png.00000000.tmp']
+    folder = tmp_path / 'run'
+    folder.mkdir()
+    for name in kept + stale:
+        (folder / name).write_bytes(b'')
+    assert remove_stale_temp_files(folder) == sorted(stale)
+    assert sorted(os.listdir(folder)) == sorted(kept)
+
+
+def test_csv_and_args_bytes(tmp_path):
+    """stats_adv.csv: pandas' CSV (header, no index, empty cell for ''); args.txt: JSON with indent 4."""
+    import argparse
+
+    from core.utils.epoch import write_csv
+    from core.utils.run_dir import write_args
+    rows = [{'epoch': 1, 'lr': 0.5, 'test_adversarial_acc': ''}, {'epoch': 2, 'lr': 0.25, 'test_adversarial_acc': 1.0}]
+    write_csv(rows, str(tmp_path / 'stats_adv.csv'))
+    assert (tmp_path / 'stats_adv.csv').read_bytes() == b'epoch,lr,test_adversarial_acc\n1,0.5,\n2,0.25,1.0\n'
+    write_args(argparse.Namespace(desc='x', lr=0.1, resume_changed_flags=[]), str(tmp_path))
+    assert (tmp_path / 'args.txt').read_bytes() == (b'{\n    "desc": "x",\n    "lr": 0.1,\n'
+                                                   b'    "resume_changed_flags": []\n}')
+    assert sorted(os.listdir(tmp_path)) == ['args.txt', 'stats_adv.csv']
+
+
 def test_negative_unsup_fraction_passes_the_flag_checks(data_dir, tmp_path):
     """--unsup-fraction -1 (one merged pool, the sampler's test in test_data.py) is no longer refused."""
+    from core.utils.parser import check_train_flags as validate
     from core.utils.parser import parser_train
-    validate = runpy.run_path(SCRIPT)['validate']          # the script's functions, main() not run
     validate(parser_train().parse_args(tiny_args(data_dir, tmp_path, 'x', '--unsup-fraction', '-1')))
     args = parser_train().parse_args(tiny_args(data_dir, tmp_path, 'x', '--resume-changed-flags', 'lr'))
     with pytest.raises(Exception, match='add --resume'):

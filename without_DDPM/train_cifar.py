@@ -27,6 +27,7 @@ from core.data import set_epoch  # noqa: E402
 from core.divergences import check_divergence, clip_bound  # noqa: E402
 from core.errors import UserError, exit_on_user_error  # noqa: E402
 from core.models.without_ddpm import ACTIVATIONS, MODELS, WRN_ACTIVATIONS, create_without_ddpm_model  # noqa: E402
+from core.objectives import resolve_without_ddpm  # noqa: E402
 from core.utils.checkpoint import load_checkpoint, load_state_dict, save_atomic  # noqa: E402
 from core.utils.distributed import DEVICES, setup  # noqa: E402
 from core.utils.logger import Logger  # noqa: E402
@@ -40,7 +41,6 @@ from core.without_ddpm import (  # noqa: E402
     evaluate,
     load_cifar,
     make_optimizer,
-    make_train_attack,
     seed_all,
     train_epoch,
 )
@@ -100,7 +100,8 @@ def get_args(argv=None):
 
 
 def validate(args):
-    """Bad input the original accepted and crashed on late (or trained through): one UserError line each."""
+    """Bad input the original accepted and crashed on late (or trained through): one UserError line each (the
+    objective's own rules, e.g. --attack TRADES with --norm l2, are checked by core.objectives.resolve_without_ddpm)."""
     for flag in ('--epsilon', '--test_epsilon', '--pgd-alpha', '--test-pgd-alpha', '--lr-max', '--weight_decay',
                  '--TRADESlambda', '--clip_loss', '--label_smoothing'):
         value = getattr(args, flag[2:].replace('-', '_'))
@@ -118,8 +119,6 @@ def validate(args):
         raise UserError(f'--label_smoothing {args.label_smoothing}: must be < 1.')
     if args.model == 'WideResNet' and args.activation not in WRN_ACTIVATIONS:
         raise UserError(f'--activation {args.activation}: the WideResNet has {", ".join(WRN_ACTIVATIONS)} only.')
-    if args.attack == 'TRADES' and args.norm == 'l2':
-        raise UserError('--attack TRADES has no L2 step (the original crashed): use --norm linf, or --attack PGD.')
     if args.wrn_depth < 10 or (args.wrn_depth - 4) % 6:
         raise UserError(f'--wrn-depth {args.wrn_depth}: a WideResNet needs depth 6n + 4 >= 10 (e.g. 10 or 34).')
     if args.resume and args.overwrite:
@@ -164,6 +163,7 @@ def main(argv=None):
     # ------------------------------------------------------------------ args
     args = get_args(argv)
     validate(args)
+    objective = resolve_without_ddpm(args)  # --attack: the training attack, the loss and their flag rules
     if args.data_dir is None:
         args.data_dir = DEFAULT_DATA_DIR
     if args.fname == 'auto':
@@ -192,7 +192,7 @@ def main(argv=None):
                                       depth=args.wrn_depth)
     print('Use activation of ' + args.activation)
     opt, scheduler = make_optimizer(model.parameters(), args.optimizer, args.lr_max, args.weight_decay, args.epochs)
-    attack = make_train_attack(model, args, num_classes)
+    attack = objective.make_attack(model, args, num_classes)
 
     # ------------------------------------------------------------------ run folder, logger
     os.makedirs(folder, exist_ok=True)
@@ -215,7 +215,8 @@ def main(argv=None):
     for epoch in range(start_epoch, args.epochs):
         start = time.time()
         set_epoch(train_loader, epoch)
-        loss = train_epoch(model, attack, train_loader, opt, scheduler, args, epoch, num_classes, bound, device)
+        loss = train_epoch(model, objective, attack, train_loader, opt, scheduler, args, epoch, num_classes, bound,
+                           device)
         clean, ce, new, n = evaluate(model, test_loader, args, num_classes, device)
         test_acc, rob_kl, rob_new = clean / n, ce / n, new / n
         logger.log('%d \t %.4f \t %.4f \t %.4f' % (epoch, test_acc, rob_kl, rob_new))

@@ -2,9 +2,9 @@
 
 Where the base data are read from (first match wins), for DATA_DIR = join(--data-dir, name):
   1. `DATA_DIR/train.npz` and `DATA_DIR/test.npz`, each with `image` (uint8, N x 32 x 32 x 3, RGB) and `label`
-     (integers, N), e.g. written by the offline CIFAR-10 copy's `make_npz.py DATA_DIR` (MAKE_NPZ_CMD) or by any
-     script that saves these two arrays. They must be uncompressed
-     (np.savez) and are read lazily, row by row.
+     (integers, N), e.g. written by `python scripts/make_npz.py DATA_DIR` (MAKE_NPZ_CMD; from torchvision's
+     files) or by any script that saves these two arrays. They must be uncompressed (np.savez) and are read
+     lazily, row by row.
   2. torchvision's own files in DATA_DIR (`cifar-10-batches-py/`, `cifar-100-python/`, `train_32x32.mat` and
      `test_32x32.mat`), read with `download=False`.
   3. Otherwise torchvision downloads them into DATA_DIR; offline, this fails with a UserError naming the paths
@@ -25,11 +25,9 @@ from core.errors import UserError
 from core.utils.utils import str2bool
 
 AUGMENTATIONS = ('none', 'base', 'cutout', 'autoaugment', 'randaugment')
-_MAKE_NPZ = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..', 'shared', 'data',
-                         'cifar10-jpeg', 'make_npz.py')
-MAKE_NPZ_CMD = 'python {script} {dir}'.format(
-    script=os.path.normpath(_MAKE_NPZ) if os.path.isfile(_MAKE_NPZ) else '../shared/data/cifar10-jpeg/make_npz.py',
-    dir='{dir}')
+# The repository's command that writes DATA_DIR/{train,test}.npz (torchvision's files, downloaded where needed).
+MAKE_NPZ_CMD = 'python {script} {{dir}}'.format(script=os.path.normpath(os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), '..', '..', 'scripts', 'make_npz.py')))
 
 # torchvision class, the folder/file it keeps in DATA_DIR, how a split is selected.
 _TORCHVISION = {
@@ -76,10 +74,10 @@ def load_split(name, data_dir, split, num_classes):
     try:
         return _download(name, data_dir, split)
     except Exception as e:  # noqa: BLE001 - offline: URLError, RuntimeError, ...
-        hint = f'; for CIFAR-10 offline run `{MAKE_NPZ_CMD.format(dir=data_dir)}`' if name == 'cifar10' else ''
         raise UserError(f'{name} {split} data not found: tried {npz}, {tv_path} and a torchvision download '
                         f'({type(e).__name__}); put {split}.npz (image N x 32 x 32 x 3 uint8, label N) in '
-                        f'{data_dir}{hint}.') from None
+                        f'{data_dir}: `{MAKE_NPZ_CMD.format(dir=data_dir)}` writes both splits (run it where '
+                        f'there is a network and copy the folder here).') from None
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ not reproducible anyway, docs/differences.md item 32):
     If `world_size` does not divide the batch, ranks `< batch_size % world_size` get one image more.
 """
 import math
+import os
 
 import numpy as np
 import torch
@@ -225,3 +226,35 @@ def load_semisup(name, data_dir, num_classes, use_augmentation='base', aux_data_
     train, train_tf, test_dataset, val_dataset, n = load_base(name, data_dir, num_classes, use_augmentation,
                                                               validation, val_size)
     return SemiSupervisedDataset(train, generated, train_tf, dataset_size=n), test_dataset, val_dataset
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The per-dataset modules (cifar10.py, cifar100.py, svhn.py, tiny_imagenet.py and the *s ones) are built from these
+# ---------------------------------------------------------------------------------------------------------------
+
+def dataset_desc(data, num_classes, mean, std, classes=None):
+    """A dataset's `DATA_DESC`: {data, classes, num_classes, mean, std}; classes default to '0' .. 'K-1'."""
+    return {'data': data, 'classes': classes if classes is not None else tuple(str(i) for i in range(num_classes)),
+            'num_classes': num_classes, 'mean': mean, 'std': std}
+
+
+def plain_loader(name, num_classes):
+    """`load_<name>(data_dir, use_augmentation='base', validation=False, val_size=1024)` of a base dataset:
+    (train dataset, test dataset, val dataset or None, base train size) read from data_dir (`load_plain`)."""
+    def load(data_dir, use_augmentation='base', validation=False, val_size=1024):
+        """(train dataset, test dataset, val dataset or None, base train size) read from data_dir."""
+        return load_plain(name, data_dir, num_classes, use_augmentation, validation, val_size)
+    load.__name__ = load.__qualname__ = f'load_{name}'
+    return load
+
+
+def semisup_loader(name, num_classes):
+    """`load_<name>s(data_dir, use_augmentation='base', aux_data_filename=None, validation=False, val_size=1024)`:
+    (train SemiSupervisedDataset, test dataset, val dataset or None), the base data read from the sibling folder
+    DATA_DIR/../<name> (e.g. ./data/cifar10s -> ./data/cifar10), the generated ones from aux_data_filename."""
+    def load(data_dir, use_augmentation='base', aux_data_filename=None, validation=False, val_size=1024):
+        """(train SemiSupervisedDataset, test dataset, val dataset or None)."""
+        base_dir = os.path.join(os.path.dirname(os.path.normpath(data_dir)), name)
+        return load_semisup(name, base_dir, num_classes, use_augmentation, aux_data_filename, validation, val_size)
+    load.__name__ = load.__qualname__ = f'load_{name}s'
+    return load

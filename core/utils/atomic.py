@@ -5,11 +5,12 @@ A crash mid-write leaves any previous file at the path intact, and no temporary 
 new file gets the usual permissions (0666 minus the umask), not the 0600 of a bare `tempfile.mkstemp`.
 """
 import os
+import re
 import tempfile
 
 from core.utils.faults import fault_point
 
-__all__ = ['write_atomic']
+__all__ = ['temp_name_pattern', 'write_atomic']
 
 
 def _umask():
@@ -18,11 +19,27 @@ def _umask():
     return mask
 
 
+def _temp_affixes(basename):
+    """The prefix and suffix of write_atomic's temporary file for a target named `basename`."""
+    return f'.{basename}.', '.tmp'
+
+
+def temp_name_pattern(basenames):
+    """A regex matching exactly the temporary file names write_atomic uses for targets named `basenames`:
+    `.<name>.XXXXXXXX.tmp`, with tempfile.mkstemp's 8 random characters (a-z, 0-9, _)."""
+    names = []
+    for basename in basenames:
+        prefix, suffix = _temp_affixes(basename)
+        names.append(re.escape(prefix) + '[a-z0-9_]{8}' + re.escape(suffix))
+    return re.compile('^(?:' + '|'.join(names) + ')$')
+
+
 def write_atomic(path, write):
     """Call `write(f)` on a binary file object, then move the result to `path` atomically. Returns `path`."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
+    prefix, suffix = _temp_affixes(os.path.basename(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=suffix)
     try:
         with os.fdopen(fd, 'wb') as f:
             write(f)

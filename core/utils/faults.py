@@ -4,7 +4,8 @@ Set the environment variable SCORE_AT_FAULT to `<point>:<epoch>` (or `train-batc
 process kills itself with SIGKILL, without any cleanup, when it reaches that point of that epoch. Points:
 
     train-batch:E:B                 after the optimizer step of batch B (1-based) of epoch E
-    mid-write:<file>:E              a file of the run folder (weights-best.pt, weights-last.pt, stats_adv.csv,
+    mid-write:<file>:E              a file written with core.utils.atomic.write_atomic (in the run folder:
+                                    weights-best.pt, weights-last.pt, stats_adv.csv, curves.png, args.txt,
                                     state-last.pt) is fully written to its temporary name, not yet renamed
     after-write:<file>:E            the file has just been renamed into place
 
@@ -20,7 +21,7 @@ __all__ = ['ENV', 'fault_point', 'set_epoch']
 
 
 def set_epoch(epoch):
-    """The epoch that `fault_point` names (train-wa.py sets it at the start of every epoch)."""
+    """The epoch that `fault_point` names (core.utils.epoch.train_epoch sets it at the start of every epoch)."""
     global _epoch
     _epoch = epoch
 

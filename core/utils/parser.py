@@ -1,14 +1,19 @@
-"""Command-line parsers of train-wa.py and eval-aa.py.
+"""Command-line parsers of train-wa.py and eval-aa.py, and the checks of the training flags (check_train_flags).
 
 Same flag names, dests, types and defaults as the reference, except that no default points at the
 authors' cluster. Flags this reimplementation adds are grouped at the end of each parser.
 """
 import argparse
+import os
 
 from core.attacks import ATTACKS
-from core.data import AUGMENTATIONS, DATASETS, augment_arg
+from core.builder import pretrained_path
+from core.data import AUGMENTATIONS, DATASETS, SEMISUP_DATASETS, augment_arg, validate_unsup_fraction
+from core.errors import SEED_MAX, UserError, check_number
 from core.models import check_model_name
+from core.objectives import check_beta, resolve
 from core.utils.distributed import AMP_MODES, DEVICES
+from core.utils.run_dir import RESUME_CHANGEABLE_FLAGS
 from core.utils.utils import str2bool, str2float
 
 
@@ -106,10 +111,64 @@ def parser_train(tau=True):
                        help='channels_last memory format for the model and the batches.')
     extra.add_argument('--tensorboard', action='store_true', default=False,
                        help='Per-step and per-epoch scalars in LOG_DIR/tensorboard/ (needs the tensorboard package).')
-    # Testing aids (documented in README.md, section Training; hidden from --help).
+    # Testing aids (documented in docs/training.md; hidden from --help).
     extra.add_argument('--validation-size', type=int, default=1024, help=argparse.SUPPRESS)
     extra.add_argument('--stop-after', type=int, default=None, help=argparse.SUPPRESS)
     return parser
+
+
+def check_train_flags(args):
+    """Bad flags and combinations of parser_train the reference silently ignores or fails on late: one UserError
+    line each, before anything is written (train-wa.py; train.py with its ignored flags switched off)."""
+    check_number('--attack-eps', args.attack_eps, 0, low_open=True, example='8/255')
+    check_number('--attack-step', args.attack_step, 0, low_open=True, example='2/255')
+    check_number('--attack-iter', args.attack_iter, 1, example=10)
+    check_number('--lr', args.lr, 0, low_open=True, example=0.4)
+    check_number('--weight-decay', args.weight_decay, 0, example='5e-4')
+    if args.beta is not None:
+        check_number('--beta', args.beta, 0, example=5.0)
+    check_number('--clip_value', args.clip_value, 0, example=0)
+    check_number('--ls', args.ls, 0, 1, high_open=True, example=0.1)
+    check_number('--tau', args.tau, 0, 1, high_open=True, example=0.995)
+    if args.clip_grad is not None:
+        check_number('--clip-grad', args.clip_grad, 0, low_open=True, example=1.0)
+    check_number('--seed', args.seed, 0, SEED_MAX, example=1)
+    if args.stop_after is not None:
+        check_number('--stop-after', args.stop_after, 1)
+    check_beta(args)
+    if args.num_adv_epochs < 1:
+        raise UserError(f'--num-adv-epochs {args.num_adv_epochs}: at least 1 epoch is needed.')
+    if args.adv_eval_freq < 1:
+        raise UserError(f'--adv-eval-freq {args.adv_eval_freq}: must be >= 1.')
+    if args.batch_size < 1 or args.batch_size_validation < 1:
+        raise UserError('--batch-size and --batch-size-validation must be >= 1.')
+    if args.num_workers < 0:
+        raise UserError(f'--num-workers {args.num_workers}: must be >= 0.')
+    if args.validation_size < 1:
+        raise UserError(f'--validation-size {args.validation_size}: must be >= 1.')
+    if args.resume and args.overwrite:
+        raise UserError('--resume continues a run and --overwrite starts a new one over it: give only one.')
+    if args.resume_changed_flags and not args.resume:
+        raise UserError('--resume-changed-flags names flags a --resume may change: add --resume, or drop it.')
+    for name in args.resume_changed_flags:
+        if name not in RESUME_CHANGEABLE_FLAGS:
+            raise UserError(f'--resume-changed-flags {name}: only {", ".join(RESUME_CHANGEABLE_FLAGS)} may change '
+                            f'on a resume (the others would change what the saved state means).')
+    if args.data in SEMISUP_DATASETS:
+        validate_unsup_fraction(args.unsup_fraction)
+        if args.aux_data_filename is None:
+            raise UserError(f'--data {args.data} trains on generated data: give --aux-data-filename (e.g. '
+                            f'cifar10_ddpm.npz), or use --data {args.data[:-1]} for the real data only.')
+        for f in args.aux_data_filename.split(','):
+            if not os.path.exists(f):
+                raise UserError(f'--aux-data-filename: {f} does not exist.')
+    resolve(args, weight_averaging=bool(args.tau))
+    if args.scheduler == 'cosinew' and float(0.025 * args.num_adv_epochs) - 1 == 0:
+        raise UserError(f'--scheduler cosinew cannot run {args.num_adv_epochs} epochs: torch OneCycleLR divides by '
+                        f'zero when 0.025 * epochs = 1 (the reference crashes too); use e.g. 41 epochs.')
+    if args.pretrained_file is not None and not os.path.isfile(pretrained_path(args)):
+        raise UserError(f'--pretrained-file: {pretrained_path(args)} does not exist; give a run name under '
+                        f'--log-dir (its weights-best.pt is read) or a checkpoint file.')
 
 
 def parser_eval():

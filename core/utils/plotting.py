@@ -97,7 +97,7 @@ def save_figure(fig, path, dpi=100):
 
 
 def write_run_curves(log_dir):
-    """train-wa.py's per-epoch hook: LOG_DIR/curves.png from LOG_DIR/stats_adv.csv, atomically.
+    """save_epoch's hook (core/utils/epoch.py): LOG_DIR/curves.png from LOG_DIR/stats_adv.csv, atomically.
 
     Never raises: a failure to draw (a broken matplotlib, a full disk) is one warning line on stderr, and the
     training goes on (the previous curves.png, if any, is left as it was). Returns the path, or None on failure.

@@ -1,15 +1,34 @@
-"""The run-folder policy shared by the training scripts: an existing run is never overwritten unless asked.
+"""The run folder of the training scripts (train-wa.py, train.py): never overwritten unless asked, resumable.
 
 A folder holding any file stops the script (UserError, exit code 2) before anything is read, written or
-deleted, unless `--resume` (which needs the run's state file) or `--overwrite` is given.
+deleted, unless `--resume` (which needs the run's state file) or `--overwrite` is given. A `--resume` checks the
+saved flags against the command line (load_resume_state), removes the temporary files of a killed writer
+(remove_stale_temp_files) and appends to log-train.log (open_run).
 """
+import json
 import os
 
 from core.errors import UserError
+from core.utils.atomic import temp_name_pattern, write_atomic
+from core.utils.checkpoint import load_checkpoint
+from core.utils.distributed import barrier
+from core.utils.logger import Logger
 
-__all__ = ['STATE_FILE', 'check_run_dir']
+__all__ = ['STATE_FILE', 'STATE_FORMAT_VERSION', 'RUN_FILES', 'STALE_TEMP_FILES', 'RESUME_FREE_FLAGS',
+           'RESUME_CHANGEABLE_FLAGS', 'check_run_dir', 'load_resume_state', 'check_resume_flags',
+           'remove_stale_temp_files', 'saved_lr', 'write_args', 'open_run']
 
 STATE_FILE = 'state-last.pt'
+STATE_FORMAT_VERSION = 1
+# The files of a run folder written with core.utils.atomic.write_atomic (log-train.log is appended instead).
+RUN_FILES = ('weights-best.pt', 'weights-last.pt', STATE_FILE, 'stats_adv.csv', 'args.txt', 'curves.png')
+# The temporary files those writes leave behind when the process is killed mid-write (and nothing else).
+STALE_TEMP_FILES = temp_name_pattern(RUN_FILES)
+# Flags that may differ between a run and its --resume (they do not change the numbers).
+RESUME_FREE_FLAGS = ('resume', 'overwrite', 'num_workers', 'stop_after', 'device', 'data_dir', 'log_dir',
+                     'aux_data_filename', 'resume_changed_flags', 'tensorboard')
+# Flags a resume may change on purpose, named in --resume-changed-flags (docs/training.md).
+RESUME_CHANGEABLE_FLAGS = ('lr',)
 
 
 def check_run_dir(log_dir, args, state_file=STATE_FILE, rename_hint='choose another --desc',
@@ -26,3 +45,81 @@ def check_run_dir(log_dir, args, state_file=STATE_FILE, rename_hint='choose anot
         shown = ', '.join(names[:4]) + (', ...' if len(names) > 4 else '')
         raise UserError(f'{log_dir} already holds files ({shown}); add --resume to continue that run, '
                         f'--overwrite to write a new run over its files, or {rename_hint}.')
+
+
+def load_resume_state(log_dir, args, num_epochs):
+    """The state file of the run to continue, after checking that it matches the flags and is not finished.
+
+    A run killed before its first epoch was saved has args.txt but no state file: then None (start at epoch 1),
+    after the same check of the flags against args.txt.
+    """
+    if not os.path.isfile(os.path.join(log_dir, STATE_FILE)):
+        try:
+            with open(os.path.join(log_dir, 'args.txt')) as f:
+                saved = json.load(f)
+        except ValueError as e:
+            raise UserError(f'--resume: {log_dir}/args.txt is not JSON ({e}); start the run with '
+                            f'--overwrite.') from None
+        check_resume_flags(saved, args, log_dir)
+        return None
+    state = load_checkpoint(os.path.join(log_dir, STATE_FILE))
+    if state.get('format_version') != STATE_FORMAT_VERSION:
+        raise UserError(f'--resume: {log_dir}/{STATE_FILE} has format {state.get("format_version")}, this code '
+                        f'reads {STATE_FORMAT_VERSION}.')
+    check_resume_flags(state['args'], args, log_dir)
+    if state['epoch'] >= num_epochs:
+        raise UserError(f'--resume: {log_dir} already completed its {state["epoch"]} epochs; nothing to do.')
+    return state
+
+
+def check_resume_flags(saved, args, log_dir):
+    """A resume runs with the saved flags, except RESUME_FREE_FLAGS and those named in --resume-changed-flags."""
+    diff = [k for k in vars(args) if k not in RESUME_FREE_FLAGS and k not in args.resume_changed_flags
+            and saved.get(k, None) != getattr(args, k)]
+    if diff:
+        allowed = [k for k in diff if k in RESUME_CHANGEABLE_FLAGS]
+        hint = (f' (to change {", ".join(allowed)} on purpose, add --resume-changed-flags {",".join(allowed)})'
+                if allowed else '')
+        raise UserError(f'--resume: the flags differ from the saved run for {", ".join(diff)}; '
+                        f'resume with the flags of {os.path.join(log_dir, "args.txt")}{hint}.')
+
+
+def remove_stale_temp_files(log_dir):
+    """Delete the temporary files a killed writer of this run folder left (only names matching STALE_TEMP_FILES)."""
+    removed = sorted(n for n in os.listdir(log_dir) if STALE_TEMP_FILES.match(n))
+    for name in removed:
+        os.remove(os.path.join(log_dir, name))
+    return removed
+
+
+def saved_lr(log_dir):
+    """The --lr in log_dir/args.txt (None if unreadable)."""
+    try:
+        with open(os.path.join(log_dir, 'args.txt')) as f:
+            return json.load(f).get('lr')
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def write_args(args, log_dir):
+    """args.txt: JSON of every flag (indent 4), written atomically."""
+    text = json.dumps(args.__dict__, indent=4)
+    write_atomic(os.path.join(log_dir, 'args.txt'), lambda f: f.write(text.encode()))
+
+
+def open_run(log_dir, args, runtime, new_run):
+    """Create the run folder (removing the temporary files of a killed writer on a resume), open log-train.log
+    (appended on --resume) and, for a new run (`new_run`), write args.txt."""
+    stale = []
+    if runtime.is_primary:
+        os.makedirs(log_dir, exist_ok=True)
+        stale = remove_stale_temp_files(log_dir) if args.resume else []
+    barrier(runtime)
+    logger = Logger(os.path.join(log_dir, 'log-train.log'), mode='a' if args.resume else 'w',
+                    enabled=runtime.is_primary)
+    if runtime.is_primary and new_run:
+        write_args(args, log_dir)
+    logger.log('Using device: {}'.format(runtime.device.type))
+    if stale:
+        logger.log('Removed the temporary files of an interrupted write: {}.'.format(', '.join(stale)))
+    return logger

@@ -1,0 +1,151 @@
+"""The toy demo's command line, printout and files; generate_toy_demo.py holds the algorithm itself.
+
+- `build_parser(...)`: the reference's flags (--demo, --divergence, --divergence_C) and this project's additions.
+- `check_run(...)`: a UserError for a bad value, before anything is seeded or written.
+- `set_runtime(device, threads)`: refuses a CUDA device without CUDA, sets the CPU threads.
+- `Recorder`: the per-iteration records (training loss, R_SCORE, R_Standard, wall and CPU seconds), the printout
+  (the reference's six lines per iteration, or one with --compact) and the record_*_loss.txt files.
+- `save_arrays(folder, suffix, **arrays)`: one `<name><suffix>.txt` per array, with numpy's savetxt defaults.
+
+The core/toy_fast.py module holds the CPU fast path of the demo's network and attacks.
+"""
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from core.errors import SEED_MAX, UserError, check_number
+
+__all__ = ['Recorder', 'build_parser', 'check_run', 'iteration_lines', 'save_arrays', 'set_runtime']
+
+
+def build_parser(demos, divergences, iterations, samples, seed):
+    """The demo's argparse parser; `demos`, `divergences` are the choices, the rest the defaults."""
+    parser = argparse.ArgumentParser(
+        description='The 1-D toy demo of SCORE (Pang et al., ICML 2022, Figures 1-2).',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    # The reference's flags. Its --demo default, 'PGDconsistent', is not a handled value (the run dies); the
+    # default here is the SCORE demo it evidently meant, and any other value is refused by argparse.
+    parser.add_argument('--demo', type=str, default='PGDATconsistent', choices=demos,
+                        help='Training objective (PGDATconsistent = SCORE).')
+    parser.add_argument('--divergence', type=str, default='KL', choices=divergences,
+                        help='Divergence of the training objective, its attack and the C constant.')
+    parser.add_argument('--divergence_C', type=str, default='KL', choices=divergences,
+                        help='Divergence of the recorded R_SCORE / R_Standard errors.')
+    # Additions.
+    parser.add_argument('--device', type=str, default='cuda' if torch.cuda.is_available() else 'cpu',
+                        help='Device; the CPU reproduces the reference\'s printed numbers.')
+    parser.add_argument('--seed', type=int, default=seed, help='Seed of numpy, torch and CUDA.')
+    parser.add_argument('--iterations', type=int, default=iterations, help='Training iterations.')
+    parser.add_argument('--samples', type=int, default=samples,
+                        help='Training points per draw, split 5:1 between class 0 and class 1.')
+    parser.add_argument('--save-every', type=int, default=0,
+                        help='Also write x_test_{ite}.txt, y_test_{ite}.txt, pre_test_{ite}.txt every K iterations '
+                             '(0 = never).')
+    parser.add_argument('--out', type=str, default='toy_results', help='Results go to OUT/<demo>_<divergence>/.')
+    parser.add_argument('--threads', type=int, default=1,
+                        help='CPU threads (torch.set_num_threads); 0 = PyTorch\'s default (all cores). 1 is the '
+                             'default because the blocked CPU path runs thousands of small parallel regions per '
+                             'iteration: on cores busy with other jobs, OpenMP threads waiting for each other made '
+                             'an iteration up to 80x slower here; 2 can pay off on an otherwise idle machine.')
+    parser.add_argument('--plain-autograd', action='store_true',
+                        help='Run the algorithm as written in generate_toy_demo.py, with plain autograd, instead of '
+                             'the hand-written fast path of core/toy_fast.py (same losses up to rounding, slower).')
+    parser.add_argument('--no-progress', action='store_true', help='No progress bar.')
+    parser.add_argument('--compact', action='store_true',
+                        help='One line per iteration instead of the reference\'s six (ite:, Train loss:, '
+                             'R_SCORE loss:, R_Standard loss:, diff:, ***).')
+    return parser
+
+
+def check_run(demo, divergence_names, samples, iterations, save_every, seed, demos, divergences, example_seed):
+    """A UserError naming the first bad value of a run (`divergence_names`: --divergence and --divergence_C)."""
+    if demo not in demos:
+        raise UserError(f'unknown demo {demo!r}: choose one of {", ".join(demos)}.')
+    for d in divergence_names:
+        if d not in divergences:
+            raise UserError(f'unknown divergence {d!r}: choose one of {", ".join(divergences)}.')
+    if samples < 2:
+        raise UserError(f'--samples {samples} is too small: use at least 2 (one per class); the reference uses 60000.')
+    if iterations < 1:
+        raise UserError(f'--iterations {iterations} must be at least 1.')
+    if save_every < 0:
+        raise UserError(f'--save-every {save_every} must be >= 0 (0 = no snapshots).')
+    check_number('--seed', seed, 0, SEED_MAX, example=example_seed)
+
+
+def set_runtime(device, threads):
+    """--device and --threads: a UserError for CUDA without CUDA or negative threads; threads > 0 are set."""
+    if device.startswith('cuda') and not torch.cuda.is_available():
+        raise UserError(f'--device {device} but CUDA is not available: use --device cpu.')
+    if threads < 0:
+        raise UserError(f'--threads {threads} must be >= 0 (0 = PyTorch\'s default).')
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def save_arrays(folder, suffix='', **arrays):
+    """Write each (N, d) tensor as folder/<name><suffix>.txt with numpy's savetxt defaults ('%.18e', spaces)."""
+    for name, a in arrays.items():
+        np.savetxt(os.path.join(folder, f'{name}{suffix}.txt'), a.cpu().numpy())
+
+
+def iteration_lines(ite, train_loss, r_score, r_standard, compact=False):
+    """The printout of iteration `ite` (0-based, as the reference counts): the reference's six lines
+
+        ite: 0 / Train loss: 0.2431... / R_SCORE loss: ... / R_Standard loss: ... / diff: R_SCORE - R_Standard / ***
+
+    (values as Python floats), or with `compact` one line `ite    0 | train loss ... | ...` (6 decimals).
+    """
+    if compact:
+        return [f'ite {ite:4d} | train loss {train_loss:.6f} | R_SCORE {r_score:.6f} | '
+                f'R_Standard {r_standard:.6f} | R_SCORE - R_Standard {r_score - r_standard:.6f}']
+    return [f'ite: {ite}', f'Train loss: {train_loss}', f'R_SCORE loss: {r_score}', f'R_Standard loss: {r_standard}',
+            f'diff: {r_score - r_standard}', '***']
+
+
+class Recorder:
+    """The iterations of a run and what it records and prints.
+
+    `for ite in recorder:` yields 0 .. iterations - 1 behind a tqdm bar (shown with `progress`) and starts the
+    iteration's clocks; `add(ite, train_loss, r_score, r_standard)` records the iteration's values and seconds
+    and prints `iteration_lines` (through tqdm.write under the bar, else `log`); `finish(folder, c_l)` writes
+    record_{train,SCORE,Standard}_loss.txt, logs `C_L: ...` and returns the run's dict.
+    """
+
+    def __init__(self, desc, iterations, progress=False, log=print, compact=False):
+        self.desc, self.iterations, self.progress, self.log, self.compact = desc, iterations, progress, log, compact
+        self.train_loss, self.score_loss, self.standard_loss, self.seconds, self.cpu_seconds = [], [], [], [], []
+        self._clocks = None
+
+    def __iter__(self):
+        bar = tqdm(range(self.iterations), desc=self.desc, unit='it', disable=None if self.progress else True,
+                   file=sys.stderr)
+        for ite in bar:
+            self._clocks = time.perf_counter(), time.process_time()
+            yield ite
+        bar.close()
+
+    def add(self, ite, train_loss, r_score, r_standard):
+        self.train_loss.append(train_loss)
+        self.score_loss.append(r_score)
+        self.standard_loss.append(r_standard)
+        self.seconds.append(time.perf_counter() - self._clocks[0])
+        self.cpu_seconds.append(time.process_time() - self._clocks[1])
+        for line in iteration_lines(ite, train_loss, r_score, r_standard, self.compact):
+            if self.progress:
+                tqdm.write(line)
+            else:
+                self.log(line)
+
+    def finish(self, folder, c_l):
+        """Write the record files, log C_L; returns the records, C_L, the folder and the seconds per iteration."""
+        for name, rec in (('train', self.train_loss), ('SCORE', self.score_loss), ('Standard', self.standard_loss)):
+            np.savetxt(os.path.join(folder, f'record_{name}_loss.txt'), np.array(rec))
+        self.log(f'C_L: {c_l}')
+        return {'train_loss': self.train_loss, 'score_loss': self.score_loss, 'standard_loss': self.standard_loss,
+                'C_L': c_l, 'seconds': self.seconds, 'cpu_seconds': self.cpu_seconds, 'folder': folder}

@@ -1,0 +1,111 @@
+"""One epoch of the training scripts (train-wa.py, train.py), in the order they call them: train_epoch (train, clean
+test accuracy), adversarial_test, save_epoch (weights, stats_adv.csv, curves.png, the state file), and at the end
+final_record. The log lines and the CSV row are the reference's.
+"""
+import os
+import time
+
+import pandas as pd
+
+from core.data import set_epoch
+from core.errors import UserError
+from core.utils import faults
+from core.utils.atomic import write_atomic
+from core.utils.checkpoint import save_atomic
+from core.utils.distributed import all_gather_object, barrier
+from core.utils.plotting import write_run_curves
+from core.utils.rng import rng_state
+from core.utils.run_dir import STATE_FILE, write_args
+from core.utils.train import NonFiniteLoss
+from core.utils.utils import format_time
+
+__all__ = ['train_epoch', 'adversarial_test', 'save_epoch', 'final_record', 'write_csv', 'non_finite_message']
+
+
+def non_finite_message(e, log_dir, args, logger):
+    """The one line of a run stopped by a non-finite loss (also written to log-train.log): where, what is kept,
+    how to continue."""
+    if e.epoch > 1:
+        kept = (f'{log_dir} still holds epoch {e.epoch - 1}; continue from it with --resume, e.g. with a lower '
+                f'learning rate: --resume --resume-changed-flags lr --lr {args.lr / 2:g}')
+    else:
+        kept = (f'no epoch was completed; start again with other flags (e.g. a lower --lr than {args.lr:g}) '
+                f'and --overwrite')
+    message = f'{e} with --lr {args.lr:g}: stopped, nothing of epoch {e.epoch} was saved. {kept}.'
+    logger.logger.info(message)
+    return message
+
+
+def write_csv(rows, path):
+    """stats_adv.csv from a list of per-epoch dicts, written atomically (the reference used the removed
+    DataFrame.append)."""
+    text = pd.DataFrame(rows).to_csv(index=False)
+    write_atomic(path, lambda f: f.write(text.encode()))
+
+
+def train_epoch(trainer, logger, train_dataloader, test_dataloader, epoch, args, log_dir, on_step=None):
+    """Train epoch `epoch` (a non-finite loss stops the run with one line), measure the clean test accuracy and
+    log the epoch's first lines. Returns (train metrics, test accuracy, the epoch's CSV row so far)."""
+    faults.set_epoch(epoch)
+    logger.log('======= Epoch {} ======='.format(epoch))
+    last_lr = trainer.last_lr()
+    set_epoch(train_dataloader, epoch)
+    try:
+        res = trainer.train(train_dataloader, epoch=epoch, adversarial=True, on_step=on_step)
+    except NonFiniteLoss as e:
+        raise UserError(non_finite_message(e, log_dir, args, logger)) from None
+    test_acc = trainer.eval(test_dataloader)
+
+    logger.log('Loss: {:.4f}.\tLR: {:.4f}'.format(res['loss'], last_lr))
+    if 'clean_acc' in res:
+        logger.log('Standard Accuracy-\tTrain: {:.2f}%.\tTest: {:.2f}%.'.format(res['clean_acc'] * 100,
+                                                                              test_acc * 100))
+    else:
+        logger.log('Standard Accuracy-\tTest: {:.2f}%.'.format(test_acc * 100))
+    epoch_metrics = {'train_' + k: v for k, v in res.items()}
+    epoch_metrics.update({'epoch': epoch, 'lr': last_lr, 'test_clean_acc': test_acc, 'test_adversarial_acc': ''})
+    return res, test_acc, epoch_metrics
+
+
+def adversarial_test(trainer, logger, test_dataloader, res, epoch_metrics, run):
+    """Log the train adversarial accuracy and, if `run`, measure the test one (into `epoch_metrics`, returned)."""
+    if not run:
+        logger.log('Adversarial Accuracy-\tTrain: {:.2f}%.'.format(res['adversarial_acc'] * 100))
+        return None
+    test_adv_acc = trainer.eval(test_dataloader, adversarial=True)
+    logger.log('Adversarial Accuracy-\tTrain: {:.2f}%.\tTest: {:.2f}%.'.format(res['adversarial_acc'] * 100,
+                                                                             test_adv_acc * 100))
+    epoch_metrics['test_adversarial_acc'] = test_adv_acc
+    return test_adv_acc
+
+
+def save_epoch(trainer, runtime, logger, log_dir, new_best, rows, state, start, args_to_write=None):
+    """weights-best.pt (if `new_best`), weights-last.pt, the time line, stats_adv.csv, curves.png, args.txt (if
+    `args_to_write`: after --resume-changed-flags) and, last, the state file (`state` plus the trainer, the
+    global step and every process's RNG states): the state file is the epoch's commit point."""
+    rngs = all_gather_object(rng_state(runtime.device), runtime)
+    if runtime.is_primary:
+        if new_best:
+            trainer.save_model(os.path.join(log_dir, 'weights-best.pt'))
+        trainer.save_model(os.path.join(log_dir, 'weights-last.pt'))
+    logger.log('Time taken: {}'.format(format_time(time.time() - start)))
+    if runtime.is_primary:
+        write_csv(rows, os.path.join(log_dir, 'stats_adv.csv'))
+        write_run_curves(log_dir)  # curves.png; a failure to draw is a warning, never a crash
+        if args_to_write is not None:
+            write_args(args_to_write, log_dir)
+        save_atomic(dict(state, global_step=trainer.last_global_step, trainer=trainer.state_dict(), rng=rngs),
+                    os.path.join(log_dir, STATE_FILE))
+    barrier(runtime)
+
+
+def final_record(trainer, logger, train_dataloader, res, best, label):
+    """The closing lines; `label` names the best adversarial accuracy's split ('Eval' in train-wa.py, 'Test' in
+    train.py)."""
+    train_acc = res['clean_acc'] if 'clean_acc' in res else trainer.evaluate(train_dataloader, sharded=True)[0]
+    logger.log('\nTraining completed.')
+    logger.log('Standard Accuracy-\tTrain: {:.2f}%.\tTest: {:.2f}%.'.format(train_acc * 100, best[0] * 100))
+    logger.log('Adversarial Accuracy-\tTrain: {:.2f}%.\t{}: {:.2f}%.'.format(res['adversarial_acc'] * 100, label,
+                                                                           best[1] * 100))
+    logger.log('Script Completed.')
+    logger.close()

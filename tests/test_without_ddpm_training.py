@@ -1,0 +1,330 @@
+"""without_DDPM/train_cifar.py and eval_cifar.py: BN updates and attack invariants, the first steps against a
+transcription of the original's sequence of operations, the objectives registry, run files, resume and bad input.
+
+Every expected value is written down independently of the implementation: the original's training step is
+transcribed operation by operation (`reference_step`).
+"""
+import argparse
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from script_runner import run_script
+from synthetic import write_cifar10
+from without_ddpm_helpers import EVAL, TRAIN
+
+from core.attacks.divergence import CEPGD, DivergencePGD, TradesDivergencePGD
+from core.divergences import clip_bound
+from core.errors import UserError
+from core.models.without_ddpm import NormalizedNet
+from core.objectives import OBJECTIVES, WITHOUT_DDPM_OBJECTIVES, resolve_without_ddpm
+from core.without_ddpm import ATTACKS, make_optimizer, make_train_attack, seed_all, step_lr, train_loss
+
+# ---------------------------------------------------------------------------------------------------------------
+# Attacks: threat model, modes, BatchNorm updates
+# ---------------------------------------------------------------------------------------------------------------
+
+def ns(**kw):
+    base = dict(attack='PGD', epsilon=8, pgd_alpha=2, attack_iters=2, restarts=1, norm='linf', divergence='LSE',
+                TRADESlambda=6, label_smoothing=0, not_clip_clean=False)
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+class TinyNet(nn.Module):
+    """A small BatchNorm network standing in for the backbones (the step, attack and BN tests are about the
+    sequence of operations, not the architecture; the architectures are checked by their keys above)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.conv2 = nn.Conv2d(4, 8, 3, stride=2, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        out = self.conv2(F.relu(self.bn1(self.conv1(x))))
+        return self.fc(F.adaptive_avg_pool2d(F.relu(self.bn(out)), 1).flatten(1))
+
+
+def tiny_model():
+    return NormalizedNet(TinyNet())
+
+
+@pytest.fixture(scope='module')
+def wrn():
+    torch.manual_seed(0)
+    return tiny_model()
+
+
+def images(n=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, 32, 32, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+@pytest.mark.parametrize('attack, restarts, expected', [('PGD', 1, 2 + 1), ('PGD', 2, 2 * 2 + 1),
+                                                        ('TRADES', 1, 2), ('Standard', 1, 1)])
+def test_bn_updates_per_batch(wrn, attack, restarts, expected):
+    x, y = images()
+    wrn.train()
+    bn = wrn.module.bn
+    before = int(bn.num_batches_tracked)
+    args = ns(attack=attack, restarts=restarts)
+    train_loss(wrn, make_train_attack(wrn, args, 10), x, y, args, 10, 0.0)
+    assert int(bn.num_batches_tracked) - before == expected
+    assert wrn.training and all(m.training for m in wrn.modules())
+    assert all(p.requires_grad for p in wrn.parameters())
+
+
+@pytest.mark.parametrize('make', [
+    lambda m: DivergencePGD(m, 8 / 255, 2 / 255, 2, 1, 'linf', 'KL', 10),
+    lambda m: DivergencePGD(m, 0.5, 0.2, 2, 2, 'l2', 'LSE', 10),
+    lambda m: TradesDivergencePGD(m, 8 / 255, 2 / 255, 2, 'KL'),
+    lambda m: CEPGD(m, 8 / 255, 2 / 255, 2, 2, 'linf', 'cw'),
+    lambda m: CEPGD(m, 0.5, 0.2, 2, 1, 'l2', 'ce'),
+])
+def test_attack_invariants(wrn, make):
+    x, y = images()
+    wrn.eval()
+    attack = make(wrn)
+    x_adv = attack(x, y)
+    delta = (x_adv - x).flatten(1)
+    if attack.norm == 'linf':
+        assert delta.abs().max() <= attack.eps + 1e-6
+    else:
+        assert delta.norm(dim=1).max() <= attack.eps + 1e-5
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    assert all(p.grad is None for p in wrn.parameters())
+    assert not wrn.training
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The objectives registry (core/objectives.py): --attack's entry, its flag rule, its attack and loss
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_without_ddpm_objectives_are_the_attack_choices_with_their_norm_rule():
+    assert tuple(WITHOUT_DDPM_OBJECTIVES) == ATTACKS == ('PGD', 'TRADES', 'Standard')
+    assert {o.script for o in WITHOUT_DDPM_OBJECTIVES.values()} == {'without_DDPM/train_cifar.py'}
+    assert not set(WITHOUT_DDPM_OBJECTIVES) & set(OBJECTIVES)
+    for attack, norm in (('PGD', 'linf'), ('PGD', 'l2'), ('TRADES', 'linf'), ('Standard', 'l2')):
+        assert resolve_without_ddpm(ns(attack=attack, norm=norm)) is WITHOUT_DDPM_OBJECTIVES[attack]
+    with pytest.raises(UserError, match='--attack TRADES has no L2 step'):
+        resolve_without_ddpm(ns(attack='TRADES', norm='l2'))
+
+
+def test_standard_is_the_clipped_divergence_at_the_clean_images(wrn):
+    """Standard: no attack, mean_i relu(D(p(x_i), t_i) - b), targets smoothed (here LSE, ls 0.1, b 0.05)."""
+    x, y = images()
+    wrn.eval()
+    args = ns(attack='Standard', label_smoothing=0.1)
+    objective = resolve_without_ddpm(args)
+    assert objective.make_attack(wrn, args, 10) is None
+    with torch.no_grad():
+        loss = train_loss(wrn, None, x, y, args, 10, 0.05, objective)
+        p = F.softmax(wrn(x), dim=1)
+    t = torch.where(F.one_hot(y, 10).bool(), torch.tensor(0.9), torch.tensor(0.1 / 9))  # 1 - ls, ls / (K - 1)
+    assert torch.allclose(loss, F.relu(((p - t) ** 2).sum(dim=1) - 0.05).mean(), rtol=1e-6, atol=0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The first training steps against the original's sequence of operations, written out here
+# ---------------------------------------------------------------------------------------------------------------
+
+MEAN = torch.tensor((0.4914, 0.4822, 0.4465)).view(3, 1, 1)
+STD = torch.tensor((0.2471, 0.2435, 0.2616)).view(3, 1, 1)
+
+
+def ref_normalize(x):
+    return (x - MEAN) / STD
+
+
+def ref_distance(o, t, div):
+    if div == 'LSE':
+        return ((o - t) ** 2).sum(dim=1)
+    # KL(t || o) as torch 1.8's KLDivLoss(input=log o, target=t): t (log t - log o) where t > 0, else 0
+    terms = torch.where(t > 0, t * (torch.log(t.clamp_min(1e-45)) - torch.log(o)), torch.zeros_like(t))
+    return terms.sum(dim=1)
+
+
+def reference_step(net, opt, x, y, div, attack, lam, b, eps, alpha, iters, lr):
+    """One batch of the original's train_cifar.py (ls = 0, L-inf, R = 1); `net` is the bare backbone."""
+    f = lambda inp: net(ref_normalize(inp))  # noqa: E731
+    opt.param_groups[0].update(lr=lr)
+    opt.zero_grad()
+    if attack == 'PGD':  # attack_pgd_divergence, in train mode
+        t = F.one_hot(y, 10).float()
+        delta = torch.zeros_like(x).uniform_(-eps, eps)
+        delta = torch.max(torch.min(delta, 1 - x), 0 - x)
+        delta.requires_grad = True
+        for _ in range(iters):
+            loss = ref_distance(F.softmax(f(x + delta), dim=1), t, div).mean()
+            loss.backward()
+            d = torch.clamp(delta.data + alpha * torch.sign(delta.grad.detach()), min=-eps, max=eps)
+            delta.data = torch.max(torch.min(d, 1 - x), 0 - x)
+            delta.grad.zero_()
+        delta = delta.detach()
+    else:  # attack_trades_divergence, in eval mode
+        net.eval()
+        c = F.softmax(f(x), dim=1).detach()
+        delta = 0.001 * torch.randn(x.shape)
+        delta = torch.max(torch.min(delta, 1 - x), 0 - x)
+        for _ in range(iters):
+            delta.requires_grad_()
+            loss = ref_distance(F.softmax(f(x + delta), dim=1), c, div).mean()
+            grad = torch.autograd.grad(loss, [delta])[0]
+            d = torch.clamp(delta.detach() + alpha * torch.sign(grad), -eps, eps)
+            delta = torch.max(torch.min(d, 1 - x), 0 - x)
+        net.train()
+        delta = delta.detach()
+    t = F.one_hot(y, 10).float()
+    p_a = F.softmax(f(torch.clamp(x + delta, 0, 1)), dim=1)
+    if attack == 'PGD':
+        loss = F.relu(ref_distance(p_a, t, div) - b).mean()
+    else:
+        p_c = F.softmax(f(x), dim=1)
+        loss = F.relu(ref_distance(p_c, t, div) + lam * ref_distance(p_a, p_c, div) - b).mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+@pytest.mark.parametrize('attack, div, r, lr', [('PGD', 'LSE', 0.4, 0.05), ('PGD', 'KL', 0.0, 0.1),
+                                                ('TRADES', 'LSE', 0.3, 0.05), ('TRADES', 'KL', 0.0, 0.1)])
+def test_first_steps_match_the_original_sequence(attack, div, r, lr):
+    args = ns(attack=attack, divergence=div, attack_iters=2, lr_max=lr, optimizer='SGDmom', weight_decay=5e-4)
+    b = clip_bound(r, div, 10)
+    batches = [images(4, seed=s) for s in (1, 2, 3)]
+
+    seed_all(0)
+    model = tiny_model()
+    opt, _ = make_optimizer(model.parameters(), 'SGDmom', lr, 5e-4, 110)
+    train_attack = make_train_attack(model, args, 10)
+    model.train()
+    ours = []
+    for i, (x, y) in enumerate(batches):
+        opt.param_groups[0].update(lr=step_lr(lr, 0 + (i + 1) / 391))
+        loss = train_loss(model, train_attack, x, y, args, 10, b)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        ours.append(loss.item())
+
+    seed_all(0)
+    net = TinyNet()  # the same initial weights
+    ref_opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    net.train()
+    theirs = [reference_step(net, ref_opt, x, y, div, attack, 6, b, 8 / 255, 2 / 255, 2, lr) for x, y in batches]
+
+    assert ours == pytest.approx(theirs, rel=1e-6)
+    assert ours[0] > 0
+    for (k, a), bb in zip(model.module.state_dict().items(), net.state_dict().values()):
+        assert torch.allclose(a.float(), bb.float(), rtol=1e-4, atol=1e-6), k
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The scripts: files, resume, bad input, evaluation
+# ---------------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp('cifar-data')
+    write_cifar10(root, 8, 4)
+    return root
+
+
+def run(script, argv):
+    return run_script(script, argv)
+
+
+def tiny(data_root, *extra):
+    return ['--model', 'WideResNet', '--width-factor', '1', '--wrn-depth', '10', '--epochs', '2', '--batch-size', '4',
+            '--attack-iters', '1', '--data-dir', data_root, '--device', 'cpu', '--num-workers', '0',
+            '--divergence', 'LSE', '--clip_loss', '0.4', '--seed', '1'] + list(extra)
+
+
+FOLDER = os.path.join('trained_models', 'Triangle', 'CIFAR-10',  # the hidden --wrn-depth is not in the name
+                      'WideResNet_PGD_linf_epoch2_eps8_wd0.0005_SGDmomlr0.1_divergenceLSE_clip0.4_seed1')
+
+
+def test_run_files_resume_and_refusal(data_root, tmp_path, monkeypatch, capsys):
+    full, part = tmp_path / 'full', tmp_path / 'part'
+    for d in (full, part):
+        d.mkdir()
+    monkeypatch.chdir(full)
+    assert run(TRAIN, tiny(data_root)) == 0
+    out = capsys.readouterr()
+    assert 'File name:  ' + os.path.basename(FOLDER) in out.out and 'Clip loss bound:  0.17777778208255768' in out.out
+    files = sorted(os.listdir(FOLDER))
+    assert files == ['model_best.pth', 'output.log', 'state-last.pt', 'test_acc_record.txt',
+                     'test_robust_acc_record_KL.txt', 'test_robust_acc_record_new.txt'] or \
+        files == ['output.log', 'state-last.pt', 'test_acc_record.txt', 'test_robust_acc_record_KL.txt',
+                  'test_robust_acc_record_new.txt']  # model_best only once min(robust) > 0
+    assert np.loadtxt(os.path.join(FOLDER, 'test_acc_record.txt')).shape == (2,)
+    log = open(os.path.join(FOLDER, 'output.log')).read().splitlines()
+    assert log[0].startswith('[') and '] - Namespace(model=' in log[0]
+    assert log[1].endswith('Epoch \t Test Acc \t Test Rob. Acc (CE-PGD / LSE-PGD)')
+    assert log[2].split('] - ')[1].startswith('0 \t ') and len(log) == 4
+    state = torch.load(os.path.join(FOLDER, 'state-last.pt'), weights_only=True)
+
+    # an existing run is refused, nothing touched
+    before = {f: os.path.getmtime(os.path.join(FOLDER, f)) for f in os.listdir(FOLDER)}
+    assert run(TRAIN, tiny(data_root)) == 2
+    assert 'already holds files' in capsys.readouterr().err
+    assert before == {f: os.path.getmtime(os.path.join(FOLDER, f)) for f in os.listdir(FOLDER)}
+
+    # stop after epoch 0, resume: the same weights and records as the uninterrupted run
+    monkeypatch.chdir(part)
+    assert run(TRAIN, tiny(data_root, '--stop-after', '0')) == 0
+    assert run(TRAIN, tiny(data_root, '--resume', '--test_epsilon', '4')) == 2  # flags differ
+    assert 'test_epsilon' in capsys.readouterr().err
+    assert run(TRAIN, tiny(data_root, '--resume')) == 0
+    resumed = torch.load(os.path.join(FOLDER, 'state-last.pt'), weights_only=True)
+    for k, v in state['model'].items():
+        assert torch.equal(v, resumed['model'][k]), k
+    assert resumed['records'] == state['records']
+    assert run(TRAIN, tiny(data_root, '--resume')) == 2  # finished
+    assert 'already completed' in capsys.readouterr().err
+
+    # eval_cifar.py on the run's checkpoint (written here if model_best was not)
+    ckpt = torch.load(os.path.join(FOLDER, 'state-last.pt'), weights_only=True)['model']
+    torch.save({'state_dict': ckpt, 'test_acc': 0.0}, tmp_path / 'model_best.pth')
+    assert run(EVAL, ['--out-dir', tmp_path, '--data-dir', data_root, '--model', 'WideResNet', '--width-factor', '1',
+                      '--wrn-depth', '10', '--device', 'cpu', '--num-workers', '0', '--version', 'none']) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3
+    clean = float(out[0].split('Clean acc:  ')[1])
+    ce = float(out[1].split('PGD-10 (1 restart, step 2, CE loss) acc:  ')[1])
+    cw = float(out[2].split('PGD-10 (1 restart, step 2, CW loss) acc:  ')[1])
+    assert 0 <= ce <= clean and 0 <= cw <= clean
+
+
+@pytest.mark.parametrize('extra, message', [
+    (['--model', 'ResNet50'], 'invalid choice'),
+    (['--divergence', 'foo'], 'unknown divergence'),
+    (['--optimizer', 'SGD'], 'invalid choice'),
+    (['--dataset', 'SVHN'], 'invalid choice'),
+    (['--activation', 'Mish'], 'invalid choice'),
+    (['--epsilon', '-1'], '--epsilon -1: must be >= 0'),
+    (['--attack', 'TRADES', '--norm', 'l2'], 'no L2 step'),
+    (['--activation', 'GELU'], 'WideResNet has ReLU, Swish, Softplus only'),
+    (['--resume'], 'state-last.pt not found'),
+])
+def test_bad_input_exits_2_and_writes_nothing(data_root, tmp_path, monkeypatch, capsys, extra, message):
+    monkeypatch.chdir(tmp_path)
+    assert run(TRAIN, tiny(data_root, *extra)) == 2
+    assert message in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
+
+
+def test_missing_data_exits_2_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr('core.data.common._download', lambda *a: (_ for _ in ()).throw(OSError('offline')))
+    assert run(TRAIN, tiny(tmp_path / 'nowhere')) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: cifar10 ') and 'data not found' in err and len(err.strip().splitlines()) == 1
+    assert os.listdir(tmp_path) == []
