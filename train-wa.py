@@ -22,6 +22,7 @@ import time
 import torch
 
 from core.attacks import VARIABLE_BATCH_ATTACKS
+from core.builder import build_trainer
 from core.data import get_data_info, load_data
 from core.errors import UserError, exit_on_user_error
 from core.utils.distributed import barrier, cleanup, setup
@@ -30,9 +31,7 @@ from core.utils.parser import check_train_flags, parser_train
 from core.utils.rng import set_rng_state
 from core.utils.run_dir import STATE_FORMAT_VERSION, check_run_dir, load_resume_state, open_run, saved_lr
 from core.utils.tensorboard import TensorBoard, require_tensorboard
-from core.utils.train import Trainer
 from core.utils.utils import seed
-from gowal21uncovering.utils.watrain import WATrainer
 
 
 def dataparallel_note(runtime, gpus):
@@ -81,17 +80,11 @@ def main():
         unsup_fraction=args.unsup_fraction, validation=True, seed=args.seed, rank=runtime.rank,
         world_size=runtime.world_size, pin_memory=runtime.device.type == 'cuda', val_size=args.validation_size)
 
-    # ------------------------------------------------------------------ model, optimizer, scheduler, EMA
+    # ------------------------------------------------------------------ model, EMA, wrap, optimizer, scheduler, attacks
     seed(args.seed)
-    if args.tau:
-        if primary:
-            print('Using WA.')
-        trainer = WATrainer(info, args, runtime)
-    else:
-        trainer = Trainer(info, args, runtime)
-    trainer.wrap(sync_bn=args.sync_bn, compile=args.compile)
-    if runtime.distributed:  # same initial weights everywhere; then each process draws its own attack noise
-        seed(args.seed + runtime.rank)
+    if args.tau and primary:
+        print('Using WA.')
+    trainer = build_trainer(info, args, runtime)  # core/builder.py: the reference's construction order and seeds
 
     # ------------------------------------------------------------------ run folder + logger
     logger = open_run(LOG_DIR, args, runtime, new_run=state is None)
@@ -104,10 +97,8 @@ def main():
     # ------------------------------------------------------------------ resume
     start_epoch, best, rows, res = 1, [0.0, 0.0], [], None
     if state is not None:
-        trainer.init_optimizer(args.num_adv_epochs)
-        trainer.load_state_dict(state['trainer'])
+        trainer.load_state_dict(state['trainer'], global_step=state['global_step'])
         start_epoch, best, rows, res = state['epoch'] + 1, list(state['best']), state['rows'], state['train_metrics']
-        trainer.restore_bn_momentum(state['global_step'])
         rngs = state['rng']
         set_rng_state(rngs[runtime.rank] if len(rngs) == runtime.world_size else rngs[0], runtime.device)
         logger.log('\nResuming from epoch {} of {}.'.format(start_epoch, NUM_ADV_EPOCHS))
@@ -122,7 +113,6 @@ def main():
         test_acc = trainer.eval(test_dataloader)
         logger.log('Standard Accuracy-\tTest: {:2f}%.'.format(test_acc * 100))  # sic: {:2f} (differences.md 30)
         logger.log('RST Adversarial training for {} epochs'.format(NUM_ADV_EPOCHS))
-        trainer.init_optimizer(args.num_adv_epochs)
 
     board = TensorBoard(LOG_DIR, len(train_dataloader), start_epoch) if args.tensorboard and primary else None
 

@@ -21,6 +21,7 @@ import time
 import torch
 
 from core.attacks import VARIABLE_BATCH_ATTACKS
+from core.builder import build_trainer
 from core.data import get_data_info, load_data
 from core.errors import exit_on_user_error
 from core.utils.distributed import barrier, cleanup, setup
@@ -28,7 +29,6 @@ from core.utils.epoch import adversarial_test, final_record, save_epoch, train_e
 from core.utils.parser import check_train_flags, parser_train
 from core.utils.rng import set_rng_state
 from core.utils.run_dir import STATE_FORMAT_VERSION, check_run_dir, load_resume_state, open_run
-from core.utils.train import Trainer
 from core.utils.utils import seed
 
 IGNORED_FLAGS = ('--LSE', '--ls', '--clip_value', '--CutMix', '--tensorboard')
@@ -80,10 +80,7 @@ def main(argv=None):
         unsup_fraction=args.unsup_fraction, validation=False, seed=args.seed, rank=runtime.rank,
         world_size=runtime.world_size, pin_memory=runtime.device.type == 'cuda')
     seed(args.seed)
-    trainer = Trainer(info, args, runtime)
-    trainer.wrap(sync_bn=args.sync_bn, compile=args.compile)
-    if runtime.distributed:
-        seed(args.seed + runtime.rank)
+    trainer = build_trainer(info, args, runtime, weight_averaging=False)  # core/builder.py
 
     # ------------------------------------------------------------------ run folder + logger
     logger = open_run(LOG_DIR, args, runtime, new_run=state is None)
@@ -91,7 +88,6 @@ def main(argv=None):
     # ------------------------------------------------------------------ resume
     start_epoch, best, rows, res, test_adv_acc = 1, [0.0, 0.0], [], None, 0.0
     if state is not None:
-        trainer.init_optimizer(args.num_adv_epochs)
         trainer.load_state_dict(state['trainer'])
         start_epoch, best, rows, res = state['epoch'] + 1, list(state['best']), state['rows'], state['train_metrics']
         test_adv_acc = state['test_adv_acc']
@@ -103,7 +99,6 @@ def main(argv=None):
         test_acc = trainer.eval(test_dataloader)
         logger.log('Standard Accuracy-\tTest: {:2f}%.'.format(test_acc * 100))  # sic: {:2f}
         logger.log('Adversarial training for {} epochs'.format(NUM_ADV_EPOCHS))
-        trainer.init_optimizer(args.num_adv_epochs)
 
     # ------------------------------------------------------------------ loop
     for epoch in range(start_epoch, NUM_ADV_EPOCHS + 1):

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Images per second of one train-wa.py training step, reference-style vs optimised, in the same run.
 
-One step is exactly what WATrainer.train does per batch: the BN momentum trick, the loss (TRADES-KL or
-SCORE-LSE: 1 target forward, T = 10 PGD steps on the input, 2 training forwards), zero_grad, backward, the
-SGD step (two groups, Nesterov) and the EMA update of the averaged model. The batch is fixed random data.
+One step is exactly what the trainer (core/trainer.py) does per batch with weight averaging: the BN momentum
+trick, the loss (TRADES-KL or SCORE-LSE: 1 target forward, T = 10 PGD steps on the input, 2 training forwards),
+zero_grad, backward, the SGD step (two groups, Nesterov) and the EMA update of the averaged model. The batch
+is fixed random data.
 
-Variants (each its own WATrainer with the same seed, timed round-robin so machine load hits all alike):
+Variants (each its own trainer with the same seed, timed round-robin so machine load hits all alike):
     reference      the plain module, contiguous NCHW tensors, float32 (what the reference computes)
     channels_last  the same math with the model and batches in channels_last (oneDNN's preferred layout)
     compile        channels_last + torch.compile of the training model (--compile; slow to compile)
@@ -29,10 +30,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from core.builder import build_trainer  # noqa: E402
 from core.data import get_data_info  # noqa: E402
 from core.utils.distributed import Runtime  # noqa: E402
 from core.utils.parser import parser_train  # noqa: E402
-from gowal21uncovering.utils.watrain import WATrainer  # noqa: E402
 
 LOSSES = {'TRADES-KL': ['--beta', '6.0', '--ls', '0.1'], 'SCORE-LSE': ['--beta', '4.0', '--LSE', '--ls', '0']}
 
@@ -55,16 +56,15 @@ def make_trainer(model, batch_size, loss_flags, variant, iters):
              '--num-adv-epochs', '400'] + loss_flags
     if variant != 'reference':
         flags.append('--channels-last')
+    if variant == 'compile':
+        flags.append('--compile')
     args = parser_train().parse_args(flags)
     runtime = Runtime(device=torch.device('cpu'), amp='bf16' if variant == 'bf16' else 'none')
-    trainer = WATrainer(get_data_info('./data/cifar10s'), args, runtime)
-    trainer.wrap(compile=variant == 'compile')
-    trainer.init_optimizer(args.num_adv_epochs)
-    return trainer
+    return build_trainer(get_data_info('./data/cifar10s'), args, runtime)
 
 
 def one_step(trainer, x, y, epoch):
-    """One batch of WATrainer.train (a 1-batch 'epoch'); returns (seconds, loss)."""
+    """One batch of AdversarialTrainer.train (a 1-batch 'epoch'); returns (seconds, loss)."""
     t = time.perf_counter()
     metrics = trainer.train([(x, y)], epoch=epoch)
     return time.perf_counter() - t, metrics['loss']

@@ -3,11 +3,12 @@
 `resolve(args, weight_averaging)` picks the objective once, at start-up, from the flags as the reference's
 trainers dispatch (MART if --mart, else SCORE-LSE if --LSE, else TRADES if --beta, else Madry; without weight
 averaging, --tau 0, TRADES is the plain trainer's variant and SCORE-LSE does not exist) and raises a UserError for
-a combination the objective does not support. The trainer then calls `objective.loss(trainer, x, y)` per batch.
+a combination the objective does not support. `bind` fixes the run's model, flags and attack once; the trainer
+(core/trainer.py) then calls the bound `loss(x, y)` per batch.
 
 | name         | inner maximisation -> outer loss (composite)                  | --tau  | CutMix | --attack         |
 |--------------|---------------------------------------------------------------|--------|--------|------------------|
-| madry        | trainer's attack -> mean CE (`Trainer.adversarial_loss`)      | any    | no     | any              |
+| madry        | the train attack -> mean CE (`madry_loss`)                    | any    | no     | any              |
 | trades-plain | `TradesPlainInnerMax` -> CE + beta KL (`trades_loss_plain`)   | 0      | no     | linf-pgd, l2-pgd |
 | trades-kl    | `TradesInnerMax` (KL) -> `trades_kl_loss` (`trades_loss`)     | > 0    | yes    | linf-pgd, l2-pgd |
 | score-lse    | `TradesInnerMax` (LSE) -> `score_lse_loss` (`trades_loss_LSE`) | > 0    | yes    | linf-pgd, l2-pgd |
@@ -26,17 +27,22 @@ below, with the --divergence D of core/divergences.py, targets t smoothed by --l
 
 (TRADES with --not_clip_clean: D(p(x), t) + lambda relu(D(p(x_adv), p(x)) - b).)
 """
+import functools
 from dataclasses import dataclass
-from typing import Callable, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
 
 from core import divergences
 from core.attacks.divergence import DivergencePGD, TradesDivergencePGD
 from core.errors import UserError
+from core.metrics import batch_accuracy
 from core.utils.mart import mart_loss
 from core.utils.trades import trades_loss, trades_loss_LSE, trades_loss_plain
 
-__all__ = ['Objective', 'OBJECTIVES', 'select', 'resolve', 'check_beta', 'WITHOUT_DDPM_OBJECTIVES',
-           'resolve_without_ddpm']
+__all__ = ['Objective', 'OBJECTIVES', 'LossContext', 'bind', 'madry_loss', 'clean_loss', 'select', 'resolve',
+           'check_beta', 'WITHOUT_DDPM_OBJECTIVES', 'resolve_without_ddpm']
 
 
 @dataclass(frozen=True)
@@ -47,7 +53,7 @@ class Objective:
         name: registry key. needs_beta: trains only with --beta. needs_weight_averaging: True = only with
         --tau > 0, False = only with --tau 0, None = either. allows_cutmix: takes CutMix's soft labels.
         attacks: the --attack values it supports (None = any). attack_error: the UserError message otherwise.
-        loss: `loss(trainer, x, y) -> (loss, metrics)`, on `trainer.train_model` with `trainer.params`.
+        loss: `loss(ctx, x, y) -> (loss, metrics)`, ctx a `LossContext` (`bind` fixes it once per run).
     """
     name: str
     needs_beta: bool
@@ -63,37 +69,83 @@ class Objective:
     make_attack: Optional[Callable] = None  # `make_attack(model, args, num_classes)` -> training attack or None
 
 
+@dataclass(frozen=True)
+class LossContext:
+    """What an objective's loss reads besides the batch (`bind` builds it once per run).
+
+    Attributes:
+        model: the module the training forwards go through (the model, or its DDP / torch.compile wrapper).
+        args: the parsed flags (attack_eps, attack_step, attack_iter, attack, beta, ls, clip_value, CutMix,
+            keep_clean).
+        num_classes: K.
+        attack: Madry's inner maximisation (an attack of core/attacks on the plain model).
+    """
+    model: Any
+    args: Any
+    num_classes: int
+    attack: Any
+
+
+def bind(loss, model, args, num_classes, attack):
+    """`loss(x, y) -> (loss, metrics)`: `loss(ctx, x, y)` (an objective's `loss`, or `clean_loss`) with the run's
+    model, flags and attack."""
+    return functools.partial(loss, LossContext(model, args, num_classes, attack))
+
+
 def _attack_kwargs(p):
     return dict(step_size=p.attack_step, epsilon=p.attack_eps, perturb_steps=p.attack_iter, beta=p.beta,
                 attack=p.attack)
 
 
-def _madry(trainer, x, y):
-    return trainer.adversarial_loss(x, y)
+def madry_loss(ctx, x, y):
+    """Madry PGD-AT: x_adv = ctx.attack(x, y) (eval mode, frozen parameters), then mean CE on x_adv (and on x
+    too with --keep-clean, the clean images first)."""
+    x_adv, _ = ctx.attack.perturb(x, y)
+    if ctx.args.keep_clean:
+        x_adv, y_adv = torch.cat((x, x_adv), dim=0), torch.cat((y, y), dim=0)
+    else:
+        y_adv = y
+    out = ctx.model(x_adv)
+    loss = F.cross_entropy(out, y_adv)
+    preds = out.detach()
+    metrics = {'loss': loss.detach()}
+    if ctx.args.keep_clean:
+        metrics['clean_acc'] = batch_accuracy(y, preds[:len(x)])
+        metrics['adversarial_acc'] = batch_accuracy(y, preds[len(x):])
+    else:
+        metrics['adversarial_acc'] = batch_accuracy(y, preds)
+    return loss, metrics
 
 
-def _trades_plain(trainer, x, y):
-    return trades_loss_plain(trainer.train_model, x, y, **_attack_kwargs(trainer.params))
+def clean_loss(ctx, x, y):
+    """Mean CE on the clean images (`train(adversarial=False)`; not used by the scripts)."""
+    out = ctx.model(x)
+    loss = F.cross_entropy(out, y)
+    return loss, {'loss': loss.detach(), 'clean_acc': batch_accuracy(y, out.detach())}
 
 
-def _trades_kl(trainer, x, y):
-    p = trainer.params
-    return trades_loss(trainer.train_model, x, y, label_smoothing=p.ls, use_cutmix=p.CutMix, **_attack_kwargs(p))
+def _trades_plain(ctx, x, y):
+    return trades_loss_plain(ctx.model, x, y, **_attack_kwargs(ctx.args))
 
 
-def _score_lse(trainer, x, y):
-    p = trainer.params
-    return trades_loss_LSE(trainer.train_model, x, y, label_smoothing=p.ls, clip_value=p.clip_value,
-                           use_cutmix=p.CutMix, num_classes=trainer.num_classes, **_attack_kwargs(p))
+def _trades_kl(ctx, x, y):
+    p = ctx.args
+    return trades_loss(ctx.model, x, y, label_smoothing=p.ls, use_cutmix=p.CutMix, **_attack_kwargs(p))
 
 
-def _mart(trainer, x, y):
-    return mart_loss(trainer.train_model, x, y, **_attack_kwargs(trainer.params))
+def _score_lse(ctx, x, y):
+    p = ctx.args
+    return trades_loss_LSE(ctx.model, x, y, label_smoothing=p.ls, clip_value=p.clip_value, use_cutmix=p.CutMix,
+                           num_classes=ctx.num_classes, **_attack_kwargs(p))
+
+
+def _mart(ctx, x, y):
+    return mart_loss(ctx.model, x, y, **_attack_kwargs(ctx.args))
 
 
 _TRADES_ATTACKS = ('linf-pgd', 'l2-pgd')
 OBJECTIVES = {o.name: o for o in (
-    Objective('madry', False, None, False, None, '', _madry),
+    Objective('madry', False, None, False, None, '', madry_loss),
     Objective('trades-plain', True, False, False, _TRADES_ATTACKS,
               'TRADES training supports --attack linf-pgd or l2-pgd.', _trades_plain),
     Objective('trades-kl', True, True, True, _TRADES_ATTACKS,

@@ -121,3 +121,24 @@ def test_ema_class_is_the_functions():
     assert ema.decay(981) == pytest.approx(2 / 11)
     assert ema.update(model, 10) == 0
     assert all(torch.equal(a, b) for a, b in zip(wa.parameters(), model.parameters()))
+
+
+def test_ema_around_the_steps_and_across_a_resume():
+    """before_step is the BN trick on the training model; after a resume at global step g >= 1 the momentum is
+    the trick's 0.01 (a fresh model has 0.1); the averaged weights round-trip through state_dict."""
+    model = nn.Sequential(nn.Conv2d(1, 2, 1), nn.BatchNorm2d(2))
+    ema = EMA(copy.deepcopy(model), tau=0.995)
+    ema.before_step(model, 0)
+    assert model[1].momentum == 1.0 and ema.wa_model[1].momentum == 0.1    # the averaged model is untouched
+    ema.before_step(model, 1)
+    assert model[1].momentum == 0.01
+    fresh = nn.Sequential(nn.Conv2d(1, 2, 1), nn.BatchNorm2d(2))
+    ema.restore_bn_momentum(fresh, 0)
+    assert fresh[1].momentum == 0.1                                         # no step taken: nothing to restore
+    ema.restore_bn_momentum(fresh, 7)
+    assert fresh[1].momentum == 0.01
+    with torch.no_grad():
+        ema.wa_model[0].weight.fill_(0.25)
+    other = EMA(copy.deepcopy(model), tau=0.995)
+    other.load_state_dict(ema.state_dict())
+    assert torch.equal(other.wa_model[0].weight, torch.full_like(model[0].weight, 0.25))

@@ -192,8 +192,7 @@ def test_compiled_training_model_traces_two_graphs_and_attacks_run_eager(monkeyp
     torch._dynamo.reset()
     counter, compile_ = CompileCounter(), torch.compile
     monkeypatch.setattr(torch, 'compile', lambda m, **kw: compile_(m, backend=counter))
-    trainer = _trainer(*flags)
-    trainer.wrap(compile=True)
+    trainer = _trainer('--compile', *flags)
     g = torch.Generator().manual_seed(0)
     batches = [(torch.rand(n, 3, 32, 32, generator=g), torch.randint(0, 10, (n,), generator=g)) for n in (4, 4, 3)]
     metrics = trainer.train(batches, epoch=1)
@@ -293,12 +292,10 @@ def test_rank_batches_give_every_batch_to_exactly_one_rank(n, world):
 
 def test_evaluate_takes_a_per_rank_loader_as_this_ranks_share(tmp_path):
     """Rank 1 of 2 gets batch 1 only (images 4-7) and counts it (a per-rank loader is not skipped again)."""
-    import types
-
     import torch.distributed as dist
 
     from core.data.common import eval_loader
-    from core.utils.train import Trainer
+    from core.trainer import evaluate, to_device
     images = torch.arange(10.0).view(10, 1)
     dataset = torch.utils.data.TensorDataset(images, torch.zeros(10, dtype=torch.long))
     loader = eval_loader(dataset, 4, 0, False, rank=1, world_size=2)
@@ -306,13 +303,10 @@ def test_evaluate_takes_a_per_rank_loader_as_this_ranks_share(tmp_path):
     seen = []
     model = nn.Linear(1, 2)
     model.register_forward_hook(lambda m, inp, out: seen.append(inp[0].view(-1).tolist()))
-    stub = types.SimpleNamespace(runtime=distributed.Runtime(torch.device('cpu'), rank=1, world_size=2),
-                                 device=torch.device('cpu'), params=types.SimpleNamespace(channels_last=False),
-                                 eval_model=lambda: model)
-    stub.prepare_batch = lambda x, y: Trainer.prepare_batch(stub, x, y)
+    runtime = distributed.Runtime(torch.device('cpu'), rank=1, world_size=2)
     dist.init_process_group('gloo', init_method=f'file://{tmp_path}/pg', rank=0, world_size=1)
     try:
-        Trainer.evaluate(stub, loader)
+        evaluate(model, loader, runtime, lambda x, y: to_device(x, y, runtime.device))
     finally:
         dist.destroy_process_group()
     assert seen == [[4.0, 5.0, 6.0, 7.0]]

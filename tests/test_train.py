@@ -213,7 +213,7 @@ def test_parameter_groups_split_by_batchnorm():
     low = 0.4 / 25 / 1e4
     assert trainer.last_lr() == pytest.approx(low + (0.4 - low) / 2 * (1 + math.cos(math.pi * pct)))
     # update_steps = floor(50000 / 1024) + 1 = 49; warm-up 0.025 * 4 * 49 = 4.9 steps (a float)
-    assert trainer.update_steps == 49 and trainer.warmup_steps == pytest.approx(4.9)
+    assert trainer.steps_per_epoch == 49 and trainer.ema.warmup_steps == pytest.approx(4.9)
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""Trainer.train's bookkeeping on a fake loss (no attack): the epoch means, the non-finite stop, the LR rescale.
+"""Trainer.train's bookkeeping on a fake loss (no attack): the epoch means, the non-finite stop, the LR rescale;
+the builder's wiring.
 
 Checked against numbers written down by hand: per-batch accuracies are float32 divisions as the reference's
 `correct.float() / float(B)` (3 of 7 is float32(3) / float32(7), not 3 / 7), the epoch figure is the mean over the
@@ -51,9 +52,7 @@ class FakeLoss:
 def make_trainer(*flags):
     args = parser_train().parse_args(['--desc', 'x', '--model', 'wrn-10-1-swish', '--num-adv-epochs', '3',
                                       '--tau', '0', '--lr', '0.1'] + list(flags))
-    trainer = Trainer(get_data_info('./data/cifar10'), args)
-    trainer.init_optimizer(3)
-    return trainer
+    return Trainer(get_data_info('./data/cifar10'), args)
 
 
 def batches(sizes):
@@ -125,3 +124,30 @@ def test_rescale_lr_continues_the_schedule_of_the_new_lr():
         t.optimizer.step()
         t.scheduler.step()
     assert trainer.last_lr() == pytest.approx(fresh.last_lr(), rel=1e-14)
+
+
+@pytest.mark.parametrize('tau', ['0', '0.995'])
+def test_builder_wires_one_optimiser_and_the_eval_attack_on_the_evaluated_model(tau):
+    """One optimiser over exactly the trained model's parameters; the evaluation attack attacks the evaluated
+    model (the averaged one with --tau > 0, where the trained model is not evaluated)."""
+    from core.builder import build_trainer
+    args = parser_train().parse_args(['--desc', 'x', '--model', 'wrn-10-1-swish', '--num-adv-epochs', '3',
+                                      '--tau', tau])
+    trainer = build_trainer(get_data_info('./data/cifar10'), args)
+    params = [p for g in trainer.optimizer.param_groups for p in g['params']]
+    assert sorted(map(id, params)) == sorted(map(id, trainer.model.parameters()))
+    assert trainer.eval_attack.model is trainer.eval_model
+    if tau == '0':
+        assert trainer.ema is None and trainer.eval_model is trainer.model
+    else:
+        assert trainer.eval_model is trainer.ema.wa_model is not trainer.model
+        assert all(torch.equal(a, b) for a, b in zip(trainer.wa_model.parameters(), trainer.model.parameters()))
+
+
+def test_core_imports_nothing_from_the_reference_paths():
+    """The layers point down: core/ never imports gowal21uncovering/ (which re-exports core's names)."""
+    import glob
+    import re
+    offenders = [path for path in glob.glob(os.path.join(ROOT, 'core', '**', '*.py'), recursive=True)
+                 if re.search(r'^\s*(from|import)\s+gowal21uncovering', open(path).read(), re.M)]
+    assert offenders == []

@@ -7,13 +7,13 @@ import argparse
 import os
 
 from core.attacks import ATTACKS
+from core.builder import pretrained_path
 from core.data import AUGMENTATIONS, DATASETS, SEMISUP_DATASETS, augment_arg, validate_unsup_fraction
 from core.errors import SEED_MAX, UserError, check_number
 from core.models import check_model_name
 from core.objectives import check_beta, resolve
 from core.utils.distributed import AMP_MODES, add_device_argument
 from core.utils.run_dir import RESUME_CHANGEABLE_FLAGS
-from core.utils.train import pretrained_path
 from core.utils.utils import str2bool, str2float
 
 

@@ -1,0 +1,129 @@
+"""`build_trainer(info, args, runtime)`: the trainer of train-wa.py and train.py, built once in the reference's order.
+
+    seed(--seed) -> model (channels_last) -> --pretrained-file -> [weight averaging: seed(--seed) again, the
+    averaged model = deep copy] -> SyncBatchNorm / DDP / torch.compile (`wrap_model`) -> [DDP: seed(--seed + rank),
+    so each process draws its own attack noise] -> optimiser and scheduler (on the wrapped model's parameters)
+    -> attacks -> the objective's loss bound to the run -> batch preparation (CutMix x4 with weight averaging).
+
+The seeding points and their order are the reference's: the random draws of a run, and so its numbers, depend on
+them (tests/test_objectives.py guards them).
+"""
+import copy
+import functools
+import os
+
+import torch
+import torch.nn as nn
+
+from core.attacks import create_attack, create_train_and_eval_attacks, create_wa_eval_attack
+from core.data.cutmix import cutmix_expand
+from core.errors import UserError
+from core.models import create_model
+from core.objectives import OBJECTIVES, bind, clean_loss, select
+from core.schedules import PER_BATCH_SCHEDULERS, build_optimizer, build_scheduler, update_steps
+from core.trainer import AdversarialTrainer, to_device
+from core.utils.checkpoint import load_checkpoint, load_state_dict
+from core.utils.distributed import Runtime, wrap_ddp
+from core.utils.export import is_safetensors, read_safetensors
+from core.utils.utils import seed
+from core.weight_averaging import EMA, warmup_steps
+
+__all__ = ['build_trainer', 'trainer_parts', 'wrap_model', 'pretrained_path', 'load_pretrained']
+
+
+def build_trainer(info, args, runtime=None, weight_averaging=None):
+    """The trainer the flags ask for (`trainer_parts`), with weight averaging if --tau > 0 (or `weight_averaging`)."""
+    return AdversarialTrainer(**trainer_parts(info, args, runtime, weight_averaging))
+
+
+def trainer_parts(info, args, runtime=None, weight_averaging=None):
+    """The keyword arguments of `AdversarialTrainer`, built in the order of this module's docstring.
+
+    Args:
+        info: dataset info of `core.data.get_data_info` (keys data, num_classes, mean, std).
+        args: the parsed train-wa.py / train.py flags (checked by their `validate`).
+        runtime: device / AMP / DDP decisions (`core.utils.distributed.setup`). Default: CPU, float32.
+        weight_averaging: average the weights (train-wa.py's WATrainer). Default: --tau > 0.
+    """
+    runtime = runtime if runtime is not None else Runtime(device=torch.device('cpu'))
+    weight_averaging = bool(args.tau) if weight_averaging is None else weight_averaging
+    channels_last = getattr(args, 'channels_last', False)
+    steps_per_epoch = update_steps(args.data, args.batch_size)
+    seed(args.seed)
+    model = create_model(args.model, args.normalize, info, runtime.device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if args.pretrained_file is not None:
+        load_pretrained(model, pretrained_path(args))
+    ema = None
+    if weight_averaging:
+        seed(args.seed)
+        ema = EMA(copy.deepcopy(model), tau=args.tau, warmup_steps=warmup_steps(args.num_adv_epochs, steps_per_epoch))
+    model, train_model = wrap_model(model, runtime, sync_bn=args.sync_bn, compile=args.compile)
+    if runtime.distributed:  # same initial weights everywhere; then each process draws its own attack noise
+        seed(args.seed + runtime.rank)
+    optimizer = build_optimizer(model, args, weight_averaging)
+    scheduler = build_scheduler(optimizer, args, args.num_adv_epochs)
+
+    attack_flags = (args.attack, args.attack_eps, args.attack_iter, args.attack_step)
+    if ema is None:
+        train_attack, eval_attack = create_train_and_eval_attacks(model, nn.CrossEntropyLoss(), *attack_flags)
+    else:
+        train_attack = create_attack(model, nn.CrossEntropyLoss(), *attack_flags, rand_init_type='uniform')
+        eval_attack = create_wa_eval_attack(ema.wa_model, *attack_flags)
+    # the dispatch only: the flag rules were checked at start-up (`core.objectives.resolve`), and train.py trains
+    # with the flags it ignores (--LSE, --CutMix) still set
+    objective = OBJECTIVES[select(args, weight_averaging)]
+    loss_args = (train_model, args, info['num_classes'], train_attack)
+
+    prepare = functools.partial(to_device, device=runtime.device, channels_last=channels_last)
+    prepare_train = prepare
+    if weight_averaging and args.CutMix:  # x4 CutMix copies of the CPU batch, then to the device
+        def prepare_train(x, y):
+            return prepare(*cutmix_expand(x, y, info['num_classes'], copies=4))
+    return dict(model=model, optimizer=optimizer, scheduler=scheduler, loss=bind(objective.loss, *loss_args),
+                eval_attack=eval_attack, runtime=runtime, per_batch_scheduler=args.scheduler in PER_BATCH_SCHEDULERS,
+                ema=ema, train_model=train_model, prepare=prepare, prepare_train=prepare_train,
+                clean_loss=bind(clean_loss, *loss_args), clip_grad=args.clip_grad, steps_per_epoch=steps_per_epoch)
+
+
+def wrap_model(model, runtime, sync_bn=False, compile=False):
+    """(model, train_model): SyncBatchNorm (a converted model, same parameters), then DDP and torch.compile of the
+    training forwards as asked. The attacks run on the plain module: eager input gradients only, no buffer
+    broadcast, no compiled graph variants for grad mode / requires_grad / batch statistics."""
+    if sync_bn and runtime.distributed:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    train_model = wrap_ddp(model, runtime)
+    if compile:
+        train_model = torch.compile(train_model)
+        train_model.register_forward_pre_hook(_dynamic_batch)
+    return model, train_model
+
+
+def _dynamic_batch(module, args):
+    """Forward pre-hook of the compiled training model: its graph is traced with a symbolic batch size, so the
+    last, smaller batch of an epoch does not trigger a recompile."""
+    torch._dynamo.maybe_mark_dynamic(args[0], 0)
+
+
+def pretrained_path(args):
+    """`--pretrained-file`: a run name under --log-dir (its weights-best.pt, as the reference), a .pt file or a
+    .safetensors export (scripts/export.py)."""
+    name = args.pretrained_file
+    if os.path.isfile(name):
+        return name
+    return os.path.join(args.log_dir, name, 'weights-best.pt')
+
+
+def load_pretrained(model, path):
+    """Load `model_state_dict` of a checkpoint (or a .safetensors export) into `model` (strict, any prefix)."""
+    if not os.path.isfile(path):
+        raise UserError(f'--pretrained-file: {path} does not exist; give a run name under --log-dir '
+                        f'(its weights-best.pt is read) or a checkpoint file.')
+    if is_safetensors(path):  # an export of scripts/export.py
+        load_state_dict(model, read_safetensors(path), source=path)
+        return
+    checkpoint = load_checkpoint(path)
+    if 'model_state_dict' not in checkpoint:
+        raise UserError(f'--pretrained-file: {path} has no model_state_dict; give a weights-*.pt of a run.')
+    load_state_dict(model, checkpoint['model_state_dict'])

@@ -1,0 +1,88 @@
+"""The optimiser and the learning-rate schedules of train-wa.py and train.py, built once per run.
+
+`build_optimizer(model, args, weight_averaging)`: SGD(--lr, momentum 0.9, --nesterov, coupled --weight-decay);
+one parameter group without weight averaging, two with it (names containing `batchnorm` get no weight decay).
+`build_scheduler(optimizer, args, num_epochs)`: the `--scheduler` (`SCHEDULERS`) and whether it steps per batch
+(`cyclic`) or per epoch (the others). `rescale_lr` scales both for a resume with another --lr.
+"""
+import math
+
+import torch
+from torch.optim.lr_scheduler import MultiStepLR, OneCycleLR
+
+from core.errors import UserError
+from core.utils.rst import CosineLR
+
+__all__ = ['SCHEDULERS', 'PER_BATCH_SCHEDULERS', 'update_steps', 'param_groups', 'build_optimizer',
+           'build_scheduler', 'rescale_lr']
+
+SCHEDULERS = ('cyclic', 'step', 'cosine', 'cosinew')
+PER_BATCH_SCHEDULERS = ('cyclic',)  # stepped after every batch; the others after every epoch
+
+
+def update_steps(data, batch_size):
+    """The reference's steps per epoch: floor(N / batch_size) + 1, N = 50000 ('cifar' in data), 100000
+    ('tiny-imagenet' in data), else 73257. Kept as the reference computes it, although it is not the real number
+    of batches (N is hard-coded, and a batch size dividing N still adds 1): the cyclic schedule's length and the
+    weight-averaging step count depend on it."""
+    num_samples = 50000 if 'cifar' in data else 73257
+    num_samples = 100000 if 'tiny-imagenet' in data else num_samples
+    return int(math.floor(num_samples / batch_size) + 1)
+
+
+def param_groups(model, weight_averaging):
+    """The optimiser's parameter groups, as the reference's two trainers build them.
+
+    Without weight averaging: one group, weight decay on every parameter. With it: two groups by parameter name,
+    names without `batchnorm` get --weight-decay, names with it get 0 (only the Swish families name their
+    BatchNorms so; biases are decayed, docs/differences.md 18).
+    """
+    if not weight_averaging:
+        return [{'params': list(model.parameters())}]
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if 'batchnorm' in name else decay).append(p)
+    return [{'params': decay}, {'params': no_decay, 'weight_decay': .0}]
+
+
+def build_optimizer(model, args, weight_averaging):
+    """SGD(lr, momentum 0.9, nesterov, coupled weight decay) over `param_groups(model, weight_averaging)`."""
+    return torch.optim.SGD(param_groups(model, weight_averaging), lr=args.lr, weight_decay=args.weight_decay,
+                           momentum=0.9, nesterov=args.nesterov)
+
+
+def build_scheduler(optimizer, args, num_epochs):
+    """The `--scheduler` over `num_epochs` epochs: cyclic (OneCycleLR, per batch, `update_steps` per epoch), step
+    (x0.1 at epochs 100 and 105), cosine, cosinew (OneCycleLR over epochs, 2.5% warm-up); OneCycleLR keeps its
+    default momentum cycling 0.95 -> 0.85 -> 0.95."""
+    if args.scheduler == 'cyclic':
+        return OneCycleLR(optimizer, max_lr=args.lr, pct_start=0.25, epochs=int(num_epochs),
+                          steps_per_epoch=update_steps(args.data, args.batch_size))
+    if args.scheduler == 'step':
+        return MultiStepLR(optimizer, gamma=0.1, milestones=[100, 105])
+    if args.scheduler == 'cosine':
+        return CosineLR(optimizer, max_lr=args.lr, epochs=int(num_epochs))
+    if args.scheduler == 'cosinew':
+        try:
+            return OneCycleLR(optimizer, max_lr=args.lr, pct_start=0.025, total_steps=int(num_epochs))
+        except ZeroDivisionError:  # 0.025 * E - 1 == 0: OneCycleLR's warm-up phase has length 0 (E = 40)
+            raise UserError(f'--scheduler cosinew cannot run {num_epochs} epochs: torch OneCycleLR divides by '
+                            f'zero when 0.025 * epochs = 1; use another --num-adv-epochs (e.g. 41).') from None
+    raise UserError(f'--scheduler {args.scheduler}: choose one of {", ".join(SCHEDULERS)}.')
+
+
+def rescale_lr(optimizer, scheduler, ratio):
+    """Multiply every learning rate of the optimizer and the schedule by `ratio` (a resume with another --lr).
+
+    All four schedules are proportional to --lr (OneCycleLR's initial and final rates are max_lr / 25 and
+    that / 1e4, the cosine and step schedules scale max_lr), so from the current step on the schedule is the
+    one a run with lr * ratio has at that step.
+    """
+    for group in optimizer.param_groups:
+        for key in ('lr', 'initial_lr', 'max_lr', 'min_lr'):
+            if key in group:
+                group[key] *= ratio
+    scheduler.base_lrs = [v * ratio for v in scheduler.base_lrs]
+    scheduler._last_lr = [v * ratio for v in scheduler._last_lr]
+    if isinstance(getattr(scheduler, 'max_lr', None), float):  # CosineLR
+        scheduler.max_lr *= ratio

@@ -1,0 +1,228 @@
+"""The adversarial trainer of train-wa.py and train.py: parts in, one epoch (`train`) or one evaluation out.
+
+`AdversarialTrainer` is composed, not subclassed: it receives the model, the optimiser and scheduler, the batch
+loss (an objective of core/objectives.py bound to the run), optional weight averaging (`core.weight_averaging.EMA`),
+the evaluation attack and the batch preparation, all built once by `core.builder.build_trainer`. With weight
+averaging it is the reference's WATrainer (evaluation and `model_state_dict` on the averaged model), without it the
+reference's plain Trainer.
+
+Where the model lives: `model` is the plain network (a ModelWrapper: state-dict keys `module.0.`/`module.1.`);
+`train_model` is the module the training forwards go through: the same object, or a DistributedDataParallel /
+torch.compile wrapper around it. Checkpoints and the optimiser's parameters always come from `model`; the
+attacks run on the plain `model` (or the averaged one).
+"""
+import sys
+
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from core.epoch_metrics import FP16_SKIP_TOLERANCE, NONFINITE_CHECK_EVERY, EpochMetrics, bar_redraws_next
+from core.metrics import accuracy, num_correct
+from core.schedules import rescale_lr
+from core.utils.checkpoint import load_state_dict, save_atomic
+from core.utils.distributed import all_reduce_sum, broadcast_buffers
+from core.utils.faults import fault_point
+
+__all__ = ['AdversarialTrainer', 'evaluate', 'to_device']
+
+
+def to_device(x, y, device, channels_last=False):
+    """A CPU batch on `device` (images in channels_last memory format if asked): the batch preparation."""
+    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y
+
+
+class AdversarialTrainer:
+    """One epoch of adversarial training, and the evaluations, on parts built elsewhere (`build_trainer`).
+
+    Args:
+        model: the plain network (checkpoints, optimiser parameters, gradient clipping).
+        optimizer, scheduler: built on `model`; `per_batch_scheduler` says whether the scheduler steps after every
+            batch (`cyclic`) or after every epoch.
+        loss: `loss(x, y) -> (loss, metrics)` on a prepared training batch (`core.objectives.bind`).
+        eval_attack: the attack of `eval(adversarial=True)`, on the evaluated model.
+        runtime: device / AMP / DDP decisions (`core.utils.distributed.Runtime`).
+        ema: `core.weight_averaging.EMA` or None (no weight averaging). Default None.
+        train_model: the module of the training forwards (DDP / compiled wrapper). Default `model`.
+        prepare: `prepare(x, y)` of evaluation batches. Default: to the runtime's device.
+        prepare_train: `prepare(x, y)` of training batches (e.g. CutMix x4, then to the device). Default `prepare`.
+        clean_loss: the loss of `train(adversarial=False)`. Default None.
+        clip_grad: max global gradient norm, or None. Default None.
+        steps_per_epoch: the reference's steps per epoch (`core.schedules.update_steps`) in the global step
+            (epoch - 1) * steps_per_epoch + batch that weight averaging counts. Default 0.
+    """
+
+    def __init__(self, model, optimizer, scheduler, loss, eval_attack, runtime, *, per_batch_scheduler=False,
+                 ema=None, train_model=None, prepare=None, prepare_train=None, clean_loss=None, clip_grad=None,
+                 steps_per_epoch=0):
+        self.model, self.train_model = model, model if train_model is None else train_model
+        self.optimizer, self.scheduler, self.per_batch_scheduler = optimizer, scheduler, per_batch_scheduler
+        self.loss, self.clean_loss, self.eval_attack, self.ema = loss, clean_loss, eval_attack, ema
+        self.runtime, self.device, self.scaler = runtime, runtime.device, runtime.grad_scaler()
+        self.prepare = prepare if prepare is not None else lambda x, y: to_device(x, y, runtime.device)
+        self.prepare_train = prepare_train if prepare_train is not None else self.prepare
+        self.clip_grad, self.steps_per_epoch = clip_grad, steps_per_epoch
+        self.eval_model = model if ema is None else ema.wa_model
+        self.last_global_step = 0   # the global step after the last batch trained (saved with the run's state)
+
+    @property
+    def wa_model(self):
+        """The averaged model (weight averaging only)."""
+        return self.ema.wa_model
+
+    # ------------------------------------------------------------------ one epoch
+    def train(self, dataloader, epoch=0, adversarial=True, on_step=None):
+        """Train one epoch; returns the unweighted mean over batches of each batch metric (as the reference logs).
+
+        One batch: the BN momentum trick (weight averaging), the batch preparation, the loss under autocast, zero
+        the gradients, backward (scaled with fp16), optional global norm clipping, the optimiser step, the
+        per-batch scheduler step (`cyclic`), the weight-averaging update. After the epoch: the per-epoch scheduler
+        step (`step`, `cosine`, `cosinew`), rank 0's BatchNorm statistics to every process, and their copy into
+        the averaged model. Under DDP the means are also averaged over the processes.
+
+        `on_step(step, metrics)`, if given (train-wa.py --tensorboard), is called after every optimiser step with
+        step = (epoch - 1) * len(dataloader) + batch (1-based) and the batch's metrics plus the `lr` it used.
+
+        The batch metrics stay on the device (`EpochMetrics`): the host reads them only when the progress bar
+        redraws and at the end of the epoch. A loss that is not finite raises `NonFiniteLoss` naming the epoch
+        and the first such batch, before the epoch ends (so before anything of it is saved); it is noticed at
+        the next check (every batch on the CPU, every `NONFINITE_CHECK_EVERY` batches on a GPU). With fp16,
+        a step the GradScaler skips is not an error: only `FP16_SKIP_TOLERANCE` non-finite losses in a row are.
+        """
+        loss_fn, ema, n = (self.loss if adversarial else self.clean_loss), self.ema, len(dataloader)
+        self.train_model.train()
+        metrics_acc = EpochMetrics(self.device, FP16_SKIP_TOLERANCE if self.scaler.is_enabled() else 0)
+        check_every = 1 if self.device.type == 'cpu' else NONFINITE_CHECK_EVERY
+        bar = self.progress(dataloader, epoch)
+        try:
+            for i, (x, y) in enumerate(bar):
+                step = (epoch - 1) * self.steps_per_epoch + i   # optimiser steps taken before this batch
+                if ema is not None:
+                    ema.before_step(self.model, step)           # BN momentum 1.0 at step 0, 0.01 from step 1
+                x, y = self.prepare_train(x, y)
+                with self.runtime.autocast():
+                    loss, metrics = loss_fn(x, y)
+                self.optimizer.zero_grad(set_to_none=False)
+                self.scaler.scale(loss).backward()
+                if self.clip_grad:
+                    self.scaler.unscale_(self.optimizer)
+                    nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                if on_step is not None:
+                    on_step((epoch - 1) * n + i + 1, dict(metrics, lr=self.optimizer.param_groups[0]['lr']))
+                if self.per_batch_scheduler:
+                    self.scheduler.step()
+                if ema is not None:
+                    ema.update(self.model, step + 1)
+                self.last_global_step = step + 1
+                metrics_acc.add(metrics)
+                fault_point('train-batch', i + 1)
+                if (i + 1) % check_every == 0:
+                    metrics_acc.check_finite(epoch, n, self.runtime)
+                if bar_redraws_next(bar, i + 1):
+                    bar.set_postfix({k: f'{v:.4f}' for k, v in metrics_acc.means().items()}, refresh=False)
+        finally:
+            bar.close()
+        metrics_acc.check_finite(epoch, n, self.runtime)
+        if not self.per_batch_scheduler:
+            self.scheduler.step()
+        broadcast_buffers(self.model, self.runtime)  # DDP: every process evaluates rank 0's BN statistics
+        if ema is not None:
+            ema.update_bn(self.model)
+        means = metrics_acc.means()
+        if self.runtime.distributed:
+            sums = all_reduce_sum(list(means.values()), self.runtime)
+            means = {k: s / self.runtime.world_size for k, s in zip(means, sums)}
+        return means
+
+    def progress(self, dataloader, epoch):
+        """A tqdm bar on the primary process; refreshed at most every 30 s when stderr is not a terminal."""
+        return tqdm(dataloader, desc=f'Epoch {epoch}', disable=not self.runtime.is_primary, leave=False,
+                    dynamic_ncols=True, mininterval=0.1 if sys.stderr.isatty() else 30.0, file=sys.stderr)
+
+    # ------------------------------------------------------------------ learning rate
+    def last_lr(self):
+        """LR of group 0 for the next batch (the value train-wa.py logs at the start of an epoch)."""
+        return self.scheduler.get_last_lr()[0]
+
+    def rescale_lr(self, ratio):
+        """Scale the optimiser's and the schedule's learning rates by `ratio` (`core.schedules.rescale_lr`)."""
+        rescale_lr(self.optimizer, self.scheduler, ratio)
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, dataloader, adversarial=False, sharded=False):
+        """`evaluate` of the evaluated model (the averaged one with weight averaging), clean or under the
+        evaluation attack: (mean of per-batch accuracies, correct / total)."""
+        return evaluate(self.eval_model, dataloader, self.runtime, self.prepare,
+                        self.eval_attack if adversarial else None, sharded)
+
+    def eval(self, dataloader, adversarial=False):
+        """Mean of per-batch accuracies, the reference's `eval` (not correct / total)."""
+        return self.evaluate(dataloader, adversarial)[0]
+
+    # ------------------------------------------------------------------ checkpoints
+    def weights(self):
+        """The reference's checkpoint content: {'model_state_dict': weights} without weight averaging;
+        {'model_state_dict': averaged weights, 'unaveraged_model_state_dict': trained weights} with it."""
+        if self.ema is None:
+            return {'model_state_dict': self.model.state_dict()}
+        return {'model_state_dict': self.ema.state_dict(), 'unaveraged_model_state_dict': self.model.state_dict()}
+
+    def save_model(self, path):
+        save_atomic(self.weights(), path)
+
+    def state_dict(self):
+        """Everything of the trainer a resume needs (tensors, numbers and strings only)."""
+        state = {'model': self.model.state_dict(), 'optimizer': self.optimizer.state_dict(),
+                 'scheduler': self.scheduler.state_dict(), 'scaler': self.scaler.state_dict()}
+        if self.ema is not None:
+            state['wa_model'] = self.ema.state_dict()
+        return state
+
+    def load_state_dict(self, state, global_step=None):
+        """Restore `state_dict()`; with the run's `global_step`, also the BatchNorm momentum weight averaging's
+        trick had reached there."""
+        load_state_dict(self.model, state['model'])
+        self.optimizer.load_state_dict(state['optimizer'])
+        if state['scheduler'] is not None:
+            self.scheduler.load_state_dict(state['scheduler'])
+        if state.get('scaler'):
+            self.scaler.load_state_dict(state['scaler'])
+        if self.ema is not None:
+            self.ema.load_state_dict(state['wa_model'])
+            if global_step is not None:
+                self.ema.restore_bn_momentum(self.model, global_step)
+
+
+def evaluate(model, dataloader, runtime, prepare, attack=None, sharded=False):
+    """Accuracy of `model` in eval mode on `dataloader`, clean or under `attack` (`attack.perturb(x, y)`).
+
+    Returns (mean of per-batch accuracies, the reference's logged figure;
+             correct / total, the exact accuracy).
+    Under DDP the batches are split round-robin over the processes and the sums reduced, so both figures
+    equal the single-process ones (up to the attack's random start); `sharded=True` says the loader already
+    yields this process's share (the training loader; `load_data`'s evaluation loaders say so themselves).
+    """
+    model.eval()
+    rank, world = runtime.rank, runtime.world_size
+    sharded = sharded or getattr(dataloader.batch_sampler, 'per_rank', False)  # load_data's eval loaders
+    acc_sum, n_batches, correct, total = 0.0, 0, 0, 0
+    for i, (x, y) in enumerate(dataloader):
+        if not sharded and i % world != rank:
+            continue
+        x, y = prepare(x, y)
+        with runtime.autocast():
+            if attack is not None:
+                x, _ = attack.perturb(x, y)   # the attack runs the model in eval mode with frozen parameters
+            with torch.no_grad():
+                out = model(x)
+        acc_sum += accuracy(y, out)
+        correct += num_correct(y, out)
+        total += len(y)
+        n_batches += 1
+    acc_sum, n_batches, correct, total = all_reduce_sum([acc_sum, n_batches, correct, total], runtime)
+    return acc_sum / max(1, n_batches), correct / max(1, total)
