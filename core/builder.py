@@ -22,9 +22,8 @@ from core.models import create_model
 from core.objectives import OBJECTIVES, bind, clean_loss, select
 from core.schedules import PER_BATCH_SCHEDULERS, build_optimizer, build_scheduler, update_steps
 from core.trainer import AdversarialTrainer, to_device
-from core.utils.checkpoint import load_checkpoint, load_state_dict
+from core.utils.checkpoint import load_state_dict, load_weights
 from core.utils.distributed import Runtime, wrap_ddp
-from core.utils.export import is_safetensors, read_safetensors
 from core.utils.utils import seed
 from core.weight_averaging import EMA, warmup_steps
 
@@ -116,14 +115,9 @@ def pretrained_path(args):
 
 
 def load_pretrained(model, path):
-    """Load `model_state_dict` of a checkpoint (or a .safetensors export) into `model` (strict, any prefix)."""
+    """Load the weights of a checkpoint's `model_state_dict` (or of a .safetensors export, or a bare state dict)
+    into `model`: strict, any `module.` prefix (`core.utils.checkpoint.load_weights`, the one weights loader)."""
     if not os.path.isfile(path):
         raise UserError(f'--pretrained-file: {path} does not exist; give a run name under --log-dir '
                         f'(its weights-best.pt is read) or a checkpoint file.')
-    if is_safetensors(path):  # an export of scripts/export.py
-        load_state_dict(model, read_safetensors(path), source=path)
-        return
-    checkpoint = load_checkpoint(path)
-    if 'model_state_dict' not in checkpoint:
-        raise UserError(f'--pretrained-file: {path} has no model_state_dict; give a weights-*.pt of a run.')
-    load_state_dict(model, checkpoint['model_state_dict'])
+    load_state_dict(model, load_weights(path), source=path)
