@@ -318,9 +318,9 @@ def get_parser():
 
 def main(argv=None):
     args = get_parser().parse_args(argv)
-    set_runtime(args.device, args.threads)
+    device = set_runtime(args.device, args.threads)
     res = run(args.demo, args.divergence, args.divergence_C, iterations=args.iterations, samples=args.samples,
-              seed=args.seed, device=args.device, out=args.out, save_every=args.save_every,
+              seed=args.seed, device=device, out=args.out, save_every=args.save_every,
               progress=not args.no_progress, compact=args.compact, plain_autograd=args.plain_autograd)
     print(f'Results in {res["folder"]}')
 

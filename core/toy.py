@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from core.errors import SEED_MAX, UserError, check_number
+from core.utils.distributed import add_device_argument, setup
 
 __all__ = ['Recorder', 'build_parser', 'check_run', 'iteration_lines', 'save_arrays', 'set_runtime']
 
@@ -37,8 +38,7 @@ def build_parser(demos, divergences, iterations, samples, seed):
     parser.add_argument('--divergence_C', type=str, default='KL', choices=divergences,
                         help='Divergence of the recorded R_SCORE / R_Standard errors.')
     # Additions.
-    parser.add_argument('--device', type=str, default='cuda' if torch.cuda.is_available() else 'cpu',
-                        help='Device; the CPU reproduces the reference\'s printed numbers.')
+    add_device_argument(parser)  # auto (CUDA if available), cpu or cuda; the CPU reproduces the printed numbers
     parser.add_argument('--seed', type=int, default=seed, help='Seed of numpy, torch and CUDA.')
     parser.add_argument('--iterations', type=int, default=iterations, help='Training iterations.')
     parser.add_argument('--samples', type=int, default=samples,
@@ -79,13 +79,13 @@ def check_run(demo, divergence_names, samples, iterations, save_every, seed, dem
 
 
 def set_runtime(device, threads):
-    """--device and --threads: a UserError for CUDA without CUDA or negative threads; threads > 0 are set."""
-    if device.startswith('cuda') and not torch.cuda.is_available():
-        raise UserError(f'--device {device} but CUDA is not available: use --device cpu.')
+    """--device and --threads: the device `core.utils.distributed.setup` resolves (a UserError for CUDA without
+    CUDA), and the number of threads (a UserError if negative; > 0 is set). Returns the torch.device."""
     if threads < 0:
         raise UserError(f'--threads {threads} must be >= 0 (0 = PyTorch\'s default).')
     if threads:
         torch.set_num_threads(threads)
+    return setup(device).device
 
 
 def save_arrays(folder, suffix='', **arrays):

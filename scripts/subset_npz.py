@@ -12,7 +12,11 @@ import argparse
 import os
 import sys
 
-import numpy as np
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
+
+import numpy as np  # noqa: E402
+
+from core.utils.atomic import write_atomic  # noqa: E402
 
 
 def fail(msg):
@@ -42,9 +46,8 @@ def main(argv=None):
             fail(f'{args.src} has no image/label arrays')
         image, label = f['image'][:args.n], f['label'][:args.n]
     os.makedirs(os.path.dirname(os.path.abspath(args.dst)), exist_ok=True)
-    tmp = args.dst + '.tmp.npz'
-    np.savez(tmp, image=np.ascontiguousarray(image), label=np.ascontiguousarray(label))
-    os.replace(tmp, args.dst)
+    write_atomic(args.dst, lambda f: np.savez(f, image=np.ascontiguousarray(image),
+                                              label=np.ascontiguousarray(label)))
     print(f'{args.dst}: {len(label)} images')
 
 

@@ -15,6 +15,7 @@ import zipfile
 import numpy as np
 
 from core.errors import UserError, exit_on_user_error
+from core.utils.atomic import write_atomic
 
 _CHUNK = 64 << 20
 
@@ -47,9 +48,9 @@ def _npz_chunks(zin, name):
     return shape, dtype, chunks()
 
 
-def _convert(src, tmp):
-    """Write the uncompressed npz to `tmp`."""
-    with zipfile.ZipFile(tmp, 'w', zipfile.ZIP_STORED, allowZip64=True) as zout:
+def _convert(src, out):
+    """Write the uncompressed npz to `out` (a binary file object)."""
+    with zipfile.ZipFile(out, 'w', zipfile.ZIP_STORED, allowZip64=True) as zout:
         if src.endswith(('.pickle', '.pkl')):
             with open(src, 'rb') as f:
                 d = pickle.load(f)
@@ -83,15 +84,7 @@ def convert(src, dst):
         raise UserError(f'{src}: no such file.')
     if os.path.exists(dst):
         raise UserError(f'{dst}: already exists; choose a new output name (nothing is overwritten).')
-    tmp = dst + '.part'
-    try:
-        _convert(src, tmp)
-    except BaseException:
-        if os.path.exists(tmp):  # our own partial output, never a user file
-            os.remove(tmp)
-        raise
-    os.replace(tmp, dst)
-    return dst
+    return write_atomic(dst, lambda f: _convert(src, f))  # a failure leaves no partial output behind
 
 
 def main(argv=None):
