@@ -9,16 +9,19 @@ from collections import OrderedDict
 
 import numpy as np
 import pytest
-import test_train
 import torch
 import torch.nn as nn
-from test_train import run, tiny_args
+from train_helpers import make_data_dir, run, tiny_args
 
 from core.utils import distributed
 from core.utils.checkpoint import save_atomic, to_cpu
 from core.utils.rng import rng_state, set_rng_state
 
-train_data = test_train.data_dir  # tests/test_train.py's synthetic data folder, a fixture under this module's name
+
+@pytest.fixture(scope='module')
+def train_data(tmp_path_factory):
+    """The synthetic data folder of the train-wa.py end-to-end tests (train_helpers.make_data_dir)."""
+    return make_data_dir(tmp_path_factory)
 
 
 def _forbid_cuda(monkeypatch):
