@@ -14,10 +14,10 @@ a combination the objective does not support. `bind` fixes the run's model, flag
 | score-lse    | `TradesInnerMax` (LSE) -> `score_lse_loss` (`trades_loss_LSE`) | > 0    | yes    | linf-pgd, l2-pgd |
 | mart         | `MartInnerMax` -> `mart_outer_loss` (`mart_loss`)             | any    | no     | linf-pgd         |
 
-without_DDPM/train_cifar.py's objectives, `WITHOUT_DDPM_OBJECTIVES` (the block at the end of this file), are keyed
-by their --attack value and picked once by `resolve_without_ddpm(args)`. Each loss is the batch mean of the term
-below, with the --divergence D of core/divergences.py, targets t smoothed by --label_smoothing and the bound b of
---clip_loss:
+without_DDPM/train_cifar.py's objectives are entries of the same registry (`script` says which script trains an
+entry; `WITHOUT_DDPM_OBJECTIVES` is their view, the block at the end of this file), keyed by their --attack value
+and picked once by `resolve_without_ddpm(args)`. Each loss is the batch mean of the term below, with the
+--divergence D of core/divergences.py, targets t smoothed by --label_smoothing and the bound b of --clip_loss:
 
 | --attack | training attack (`make_attack`) | loss of the batch (`loss`)                                     | --norm |
 |----------|---------------------------------|----------------------------------------------------------------|--------|
@@ -144,6 +144,7 @@ def _mart(ctx, x, y):
 
 
 _TRADES_ATTACKS = ('linf-pgd', 'l2-pgd')
+# The one registry of training objectives: train-wa.py's / train.py's here, without_DDPM's appended below.
 OBJECTIVES = {o.name: o for o in (
     Objective('madry', False, None, False, None, '', madry_loss),
     Objective('trades-plain', True, False, False, _TRADES_ATTACKS,
@@ -198,7 +199,8 @@ def resolve(args, weight_averaging):
 # at start-up. Calling convention: the script builds `make_attack(model, args, num_classes)` once; per batch
 # core.without_ddpm.train_loss attacks (x_adv = x clamped to [0, 1] without an attack), smooths the targets by
 # --label_smoothing and calls `loss(model, x, x_adv, targets, args, bound)` -> the scalar loss, the model in train
-# mode. Not in OBJECTIVES, which select() and resolve() read for train-wa.py / train.py.
+# mode. They are entries of OBJECTIVES like train-wa.py's (their `script` says which script trains them);
+# WITHOUT_DDPM_OBJECTIVES is the view of this script's entries, in --attack choice order.
 # ---------------------------------------------------------------------------------------------------------------
 
 WITHOUT_DDPM_SCRIPT = 'without_DDPM/train_cifar.py'
@@ -237,13 +239,14 @@ def _without_ddpm(name, loss, make_attack, norms=None, norm_error=''):
                      make_attack=make_attack)
 
 
-WITHOUT_DDPM_OBJECTIVES = {o.name: o for o in (
+OBJECTIVES.update((o.name, o) for o in (
     _without_ddpm('PGD', _divergence_loss, _divergence_pgd),
     _without_ddpm('TRADES', _trades_divergence_loss, _trades_divergence_pgd, norms=('linf',),
                   norm_error='--attack TRADES has no L2 step (the original crashed): use --norm linf, '
                              'or --attack PGD.'),
     _without_ddpm('Standard', _divergence_loss, _no_attack),
-)}
+))
+WITHOUT_DDPM_OBJECTIVES = {n: o for n, o in OBJECTIVES.items() if o.script == WITHOUT_DDPM_SCRIPT}
 
 
 def resolve_without_ddpm(args):
