@@ -26,9 +26,8 @@ from core.builder import build_trainer
 from core.data import get_data_info, load_data
 from core.errors import UserError, exit_on_user_error
 from core.utils.distributed import barrier, cleanup, setup
-from core.utils.epoch import adversarial_test, final_record, save_epoch, train_epoch
+from core.utils.epoch import adversarial_test, final_record, resume_epoch, save_epoch, train_epoch
 from core.utils.parser import check_train_flags, parser_train
-from core.utils.rng import set_rng_state
 from core.utils.run_dir import STATE_FORMAT_VERSION, check_run_dir, load_resume_state, open_run, saved_lr
 from core.utils.tensorboard import TensorBoard, require_tensorboard
 from core.utils.utils import seed
@@ -97,15 +96,8 @@ def main():
     # ------------------------------------------------------------------ resume
     start_epoch, best, rows, res = 1, [0.0, 0.0], [], None
     if state is not None:
-        trainer.load_state_dict(state['trainer'], global_step=state['global_step'])
-        start_epoch, best, rows, res = state['epoch'] + 1, list(state['best']), state['rows'], state['train_metrics']
-        rngs = state['rng']
-        set_rng_state(rngs[runtime.rank] if len(rngs) == runtime.world_size else rngs[0], runtime.device)
-        logger.log('\nResuming from epoch {} of {}.'.format(start_epoch, NUM_ADV_EPOCHS))
-        if state['args']['lr'] != args.lr:  # --resume-changed-flags lr (checked in load_resume_state)
-            trainer.rescale_lr(args.lr / state['args']['lr'])
-            logger.log('--lr changed from {} to {} (--resume-changed-flags lr): the schedule continues at the '
-                       'same step, scaled by {}.'.format(state['args']['lr'], args.lr, args.lr / state['args']['lr']))
+        start_epoch = resume_epoch(trainer, state, args, runtime, logger, NUM_ADV_EPOCHS)
+        best, rows, res = list(state['best']), state['rows'], state['train_metrics']
     else:
         if args.resume:
             logger.log('\nNo epoch of this run was saved: starting it from epoch 1.')

@@ -25,10 +25,9 @@ from core.builder import build_trainer
 from core.data import get_data_info, load_data
 from core.errors import exit_on_user_error
 from core.utils.distributed import barrier, cleanup, setup
-from core.utils.epoch import adversarial_test, final_record, save_epoch, train_epoch
+from core.utils.epoch import adversarial_test, final_record, resume_epoch, save_epoch, train_epoch
 from core.utils.parser import check_train_flags, parser_train
-from core.utils.rng import set_rng_state
-from core.utils.run_dir import STATE_FORMAT_VERSION, check_run_dir, load_resume_state, open_run
+from core.utils.run_dir import STATE_FORMAT_VERSION, check_run_dir, load_resume_state, open_run, saved_lr
 from core.utils.utils import seed
 
 IGNORED_FLAGS = ('--LSE', '--ls', '--clip_value', '--CutMix', '--tensorboard')
@@ -66,7 +65,7 @@ def main(argv=None):
 
     # ------------------------------------------------------------------ device / AMP / DDP
     runtime = setup(args.device, args.amp)
-    check_run_dir(LOG_DIR, args)
+    check_run_dir(LOG_DIR, args, resumable_without_state=('args.txt',))  # args.txt only: killed before epoch 1 ended
     state = load_resume_state(LOG_DIR, args, NUM_ADV_EPOCHS) if args.resume else None
     barrier(runtime)
     torch.backends.cudnn.benchmark = args.attack not in VARIABLE_BATCH_ATTACKS  # APGD: new shapes every restart
@@ -84,17 +83,19 @@ def main(argv=None):
 
     # ------------------------------------------------------------------ run folder + logger
     logger = open_run(LOG_DIR, args, runtime, new_run=state is None)
+    # args.txt: with a changed --lr (--resume-changed-flags lr), rewritten together with the first state file that
+    # uses it (so that args.txt always holds the flags of state-last.pt)
+    args_changed = state is not None and saved_lr(LOG_DIR) != args.lr
 
     # ------------------------------------------------------------------ resume
     start_epoch, best, rows, res, test_adv_acc = 1, [0.0, 0.0], [], None, 0.0
     if state is not None:
-        trainer.load_state_dict(state['trainer'])
-        start_epoch, best, rows, res = state['epoch'] + 1, list(state['best']), state['rows'], state['train_metrics']
+        start_epoch = resume_epoch(trainer, state, args, runtime, logger, NUM_ADV_EPOCHS)
+        best, rows, res = list(state['best']), state['rows'], state['train_metrics']
         test_adv_acc = state['test_adv_acc']
-        rngs = state['rng']
-        set_rng_state(rngs[runtime.rank] if len(rngs) == runtime.world_size else rngs[0], runtime.device)
-        logger.log('\nResuming from epoch {} of {}.'.format(start_epoch, NUM_ADV_EPOCHS))
     else:
+        if args.resume:
+            logger.log('\nNo epoch of this run was saved: starting it from epoch 1.')
         logger.log('\n\n')
         test_acc = trainer.eval(test_dataloader)
         logger.log('Standard Accuracy-\tTest: {:2f}%.'.format(test_acc * 100))  # sic: {:2f}
@@ -116,7 +117,8 @@ def main(argv=None):
             best = [test_acc, test_adv_acc]
         state = {'format_version': STATE_FORMAT_VERSION, 'epoch': epoch, 'best': best, 'rows': rows,
                  'test_adv_acc': test_adv_acc, 'train_metrics': res, 'args': dict(vars(args))}
-        save_epoch(trainer, runtime, logger, LOG_DIR, new_best, rows, state, start)
+        save_epoch(trainer, runtime, logger, LOG_DIR, new_best, rows, state, start, args if args_changed else None)
+        args_changed = False
         if args.stop_after is not None and epoch >= args.stop_after and epoch < NUM_ADV_EPOCHS:
             logger.log('Stopped after epoch {} (--stop-after).'.format(epoch))
             cleanup()

@@ -71,3 +71,31 @@ def test_tau_is_not_a_flag(data_dir, tmp_path, capsys):
     assert run(tiny(data_dir, tmp_path, '--tau', '0.995')) == 2
     assert 'unrecognized arguments: --tau' in capsys.readouterr().err
     assert os.listdir(tmp_path) == []
+
+
+def read_rows(run_dir):
+    with open(run_dir / 'stats_adv.csv') as f:
+        return list(csv.DictReader(f))
+
+
+def test_resume_with_another_lr_and_restart_before_the_first_epoch(data_dir, tmp_path):
+    """train.py resumes as train-wa.py: --resume-changed-flags lr scales the schedule by new / old (cosinew is
+    proportional to --lr, so epoch 2's logged LR is half the uninterrupted run's) and rewrites args.txt; a folder
+    with args.txt only (killed before epoch 1 was saved) restarts at epoch 1 under --resume."""
+    full, cut = tmp_path / 'full', tmp_path / 'cut'
+    assert run(tiny(data_dir, full, '--scheduler', 'cyclic')) == 0
+    assert run(tiny(data_dir, cut, '--scheduler', 'cyclic', '--stop-after', '1')) == 0
+    assert run(tiny(data_dir, cut, '--scheduler', 'cyclic', '--resume', '--resume-changed-flags', 'lr',
+                    '--lr', '0.2')) == 0
+    lr_full, lr_cut = (float(read_rows(d / 'plain')[1]['lr']) for d in (full, cut))
+    assert lr_cut == pytest.approx(lr_full / 2, rel=1e-9)
+    assert json.load(open(cut / 'plain' / 'args.txt'))['lr'] == 0.2
+    assert '--lr changed from 0.4 to 0.2' in open(cut / 'plain' / 'log-train.log').read()
+
+    killed = tmp_path / 'killed' / 'plain'
+    killed.mkdir(parents=True)
+    (killed / 'args.txt').write_bytes((full / 'plain' / 'args.txt').read_bytes().replace(
+        str(full).encode(), str(tmp_path / 'killed').encode()))
+    assert run(tiny(data_dir, tmp_path / 'killed', '--scheduler', 'cyclic', '--resume')) == 0
+    assert 'No epoch of this run was saved: starting it from epoch 1.' in open(killed / 'log-train.log').read()
+    assert [r['epoch'] for r in read_rows(killed)] == ['1', '2']

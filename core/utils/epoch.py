@@ -1,6 +1,7 @@
-"""One epoch of the training scripts (train-wa.py, train.py), in the order they call them: train_epoch (train, clean
-test accuracy), adversarial_test, save_epoch (weights, stats_adv.csv, curves.png, the state file), and at the end
-final_record. The log lines and the CSV row are the reference's.
+"""One epoch of the training scripts (train-wa.py, train.py), in the order they call them: resume_epoch (on a
+--resume: the saved state back into the trainer), train_epoch (train, clean test accuracy), adversarial_test,
+save_epoch (weights, stats_adv.csv, curves.png, the state file), and at the end final_record. The log lines and the
+CSV row are the reference's.
 """
 import os
 import time
@@ -8,18 +9,19 @@ import time
 import pandas as pd
 
 from core.data import set_epoch
+from core.epoch_metrics import NonFiniteLoss
 from core.errors import UserError
 from core.utils import faults
 from core.utils.atomic import write_atomic
 from core.utils.checkpoint import save_atomic
 from core.utils.distributed import all_gather_object, barrier
 from core.utils.plotting import write_run_curves
-from core.utils.rng import rng_state
+from core.utils.rng import rng_state, set_rng_state
 from core.utils.run_dir import STATE_FILE, write_args
-from core.utils.train import NonFiniteLoss
 from core.utils.utils import format_time
 
-__all__ = ['train_epoch', 'adversarial_test', 'save_epoch', 'final_record', 'write_csv', 'non_finite_message']
+__all__ = ['resume_epoch', 'train_epoch', 'adversarial_test', 'save_epoch', 'final_record', 'write_csv',
+           'non_finite_message']
 
 
 def non_finite_message(e, log_dir, args, logger):
@@ -41,6 +43,23 @@ def write_csv(rows, path):
     DataFrame.append)."""
     text = pd.DataFrame(rows).to_csv(index=False)
     write_atomic(path, lambda f: f.write(text.encode()))
+
+
+def resume_epoch(trainer, state, args, runtime, logger, num_epochs):
+    """The inverse of `save_epoch`: `state` (of `core.utils.run_dir.load_resume_state`) back into the trainer
+    (weights, optimiser, schedule, weight averaging and its BN momentum) and this process's RNG states; logs it.
+    A --lr other than the saved one (--resume-changed-flags lr, checked in load_resume_state) scales every learning
+    rate by new / old from this step on. Returns the first epoch to train."""
+    trainer.load_state_dict(state['trainer'], global_step=state['global_step'])
+    rngs = state['rng']  # one per process; a state of another number of processes: rank 0's for every process
+    set_rng_state(rngs[runtime.rank] if len(rngs) == runtime.world_size else rngs[0], runtime.device)
+    logger.log('\nResuming from epoch {} of {}.'.format(state['epoch'] + 1, num_epochs))
+    old_lr = state['args']['lr']
+    if old_lr != args.lr:
+        trainer.rescale_lr(args.lr / old_lr)
+        logger.log('--lr changed from {} to {} (--resume-changed-flags lr): the schedule continues at the '
+                   'same step, scaled by {}.'.format(old_lr, args.lr, args.lr / old_lr))
+    return state['epoch'] + 1
 
 
 def train_epoch(trainer, logger, train_dataloader, test_dataloader, epoch, args, log_dir, on_step=None):
