@@ -8,7 +8,7 @@ trained with, and runs AutoAttack on the test set (`--train`: the training set).
 L-inf when its attack was fgsm or an L-inf attack, else L2, with eps = its `attack_eps`. Everything goes to
 stdout and is appended to LOGS/NAME/log-aa.log; the numbers also to LOGS/NAME/eval-aa.json.
 
-Differences from the reference (README.md, section Evaluation): flags given on the command line override args.txt;
+Differences from the reference (docs/evaluation.md): flags given on the command line override args.txt;
 `--num-samples`, `--batch-size`, `--weights`, `--unaveraged`, `--device`; linf-apgd runs are evaluated in L-inf;
 checkpoints load with weights_only=True; an interrupted evaluation resumes from its AutoAttack state file; the
 log is appended to, never truncated; several processes (torchrun) share the work with the single-process result;

@@ -188,14 +188,14 @@ def step_bench(ctx, rounds=3):
     rows = []
     for name, fn in (('TRADES-KL', trades_loss), ('SCORE-LSE', trades_loss_LSE)):
         models, times, peaks = {}, {k: [] for k in settings}, {}
-        for key, (dtype, cl, comp) in settings.items():
+        for key, (_, cl, comp) in settings.items():
             torch.manual_seed(0)
             m = create_model('wrn-28-10-swish', False, get_data_info('./data/cifar10'), device)
             if cl:
                 m = m.to(memory_format=torch.channels_last)
             models[key] = torch.compile(m) if comp else m
 
-        def step(key):
+        def step(key, fn=fn, models=models):
             dtype, cl, _ = settings[key]
             xb = x.contiguous(memory_format=torch.channels_last) if cl else x
             with torch.autocast('cuda', dtype=dtype or torch.bfloat16, enabled=dtype is not None):

@@ -1,5 +1,5 @@
-"""Trainer.train's bookkeeping on a fake loss (no attack): the epoch means, the non-finite stop, the LR rescale;
-the builder's wiring.
+"""AdversarialTrainer.train's bookkeeping on a fake loss (no attack): the epoch means, the non-finite stop, the LR
+rescale; the builder's wiring.
 
 Checked against numbers written down by hand: per-batch accuracies are float32 divisions as the reference's
 `correct.float() / float(B)` (3 of 7 is float32(3) / float32(7), not 3 / 7), the epoch figure is the mean over the

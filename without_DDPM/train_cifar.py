@@ -10,7 +10,7 @@ Run from without_DDPM/ (as the original) or from the repository root (`python wi
 Writes trained_models/Triangle/{dataset}/{name}/ under the current directory: output.log, the three
 *_record*.txt files, model_best.pth, model_{e}.pth for e > 99 (keys `module.*`), and state-last.pt
 (everything --resume needs). An existing run folder is never overwritten unless --resume or --overwrite.
-See README.md, section "Without generated data".
+See docs/without_ddpm.md.
 """
 import argparse
 import os

@@ -98,7 +98,8 @@ def create_train_and_eval_attacks(model, criterion, attack_type, attack_eps, att
 
 
 def create_wa_eval_attack(wa_model, attack_type, attack_eps, attack_iter, attack_step):
-    """WATrainer's eval attack: create_attack(wa_model, CWLoss, type, eps, 4T, step, 'uniform').
+    """The eval attack with weight averaging (the reference's WATrainer's):
+    create_attack(wa_model, CWLoss, type, eps, 4T, step, 'uniform').
 
     With the defaults: L-inf PGD-40, eps 8/255, step 2/255, CW margin loss (summed), on the averaged model.
     Used for both the validation and the test adversarial accuracy. DeepFool ignores the loss and APGD always

@@ -215,6 +215,6 @@ def parser_eval():
                        help="Evaluate the checkpoint's unaveraged_model_state_dict (the raw model of a "
                             'weight-averaged run) instead of model_state_dict.')
     add_device_argument(extra)
-    # Testing aid (README.md, section Evaluation; hidden from --help): APGD iterations of --version custom.
+    # Testing aid (docs/evaluation.md; hidden from --help): APGD iterations of --version custom.
     extra.add_argument('--n-iter', type=int, default=None, help=argparse.SUPPRESS)
     return parser

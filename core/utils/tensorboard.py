@@ -50,7 +50,8 @@ class TensorBoard:
         self.writer = writer(os.path.join(log_dir, SUBDIR), purge_step=purge)
 
     def step(self, global_step, metrics):
-        """Trainer.train's `on_step`: `metrics` (loss, accuracies, lr; numbers or 0-dim tensors) at `global_step`."""
+        """AdversarialTrainer.train's `on_step`: `metrics` (loss, accuracies, lr; numbers or 0-dim tensors) at
+        `global_step`."""
         for key, value in metrics.items():
             self.writer.add_scalar(f'train/{key}', float(value), global_step)
 
