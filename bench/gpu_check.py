@@ -10,7 +10,8 @@ and says which checks it skipped and why; it then exits 0.
 
 Checks (all on synthetic 32x32 data written to a temporary folder, learnable by colour):
   grad-<dtype>   fp16 / bf16 autocast attack gradients (TRADES KL, SCORE LSE, MART CE, plain TRADES KL sum) on
-                 wrn-10-2-swish: fraction of exact zeros and sign agreement with float32 (item 1 of issue 13).
+                 wrn-10-2-swish: fraction of exact zeros and sign agreement with float32
+                 (docs/differences.md item 47: fp16 used to underflow to zero input gradients).
   train-*        2-epoch train-wa.py runs: fp32, --amp bf16, --amp fp16, --channels-last, --compile (recompiles
                  counted from TORCH_LOGS=recompiles), MART with --tau 0; loss finite, train adversarial accuracy
                  below clean.

@@ -2,19 +2,23 @@
 """Images per second of one train-wa.py training step, reference-style vs optimised, in the same run.
 
 One step is exactly what the trainer (core/trainer.py) does per batch with weight averaging: the BN momentum
-trick, the loss (TRADES-KL or SCORE-LSE: 1 target forward, T = 10 PGD steps on the input, 2 training forwards),
+trick, the loss (TRADES-KL or SCORE-LSE: the clean forward, whose detached softmax is the attack's target,
+T = 10 PGD steps on the input, the adversarial forward; the original ran one more, separate target forward,
+docs/differences.md item 42),
 zero_grad, backward, the SGD step (two groups, Nesterov) and the EMA update of the averaged model. The batch
 is fixed random data.
 
 Variants (each its own trainer with the same seed, timed round-robin so machine load hits all alike):
-    reference      the plain module, contiguous NCHW tensors, float32 (what the reference computes)
+    reference      the plain module, contiguous NCHW tensors, float32: this project's step without
+                   --channels-last / --compile / --amp, the baseline of every ratio printed (not the original
+                   itself, which runs one forward more per step)
     channels_last  the same math with the model and batches in channels_last (oneDNN's preferred layout)
     compile        channels_last + torch.compile of the training model (--compile; slow to compile)
     bf16           channels_last + autocast bfloat16 (--bf16; NOT the same math, shown for information)
 
 It also measures the fp32 matmul FLOP/s of this machine (2048^3 sgemm, before and after) and estimates the FLOPs
-of one step as (2T + 7) forward passes F (torch.utils.flop_counter counts F): 1 target forward, T attack
-forwards with T input-only backwards (~F each), 2 training forwards and their full backward (~4F). The
+of one step as (2T + 6) forward passes F (torch.utils.flop_counter counts F): T attack forwards with T
+input-only backwards (~F each), the clean and adversarial forwards and their full backward (~4F). The
 achieved fraction of the machine's matmul rate is printed.
 
     python bench/train_step.py                                   # wrn-16-4-swish, batch 32, both losses
@@ -111,9 +115,9 @@ def main():
             for v in variants:
                 times[v].append(one_step(trainers[v], x, y, epoch=2 + step)[0])
         fwd = forward_flops(trainers['reference'].model, x)
-        flops = (2 * opts.attack_iter + 7) * fwd
+        flops = (2 * opts.attack_iter + 6) * fwd
         print(f'\n{loss_name}, {opts.model}, batch {opts.batch_size}, PGD-{opts.attack_iter}: '
-              f'~{flops / 1e9:.1f} GFLOP per step ({2 * opts.attack_iter + 7} x {fwd / 1e9:.2f} GFLOP forward)')
+              f'~{flops / 1e9:.1f} GFLOP per step ({2 * opts.attack_iter + 6} x {fwd / 1e9:.2f} GFLOP forward)')
         ref = statistics.median(times['reference'])
         for v in variants:
             med = statistics.median(times[v])
