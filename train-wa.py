@@ -11,7 +11,7 @@ The two training commands of the original README (CIFAR-10 with 1M DDPM images, 
 Outputs in LOG_DIR = --log-dir/--desc: args.txt, log-train.log, stats_adv.csv, weights-best.pt,
 weights-last.pt (the reference's files), state-last.pt (everything `--resume` needs) and curves.png (the
 curves of stats_adv.csv). An existing run folder is never deleted: the script stops unless --resume or
---overwrite is given.
+--overwrite is given (docs/differences.md item 5).
 Multi-process: `torchrun --nproc_per_node N train-wa.py ...` (DDP; --batch-size stays the global batch).
 See docs/training.md.
 """
@@ -35,7 +35,8 @@ from core.utils.utils import seed
 
 def dataparallel_note(runtime, gpus):
     """The one-line note for a single-process run on a host with `gpus` > 1 visible GPUs (else None): the
-    reference wrapped the model in DataParallel there, so its BatchNorm saw batch/N images per replica."""
+    reference wrapped the model in DataParallel there, so its BatchNorm saw batch/N images per replica
+    (docs/differences.md item 46)."""
     if not runtime.is_primary or runtime.distributed or runtime.device.type != 'cuda' or gpus < 2:
         return None
     return (f'Note: {gpus} GPUs are visible but this run uses one; the reference wrapped the model in DataParallel '
@@ -49,7 +50,8 @@ def main():
     check_train_flags(args)
     if args.tensorboard:
         require_tensorboard()  # the optional package, checked before anything is written
-    NUM_ADV_EPOCHS = 1 if args.debug else args.num_adv_epochs  # schedules: --num-adv-epochs (differences.md 16)
+    # --debug: 1 epoch, the schedules still sized for --num-adv-epochs (docs/differences.md item 16)
+    NUM_ADV_EPOCHS = 1 if args.debug else args.num_adv_epochs
     DATA_DIR = os.path.join(args.data_dir, args.data)
     LOG_DIR = os.path.join(args.log_dir, args.desc)
 
@@ -67,7 +69,8 @@ def main():
                         f'{runtime.world_size} processes.')
     if args.sync_bn and runtime.device.type != 'cuda':
         raise UserError('--sync-bn needs CUDA (torch SyncBatchNorm runs on GPUs only); drop it on CPU.')
-    torch.backends.cudnn.benchmark = args.attack not in VARIABLE_BATCH_ATTACKS  # APGD: new shapes every restart
+    # APGD: new shapes every restart (docs/differences.md items 32 and 48)
+    torch.backends.cudnn.benchmark = args.attack not in VARIABLE_BATCH_ATTACKS
 
     # ------------------------------------------------------------------ data (data and model come before the run
     # folder, so that bad input leaves nothing behind)
@@ -83,7 +86,8 @@ def main():
     seed(args.seed)
     if args.tau and primary:
         print('Using WA.')
-    trainer = build_trainer(info, args, runtime)  # core/builder.py: the reference's construction order and seeds
+    # core/builder.py: the reference's construction order and seeds (docs/differences.md item 41)
+    trainer = build_trainer(info, args, runtime)
 
     # ------------------------------------------------------------------ run folder + logger
     logger = open_run(LOG_DIR, args, runtime, new_run=state is None)
@@ -103,7 +107,8 @@ def main():
             logger.log('\nNo epoch of this run was saved: starting it from epoch 1.')
         logger.log('\n\n')
         test_acc = trainer.eval(test_dataloader)
-        logger.log('Standard Accuracy-\tTest: {:2f}%.'.format(test_acc * 100))  # sic: {:2f} (differences.md 30)
+        # sic: {:2f}, 6 decimals (docs/differences.md item 30)
+        logger.log('Standard Accuracy-\tTest: {:2f}%.'.format(test_acc * 100))
         logger.log('RST Adversarial training for {} epochs'.format(NUM_ADV_EPOCHS))
 
     board = TensorBoard(LOG_DIR, len(train_dataloader), start_epoch) if args.tensorboard and primary else None
@@ -113,7 +118,7 @@ def main():
         start = time.time()
         res, test_acc, epoch_metrics = train_epoch(trainer, logger, train_dataloader, test_dataloader, epoch, args,
                                                    LOG_DIR, on_step=board.step if board else None)
-        adversarial_test(trainer, logger, test_dataloader, res, epoch_metrics,
+        adversarial_test(trainer, logger, test_dataloader, res, epoch_metrics,  # docs/differences.md item 40
                          epoch % args.adv_eval_freq == 0 or epoch == NUM_ADV_EPOCHS)
         eval_adv_acc = trainer.eval(eval_dataloader, adversarial=True)
         logger.log('Adversarial Accuracy-\tEval: {:.2f}%.'.format(eval_adv_acc * 100))

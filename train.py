@@ -8,10 +8,11 @@ with the plain `Trainer` (the original's older top-level train.py).
 The flags are train-wa.py's without --tau; any dataset of core.data (the plain ones too). Differences from
 train-wa.py (as the original): no validation split and no `Eval` lines; the adversarial test accuracy (PGD with
 2T steps and mean CE, on the trained model) every --adv-eval-freq epochs and at each of the last 5 epochs (the
-last 10 when there are more than 90); weights-best.pt is saved whenever the last computed test adversarial
-accuracy is >= the best one (so between evaluations every epoch re-saves it); checkpoints hold
-`model_state_dict` only. --LSE, --ls, --clip_value and --CutMix are parsed and stored but ignored (a warning
-says so). Run folder, --resume, --overwrite, devices and DDP as train-wa.py (docs/training.md).
+last 11, epochs N - 10 to N, when there are N > 90); weights-best.pt is saved whenever the last computed test
+adversarial accuracy is >= the best one (so between evaluations every epoch re-saves it; both kept,
+docs/differences.md item 66); checkpoints hold `model_state_dict` only. --LSE, --ls, --clip_value and --CutMix
+are parsed and stored but ignored (a warning says so, docs/differences.md item 49). Run folder, --resume,
+--overwrite, devices and DDP as train-wa.py (docs/training.md).
 """
 import argparse
 import os
@@ -46,7 +47,8 @@ def validate(args):
 
 
 def adversarial_test_epoch(epoch, num_epochs, freq):
-    """train.py's adversarial test epochs: every `freq`-th, the last 5, and the last 11 when there are > 90."""
+    """train.py's adversarial test epochs: every `freq`-th, the last 5, and the last 11 when there are > 90
+    (the original's, docs/differences.md item 66)."""
     return epoch % freq == 0 or epoch > num_epochs - 5 or (epoch >= num_epochs - 10 and num_epochs > 90)
 
 
@@ -68,7 +70,8 @@ def main(argv=None):
     check_run_dir(LOG_DIR, args, resumable_without_state=('args.txt',))  # args.txt only: killed before epoch 1 ended
     state = load_resume_state(LOG_DIR, args, NUM_ADV_EPOCHS) if args.resume else None
     barrier(runtime)
-    torch.backends.cudnn.benchmark = args.attack not in VARIABLE_BATCH_ATTACKS  # APGD: new shapes every restart
+    # APGD: new shapes every restart (docs/differences.md items 32 and 48)
+    torch.backends.cudnn.benchmark = args.attack not in VARIABLE_BATCH_ATTACKS
 
     # ------------------------------------------------------------------ data, model
     info = get_data_info(DATA_DIR)
@@ -78,7 +81,7 @@ def main(argv=None):
         use_augmentation=args.augment, shuffle_train=True, aux_data_filename=args.aux_data_filename,
         unsup_fraction=args.unsup_fraction, validation=False, seed=args.seed, rank=runtime.rank,
         world_size=runtime.world_size, pin_memory=runtime.device.type == 'cuda')
-    seed(args.seed)
+    seed(args.seed)  # the original's seeding points (docs/differences.md item 41)
     trainer = build_trainer(info, args, runtime, weight_averaging=False)  # core/builder.py
 
     # ------------------------------------------------------------------ run folder + logger
@@ -98,7 +101,8 @@ def main(argv=None):
             logger.log('\nNo epoch of this run was saved: starting it from epoch 1.')
         logger.log('\n\n')
         test_acc = trainer.eval(test_dataloader)
-        logger.log('Standard Accuracy-\tTest: {:2f}%.'.format(test_acc * 100))  # sic: {:2f}
+        # sic: {:2f}, 6 decimals (docs/differences.md item 30)
+        logger.log('Standard Accuracy-\tTest: {:2f}%.'.format(test_acc * 100))
         logger.log('Adversarial training for {} epochs'.format(NUM_ADV_EPOCHS))
 
     # ------------------------------------------------------------------ loop
@@ -112,7 +116,7 @@ def main(argv=None):
         rows.append(epoch_metrics)
 
         # -------------------------------------------------------------- save
-        new_best = test_adv_acc >= best[1]  # test_adv_acc is stale between evaluations (as the original)
+        new_best = test_adv_acc >= best[1]  # stale between evaluations (docs/differences.md item 66)
         if new_best:
             best = [test_acc, test_adv_acc]
         state = {'format_version': STATE_FORMAT_VERSION, 'epoch': epoch, 'best': best, 'rows': rows,

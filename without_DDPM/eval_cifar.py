@@ -6,7 +6,8 @@
 
 --out-dir is the run folder itself (it holds model_best.pth). Nothing is written; the log goes to stderr and
 the accuracies to stdout. The original was hard-wired to PreActResNet18, CIFAR-10 and eps 8/255: --model,
---width-factor, --dataset and --epsilon now select them (same defaults). See README.md, "Without generated data".
+--width-factor, --dataset and --epsilon now select them (same defaults; docs/differences.md item 70). Commands:
+docs/without_ddpm.md.
 """
 import argparse
 import os
@@ -53,7 +54,8 @@ def get_args(argv=None):
 
 
 def accuracy(model, loader, device, attack=None):
-    """Correct / total in eval mode, on clean images or on attack(x, y)."""
+    """Correct / total in eval mode, on clean images or on attack(x, y); forwards under no_grad
+    (docs/differences.md item 71)."""
     model.eval()
     correct, total = 0, 0
     for x, y in loader:
@@ -103,12 +105,14 @@ def main(argv=None):
     print('Clean acc: ', accuracy(model, test_loader, device))
     for loss, label in (('ce', 'CE'), ('cw', 'CW')):
         attack = CEPGD(model, eps, alpha, PGD_ITERS, restarts=1, norm='linf', loss=loss)
+        # the label says what runs: 1 restart (the original printed "10 restarts"), docs/differences.md item 70
         print(f'PGD-{PGD_ITERS} (1 restart, step {PGD_STEP}, {label} loss) acc: ',
               accuracy(model, test_loader, device, attack))
 
     if args.version != 'none':
         xs, ys = zip(*[(x, y) for x, y in test_loader])
         x_test, y_test = torch.cat(xs), torch.cat(ys)
+        # seeded with --seed (the original left AutoAttack unseeded), docs/differences.md item 70
         adversary = make_autoattack(model, 'Linf', eps, version=args.version, seed=args.seed, device=device)
         result = run_autoattack(adversary, x_test, y_test, bs=args.aa_batch_size)
         print('AutoAttack ({}) robust acc: '.format(args.version), result['robust'])

@@ -68,7 +68,7 @@ def create_attack(model, criterion, attack_type, attack_eps, attack_iter, attack
 
 
 def create_train_and_eval_attacks(model, criterion, attack_type, attack_eps, attack_iter, attack_step):
-    """The plain Trainer's attacks (`Trainer.init_attack`): returns (train_attack, eval_attack).
+    """The attacks of a run without weight averaging (`core/builder.py`): returns (train_attack, eval_attack).
 
     | attack_type         | train attack                     | eval attack                                  |
     |---------------------|----------------------------------|----------------------------------------------|
@@ -78,9 +78,9 @@ def create_train_and_eval_attacks(model, criterion, attack_type, attack_eps, att
     | linf-apgd / l2-apgd | create_attack(type, ...) (APGD)  | linf-pgd / l2-pgd, eps, 2T, a                |
 
     The APGD row is ours: the reference has no eval attack for APGD (UnboundLocalError), so the
-    matching PGD with 2T steps is used, as for the PGD types. Both attacks use `criterion` (the reference's
-    nn.CrossEntropyLoss(), mean) and a uniform random start. WATrainer replaces the eval attack, see
-    `create_wa_eval_attack`.
+    matching PGD with 2T steps is used, as for the PGD types (docs/differences.md item 3). Both attacks use
+    `criterion` (the reference's nn.CrossEntropyLoss(), mean) and a uniform random start. With weight averaging
+    the builder calls `create_wa_eval_attack` for the eval attack instead of this function.
     """
     _check_attack_type(attack_type)
     train_attack = create_attack(model, criterion, attack_type, attack_eps, attack_iter, attack_step,
@@ -98,7 +98,7 @@ def create_train_and_eval_attacks(model, criterion, attack_type, attack_eps, att
 
 
 def create_wa_eval_attack(wa_model, attack_type, attack_eps, attack_iter, attack_step):
-    """The eval attack with weight averaging (the reference's WATrainer's):
+    """The eval attack with weight averaging (the reference's WATrainer's, docs/differences.md item 40):
     create_attack(wa_model, CWLoss, type, eps, 4T, step, 'uniform').
 
     With the defaults: L-inf PGD-40, eps 8/255, step 2/255, CW margin loss (summed), on the averaged model.

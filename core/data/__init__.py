@@ -3,7 +3,7 @@
 `load_data(DATA_DIR, ...)` with DATA_DIR = join(--data-dir, name) returns the datasets and loaders of `name`
 (the basename of DATA_DIR). The semi-supervised sets cifar10s/cifar100s/svhns read their base data from the
 sibling folder (./data/cifar10s -> ./data/cifar10) and the generated data from `aux_data_filename`.
-See README.md (section Data) for the offline layout and core/data/semisup.py for the sampler's semantics.
+See docs/data.md for the offline layout and core/data/semisup.py for the sampler's semantics.
 """
 import math
 import os
