@@ -3,9 +3,10 @@
 Paper: Gowal et al., "Uncovering the Limits of Adversarial Training against Norm-Bounded Adversarial
 Examples", 2020 (weight averaging with a warm-up and a dynamic decay, the first-step BatchNorm momentum trick).
 
-Policy: parameters are averaged in place in float32; buffers are NOT averaged. The BatchNorm running
-statistics of the averaged model are COPIED from the training model at the end of each epoch
-(`update_bn`); the reference aliased them, which gave the same numbers where they are read.
+Policy: parameters are averaged in place in float32; buffers are NOT averaged (docs/differences.md item 40).
+The BatchNorm running statistics of the averaged model are COPIED from the training model at the end of each
+epoch (`update_bn`); the reference aliased them, which gave the same numbers where they are read
+(docs/differences.md item 8).
 The reference's names stay importable from gowal21uncovering/utils/ema.py.
 """
 import torch
@@ -78,14 +79,18 @@ def update_bn(wa_model, model):
 
 
 def warmup_steps(num_adv_epochs, update_steps):
-    """EMA warm-up length 0.025 * E * update_steps, a float (e.g. 400 epochs, 98 steps -> 980.0)."""
+    """EMA warm-up length 0.025 * E * update_steps, a float (e.g. 400 epochs, 98 steps -> 980.0).
+
+    update_steps is the reference's floor(N / bs) + 1 with its hard-coded N (docs/differences.md item 15).
+    """
     return 0.025 * num_adv_epochs * update_steps
 
 
 def bn_momentum_trick(model, step):
     """Before optimiser step `step` (0-based): momentum 1.0 on every BN at step 0, 0.01 at step 1.
 
-    At step 0 the first running-stat update then copies the batch statistics ("as in Haiku").
+    At step 0 the first running-stat update then copies the batch statistics ("as in Haiku"). 0.01 for every BN
+    layer, also in model families whose default is 0.1, as the reference (docs/differences.md item 20).
     """
     if step == 0:
         set_bn_momentum(model, momentum=1.0)

@@ -63,7 +63,8 @@ def load_data(data_dir, batch_size=256, batch_size_test=256, num_workers=4, use_
             gets every world_size-th batch, `RankBatches`).
         num_workers (int): loader worker processes (4 as the reference; 0 loads in the main process).
         use_augmentation (bool or str): True = 'base' (crop+flip), False = 'none', or a name in AUGMENTATIONS.
-        shuffle_train (bool): shuffle the plain training set (ignored for semi-supervised data, as the reference).
+        shuffle_train (bool): shuffle the plain training set (ignored for semi-supervised data, as the
+            reference: docs/differences.md item 35).
         aux_data_filename (str): generated data for *s datasets: .npz / .pickle, comma-separated list or folder.
         unsup_fraction (float or None): fraction of each batch from the generated data; None or negative -> one
             merged pool. The CLI value is checked by `validate_unsup_fraction` (must be in [0, 1)).

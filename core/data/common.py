@@ -132,7 +132,8 @@ def get_transforms(name, use_augmentation):
     """(train transform, test transform) of dataset `name`. Test/val: ToTensor only.
 
     base: cifar10 RandomCrop(32, 4) + flip; cifar100 also RandomRotation(15); tiny-imagenet RandomCrop(64, 4)
-    + flip; svhn: no augmentation whatever is asked (reference). Beyond the reference (off by default), for
+    + flip; svhn: no augmentation whatever is asked (reference). Beyond the reference (off by default,
+    docs/differences.md item 52), for
     cifar10/cifar100/tiny-imagenet: cutout = base + Cutout(18); autoaugment = crop, flip, AutoAugment(CIFAR-10
     policy), ToTensor, Cutout(18); randaugment = RandAugment(2, 14) then base.
     """

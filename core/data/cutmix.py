@@ -1,4 +1,4 @@
-"""CutMix with soft labels and the x4 batch expansion of --CutMix (the reference's; see docs/differences.md).
+"""CutMix with soft labels and the x4 batch expansion of --CutMix (the reference's; docs/differences.md item 26).
 
 Paper: Yun et al., "CutMix: Regularization Strategy to Train Strong Classifiers with Localizable Features",
 ICCV 2019; used for adversarial training by Gowal et al. / Rebuffi et al. (2021).

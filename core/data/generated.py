@@ -2,11 +2,11 @@
 
 `--aux-data-filename` takes one file, a comma-separated list of files, or a folder whose `*.npz` files (sorted by
 name) are the parts of one data set; several entries are read in the order given, with no merge step. `.npz` files
-must be uncompressed (as `np.savez` writes them) and are read lazily (`core.data.npz.NpyMember`): each image is
-read from the file when indexed, so the process's memory does not grow with the number of generated images (the
-labels are kept in RAM, one byte per image). The `.pickle` of Carmon et al. is loaded into RAM, as the reference
-does; convert it once with `python -m core.data.convert IN.pickle OUT.npz` to read it lazily too. The files'
-labels are used as hard labels.
+must be uncompressed (as `np.savez` writes them) and are read lazily (`core.data.npz.NpyMember`): each image is read
+from the file when indexed, so the process's memory does not grow with the number of generated images (the labels
+are kept in RAM, one byte per image; docs/differences.md item 50). The `.pickle` of Carmon et al. is loaded into
+RAM, as the reference does; convert it once with `python -m core.data.convert IN.pickle OUT.npz` to read it lazily
+too. The files' labels are used as hard labels.
 """
 import bisect
 import glob

@@ -4,14 +4,13 @@ The training set of cifar10s/cifar100s/svhns is the labelled base train split (m
 followed by the generated images, as one `ImageDataset` over the two sources: nothing is concatenated or copied,
 and generated `.npz` files are read lazily. `sup_indices` are 0..n_real-1 and `unsup_indices` n_real..n-1.
 
-`SemiSupervisedSampler` draws each batch as the reference does (a fresh permutation of the labelled pool per
-epoch, consecutive slices of `sup_bs`, filled with generated indices drawn with replacement, shuffled, and a new
-permutation when a pass ends; `ceil(dataset_size / batch_size)` batches per epoch); a negative `--unsup-fraction`
-draws every batch from one pool of real and generated images, without replacement (the pool stays a lazy
-`range` and an epoch that ends inside a pass draws only the positions it uses, so index memory does not grow
-with the generated data). Two deliberate differences,
-which change neither the distributions nor the batch composition, only the random stream (the reference's is
-not reproducible anyway, docs/differences.md item 32):
+`SemiSupervisedSampler` draws each batch as the reference does (a fresh permutation of the labelled pool per epoch,
+consecutive slices of `sup_bs`, filled with generated indices drawn with replacement, shuffled, and a new
+permutation when a pass ends; `ceil(dataset_size / batch_size)` batches per epoch; docs/differences.md item 35); a
+negative `--unsup-fraction` draws every batch from one pool of real and generated images, without replacement (the
+pool stays a lazy `range` and an epoch that ends inside a pass draws only the positions it uses, so index memory
+does not grow with the generated data). Two deliberate differences, which change neither the distributions nor the
+batch composition, only the random stream (the reference's is not reproducible anyway, docs/differences.md item 32):
   - Randomness comes from generators owned by the sampler, seeded from (seed, epoch), instead of the global
     torch/numpy RNGs. So epoch e's batches (and, through per-item seeds, their augmentations) are a function of
     (seed, e) only: a run resumed at epoch k draws what the uninterrupted run draws, and data loading never
@@ -251,7 +250,9 @@ def plain_loader(name, num_classes):
 def semisup_loader(name, num_classes):
     """`load_<name>s(data_dir, use_augmentation='base', aux_data_filename=None, validation=False, val_size=1024)`:
     (train SemiSupervisedDataset, test dataset, val dataset or None), the base data read from the sibling folder
-    DATA_DIR/../<name> (e.g. ./data/cifar10s -> ./data/cifar10), the generated ones from aux_data_filename."""
+    DATA_DIR/../<name> (e.g. ./data/cifar10s -> ./data/cifar10), the generated ones from aux_data_filename.
+    Always three values, with or without validation (the reference's load_cifar100s returned 2 without it,
+    docs/differences.md item 22)."""
     def load(data_dir, use_augmentation='base', aux_data_filename=None, validation=False, val_size=1024):
         """(train SemiSupervisedDataset, test dataset, val dataset or None)."""
         base_dir = os.path.join(os.path.dirname(os.path.normpath(data_dir)), name)

@@ -33,8 +33,8 @@ def per_class_split(labels, val_size, path='the training set'):
     `val_size` are taken; so the validation set spreads over the classes (val_size / K each, +-1) and every class
     keeps at least one training image. (The reference took the first `val_size` files of the class-sorted
     ImageFolder: with 1024 of Tiny-ImageNet's 500 images per class, classes 0 and 1 lost all their training
-    images and class 2 most of them.) E.g. labels [0, 0, 0, 0, 1, 1, 2, 2, 2], val_size 5 ->
-    validation [0, 4, 6, 1, 7], training [2, 3, 5, 8]. Both lists come back sorted by round, then class.
+    images and class 2 most of them; docs/differences.md item 51.) E.g. labels [0, 0, 0, 0, 1, 1, 2, 2, 2],
+    val_size 5 -> validation [0, 4, 6, 1, 7], training [2, 3, 5, 8]. Both lists come back sorted by round, then class.
     """
     by_class = {}
     for i, label in enumerate(labels):
