@@ -251,8 +251,8 @@ def semisup_loader(name, num_classes):
     """`load_<name>s(data_dir, use_augmentation='base', aux_data_filename=None, validation=False, val_size=1024)`:
     (train SemiSupervisedDataset, test dataset, val dataset or None), the base data read from the sibling folder
     DATA_DIR/../<name> (e.g. ./data/cifar10s -> ./data/cifar10), the generated ones from aux_data_filename.
-    Always three values, with or without validation (the reference's load_cifar100s returned 2 without it,
-    docs/differences.md item 22)."""
+    Always these three values, with or without validation (the reference's load_cifar100s crashed its caller's
+    unpacking without validation, docs/differences.md item 22)."""
     def load(data_dir, use_augmentation='base', aux_data_filename=None, validation=False, val_size=1024):
         """(train SemiSupervisedDataset, test dataset, val dataset or None)."""
         base_dir = os.path.join(os.path.dirname(os.path.normpath(data_dir)), name)
