@@ -21,7 +21,8 @@ class APGD(Attack):
 
     Fixes of the reference: a loss module passed by `create_attack` as `loss_fn` selects 'ce' (the
     reference asserted and crashed); `LinfAPGDAttack` calls the right super(); the adversarial tensor is taken
-    whether `perturb` returns it (current AutoAttack) or an old-style `(acc, x_adv)` tuple.
+    whether `perturb` returns it (current AutoAttack) or an old-style `(acc, x_adv)` tuple (docs/differences.md
+    item 3).
     APGD calls `torch.manual_seed(seed)` on every batch; here it runs inside `torch.random.fork_rng`, so the
     global CPU/CUDA random streams of the caller (samplers, noise) are left untouched.
 

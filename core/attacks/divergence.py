@@ -3,16 +3,20 @@
 - `DivergencePGD`: PGD (Madry et al., ICLR 2018) maximising mean_i D(p(x + delta)_i, e_y,i) for a distance D of
   core.divergences; the PGD-AT training attack and the per-epoch "new divergence" test attack.
   **It keeps the model's mode**: during training the model is in train mode, so each of the R*T forwards uses
-  batch statistics and updates the BatchNorm running statistics (as the original). Returns the last restart.
+  batch statistics and updates the BatchNorm running statistics (as the original, docs/differences.md item 58).
+  Returns the last restart (docs/differences.md item 61).
 - `TradesDivergencePGD`: the TRADES inner maximisation (Zhang et al., ICML 2019) with a distance D:
-  maximise mean_i D(p(x + delta)_i, p(x)_i) in eval mode from delta = 0.001 N(0, 1). L-inf only.
+  maximise mean_i D(p(x + delta)_i, p(x)_i) in eval mode from delta = 0.001 N(0, 1) (docs/differences.md item
+  58). L-inf only.
 - `CEPGD`: evaluation PGD (Rice et al., "Overfitting in adversarially robust deep learning", ICML 2020) on the
-  mean cross-entropy or the CW margin; keeps, per sample, the restart with the highest cross-entropy.
+  mean cross-entropy or the CW margin; keeps, per sample, the restart with the highest cross-entropy, also for
+  the CW margin (docs/differences.md item 61).
 
 Threat models: `linf` (box of radius eps) or `l2` (ball of radius eps); x_adv is always in [0, 1]. The random
-starts are drawn from the generator of x's device (torch's CPU generator on the CPU, the CUDA one on a GPU).
-Gradients are taken with respect to the perturbation only: no parameter `.grad` is written (the original
-accumulated parameter gradients during attacks and cleared them later; the numbers are the same).
+starts are drawn from the generator of x's device (torch's CPU generator on the CPU, the CUDA one on a GPU;
+docs/differences.md item 65). Gradients are taken with respect to the perturbation only: no parameter `.grad`
+is written (the original accumulated parameter gradients during attacks and cleared them later; the numbers are
+the same; docs/differences.md item 71).
 """
 import torch
 import torch.nn.functional as F
@@ -64,7 +68,8 @@ def _ascend(objective, delta, x, eps, alpha, iters, norm):
 
 
 def cw_margin_loss(logits, y):
-    """Batch mean of max_{k != y} z_k - z_y (no clamp, no confidence margin), from the sorted logits."""
+    """Batch mean of max_{k != y} z_k - z_y (no clamp, no confidence margin, as the original's `CW_loss`:
+    docs/differences.md item 66), from the sorted logits."""
     z_sorted, ind_sorted = logits.sort(dim=1)
     top_is_y = (ind_sorted[:, -1] == y).float()
     z_y = logits[torch.arange(logits.shape[0], device=logits.device), y]

@@ -45,7 +45,8 @@ class FGMAttack(FGSMAttack):
 
     Threat model: ||x_adv - x||_2 <= eps, x_adv in [clip_min, clip_max].
     x_adv = clamp(x + eps * g / max(||g||_2, 1e-6), clip_min, clip_max), g = grad_x loss, per sample.
-    (The reference raises NameError here: its normalisation helper is not imported. This is the formula.)
+    (The reference raises NameError here: its normalisation helper is not imported. This is the formula;
+    docs/differences.md item 4.)
 
     Arguments: as `FGSMAttack`.
     Shapes: x (B, C, H, W), y (B,) int64 -> x_adv (B, C, H, W).

@@ -57,7 +57,8 @@ def is_linf(ord):
 
 
 def rand_init_delta(x, ord, eps, clip_min=0., clip_max=1.):
-    """Uniform random start of PGD, drawn on x's device with that device's generator.
+    """Uniform random start of PGD, drawn on x's device with that device's generator (the reference's stream,
+    docs/differences.md item 2).
 
     ord inf: delta ~ U(-1, 1) then delta <- eps * delta.
     ord 2:   delta ~ U(clip_min, clip_max), delta <- delta - x, then each sample scaled by min(eps/||delta||_2, 1).
@@ -85,7 +86,8 @@ def CWLoss(output, target, confidence=0):
 
     loss = -sum_i max(z_{i,y_i} - max_{k != y_i} z_{i,k} + confidence, 0)
 
-    Maximising it drives the margin to 0; a misclassified sample has zero gradient.
+    Maximising it drives the margin to 0; a misclassified sample has zero gradient. Computed on the logits'
+    device (the reference hard-coded `.cuda()`, docs/differences.md item 2).
 
     Arguments:
         output (Tensor): logits, shape (B, K).
@@ -107,8 +109,9 @@ def cpu_draw(shape, device, fill):
     `torch.randn(shape)`), then moved to `device`.
 
     The training attacks draw their random starts on the CPU, as the reference does (the CPU stream is what a resume
-    restores and what makes CPU and GPU runs start alike). For a CUDA device the tensor is drawn into pinned memory
-    and copied non-blocking: the host does not wait for the GPU (a pageable copy synchronises every step).
+    restores and what makes CPU and GPU runs start alike; docs/differences.md item 2). For a CUDA device the tensor
+    is drawn into pinned memory and copied non-blocking: the host does not wait for the GPU (a pageable copy
+    synchronises every step).
     """
     device = torch.device(device)
     out = torch.empty(shape, dtype=torch.float32, pin_memory=device.type == 'cuda')
@@ -137,6 +140,7 @@ def input_gradient(model, loss_of_logits, z):
     scale leaves sign(grad) and grad / ||grad|| unchanged in exact arithmetic, so this only rescues the
     bits that fp16 would lose; the scale is computed on the device (no host synchronisation). bf16 has the
     range of float32 and would not underflow, but takes the same path (the float32 objective helps it too).
+    docs/differences.md item 47.
     """
     z = z.detach().requires_grad_(True)
     logits = model(z)
