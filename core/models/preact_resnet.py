@@ -3,7 +3,8 @@
 As the reference: conv1 3x3 3->64; layer1..4 of 64/128/256/512 planes with strides 1/2/2/2; head relu(bn(out)),
 avg_pool 4, linear. Basic block: o = relu(bn1(x)); shortcut = 1x1 conv(stride) on o when the shape changes, else
 the raw x; conv1 3x3 (stride), relu(bn2), conv2 3x3; add. Bottleneck: 1x1, 3x3(stride), 1x1 (x4) with bn1..bn3.
-Bias-free convs, BatchNorm defaults (momentum 0.1, eps 1e-5), PyTorch default initialisation.
+Bias-free convs, BatchNorm defaults (momentum 0.1, eps 1e-5; the weight-averaging trick sets 0.01 on every BN
+all the same, docs/differences.md item 20), PyTorch default initialisation.
 `act` (optional) is a zero-argument factory of the activation module used instead of ReLU (the without_DDPM
 models, core/models/without_ddpm.py); activations have no state, so the keys do not change.
 

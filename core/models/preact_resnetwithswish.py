@@ -4,7 +4,7 @@ As the reference: conv_2d 3x3 3->64; layer_0..3 of 64/128/256/512 planes with st
 avg_pool 4, logits. Block: o = act(batchnorm_0(x)); main = conv_2d_2(act(batchnorm_1(conv_2d_1(pad(o))))) with the
 same TF "SAME" manual padding as WRN-Swish; shortcut (iff stride != 1 or in != out) = a 3x3 conv, stride s,
 padding 0, on pad(raw x); output main + shortcut. BatchNorm momentum 0.01, PyTorch default initialisation, internal
-per-dataset mean/std as non-persistent buffers.
+per-dataset mean/std as non-persistent buffers (docs/differences.md item 13).
 
 State-dict keys (without the `module.P.` prefix): `conv_2d.weight`,
 `layer_L.i.{batchnorm_0.*, conv_2d_1.weight, batchnorm_1.*, conv_2d_2.weight}`, `layer_L.0.shortcut.weight`,

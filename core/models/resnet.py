@@ -2,7 +2,8 @@
 
 Post-activation ResNet as in the reference (kuangliu's CIFAR layout): relu(bn1(conv1(x))), four stages of
 64/128/256/512 planes with strides 1/2/2/2, avg_pool 4, linear. All convs are bias-free; BatchNorm uses the
-PyTorch defaults (momentum 0.1, eps 1e-5); initialisation is PyTorch's default.
+PyTorch defaults (momentum 0.1, eps 1e-5; the weight-averaging trick sets 0.01 on every BN all the same,
+docs/differences.md item 20); initialisation is PyTorch's default.
 
 State-dict keys (without the `module.P.` prefix): `conv1.weight`, `bn1.*`, `layerL.i.{conv1,bn1,conv2,bn2[,conv3,bn3]}`,
 `layerL.0.shortcut.0.weight` (1x1 conv), `layerL.0.shortcut.1.*` (its BN), `linear.{weight,bias}`.

@@ -3,7 +3,8 @@
 conv1 3x3 3->16; block1..3, each a `layer` Sequential of (D-4)/6 BasicBlocks with 16W/32W/64W channels and
 strides 1/2/2; head relu(bn1), avg_pool 8, fc. BasicBlock: bn1, relu, conv1 3x3 (stride, padding 1), bn2, relu,
 conv2 3x3; when in != out the input is pre-activated and both the conv path and `convShortcut` (1x1, stride)
-use it, otherwise the residual is the raw input. Dropout 0. BatchNorm defaults (momentum 0.1, eps 1e-5).
+use it, otherwise the residual is the raw input. Dropout 0. BatchNorm defaults (momentum 0.1, eps 1e-5; the
+weight-averaging trick sets 0.01 on every BN all the same, docs/differences.md item 20).
 `act` (optional, default ReLU in place) is a zero-argument factory of the activation modules `relu1`, `relu2`,
 `relu` (the without_DDPM WRN, core/models/without_ddpm.py); they have no state.
 Initialisation as WRN-Swish: conv ~ N(0, sqrt(2 / (k*k*out))), BN weight 1 bias 0, linear bias 0.

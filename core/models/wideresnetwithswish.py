@@ -6,7 +6,8 @@ pre-activated input, and uses BatchNorm momentum 0.01 (PyTorch convention; 0.99 
 
 State-dict keys (without the `module.P.` prefix), g in 0..2, b in 0..n-1 with n = (D - 4) / 6:
 `init_conv.weight`; `layer.g.block.b.{batchnorm_0.*, conv_0.weight, batchnorm_1.*, conv_1.weight}`;
-`layer.g.block.0.shortcut.weight` when in != out; `batchnorm.*`; `logits.{weight,bias}`.
+`layer.g.block.0.shortcut.weight` when in != out; `batchnorm.*`; `logits.{weight,bias}`. The substring
+`batchnorm` of these names is what exempts the BN parameters from weight decay (docs/differences.md item 18).
 """
 import torch
 import torch.nn as nn

@@ -6,8 +6,9 @@ are those of the original's `DataParallel(model)`, e.g. `module.conv1.weight`, `
 `module.linear.bias` (PreActResNet18, 107 entries) or `module.block1.layer.0.convShortcut.weight`,
 `module.fc.weight` (WRN-34-w, 191 entries), so checkpoints of the original load strictly and ours load there.
 
-The original normalised every input with the CIFAR-10 mean/std (also for CIFAR-100) in the training script;
-here that is part of the model (non-persistent buffers: not in the state dict, they follow `.to(device)`).
+The original normalised every input with the CIFAR-10 mean/std (also for CIFAR-100; kept, docs/differences.md item
+62) in the training script; here that is part of the model (non-persistent buffers: not in the state dict, they
+follow `.to(device)`).
 """
 import torch
 import torch.nn as nn
