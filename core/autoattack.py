@@ -11,7 +11,7 @@ with a keyword-only wrapper API. Everything else in this project imports AutoAtt
 The two packages differ only in their call signatures and in how they log (the official one prints
 and appends to `log_path` through `autoattack.other_utils.Logger`; pyautoattack logs to
 `logging.getLogger('auto-attack')` at DEBUG). Both run the same attacks with the same settings,
-so a version, a seed and the same inputs give the same adversarial examples.
+so a version, a seed and the same inputs give the same adversarial examples (docs/differences.md item 57).
 """
 import contextlib
 import inspect
@@ -111,7 +111,7 @@ def make_autoattack(model, norm, eps, version='standard', seed=None, device=None
             AutoAttack constructor's defaults (100 iterations, rho 0.75, eot 1, 9 target classes).
         seed: the attacks' seed (None: AutoAttack draws it from the clock).
         device: where AutoAttack moves each batch; default the device of the model's parameters (never the
-            official package's hard-coded 'cuda').
+            official package's default 'cuda', docs/differences.md item 54).
         log_path: AutoAttack's log file, appended to (None: stdout only).
         attacks_to_run: for version 'custom' only; default `CUSTOM_ATTACKS`.
         n_iter: testing aid, version 'custom' only: the APGD iteration budget (default: the constructor's 100).
@@ -195,13 +195,14 @@ def run_autoattack(adversary, x, y, bs=250, state_path=None, chunk_batches=10, r
     Same computation as one package call: the clean accuracy, then each attack of `adversary.attacks_to_run` on
     the points still robust, in batches of `bs` over those points in index order, every batch seeded by the
     attack itself. Here each attack is run by the package on consecutive chunks of whole batches of those points
-    (same batches, same seeds, hence the same adversarial examples), so that
+    (same batches, same seeds, hence the same adversarial examples; docs/differences.md item 56), so that
 
     - the robust accuracy after every attack is exact (the packages only log it as a rounded percentage),
     - with `state_path`, the robust flags, finished attacks and position in the current attack are saved (JSON,
       atomically) after every round of chunks; a rerun with the same state file continues from there. (The
       packages' own `state_path` cannot restore: their state file writes the attack set as a string that their
-      loader never converts back, and the restore path references labels it never set.)
+      loader never converts back, and the restore path references labels it never set; docs/differences.md
+      item 55.)
     - several processes can share the work (`runtime` from `core.utils.distributed.setup` under torchrun): every
       process holds the same x, y and adversary; the clean pass splits its batches round-robin; each attack goes
       in rounds of one chunk per process (`chunk_batches // world_size` batches each, at least 1, and no more
@@ -210,7 +211,7 @@ def run_autoattack(adversary, x, y, bs=250, state_path=None, chunk_batches=10, r
       round, and the primary process alone saves the state and logs. Each chunk starts at a multiple of `bs` in
       the list of points to attack, so every batch holds the same points as in a single process, with the same
       seed: the robust flags equal the single-process ones, for any number of processes (and a state file
-      written with N processes resumes with M).
+      written with N processes resumes with M; docs/differences.md item 57).
 
     Progress (which attack runs, how many points remain robust) is printed and appended to the adversary's log file,
     and a tqdm bar over the chunks of each attack (running robust accuracy, ETA) goes to stderr; the package's own
