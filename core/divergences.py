@@ -17,8 +17,9 @@ touches a model, an optimizer or a random generator.
 | a number p         | ||o - t||_p (`1`, `2`, `inf`, ...)                                    |
 
 KL(P || Q) = sum_k P_k (log P_k - log Q_k) with logs of probabilities (log of a softmax, as the original; not
-log_softmax), and terms whose P_k is 0 masked to 0 in value and gradient (torch 1.8's KLDivLoss; torch >= 2
-computes NaN there, which made the original's KL clip bound NaN).
+log_softmax; the square-root distances keep their infinite gradient at 0: docs/differences.md item 60), and terms
+whose P_k is 0 masked to 0 in value and gradient (torch 1.8's KLDivLoss; torch >= 2 computes NaN there, which made
+the original's KL clip bound NaN: docs/differences.md item 68).
 """
 import math
 
@@ -76,6 +77,7 @@ def distance(o, t, div):
 def clip_bound(r, div, num_classes):
     """b = D(c, e_0), c = (1 - r, r/(K-1), ..., r/(K-1)) in float32: the per-sample loss a prediction with 1 - r on
     the true class and r spread evenly on the others incurs (e.g. LSE: r^2 K/(K-1); KL: -ln(1 - r)). A Python float.
+    It depends on r, the distance and K only, as the original's (docs/differences.md item 59).
     """
     k = int(num_classes)
     c = torch.tensor([[1.0 - r] + [r / (k - 1)] * (k - 1)], dtype=torch.float32)
@@ -106,7 +108,8 @@ def pgd_loss(logits_adv, targets, div, bound=0.0):
 
 
 def trades_loss(logits_adv, logits_clean, targets, div, beta, bound=0.0, clip_clean=True):
-    """TRADES with a distance: natural D(p_c, targets) + beta * robust D(p_a, p_c), p_c not detached.
+    """TRADES with a distance: natural D(p_c, targets) + beta * robust D(p_a, p_c), p_c not detached
+    (docs/differences.md item 59).
 
     clip_clean (the default): mean_i relu(natural_i + beta robust_i - b), the clip acts on the total;
     False (`--not_clip_clean`): mean_i [natural_i + beta relu(robust_i - b)].

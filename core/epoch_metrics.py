@@ -1,7 +1,8 @@
 """The batch metrics of one training epoch, kept on the device, and the stop on a non-finite loss.
 
 `EpochMetrics` collects each batch's metrics (0-dim tensors) without a host synchronisation and gives the
-reference's epoch figures (`means`: the unweighted mean over batches); `check_finite` raises `NonFiniteLoss`.
+reference's epoch figures (`means`: the unweighted mean over batches, docs/differences.md items 1 and 7);
+`check_finite` raises `NonFiniteLoss` (docs/differences.md item 45).
 """
 import time
 

@@ -1,7 +1,8 @@
 """Accuracy: argmax of the outputs equals the label.
 
 `batch_accuracy` is the reference's per-batch accuracy, a float32 division `correct.float() / float(B)` kept as a
-0-dim tensor on the outputs' device (the training loop reads it once per epoch, not once per batch);
+0-dim tensor on the outputs' device (the training loop reads it once per epoch, not once per batch; batch means of
+it are the reported accuracies, docs/differences.md item 7);
 `accuracy` is its value as a Python float, `num_correct` the exact count.
 """
 import torch

@@ -2,7 +2,9 @@
 fsynced, then os.replace, then the folder fsynced so that the rename itself is durable.
 
 A crash mid-write leaves any previous file at the path intact, and no temporary file behind on an exception. The
-new file gets the usual permissions (0666 minus the umask), not the 0600 of a bare `tempfile.mkstemp`.
+new file gets the usual permissions (0666 minus the umask), not the 0600 of a bare `tempfile.mkstemp`. Every
+file the scripts save (weights, state, CSV, args.txt, curves, json) goes through it; only log files are appended
+to (docs/differences.md item 45).
 """
 import os
 import re

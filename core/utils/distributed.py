@@ -1,9 +1,10 @@
-"""Device, mixed precision and DistributedDataParallel, decided once at the start of a script (STYLE 5).
+"""Device, mixed precision and DistributedDataParallel, decided once at the start of a script.
 
 `setup(device, amp)` returns a `Runtime`: the device, the rank and world size (from torchrun's environment
 variables RANK / WORLD_SIZE / LOCAL_RANK), an `is_primary` flag that guards logging and saving, an autocast
 context (a null one with `--amp none`) and a GradScaler that is enabled only for fp16. The training loop
-then has no device or AMP branches.
+then has no device or AMP branches. The original hard-coded `.cuda()` and wrapped the model in DataParallel
+(docs/differences.md items 2 and 46).
 
     torchrun --nproc_per_node 2 train-wa.py ...      # DDP: nccl on CUDA, gloo on CPU
 """

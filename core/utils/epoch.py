@@ -40,7 +40,7 @@ def non_finite_message(e, log_dir, args, logger):
 
 def write_csv(rows, path):
     """stats_adv.csv from a list of per-epoch dicts, written atomically (the reference used the removed
-    DataFrame.append)."""
+    DataFrame.append, docs/differences.md item 1)."""
     text = pd.DataFrame(rows).to_csv(index=False)
     write_atomic(path, lambda f: f.write(text.encode()))
 
@@ -49,7 +49,8 @@ def resume_epoch(trainer, state, args, runtime, logger, num_epochs):
     """The inverse of `save_epoch`: `state` (of `core.utils.run_dir.load_resume_state`) back into the trainer
     (weights, optimiser, schedule, weight averaging and its BN momentum) and this process's RNG states; logs it.
     A --lr other than the saved one (--resume-changed-flags lr, checked in load_resume_state) scales every learning
-    rate by new / old from this step on. Returns the first epoch to train."""
+    rate by new / old from this step on. Returns the first epoch to train. (The original's resume restored no RNG
+    state and reset the best score: docs/differences.md items 34 and 45.)"""
     trainer.load_state_dict(state['trainer'], global_step=state['global_step'])
     rngs = state['rng']  # one per process; a state of another number of processes: rank 0's for every process
     set_rng_state(rngs[runtime.rank] if len(rngs) == runtime.world_size else rngs[0], runtime.device)
@@ -75,6 +76,7 @@ def train_epoch(trainer, logger, train_dataloader, test_dataloader, epoch, args,
         raise UserError(non_finite_message(e, log_dir, args, logger)) from None
     test_acc = trainer.eval(test_dataloader)
 
+    # the LR is the one read before the epoch (docs/differences.md item 39)
     logger.log('Loss: {:.4f}.\tLR: {:.4f}'.format(res['loss'], last_lr))
     if 'clean_acc' in res:
         logger.log('Standard Accuracy-\tTrain: {:.2f}%.\tTest: {:.2f}%.'.format(res['clean_acc'] * 100,
@@ -101,7 +103,8 @@ def adversarial_test(trainer, logger, test_dataloader, res, epoch_metrics, run):
 def save_epoch(trainer, runtime, logger, log_dir, new_best, rows, state, start, args_to_write=None):
     """weights-best.pt (if `new_best`), weights-last.pt, the time line, stats_adv.csv, curves.png, args.txt (if
     `args_to_write`: after --resume-changed-flags) and, last, the state file (`state` plus the trainer, the
-    global step and every process's RNG states): the state file is the epoch's commit point."""
+    global step and every process's RNG states): the state file is the epoch's commit point (docs/differences.md
+    item 45)."""
     rngs = all_gather_object(rng_state(runtime.device), runtime)
     if runtime.is_primary:
         if new_best:
@@ -120,7 +123,7 @@ def save_epoch(trainer, runtime, logger, log_dir, new_best, rows, state, start, 
 
 def final_record(trainer, logger, train_dataloader, res, best, label):
     """The closing lines; `label` names the best adversarial accuracy's split ('Eval' in train-wa.py, 'Test' in
-    train.py)."""
+    train.py). The clean "Test" figure is the one at the best epoch, not the last (docs/differences.md item 31)."""
     train_acc = res['clean_acc'] if 'clean_acc' in res else trainer.evaluate(train_dataloader, sharded=True)[0]
     logger.log('\nTraining completed.')
     logger.log('Standard Accuracy-\tTrain: {:.2f}%.\tTest: {:.2f}%.'.format(train_acc * 100, best[0] * 100))

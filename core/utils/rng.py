@@ -1,4 +1,5 @@
-"""The random-number-generator states of one process, for bit-identical resumes (`state-last.pt`, key 'rng').
+"""The random-number-generator states of one process, for bit-identical resumes (`state-last.pt`, key 'rng'; the
+original's resume restored none, docs/differences.md items 34 and 45).
 
 torch's CPU generator, numpy's and Python's always; the CUDA generator of the run's own device only, and only
 when the run uses CUDA: a `--device cpu` run never touches CUDA (no context is opened on a GPU host), and a

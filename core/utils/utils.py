@@ -33,7 +33,8 @@ def str2float(x):
 
 
 def seed(seed=1):
-    """Seed numpy, torch and every CUDA device, as the reference's `seed` (Python `random` untouched)."""
+    """Seed numpy, torch and every CUDA device, as the reference's `seed` (Python `random` untouched); the scripts
+    call it at the reference's seeding points (docs/differences.md item 41)."""
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.cuda.manual_seed_all(seed)
