@@ -12,7 +12,7 @@ __all__ = ['WATrainer']
 
 class WATrainer(Trainer):
     """`build_trainer(info, args, runtime, weight_averaging=True)` under the reference's name: MART > SCORE-LSE >
-    TRADES-KL > Madry, CutMix x4 with TRADES-KL / SCORE-LSE; evaluation and `model_state_dict` on the averaged
-    model. Args: as `core.utils.train.Trainer`."""
+    TRADES-KL > Madry (docs/differences.md item 37), CutMix x4 with TRADES-KL / SCORE-LSE (item 26); evaluation
+    and `model_state_dict` on the averaged model (item 40). Args: as `core.utils.train.Trainer`."""
 
     WEIGHT_AVERAGING = True
