@@ -32,6 +32,7 @@ PGD_ITERS, PGD_STEP = 10, 2
 def get_args(argv=None):
     p = argparse.ArgumentParser(description='Evaluate a without_DDPM run (clean, PGD-10 CE/CW, AutoAttack).')
     p.add_argument('--batch-size', default=128, type=int)
+    # honoured (the original hard-coded its default path) and --device below: docs/differences.md item 67
     p.add_argument('--data-dir', default=None, type=str,
                    help='Root holding cifar10/ (cifar100/) (default: ../../cifar-data seen from without_DDPM/).')
     p.add_argument('--epsilon', default=8, type=int, help='Epsilon of every attack, in units of 1/255.')
@@ -70,6 +71,7 @@ def accuracy(model, loader, device, attack=None):
 
 def main(argv=None):
     args = get_args(argv)
+    # unknown choices are argparse errors, negative values refused (docs/differences.md item 69)
     if args.epsilon < 0 or args.batch_size < 1 or args.aa_batch_size < 1:
         raise UserError('--epsilon must be >= 0 and the batch sizes >= 1.')
     if args.num_samples is not None and args.num_samples < 1:

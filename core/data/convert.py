@@ -1,4 +1,4 @@
-"""Convert generated data to an uncompressed .npz that the data layer memory-maps, streaming.
+"""Convert generated data to an uncompressed .npz that the data layer reads lazily (docs/differences.md item 50).
 
     python -m core.data.convert IN OUT.npz
 
