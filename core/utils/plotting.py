@@ -92,7 +92,8 @@ def draw_curves(runs, title=None):
 
 
 def save_figure(fig, path, dpi=100):
-    """Write `fig` as a PNG atomically (a temporary file in the same folder, then os.replace)."""
+    """Write `fig` as a PNG atomically (a temporary file in the same folder, then os.replace). `dpi='figure'` keeps
+    the figure's own resolution (what a bare `fig.savefig(path)` does)."""
     write_atomic(path, lambda f: fig.savefig(f, format='png', dpi=dpi))
 
 
