@@ -4,6 +4,8 @@
 one parameter group without weight averaging, two with it (names containing `batchnorm` get no weight decay).
 `build_scheduler(optimizer, args, num_epochs)`: the `--scheduler` (`SCHEDULERS`) and whether it steps per batch
 (`cyclic`) or per epoch (the others). `rescale_lr` scales both for a resume with another --lr.
+`check_epochs(scheduler, num_epochs)`: the one rule on the number of epochs a schedule can run (train-wa.py's flag
+checks call it before anything is written; build_scheduler calls it too).
 """
 import math
 
@@ -14,10 +16,11 @@ from core.errors import UserError
 from core.utils.rst import CosineLR
 
 __all__ = ['SCHEDULERS', 'PER_BATCH_SCHEDULERS', 'update_steps', 'param_groups', 'build_optimizer',
-           'build_scheduler', 'rescale_lr']
+           'check_epochs', 'build_scheduler', 'rescale_lr']
 
 SCHEDULERS = ('cyclic', 'step', 'cosine', 'cosinew')
 PER_BATCH_SCHEDULERS = ('cyclic',)  # stepped after every batch; the others after every epoch
+COSINEW_PCT_START = 0.025  # cosinew's warm-up: 2.5% of the epochs
 
 
 def update_steps(data, batch_size):
@@ -51,6 +54,15 @@ def build_optimizer(model, args, weight_averaging):
                            momentum=0.9, nesterov=args.nesterov)
 
 
+def check_epochs(scheduler, num_epochs):
+    """UserError if the `--scheduler` cannot run `num_epochs` epochs: cosinew's OneCycleLR warms up over
+    0.025 * epochs - 1 steps and torch divides by zero when that length is 0, i.e. at 40 epochs (the original
+    crashes there too; refused up front, docs/differences.md item 43)."""
+    if scheduler == 'cosinew' and float(COSINEW_PCT_START * num_epochs) - 1 == 0:
+        raise UserError(f'--scheduler cosinew cannot run {num_epochs} epochs: torch OneCycleLR divides by zero when '
+                        f'0.025 * epochs = 1 (the reference crashes too); use e.g. 41 epochs.')
+
+
 def build_scheduler(optimizer, args, num_epochs):
     """The `--scheduler` over `num_epochs` epochs: cyclic (OneCycleLR, per batch, `update_steps` per epoch), step
     (x0.1 at epochs 100 and 105), cosine, cosinew (OneCycleLR over epochs, 2.5% warm-up); OneCycleLR keeps its
@@ -63,11 +75,8 @@ def build_scheduler(optimizer, args, num_epochs):
     if args.scheduler == 'cosine':
         return CosineLR(optimizer, max_lr=args.lr, epochs=int(num_epochs))
     if args.scheduler == 'cosinew':
-        try:
-            return OneCycleLR(optimizer, max_lr=args.lr, pct_start=0.025, total_steps=int(num_epochs))
-        except ZeroDivisionError:  # 0.025 * E - 1 == 0: OneCycleLR's warm-up phase has length 0 (E = 40)
-            raise UserError(f'--scheduler cosinew cannot run {num_epochs} epochs: torch OneCycleLR divides by '
-                            f'zero when 0.025 * epochs = 1; use another --num-adv-epochs (e.g. 41).') from None
+        check_epochs(args.scheduler, num_epochs)
+        return OneCycleLR(optimizer, max_lr=args.lr, pct_start=COSINEW_PCT_START, total_steps=int(num_epochs))
     raise UserError(f'--scheduler {args.scheduler}: choose one of {", ".join(SCHEDULERS)}.')
 
 

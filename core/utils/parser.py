@@ -12,6 +12,7 @@ from core.data import AUGMENTATIONS, DATASETS, SEMISUP_DATASETS, augment_arg, va
 from core.errors import SEED_MAX, UserError, check_number
 from core.models import check_model_name
 from core.objectives import check_beta, resolve
+from core.schedules import SCHEDULERS, check_epochs
 from core.utils.distributed import AMP_MODES, add_device_argument
 from core.utils.run_dir import RESUME_CHANGEABLE_FLAGS
 from core.utils.utils import str2bool, str2float
@@ -56,7 +57,7 @@ def parser_train(tau=True):
 
     parser.add_argument('--lr', type=float, default=0.4, help='Learning rate for optimizer (SGD).')
     parser.add_argument('--weight-decay', type=float, default=5e-4, help='Optimizer (SGD) weight decay.')
-    parser.add_argument('--scheduler', choices=('cyclic', 'step', 'cosine', 'cosinew'), default='cosinew',
+    parser.add_argument('--scheduler', choices=SCHEDULERS, default='cosinew',
                         help='Type of scheduler.')
     parser.add_argument('--nesterov', type=str2bool, default=True, help='Use Nesterov momentum.')
     parser.add_argument('--clip-grad', type=float, default=None, help='Gradient norm clipping.')
@@ -163,9 +164,7 @@ def check_train_flags(args):
             if not os.path.exists(f):
                 raise UserError(f'--aux-data-filename: {f} does not exist.')
     resolve(args, weight_averaging=bool(args.tau))
-    if args.scheduler == 'cosinew' and float(0.025 * args.num_adv_epochs) - 1 == 0:
-        raise UserError(f'--scheduler cosinew cannot run {args.num_adv_epochs} epochs: torch OneCycleLR divides by '
-                        f'zero when 0.025 * epochs = 1 (the reference crashes too); use e.g. 41 epochs.')
+    check_epochs(args.scheduler, args.num_adv_epochs)
     if args.pretrained_file is not None and not os.path.isfile(pretrained_path(args)):
         raise UserError(f'--pretrained-file: {pretrained_path(args)} does not exist; give a run name under '
                         f'--log-dir (its weights-best.pt is read) or a checkpoint file.')
