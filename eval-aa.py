@@ -34,6 +34,7 @@ from core.utils.checkpoint import load_state_dict, load_weights
 from core.utils.distributed import barrier, cleanup, setup
 from core.utils.logger import setup_logger
 from core.utils.parser import parser_eval
+from core.utils.run_dir import ARGS_FILE, read_args
 from core.utils.utils import format_time, seed
 
 # Keys the reference's eval parser shares with args.txt: there the saved value won; here an explicit flag wins.
@@ -65,20 +66,12 @@ def resolve_args(argv=None):
     cli = vars(parser_eval().parse_args(argv))
     explicit = explicit_flags(argv)
     run_dir = os.path.join(cli['log_dir'], cli['desc'])
-    args_path = os.path.join(run_dir, 'args.txt')
-    if not os.path.isfile(args_path):
-        raise UserError(f'no args.txt for run {cli["desc"]!r}: tried {args_path}; pass --log-dir and --desc so that '
-                        'LOG_DIR/DESC holds the run (args.txt and weights-best.pt).')
-    try:
-        with open(args_path) as f:
-            saved = json.load(f)
-    except ValueError as e:
-        raise UserError(f'{args_path}: not a JSON args.txt ({e}).') from None
-    if not isinstance(saved, dict):
-        raise UserError(f'{args_path}: expected a JSON object of training flags.')
+    saved = read_args(run_dir, fix='pass --log-dir and --desc so that LOG_DIR/DESC holds the run (args.txt and '
+                                   'weights-best.pt)')
     missing = [k for k in REQUIRED_KEYS if k not in saved]
     if missing:
-        raise UserError(f'{args_path}: missing {", ".join(missing)}; it must hold the training flags of the run.')
+        raise UserError(f'{os.path.join(run_dir, ARGS_FILE)}: missing {", ".join(missing)}; it must hold the training '
+                        'flags of the run.')
 
     merged, source = dict(cli), {k: 'default' for k in cli}
     for key, value in saved.items():

@@ -24,6 +24,7 @@ from core.errors import UserError
 from core.models.wideresnetwithswish import dataset_mean_std
 from core.utils.atomic import write_atomic
 from core.utils.checkpoint import canonical_state_dict, load_weights
+from core.utils.run_dir import read_args
 
 __all__ = ['LAYOUTS', 'FORMAT', 'is_safetensors', 'read_safetensors', 'write_safetensors', 'robustbench_state_dict',
            'export_weights']
@@ -111,14 +112,8 @@ def _read_source(src, unaveraged):
     if not os.path.isfile(path):
         raise UserError(f'{path} does not exist: pass a run folder (LOG_DIR/DESC with weights-best.pt) or a '
                         'weights file.')
-    args = {}
-    args_path = os.path.join(os.path.dirname(os.path.abspath(path)), 'args.txt')
-    if os.path.isfile(args_path):
-        try:
-            with open(args_path) as f:
-                args = json.load(f)
-        except ValueError:
-            args = {}
+    args = read_args(os.path.dirname(os.path.abspath(path)), missing_ok=True,
+                     fix='repair or remove it (a weights file is exported without one)') or {}
     return load_weights(path, key), path, args
 
 
