@@ -27,7 +27,7 @@ def update_steps(data, batch_size):
     """The reference's steps per epoch: floor(N / batch_size) + 1, N = 50000 ('cifar' in data), 100000
     ('tiny-imagenet' in data), else 73257. Kept as the reference computes it, although it is not the real number
     of batches (N is hard-coded, and a batch size dividing N still adds 1): the cyclic schedule's length and the
-    weight-averaging step count depend on it."""
+    weight-averaging step count depend on it (docs/differences.md item 15)."""
     num_samples = 50000 if 'cifar' in data else 73257
     num_samples = 100000 if 'tiny-imagenet' in data else num_samples
     return int(math.floor(num_samples / batch_size) + 1)
@@ -38,7 +38,7 @@ def param_groups(model, weight_averaging):
 
     Without weight averaging: one group, weight decay on every parameter. With it: two groups by parameter name,
     names without `batchnorm` get --weight-decay, names with it get 0 (only the Swish families name their
-    BatchNorms so; biases are decayed, docs/differences.md 18).
+    BatchNorms so; biases are decayed, docs/differences.md item 18).
     """
     if not weight_averaging:
         return [{'params': list(model.parameters())}]
@@ -65,8 +65,8 @@ def check_epochs(scheduler, num_epochs):
 
 def build_scheduler(optimizer, args, num_epochs):
     """The `--scheduler` over `num_epochs` epochs: cyclic (OneCycleLR, per batch, `update_steps` per epoch), step
-    (x0.1 at epochs 100 and 105), cosine, cosinew (OneCycleLR over epochs, 2.5% warm-up); OneCycleLR keeps its
-    default momentum cycling 0.95 -> 0.85 -> 0.95."""
+    (x0.1 at epochs 100 and 105), cosine, cosinew (OneCycleLR over epochs, 2.5% warm-up), as the reference
+    (docs/differences.md item 39); OneCycleLR keeps its default momentum cycling 0.95 -> 0.85 -> 0.95 (item 19)."""
     if args.scheduler == 'cyclic':
         return OneCycleLR(optimizer, max_lr=args.lr, pct_start=0.25, epochs=int(num_epochs),
                           steps_per_epoch=update_steps(args.data, args.batch_size))
@@ -81,7 +81,8 @@ def build_scheduler(optimizer, args, num_epochs):
 
 
 def rescale_lr(optimizer, scheduler, ratio):
-    """Multiply every learning rate of the optimizer and the schedule by `ratio` (a resume with another --lr).
+    """Multiply every learning rate of the optimizer and the schedule by `ratio` (a resume with another --lr,
+    docs/differences.md item 45).
 
     All four schedules are proportional to --lr (OneCycleLR's initial and final rates are max_lr / 25 and
     that / 1e4, the cosine and step schedules scale max_lr), so from the current step on the schedule is the

@@ -5,8 +5,9 @@ The reference saved `DataParallel(Sequential([Normalization,] backbone)).state_d
 exactly those keys. `load_state_dict` also accepts the usual variants of the same weights: no prefix at all
 (`0.init_conv.weight`, or bare backbone keys `init_conv.weight`), `module.module.` (DDP around the wrapper) and
 `_orig_mod.` (torch.compile), and loads them strictly. Every `torch.load` here uses `weights_only=True`, so a file
-that needs pickled code is refused and nothing in it is executed. `.safetensors` exports (no pickle at all) are read
-here too (`read_safetensors`, the optional `safetensors` package); core/utils/export.py writes them.
+that needs pickled code is refused and nothing in it is executed (docs/differences.md item 53). `.safetensors`
+exports (no pickle at all) are read here too (`read_safetensors`, the optional `safetensors` package);
+core/utils/export.py writes them.
 """
 import os
 import pickle

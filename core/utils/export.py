@@ -6,7 +6,7 @@ written here holds one model's state dict (tensors only) and string metadata: `f
 
 Two key layouts:
 - `reference`: the keys of this project's and the reference's checkpoints, `module.0.<backbone key>` (`module.1.`
-  with --normalize); `eval-aa.py --weights` and `train-wa.py --pretrained-file` read it.
+  with --normalize; docs/differences.md item 36); `eval-aa.py --weights` and `train-wa.py --pretrained-file` read it.
 - `robustbench`: the bare backbone keys of RobustBench's `DMWideResNet` (`init_conv.weight`, `layer.0.block.0...`,
   `logits.bias`): no `module.0.` prefix. Only WRN-Swish models trained without --normalize have that layout (the
   normalisation by the dataset's mean/std is inside DMWideResNet, as in `wrn-D-W-swish`). It loads strictly into

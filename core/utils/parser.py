@@ -1,7 +1,8 @@
 """Command-line parsers of train-wa.py and eval-aa.py, and the checks of the training flags (check_train_flags).
 
 Same flag names, dests, types and defaults as the reference, except that no default points at the
-authors' cluster. Flags this reimplementation adds are grouped at the end of each parser.
+authors' cluster (docs/differences.md item 44). Flags this reimplementation adds are grouped at the end of each
+parser.
 """
 import argparse
 import os
@@ -120,7 +121,8 @@ def parser_train(tau=True):
 
 def check_train_flags(args):
     """Bad flags and combinations of parser_train the reference silently ignores or fails on late: one UserError
-    line each, before anything is written (train-wa.py; train.py with its ignored flags switched off)."""
+    line each, before anything is written (train-wa.py; train.py with its ignored flags switched off;
+    docs/differences.md item 43)."""
     check_number('--attack-eps', args.attack_eps, 0, low_open=True, example='8/255')
     check_number('--attack-step', args.attack_step, 0, low_open=True, example='2/255')
     check_number('--attack-iter', args.attack_iter, 1, example=10)
@@ -175,7 +177,8 @@ def parser_eval():
 
     `--num-samples` now works and defaults to the whole split (the reference parsed a default of 1000 and
     evaluated everything, docs/differences.md item 10). `--source`, `--wb` and `--threat` belong to the reference's
-    eval-rb.py and are accepted and ignored, as there. Every flag given on the command line overrides args.txt.
+    eval-rb.py and are accepted and ignored, as there. Every flag given on the command line overrides args.txt
+    (item 6 there).
     """
     parser = argparse.ArgumentParser(description='Robustness evaluation.')
 
@@ -194,11 +197,11 @@ def parser_eval():
     parser.add_argument('-v', '--version', type=str, default='standard', choices=['custom', 'plus', 'standard', 'rand'],
                         help='Version of AA.')
 
-    # eval-rb.py (ignored by eval-aa.py, as in the reference)
+    # eval-rb.py (ignored by eval-aa.py, as in the reference; docs/differences.md item 10)
     parser.add_argument('--source', type=str, default=None, help='Path to source model for black-box evaluation.')
     parser.add_argument('--wb', action='store_true', default=False, help='Perform white-box PGD evaluation.')
 
-    # eval-rb.py (ignored by eval-aa.py, as in the reference)
+    # eval-rb.py (ignored by eval-aa.py, as in the reference; docs/differences.md item 10)
     parser.add_argument('--threat', type=str, default='corruptions', choices=['corruptions', 'Linf', 'L2'],
                         help='Threat model for evaluation.')
 

@@ -1,7 +1,8 @@
 """The run folder of the training scripts (train-wa.py, train.py): never overwritten unless asked, resumable.
 
 A folder holding any file stops the script (UserError, exit code 2) before anything is read, written or
-deleted, unless `--resume` (which needs the run's state file) or `--overwrite` is given. A `--resume` checks the
+deleted, unless `--resume` (which needs the run's state file) or `--overwrite` is given (the original deleted it,
+docs/differences.md items 5 and 45). A `--resume` checks the
 saved flags against the command line (load_resume_state), removes the temporary files of a killed writer
 (remove_stale_temp_files) and appends to log-train.log (open_run). `read_args` is the one reader of a run's
 args.txt (training, resume, eval-aa.py, plot_stats.py, scripts/export.py).
@@ -90,7 +91,8 @@ def remove_stale_temp_files(log_dir):
 
 def read_args(run_dir, missing_ok=False, fix='pass the folder of a run written by train-wa.py'):
     """The flags saved in RUN_DIR/args.txt, as a dict: the JSON object write_args writes (the authors' released
-    args.txt has the same format, their cluster paths included).
+    args.txt has the same format, their cluster paths included; docs/differences.md item 6 says which saved values
+    eval-aa.py uses).
 
     A missing file is None with `missing_ok`, else a UserError. A file that cannot be read or is not a JSON object
     is always a UserError: one line naming the file, the problem and `fix` (what the caller's user should do).
