@@ -8,11 +8,12 @@ trained with, and runs AutoAttack on the test set (`--train`: the training set).
 L-inf when its attack was fgsm or an L-inf attack, else L2, with eps = its `attack_eps`. Everything goes to
 stdout and is appended to LOGS/NAME/log-aa.log; the numbers also to LOGS/NAME/eval-aa.json.
 
-Differences from the reference (docs/evaluation.md): flags given on the command line override args.txt;
-`--num-samples`, `--batch-size`, `--weights`, `--unaveraged`, `--device`; linf-apgd runs are evaluated in L-inf;
-checkpoints load with weights_only=True; an interrupted evaluation resumes from its AutoAttack state file; the
-log is appended to, never truncated; several processes (torchrun) share the work with the single-process result;
-the per-image results are in eval-aa.json.
+Differences from the reference (docs/evaluation.md; the items of docs/differences.md): flags given on the command
+line override args.txt (item 6); `--num-samples` (10), `--batch-size` (11), `--weights`, `--unaveraged`,
+`--device` (54); linf-apgd runs are evaluated in L-inf (23); checkpoints load with weights_only=True (53); an
+interrupted evaluation resumes from its AutoAttack state file (55); the log is appended to, never truncated (29);
+several processes (torchrun) share the work with the single-process result (57); the per-image results are in
+eval-aa.json (56).
 """
 import argparse
 import datetime
@@ -34,9 +35,11 @@ from core.utils.checkpoint import load_state_dict, load_weights
 from core.utils.distributed import barrier, cleanup, setup
 from core.utils.logger import setup_logger
 from core.utils.parser import parser_eval
+from core.utils.run_dir import ARGS_FILE, read_args
 from core.utils.utils import format_time, seed
 
-# Keys the reference's eval parser shares with args.txt: there the saved value won; here an explicit flag wins.
+# Keys the reference's eval parser shares with args.txt: there the saved value won; here an explicit flag wins
+# (docs/differences.md item 6).
 SHARED_KEYS = ('data_dir', 'log_dir', 'desc', 'seed')
 # Keys eval-aa.py needs from args.txt.
 REQUIRED_KEYS = ('data', 'model', 'normalize', 'attack', 'attack_eps')
@@ -65,20 +68,12 @@ def resolve_args(argv=None):
     cli = vars(parser_eval().parse_args(argv))
     explicit = explicit_flags(argv)
     run_dir = os.path.join(cli['log_dir'], cli['desc'])
-    args_path = os.path.join(run_dir, 'args.txt')
-    if not os.path.isfile(args_path):
-        raise UserError(f'no args.txt for run {cli["desc"]!r}: tried {args_path}; pass --log-dir and --desc so that '
-                        'LOG_DIR/DESC holds the run (args.txt and weights-best.pt).')
-    try:
-        with open(args_path) as f:
-            saved = json.load(f)
-    except ValueError as e:
-        raise UserError(f'{args_path}: not a JSON args.txt ({e}).') from None
-    if not isinstance(saved, dict):
-        raise UserError(f'{args_path}: expected a JSON object of training flags.')
+    saved = read_args(run_dir, fix='pass --log-dir and --desc so that LOG_DIR/DESC holds the run (args.txt and '
+                                   'weights-best.pt)')
     missing = [k for k in REQUIRED_KEYS if k not in saved]
     if missing:
-        raise UserError(f'{args_path}: missing {", ".join(missing)}; it must hold the training flags of the run.')
+        raise UserError(f'{os.path.join(run_dir, ARGS_FILE)}: missing {", ".join(missing)}; it must hold the training '
+                        'flags of the run.')
 
     merged, source = dict(cli), {k: 'default' for k in cli}
     for key, value in saved.items():
@@ -134,7 +129,7 @@ def main(argv=None):
     if args.n_iter is not None and (args.version != 'custom' or args.n_iter < 1):
         raise UserError('--n-iter (a testing aid) needs --version custom and a positive number of iterations.')
     check_number('--seed', args.seed, 0, SEED_MAX, example=1)
-    check_number(f'attack_eps of {os.path.join(run_dir, "args.txt")}', args.attack_eps, 0, low_open=True,
+    check_number(f'attack_eps of {os.path.join(run_dir, ARGS_FILE)}', args.attack_eps, 0, low_open=True,
                  example='8/255')
     runtime = setup(args.device)
     device, primary = runtime.device, runtime.is_primary
@@ -181,7 +176,9 @@ def main(argv=None):
     elif getattr(args, 'tau', None):
         log('Using WA model.')
     model.eval()
-    model.requires_grad_(False)  # input gradients only: FAB-T's .backward() would otherwise fill and hold weight grads
+    # parameters frozen (docs/differences.md item 54): input gradients only, FAB-T's .backward() would otherwise
+    # fill and hold weight grads
+    model.requires_grad_(False)
 
     # -- AutoAttack
     seed(args.seed)

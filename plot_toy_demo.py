@@ -18,6 +18,8 @@ import sys
 
 import numpy as np
 
+from core.utils.plotting import save_figure
+
 GROUND_TRUTH_COLOUR = (0 / 255, 139 / 255, 139 / 255)
 LEARNED_COLOUR = (0.85, 0.325, 0.098)
 LABELS = {'PGDAT': 'PGD-AT', 'PGDATconsistent': 'SCORE (PGD-AT consistent)', 'TRADES': 'TRADES',
@@ -84,7 +86,7 @@ def plot_posterior(folder, png, ite=None, fontsize=23):
     fig, ax = plt.subplots(figsize=(8, 6), dpi=80)
     draw_posterior(ax, folder, ite, fontsize)
     fig.tight_layout()
-    fig.savefig(png)
+    save_figure(fig, png, dpi='figure')
     plt.close(fig)
 
 
@@ -97,7 +99,7 @@ def plot_grid(folders, ites, png):
         for c, ite in enumerate(ites):
             draw_posterior(axes[r][c], folder, ite, fontsize=14)
     fig.tight_layout()
-    fig.savefig(png)
+    save_figure(fig, png, dpi='figure')
     plt.close(fig)
 
 
@@ -119,7 +121,7 @@ def plot_losses(folder, png):
     ax.set_title(_name(folder), fontsize=16)
     ax.legend(fontsize=14)
     fig.tight_layout()
-    fig.savefig(png)
+    save_figure(fig, png, dpi='figure')
     plt.close(fig)
 
 

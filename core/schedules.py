@@ -4,6 +4,8 @@
 one parameter group without weight averaging, two with it (names containing `batchnorm` get no weight decay).
 `build_scheduler(optimizer, args, num_epochs)`: the `--scheduler` (`SCHEDULERS`) and whether it steps per batch
 (`cyclic`) or per epoch (the others). `rescale_lr` scales both for a resume with another --lr.
+`check_epochs(scheduler, num_epochs)`: the one rule on the number of epochs a schedule can run (train-wa.py's flag
+checks call it before anything is written; build_scheduler calls it too).
 """
 import math
 
@@ -14,17 +16,18 @@ from core.errors import UserError
 from core.utils.rst import CosineLR
 
 __all__ = ['SCHEDULERS', 'PER_BATCH_SCHEDULERS', 'update_steps', 'param_groups', 'build_optimizer',
-           'build_scheduler', 'rescale_lr']
+           'check_epochs', 'build_scheduler', 'rescale_lr']
 
 SCHEDULERS = ('cyclic', 'step', 'cosine', 'cosinew')
 PER_BATCH_SCHEDULERS = ('cyclic',)  # stepped after every batch; the others after every epoch
+COSINEW_PCT_START = 0.025  # cosinew's warm-up: 2.5% of the epochs
 
 
 def update_steps(data, batch_size):
     """The reference's steps per epoch: floor(N / batch_size) + 1, N = 50000 ('cifar' in data), 100000
     ('tiny-imagenet' in data), else 73257. Kept as the reference computes it, although it is not the real number
     of batches (N is hard-coded, and a batch size dividing N still adds 1): the cyclic schedule's length and the
-    weight-averaging step count depend on it."""
+    weight-averaging step count depend on it (docs/differences.md item 15)."""
     num_samples = 50000 if 'cifar' in data else 73257
     num_samples = 100000 if 'tiny-imagenet' in data else num_samples
     return int(math.floor(num_samples / batch_size) + 1)
@@ -35,7 +38,7 @@ def param_groups(model, weight_averaging):
 
     Without weight averaging: one group, weight decay on every parameter. With it: two groups by parameter name,
     names without `batchnorm` get --weight-decay, names with it get 0 (only the Swish families name their
-    BatchNorms so; biases are decayed, docs/differences.md 18).
+    BatchNorms so; biases are decayed, docs/differences.md item 18).
     """
     if not weight_averaging:
         return [{'params': list(model.parameters())}]
@@ -51,10 +54,19 @@ def build_optimizer(model, args, weight_averaging):
                            momentum=0.9, nesterov=args.nesterov)
 
 
+def check_epochs(scheduler, num_epochs):
+    """UserError if the `--scheduler` cannot run `num_epochs` epochs: cosinew's OneCycleLR warms up over
+    0.025 * epochs - 1 steps and torch divides by zero when that length is 0, i.e. at 40 epochs (the original
+    crashes there too; refused up front, docs/differences.md item 43)."""
+    if scheduler == 'cosinew' and float(COSINEW_PCT_START * num_epochs) - 1 == 0:
+        raise UserError(f'--scheduler cosinew cannot run {num_epochs} epochs: torch OneCycleLR divides by zero when '
+                        f'0.025 * epochs = 1 (the reference crashes too); use e.g. 41 epochs.')
+
+
 def build_scheduler(optimizer, args, num_epochs):
     """The `--scheduler` over `num_epochs` epochs: cyclic (OneCycleLR, per batch, `update_steps` per epoch), step
-    (x0.1 at epochs 100 and 105), cosine, cosinew (OneCycleLR over epochs, 2.5% warm-up); OneCycleLR keeps its
-    default momentum cycling 0.95 -> 0.85 -> 0.95."""
+    (x0.1 at epochs 100 and 105), cosine, cosinew (OneCycleLR over epochs, 2.5% warm-up), as the reference
+    (docs/differences.md item 39); OneCycleLR keeps its default momentum cycling 0.95 -> 0.85 -> 0.95 (item 19)."""
     if args.scheduler == 'cyclic':
         return OneCycleLR(optimizer, max_lr=args.lr, pct_start=0.25, epochs=int(num_epochs),
                           steps_per_epoch=update_steps(args.data, args.batch_size))
@@ -63,16 +75,14 @@ def build_scheduler(optimizer, args, num_epochs):
     if args.scheduler == 'cosine':
         return CosineLR(optimizer, max_lr=args.lr, epochs=int(num_epochs))
     if args.scheduler == 'cosinew':
-        try:
-            return OneCycleLR(optimizer, max_lr=args.lr, pct_start=0.025, total_steps=int(num_epochs))
-        except ZeroDivisionError:  # 0.025 * E - 1 == 0: OneCycleLR's warm-up phase has length 0 (E = 40)
-            raise UserError(f'--scheduler cosinew cannot run {num_epochs} epochs: torch OneCycleLR divides by '
-                            f'zero when 0.025 * epochs = 1; use another --num-adv-epochs (e.g. 41).') from None
+        check_epochs(args.scheduler, num_epochs)
+        return OneCycleLR(optimizer, max_lr=args.lr, pct_start=COSINEW_PCT_START, total_steps=int(num_epochs))
     raise UserError(f'--scheduler {args.scheduler}: choose one of {", ".join(SCHEDULERS)}.')
 
 
 def rescale_lr(optimizer, scheduler, ratio):
-    """Multiply every learning rate of the optimizer and the schedule by `ratio` (a resume with another --lr).
+    """Multiply every learning rate of the optimizer and the schedule by `ratio` (a resume with another --lr,
+    docs/differences.md item 45).
 
     All four schedules are proportional to --lr (OneCycleLR's initial and final rates are max_lr / 25 and
     that / 1e4, the cosine and step schedules scale max_lr), so from the current step on the schedule is the

@@ -308,3 +308,50 @@ def test_load_weights_picks_the_state_dict_asked_for(tmp_path):
     assert torch.equal(load_weights(tmp_path / 'one.safetensors')['w'], torch.zeros(2))
     with pytest.raises(UserError, match='holds one model'):
         load_weights(tmp_path / 'one.safetensors', 'unaveraged_model_state_dict')
+
+
+def test_no_import_cycle_in_core():
+    """No module of core/ imports, at module level or inside a function, one that imports it back (directly or
+    through others): the weights loader (checkpoint.py) reads .safetensors itself instead of importing export.py,
+    which imports it. Tarjan's strongly connected components over the `import` statements of every core/ file."""
+    import ast
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    files = {}
+    for folder, _, names in os.walk(os.path.join(root, 'core')):
+        for name in names:
+            if name.endswith('.py'):
+                module = os.path.relpath(os.path.join(folder, name), root)[:-3].replace(os.sep, '.')
+                files[module.removesuffix('.__init__')] = os.path.join(folder, name)
+    graph = {}
+    for module, path in files.items():
+        with open(path) as f:
+            tree = ast.parse(f.read())
+        imported = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                imported.update([node.module] + [f'{node.module}.{a.name}' for a in node.names])
+            elif isinstance(node, ast.Import):
+                imported.update(a.name for a in node.names)
+        graph[module] = sorted(m for m in imported if m in files and m != module)
+    order, low, stack, cycles = {}, {}, [], []
+
+    def visit(v):
+        order[v] = low[v] = len(order)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in order:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], order[w])
+        if low[v] == order[v]:
+            component = stack[stack.index(v):]
+            del stack[stack.index(v):]
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in graph:
+        if v not in order:
+            visit(v)
+    assert cycles == []
+    assert 'core.utils.export' not in graph['core.utils.checkpoint']

@@ -110,3 +110,31 @@ def test_run_curves_failure_is_a_warning(tmp_path, capsys):
     assert err.startswith('warning: ') and err.count('\n') == 1
     with pytest.raises(UserError):
         plotting.read_run(folder)
+
+
+def test_toy_demo_png_is_atomic_at_the_figure_resolution(tmp_path, monkeypatch):
+    """plot_toy_demo.py writes through save_figure: the panel keeps its 8 x 6 in at 80 dpi = 640 x 480 pixels (the
+    PNG header's width and height), and a save that fails half-way leaves the earlier PNG and no temporary file."""
+    import matplotlib.figure
+    import numpy as np
+
+    import plot_toy_demo
+    folder = tmp_path / 'PGDAT_KL'
+    folder.mkdir()
+    x = np.linspace(-5, 8, 14)[:, None]
+    for name, values in (('x_test', x), ('y_test', np.full_like(x, 0.3)), ('pre_test', np.full_like(x, 0.5))):
+        np.savetxt(folder / f'{name}.txt', values)
+    png = tmp_path / 'panel.png'
+    plot_toy_demo.plot_posterior(str(folder), str(png))
+    data = png.read_bytes()
+    assert data.startswith(PNG_SIGNATURE)
+    assert (int.from_bytes(data[16:20], 'big'), int.from_bytes(data[20:24], 'big')) == (640, 480)
+
+    def fails_half_way(self, f, **kwargs):
+        f.write(data[:100])
+        raise OSError('No space left on device')
+    monkeypatch.setattr(matplotlib.figure.Figure, 'savefig', fails_half_way)
+    with pytest.raises(OSError):
+        plot_toy_demo.plot_posterior(str(folder), str(png))
+    assert png.read_bytes() == data
+    assert sorted(os.listdir(tmp_path)) == ['PGDAT_KL', 'panel.png']

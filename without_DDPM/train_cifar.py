@@ -28,6 +28,7 @@ from core.divergences import check_divergence, clip_bound  # noqa: E402
 from core.errors import UserError, exit_on_user_error  # noqa: E402
 from core.models.without_ddpm import ACTIVATIONS, MODELS, WRN_ACTIVATIONS, create_without_ddpm_model  # noqa: E402
 from core.objectives import resolve_without_ddpm  # noqa: E402
+from core.utils.atomic import write_atomic  # noqa: E402
 from core.utils.checkpoint import load_checkpoint, load_state_dict, save_atomic  # noqa: E402
 from core.utils.distributed import add_device_argument, setup  # noqa: E402
 from core.utils.logger import Logger  # noqa: E402
@@ -228,7 +229,7 @@ def main(argv=None):
             records[key].append(value)
         for key, file in (('test_acc', 'test_acc_record.txt'), ('KL', 'test_robust_acc_record_KL.txt'),
                           ('new', 'test_robust_acc_record_new.txt')):
-            np.savetxt(os.path.join(folder, file), np.array(records[key]))
+            write_atomic(os.path.join(folder, file), lambda f, a=np.array(records[key]): np.savetxt(f, a))
         if epoch > 99:
             save_weights(model, os.path.join(folder, f'model_{epoch}.pth'), test_acc, rob_kl, rob_new)
         robust = min(ce, new) / n

@@ -5,7 +5,9 @@ The reference saved `DataParallel(Sequential([Normalization,] backbone)).state_d
 exactly those keys. `load_state_dict` also accepts the usual variants of the same weights: no prefix at all
 (`0.init_conv.weight`, or bare backbone keys `init_conv.weight`), `module.module.` (DDP around the wrapper) and
 `_orig_mod.` (torch.compile), and loads them strictly. Every `torch.load` here uses `weights_only=True`, so a file
-that needs pickled code is refused and nothing in it is executed.
+that needs pickled code is refused and nothing in it is executed (docs/differences.md item 53). `.safetensors`
+exports (no pickle at all) are read here too (`read_safetensors`, the optional `safetensors` package);
+core/utils/export.py writes them.
 """
 import os
 import pickle
@@ -19,9 +21,11 @@ import torch.nn as nn
 from core.errors import UserError
 from core.utils.atomic import write_atomic
 
-__all__ = ['canonical_state_dict', 'describe_state_dict', 'load_checkpoint', 'load_state_dict', 'load_weights',
+__all__ = ['SAFETENSORS_SUFFIX', 'canonical_state_dict', 'describe_state_dict', 'import_safetensors', 'is_safetensors',
+           'load_checkpoint', 'load_state_dict', 'load_weights', 'read_safetensors', 'safetensors_metadata',
            'save_atomic', 'strip_wrapper_prefixes', 'to_cpu', 'unwrap_model']
 
+SAFETENSORS_SUFFIX = '.safetensors'
 _WRAPPER_PREFIXES = ('module.', '_orig_mod.')
 _INDEX_RE = re.compile(r'^(\d+)\.')
 
@@ -249,6 +253,49 @@ def load_checkpoint(path, map_location='cpu'):
                         f'file') from None
 
 
+def is_safetensors(path):
+    """Whether `path` names a .safetensors file (by its suffix)."""
+    return os.fspath(path).endswith(SAFETENSORS_SUFFIX)
+
+
+def import_safetensors():
+    """The optional `safetensors` package, or a UserError naming the pip command."""
+    try:
+        import safetensors.torch
+    except ImportError:
+        raise UserError('reading or writing .safetensors needs the safetensors package: pip install safetensors '
+                        '(or use a .pt file).') from None
+    return safetensors
+
+
+def read_safetensors(path, key='model_state_dict'):
+    """The state dict stored in the .safetensors file `path` (CPU tensors).
+
+    A file holds one model; asking for `unaveraged_model_state_dict` (eval-aa.py --unaveraged) is an error, since
+    the unaveraged weights of a run are exported into a file of their own. Raises UserError for a missing or
+    unreadable file.
+    """
+    st = import_safetensors()
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise UserError(f'{path} does not exist: pass the path of a .safetensors file.')
+    if key != 'model_state_dict':
+        raise UserError(f'{path} holds one model (a .safetensors export); {key} cannot be chosen from it: drop '
+                        '--unaveraged, or export the unaveraged weights with scripts/export.py --unaveraged.')
+    try:
+        with st.safe_open(path, framework='pt') as f:
+            return {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises SafetensorError / OSError for a truncated or foreign file
+        raise UserError(f'{path} is not a readable .safetensors file: {str(e).splitlines()[0]}') from None
+
+
+def safetensors_metadata(path):
+    """The string metadata of a .safetensors file ({} if none)."""
+    st = import_safetensors()
+    with st.safe_open(os.fspath(path), framework='pt') as f:
+        return dict(f.metadata() or {})
+
+
 _LEGACY_MAGIC = b'\x80\x02\x8a\x0a'  # pickle protocol 2, then the 10-byte long of torch's legacy magic number
 
 
@@ -272,7 +319,6 @@ def load_weights(path, key='model_state_dict', map_location='cpu'):
     Every torch.load is `load_checkpoint`'s (weights_only=True). Raises UserError (one line, naming the path) for
     a missing, corrupt or refused file and for a file without the weights asked for.
     """
-    from core.utils.export import is_safetensors, read_safetensors  # here: export.py imports this module
     if is_safetensors(path):
         return read_safetensors(path, key)
     ckpt = load_checkpoint(path, map_location=map_location)

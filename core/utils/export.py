@@ -6,13 +6,15 @@ written here holds one model's state dict (tensors only) and string metadata: `f
 
 Two key layouts:
 - `reference`: the keys of this project's and the reference's checkpoints, `module.0.<backbone key>` (`module.1.`
-  with --normalize); `eval-aa.py --weights` and `train-wa.py --pretrained-file` read it.
+  with --normalize; docs/differences.md item 36); `eval-aa.py --weights` and `train-wa.py --pretrained-file` read it.
 - `robustbench`: the bare backbone keys of RobustBench's `DMWideResNet` (`init_conv.weight`, `layer.0.block.0...`,
   `logits.bias`): no `module.0.` prefix. Only WRN-Swish models trained without --normalize have that layout (the
   normalisation by the dataset's mean/std is inside DMWideResNet, as in `wrn-D-W-swish`). It loads strictly into
   `DMWideResNet(num_classes, depth, width, activation_fn=Swish, mean, std)`.
 
-The `safetensors` package is optional (requirements.txt lists it under the optional features).
+The `safetensors` package is optional (requirements.txt lists it under the optional features). The reading side
+(`is_safetensors`, `read_safetensors`, `safetensors_metadata`) lives with the one weights loader in checkpoint.py and
+is re-exported here; this module writes.
 """
 import json
 import os
@@ -23,61 +25,28 @@ import torch
 from core.errors import UserError
 from core.models.wideresnetwithswish import dataset_mean_std
 from core.utils.atomic import write_atomic
-from core.utils.checkpoint import canonical_state_dict, load_weights
+from core.utils.checkpoint import (
+    SAFETENSORS_SUFFIX,
+    canonical_state_dict,
+    import_safetensors,
+    is_safetensors,
+    load_weights,
+    read_safetensors,
+    safetensors_metadata,
+)
+from core.utils.run_dir import read_args
 
-__all__ = ['LAYOUTS', 'FORMAT', 'is_safetensors', 'read_safetensors', 'write_safetensors', 'robustbench_state_dict',
-           'export_weights']
+__all__ = ['LAYOUTS', 'FORMAT', 'is_safetensors', 'read_safetensors', 'safetensors_metadata', 'write_safetensors',
+           'robustbench_state_dict', 'export_weights']
 
 LAYOUTS = ('reference', 'robustbench')
 FORMAT = 'score-at weights 1'
-SUFFIX = '.safetensors'
 _BLOCK_RE = re.compile(r'^layer\.0\.block\.(\d+)\.')
-
-
-def is_safetensors(path):
-    return os.fspath(path).endswith(SUFFIX)
-
-
-def _safetensors():
-    try:
-        import safetensors.torch
-    except ImportError:
-        raise UserError('reading or writing .safetensors needs the safetensors package: pip install safetensors '
-                        '(or use a .pt file).') from None
-    return safetensors
-
-
-def read_safetensors(path, key='model_state_dict'):
-    """The state dict stored in the .safetensors file `path` (CPU tensors).
-
-    A file holds one model; asking for `unaveraged_model_state_dict` (eval-aa.py --unaveraged) is an error, since
-    the unaveraged weights of a run are exported into a file of their own. Raises UserError for a missing or
-    unreadable file.
-    """
-    st = _safetensors()
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise UserError(f'{path} does not exist: pass the path of a .safetensors file.')
-    if key != 'model_state_dict':
-        raise UserError(f'{path} holds one model (a .safetensors export); {key} cannot be chosen from it: drop '
-                        '--unaveraged, or export the unaveraged weights with scripts/export.py --unaveraged.')
-    try:
-        with st.safe_open(path, framework='pt') as f:
-            return {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # safetensors raises SafetensorError / OSError for a truncated or foreign file
-        raise UserError(f'{path} is not a readable .safetensors file: {str(e).splitlines()[0]}') from None
-
-
-def safetensors_metadata(path):
-    """The string metadata of a .safetensors file ({} if none)."""
-    st = _safetensors()
-    with st.safe_open(os.fspath(path), framework='pt') as f:
-        return dict(f.metadata() or {})
 
 
 def write_safetensors(state_dict, path, metadata=None):
     """Write `state_dict` (tensors) to `path` as safetensors, atomically (temporary file, then os.replace)."""
-    st = _safetensors()
+    st = import_safetensors()
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     data = st.torch.save(tensors, metadata={k: str(v) for k, v in (metadata or {}).items()})
     write_atomic(path, lambda f: f.write(data))
@@ -111,14 +80,8 @@ def _read_source(src, unaveraged):
     if not os.path.isfile(path):
         raise UserError(f'{path} does not exist: pass a run folder (LOG_DIR/DESC with weights-best.pt) or a '
                         'weights file.')
-    args = {}
-    args_path = os.path.join(os.path.dirname(os.path.abspath(path)), 'args.txt')
-    if os.path.isfile(args_path):
-        try:
-            with open(args_path) as f:
-                args = json.load(f)
-        except ValueError:
-            args = {}
+    args = read_args(os.path.dirname(os.path.abspath(path)), missing_ok=True,
+                     fix='repair or remove it (a weights file is exported without one)') or {}
     return load_weights(path, key), path, args
 
 
@@ -138,14 +101,14 @@ def export_weights(src, out, layout='reference', unaveraged=False, overwrite=Fal
     if layout not in LAYOUTS:
         raise UserError(f'unknown layout {layout!r}: use one of {", ".join(LAYOUTS)}.')
     suffix = os.path.splitext(out)[1]
-    if suffix not in (SUFFIX, '.pt', '.pth'):
+    if suffix not in (SAFETENSORS_SUFFIX, '.pt', '.pth'):
         raise UserError(f'{out}: the output must end in .safetensors (no pickle) or .pt / .pth (torch.save).')
     if os.path.exists(out) and not overwrite:
         raise UserError(f'{out} exists: pass --overwrite to replace it, or choose another path.')
     if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
         raise UserError(f'{out}: the folder {os.path.dirname(os.path.abspath(out))} does not exist.')
-    if suffix == SUFFIX:
-        _safetensors()  # fail before reading a large checkpoint
+    if suffix == SAFETENSORS_SUFFIX:
+        import_safetensors()  # fail before reading a large checkpoint
     state_dict, path, args = _read_source(src, unaveraged)
     meta = {'format': FORMAT, 'layout': layout, 'source': os.path.abspath(path),
             'source_state_dict': 'unaveraged_model_state_dict' if unaveraged else 'model_state_dict'}
@@ -157,7 +120,7 @@ def export_weights(src, out, layout='reference', unaveraged=False, overwrite=Fal
                                f'width={arch["width"]}, activation_fn=Swish, mean={mean}, std={std})')
     else:
         state_dict = canonical_state_dict(state_dict)
-    if suffix == SUFFIX:
+    if suffix == SAFETENSORS_SUFFIX:
         write_safetensors(state_dict, out, meta)
     else:
         obj = state_dict if layout == 'robustbench' else {'model_state_dict': state_dict}

@@ -1,7 +1,8 @@
 """Command-line parsers of train-wa.py and eval-aa.py, and the checks of the training flags (check_train_flags).
 
 Same flag names, dests, types and defaults as the reference, except that no default points at the
-authors' cluster. Flags this reimplementation adds are grouped at the end of each parser.
+authors' cluster (docs/differences.md item 44). Flags this reimplementation adds are grouped at the end of each
+parser.
 """
 import argparse
 import os
@@ -12,6 +13,7 @@ from core.data import AUGMENTATIONS, DATASETS, SEMISUP_DATASETS, augment_arg, va
 from core.errors import SEED_MAX, UserError, check_number
 from core.models import check_model_name
 from core.objectives import check_beta, resolve
+from core.schedules import SCHEDULERS, check_epochs
 from core.utils.distributed import AMP_MODES, add_device_argument
 from core.utils.run_dir import RESUME_CHANGEABLE_FLAGS
 from core.utils.utils import str2bool, str2float
@@ -56,7 +58,7 @@ def parser_train(tau=True):
 
     parser.add_argument('--lr', type=float, default=0.4, help='Learning rate for optimizer (SGD).')
     parser.add_argument('--weight-decay', type=float, default=5e-4, help='Optimizer (SGD) weight decay.')
-    parser.add_argument('--scheduler', choices=('cyclic', 'step', 'cosine', 'cosinew'), default='cosinew',
+    parser.add_argument('--scheduler', choices=SCHEDULERS, default='cosinew',
                         help='Type of scheduler.')
     parser.add_argument('--nesterov', type=str2bool, default=True, help='Use Nesterov momentum.')
     parser.add_argument('--clip-grad', type=float, default=None, help='Gradient norm clipping.')
@@ -119,7 +121,8 @@ def parser_train(tau=True):
 
 def check_train_flags(args):
     """Bad flags and combinations of parser_train the reference silently ignores or fails on late: one UserError
-    line each, before anything is written (train-wa.py; train.py with its ignored flags switched off)."""
+    line each, before anything is written (train-wa.py; train.py with its ignored flags switched off;
+    docs/differences.md item 43)."""
     check_number('--attack-eps', args.attack_eps, 0, low_open=True, example='8/255')
     check_number('--attack-step', args.attack_step, 0, low_open=True, example='2/255')
     check_number('--attack-iter', args.attack_iter, 1, example=10)
@@ -163,9 +166,7 @@ def check_train_flags(args):
             if not os.path.exists(f):
                 raise UserError(f'--aux-data-filename: {f} does not exist.')
     resolve(args, weight_averaging=bool(args.tau))
-    if args.scheduler == 'cosinew' and float(0.025 * args.num_adv_epochs) - 1 == 0:
-        raise UserError(f'--scheduler cosinew cannot run {args.num_adv_epochs} epochs: torch OneCycleLR divides by '
-                        f'zero when 0.025 * epochs = 1 (the reference crashes too); use e.g. 41 epochs.')
+    check_epochs(args.scheduler, args.num_adv_epochs)
     if args.pretrained_file is not None and not os.path.isfile(pretrained_path(args)):
         raise UserError(f'--pretrained-file: {pretrained_path(args)} does not exist; give a run name under '
                         f'--log-dir (its weights-best.pt is read) or a checkpoint file.')
@@ -176,7 +177,8 @@ def parser_eval():
 
     `--num-samples` now works and defaults to the whole split (the reference parsed a default of 1000 and
     evaluated everything, docs/differences.md item 10). `--source`, `--wb` and `--threat` belong to the reference's
-    eval-rb.py and are accepted and ignored, as there. Every flag given on the command line overrides args.txt.
+    eval-rb.py and are accepted and ignored, as there. Every flag given on the command line overrides args.txt
+    (item 6 there).
     """
     parser = argparse.ArgumentParser(description='Robustness evaluation.')
 
@@ -195,11 +197,11 @@ def parser_eval():
     parser.add_argument('-v', '--version', type=str, default='standard', choices=['custom', 'plus', 'standard', 'rand'],
                         help='Version of AA.')
 
-    # eval-rb.py (ignored by eval-aa.py, as in the reference)
+    # eval-rb.py (ignored by eval-aa.py, as in the reference; docs/differences.md item 10)
     parser.add_argument('--source', type=str, default=None, help='Path to source model for black-box evaluation.')
     parser.add_argument('--wb', action='store_true', default=False, help='Perform white-box PGD evaluation.')
 
-    # eval-rb.py (ignored by eval-aa.py, as in the reference)
+    # eval-rb.py (ignored by eval-aa.py, as in the reference; docs/differences.md item 10)
     parser.add_argument('--threat', type=str, default='corruptions', choices=['corruptions', 'Linf', 'L2'],
                         help='Threat model for evaluation.')
 

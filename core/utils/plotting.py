@@ -8,7 +8,6 @@ and adversarial (dashed, only the epochs it was evaluated) accuracy; validation 
 rate. One colour per run, labelled with its `--desc`. Matplotlib's object API with the Agg canvas is used (no pyplot,
 no global backend), so drawing from inside a training script changes no state of the caller.
 """
-import json
 import os
 import sys
 
@@ -19,6 +18,7 @@ from matplotlib.ticker import MaxNLocator
 
 from core.errors import UserError
 from core.utils.atomic import write_atomic
+from core.utils.run_dir import read_args
 
 __all__ = ['PANELS', 'STATS_FILE', 'read_run', 'draw_curves', 'save_figure', 'write_run_curves']
 
@@ -36,8 +36,9 @@ LINE_NAMES = {'-': 'clean', '--': 'adversarial'}
 
 
 def read_run(log_dir):
-    """(label, DataFrame of stats_adv.csv) of the run folder `log_dir`; the label is args.txt's `desc`, else the
-    folder name. Raises UserError if the folder has no readable stats_adv.csv."""
+    """(label, DataFrame of stats_adv.csv) of the run folder `log_dir`; the label is args.txt's `desc`, else (no
+    args.txt) the folder name. Raises UserError if the folder has no readable stats_adv.csv or an unreadable
+    args.txt."""
     path = os.path.join(log_dir, STATS_FILE)
     if not os.path.isfile(path):
         raise UserError(f'{path} not found: pass run folders (LOG_DIR/DESC) written by train-wa.py.')
@@ -47,13 +48,9 @@ def read_run(log_dir):
         raise UserError(f'{path}: not a readable CSV ({str(e).splitlines()[0]}).') from None
     if 'epoch' not in stats.columns:
         raise UserError(f'{path}: no `epoch` column; is it a stats_adv.csv of train-wa.py?')
-    label = os.path.basename(os.path.normpath(log_dir))
-    try:
-        with open(os.path.join(log_dir, 'args.txt')) as f:
-            label = json.load(f).get('desc', label)
-    except (OSError, ValueError, AttributeError):
-        pass
-    return label, stats
+    saved = read_args(log_dir, missing_ok=True, fix='repair or remove it (the run is then labelled with its folder '
+                                                     'name)') or {}
+    return saved.get('desc', os.path.basename(os.path.normpath(log_dir))), stats
 
 
 def draw_curves(runs, title=None):
@@ -92,7 +89,8 @@ def draw_curves(runs, title=None):
 
 
 def save_figure(fig, path, dpi=100):
-    """Write `fig` as a PNG atomically (a temporary file in the same folder, then os.replace)."""
+    """Write `fig` as a PNG atomically (a temporary file in the same folder, then os.replace). `dpi='figure'` keeps
+    the figure's own resolution (what a bare `fig.savefig(path)` does)."""
     write_atomic(path, lambda f: fig.savefig(f, format='png', dpi=dpi))
 
 

@@ -1,9 +1,11 @@
 """The run folder of the training scripts (train-wa.py, train.py): never overwritten unless asked, resumable.
 
 A folder holding any file stops the script (UserError, exit code 2) before anything is read, written or
-deleted, unless `--resume` (which needs the run's state file) or `--overwrite` is given. A `--resume` checks the
+deleted, unless `--resume` (which needs the run's state file) or `--overwrite` is given (the original deleted it,
+docs/differences.md items 5 and 45). A `--resume` checks the
 saved flags against the command line (load_resume_state), removes the temporary files of a killed writer
-(remove_stale_temp_files) and appends to log-train.log (open_run).
+(remove_stale_temp_files) and appends to log-train.log (open_run). `read_args` is the one reader of a run's
+args.txt (training, resume, eval-aa.py, plot_stats.py, scripts/export.py).
 """
 import json
 import os
@@ -16,12 +18,13 @@ from core.utils.logger import Logger
 
 __all__ = ['STATE_FILE', 'STATE_FORMAT_VERSION', 'RUN_FILES', 'STALE_TEMP_FILES', 'RESUME_FREE_FLAGS',
            'RESUME_CHANGEABLE_FLAGS', 'check_run_dir', 'load_resume_state', 'check_resume_flags',
-           'remove_stale_temp_files', 'saved_lr', 'write_args', 'open_run']
+           'remove_stale_temp_files', 'ARGS_FILE', 'read_args', 'saved_lr', 'write_args', 'open_run']
 
 STATE_FILE = 'state-last.pt'
+ARGS_FILE = 'args.txt'
 STATE_FORMAT_VERSION = 1
 # The files of a run folder written with core.utils.atomic.write_atomic (log-train.log is appended instead).
-RUN_FILES = ('weights-best.pt', 'weights-last.pt', STATE_FILE, 'stats_adv.csv', 'args.txt', 'curves.png')
+RUN_FILES = ('weights-best.pt', 'weights-last.pt', STATE_FILE, 'stats_adv.csv', ARGS_FILE, 'curves.png')
 # The temporary files those writes leave behind when the process is killed mid-write (and nothing else).
 STALE_TEMP_FILES = temp_name_pattern(RUN_FILES)
 # Flags that may differ between a run and its --resume (they do not change the numbers).
@@ -54,13 +57,7 @@ def load_resume_state(log_dir, args, num_epochs):
     after the same check of the flags against args.txt.
     """
     if not os.path.isfile(os.path.join(log_dir, STATE_FILE)):
-        try:
-            with open(os.path.join(log_dir, 'args.txt')) as f:
-                saved = json.load(f)
-        except ValueError as e:
-            raise UserError(f'--resume: {log_dir}/args.txt is not JSON ({e}); start the run with '
-                            f'--overwrite.') from None
-        check_resume_flags(saved, args, log_dir)
+        check_resume_flags(read_args(log_dir, fix='start the run again with --overwrite'), args, log_dir)
         return None
     state = load_checkpoint(os.path.join(log_dir, STATE_FILE))
     if state.get('format_version') != STATE_FORMAT_VERSION:
@@ -81,7 +78,7 @@ def check_resume_flags(saved, args, log_dir):
         hint = (f' (to change {", ".join(allowed)} on purpose, add --resume-changed-flags {",".join(allowed)})'
                 if allowed else '')
         raise UserError(f'--resume: the flags differ from the saved run for {", ".join(diff)}; '
-                        f'resume with the flags of {os.path.join(log_dir, "args.txt")}{hint}.')
+                        f'resume with the flags of {os.path.join(log_dir, ARGS_FILE)}{hint}.')
 
 
 def remove_stale_temp_files(log_dir):
@@ -92,19 +89,46 @@ def remove_stale_temp_files(log_dir):
     return removed
 
 
-def saved_lr(log_dir):
-    """The --lr in log_dir/args.txt (None if unreadable)."""
-    try:
-        with open(os.path.join(log_dir, 'args.txt')) as f:
-            return json.load(f).get('lr')
-    except (OSError, ValueError, AttributeError):
+def read_args(run_dir, missing_ok=False, fix='pass the folder of a run written by train-wa.py'):
+    """The flags saved in RUN_DIR/args.txt, as a dict: the JSON object write_args writes (the authors' released
+    args.txt has the same format, their cluster paths included; docs/differences.md item 6 says which saved values
+    eval-aa.py uses).
+
+    A missing file is None with `missing_ok`, else a UserError. A file that cannot be read or is not a JSON object
+    is always a UserError: one line naming the file, the problem and `fix` (what the caller's user should do).
+    """
+    path = os.path.join(run_dir, ARGS_FILE)
+    if missing_ok and not os.path.lexists(path):
         return None
+    try:
+        with open(path, encoding='utf-8') as f:
+            saved = json.load(f)
+    except FileNotFoundError:
+        raise UserError(f'{path} not found; {fix}.') from None
+    except OSError as e:
+        raise UserError(f'{path} cannot be read ({e.strerror}); {fix}.') from None
+    except ValueError as e:  # not JSON, or not UTF-8
+        raise UserError(f'{path} is not JSON ({e}); {fix}.') from None
+    if not isinstance(saved, dict):
+        raise UserError(f'{path} holds a JSON {type(saved).__name__}, not an object of training flags; {fix}.')
+    return saved
+
+
+def saved_lr(log_dir):
+    """The --lr in log_dir/args.txt, or None if the file is missing or unreadable: the resume then rewrites args.txt
+    from the flags of the resumed state (train-wa.py, train.py), which check_resume_flags compared with the command
+    line."""
+    try:
+        saved = read_args(log_dir, missing_ok=True)
+    except UserError:
+        return None
+    return None if saved is None else saved.get('lr')
 
 
 def write_args(args, log_dir):
     """args.txt: JSON of every flag (indent 4), written atomically."""
     text = json.dumps(args.__dict__, indent=4)
-    write_atomic(os.path.join(log_dir, 'args.txt'), lambda f: f.write(text.encode()))
+    write_atomic(os.path.join(log_dir, ARGS_FILE), lambda f: f.write(text.encode()))
 
 
 def open_run(log_dir, args, runtime, new_run):
