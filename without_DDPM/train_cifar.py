@@ -233,7 +233,8 @@ def main(argv=None):
         if epoch > 99:
             save_weights(model, os.path.join(folder, f'model_{epoch}.pth'), test_acc, rob_kl, rob_new)
         robust = min(ce, new) / n
-        if robust > best:  # strict: ties keep the earlier epoch (selection on the test set, as the original)
+        # model selection on the test set (docs/differences.md item 64)
+        if robust > best:  # strict: ties keep the earlier epoch
             best = robust
             save_weights(model, os.path.join(folder, 'model_best.pth'), test_acc, rob_kl, rob_new)
         save_atomic({'format_version': STATE_FORMAT_VERSION, 'epoch': epoch, 'best': best, 'records': records,
