@@ -49,18 +49,16 @@ class AdversarialTrainer:
         train_model: the module of the training forwards (DDP / compiled wrapper). Default `model`.
         prepare: `prepare(x, y)` of evaluation batches. Default: to the runtime's device.
         prepare_train: `prepare(x, y)` of training batches (e.g. CutMix x4, then to the device). Default `prepare`.
-        clean_loss: the loss of `train(adversarial=False)`. Default None.
         clip_grad: max global gradient norm, or None. Default None.
         steps_per_epoch: the reference's steps per epoch (`core.schedules.update_steps`) in the global step
             (epoch - 1) * steps_per_epoch + batch that weight averaging counts. Default 0.
     """
 
     def __init__(self, model, optimizer, scheduler, loss, eval_attack, runtime, *, per_batch_scheduler=False,
-                 ema=None, train_model=None, prepare=None, prepare_train=None, clean_loss=None, clip_grad=None,
-                 steps_per_epoch=0):
+                 ema=None, train_model=None, prepare=None, prepare_train=None, clip_grad=None, steps_per_epoch=0):
         self.model, self.train_model = model, model if train_model is None else train_model
         self.optimizer, self.scheduler, self.per_batch_scheduler = optimizer, scheduler, per_batch_scheduler
-        self.loss, self.clean_loss, self.eval_attack, self.ema = loss, clean_loss, eval_attack, ema
+        self.loss, self.eval_attack, self.ema = loss, eval_attack, ema
         self.runtime, self.device, self.scaler = runtime, runtime.device, runtime.grad_scaler()
         self.prepare = prepare if prepare is not None else lambda x, y: to_device(x, y, runtime.device)
         self.prepare_train = prepare_train if prepare_train is not None else self.prepare
@@ -74,7 +72,7 @@ class AdversarialTrainer:
         return self.ema.wa_model
 
     # ------------------------------------------------------------------ one epoch
-    def train(self, dataloader, epoch=0, adversarial=True, on_step=None):
+    def train(self, dataloader, epoch=0, on_step=None):
         """Train one epoch; returns the unweighted mean over batches of each batch metric (as the reference logs).
 
         One batch: the BN momentum trick (weight averaging), the batch preparation, the loss under autocast, zero
@@ -92,7 +90,7 @@ class AdversarialTrainer:
         the next check (every batch on the CPU, every `NONFINITE_CHECK_EVERY` batches on a GPU). With fp16,
         a step the GradScaler skips is not an error: only `FP16_SKIP_TOLERANCE` non-finite losses in a row are.
         """
-        loss_fn, ema, n = (self.loss if adversarial else self.clean_loss), self.ema, len(dataloader)
+        ema, n = self.ema, len(dataloader)
         self.train_model.train()
         metrics_acc = EpochMetrics(self.device, FP16_SKIP_TOLERANCE if self.scaler.is_enabled() else 0)
         check_every = 1 if self.device.type == 'cpu' else NONFINITE_CHECK_EVERY
@@ -104,7 +102,7 @@ class AdversarialTrainer:
                     ema.before_step(self.model, step)           # BN momentum 1.0 at step 0, 0.01 from step 1
                 x, y = self.prepare_train(x, y)
                 with self.runtime.autocast():
-                    loss, metrics = loss_fn(x, y)
+                    loss, metrics = self.loss(x, y)
                 self.optimizer.zero_grad(set_to_none=False)
                 self.scaler.scale(loss).backward()
                 if self.clip_grad:

@@ -84,11 +84,20 @@ def flags(*extra):
     (['--beta', '6', '--mart'], True, 'mart'), (['--beta', '6', '--mart'], False, 'mart'),
     (['--beta', '6', '--mart', '--LSE'], True, 'mart'),                  # MART > LSE > TRADES > Madry
     (['--beta', '4', '--LSE', '--CutMix'], True, 'score-lse'),
-    (['--mart'], True, 'madry'),            # without --beta the reference trains Madry (train-wa.py refuses it)
 ])
 def test_resolve_follows_the_reference_dispatch(extra, weight_averaging, name):
-    from core.objectives import resolve
-    assert resolve(flags(*extra), weight_averaging).name == name
+    from core.objectives import resolve, select
+    assert resolve(flags(*extra), weight_averaging).name == name == select(flags(*extra), weight_averaging)
+
+
+@pytest.mark.parametrize('extra', [['--mart'], ['--LSE'], ['--mart', '--LSE']])
+def test_without_beta_the_reference_dispatch_is_madry_and_resolve_refuses_it(extra):
+    """The reference silently trains Madry PGD-AT (`select`); the objective asked for needs --beta (`resolve`)."""
+    from core.errors import UserError
+    from core.objectives import resolve, select
+    assert select(flags(*extra), True) == 'madry'
+    with pytest.raises(UserError, match=f'^{extra[0]} needs --beta'):   # --mart first (MART > SCORE-LSE)
+        resolve(flags(*extra), True)
 
 
 @pytest.mark.parametrize('extra, weight_averaging, message', [
