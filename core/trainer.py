@@ -73,7 +73,8 @@ class AdversarialTrainer:
 
     # ------------------------------------------------------------------ one epoch
     def train(self, dataloader, epoch=0, on_step=None):
-        """Train one epoch; returns the unweighted mean over batches of each batch metric (as the reference logs).
+        """Train one epoch; returns the unweighted mean over batches of each batch metric (as the reference logs,
+        docs/differences.md items 7 and 28).
 
         One batch: the BN momentum trick (weight averaging), the batch preparation, the loss under autocast, zero
         the gradients, backward (scaled with fp16), optional global norm clipping, the optimiser step, the
@@ -99,7 +100,7 @@ class AdversarialTrainer:
             for i, (x, y) in enumerate(bar):
                 step = (epoch - 1) * self.steps_per_epoch + i   # optimiser steps taken before this batch
                 if ema is not None:
-                    ema.before_step(self.model, step)           # BN momentum 1.0 at step 0, 0.01 from step 1
+                    ema.before_step(self.model, step)           # BN momentum 1.0, then 0.01 (differences.md 20)
                 x, y = self.prepare_train(x, y)
                 with self.runtime.autocast():
                     loss, metrics = self.loss(x, y)
@@ -130,7 +131,7 @@ class AdversarialTrainer:
             self.scheduler.step()
         broadcast_buffers(self.model, self.runtime)  # DDP: every process evaluates rank 0's BN statistics
         if ema is not None:
-            ema.update_bn(self.model)
+            ema.update_bn(self.model)  # BN statistics copied, not aliased (docs/differences.md item 8)
         means = metrics_acc.means()
         if self.runtime.distributed:
             sums = all_reduce_sum(list(means.values()), self.runtime)
@@ -159,7 +160,7 @@ class AdversarialTrainer:
                         self.eval_attack if adversarial else None, sharded)
 
     def eval(self, dataloader, adversarial=False):
-        """Mean of per-batch accuracies, the reference's `eval` (not correct / total)."""
+        """Mean of per-batch accuracies, the reference's `eval` (not correct / total; docs/differences.md item 7)."""
         return self.evaluate(dataloader, adversarial)[0]
 
     # ------------------------------------------------------------------ checkpoints
@@ -216,7 +217,7 @@ def evaluate(model, dataloader, runtime, prepare, attack=None, sharded=False):
         with runtime.autocast():
             if attack is not None:
                 x, _ = attack.perturb(x, y)   # the attack runs the model in eval mode with frozen parameters
-            with torch.no_grad():
+            with torch.no_grad():  # docs/differences.md item 27
                 out = model(x)
         acc_sum += accuracy(y, out)
         correct += num_correct(y, out)

@@ -7,7 +7,8 @@
 
 Gradients are taken w.r.t. the input only (`torch.autograd.grad`), so no parameter `.grad` is created or changed;
 each attack restores the model's modes (and BatchNorm tracking flags) as found, also on an exception. Random
-starts are drawn from the CPU generator (float32) and moved to the input's device, in the reference's order.
+starts are drawn from the CPU generator (float32) and moved to the input's device, in the reference's order
+(docs/differences.md item 2).
 
 Papers: Zhang et al., "Theoretically Principled Trade-off between Robustness and Accuracy", ICML 2019 (TRADES);
 Pang et al., "Robustness and Accuracy Could Be Reconcilable by (Proper) Definition", ICML 2022 (SCORE);

@@ -32,7 +32,7 @@ __all__ = ['trades_kl_loss', 'score_lse_loss', 'lse_targets', 'trades_plain_oute
 
 def _metrics(loss, y, logits_nat, logits_adv, soft):
     """{'loss', 'clean_acc', 'adversarial_acc'} as 0-dim tensors on the device (no host synchronisation)."""
-    if soft:  # CutMix soft labels: no accuracy to report; the reference logs -1
+    if soft:  # CutMix soft labels: no accuracy to report; the reference logs -1 (docs/differences.md item 26)
         minus_one = torch.full((), -1.0, device=loss.device)
         return {'loss': loss.detach(), 'clean_acc': minus_one, 'adversarial_acc': minus_one}
     return {'loss': loss.detach(), 'clean_acc': batch_accuracy(y, logits_nat.detach()),
@@ -65,7 +65,8 @@ def trades_kl_loss(logits_nat, logits_adv, y, beta, ls=0.1, soft_labels=None):
 
 
 def lse_targets(y, num_classes, ls=0.0, dtype=torch.float32):
-    """SCORE targets: 1 - ls on the true class, ls/(K-1) elsewhere (not TRADES's ls/K smoothing).
+    """SCORE targets: 1 - ls on the true class, ls/(K-1) elsewhere (not TRADES's ls/K smoothing; docs/differences.md
+    item 37).
 
     Computed as the reference does: (1 - K*ls/(K-1)) * onehot(y) + ls/(K-1), in `dtype` (the reference's
     float32 by default; float64 logits get float64 targets). y (B,) int64 -> (B, K).
