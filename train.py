@@ -25,6 +25,7 @@ from core.attacks import VARIABLE_BATCH_ATTACKS
 from core.builder import build_trainer
 from core.data import get_data_info, load_data
 from core.errors import exit_on_user_error
+from core.objectives import resolve
 from core.utils.distributed import barrier, cleanup, setup
 from core.utils.epoch import adversarial_test, final_record, resume_epoch, save_epoch, train_epoch
 from core.utils.parser import check_train_flags, parser_train
@@ -40,10 +41,12 @@ def ignored_flags(argv):
 
 
 def validate(args):
-    """train-wa.py's flag checks for the plain Trainer, with the ignored flags switched off."""
+    """train-wa.py's flag checks for the plain Trainer, with the ignored flags switched off; returns the objective
+    they train (`core.objectives.resolve` of those flags)."""
     checked = argparse.Namespace(**vars(args))
     checked.tau, checked.LSE, checked.CutMix = 0, False, False
     check_train_flags(checked)
+    return resolve(checked, weight_averaging=False)
 
 
 def adversarial_test_epoch(epoch, num_epochs, freq):
@@ -56,7 +59,7 @@ def main(argv=None):
     # ------------------------------------------------------------------ args
     argv = sys.argv[1:] if argv is None else argv
     args = parser_train(tau=False).parse_args(argv)
-    validate(args)
+    objective = validate(args)
     ignored = ignored_flags(argv)
     if ignored:
         print(f'warning: train.py ignores {", ".join(ignored)} (as the original\'s train.py, which trains Madry, '
@@ -82,7 +85,7 @@ def main(argv=None):
         unsup_fraction=args.unsup_fraction, validation=False, seed=args.seed, rank=runtime.rank,
         world_size=runtime.world_size, pin_memory=runtime.device.type == 'cuda')
     seed(args.seed)  # the original's seeding points (docs/differences.md item 41)
-    trainer = build_trainer(info, args, runtime, weight_averaging=False)  # core/builder.py
+    trainer = build_trainer(info, args, runtime, weight_averaging=False, objective=objective)  # core/builder.py
 
     # ------------------------------------------------------------------ run folder + logger
     logger = open_run(LOG_DIR, args, runtime, new_run=state is None)

@@ -1,12 +1,14 @@
 """`build_trainer(info, args, runtime)`: the trainer of train-wa.py and train.py, built once in the reference's order.
 
-    seed(--seed) -> model (channels_last) -> --pretrained-file -> [weight averaging: seed(--seed) again, the
-    averaged model = deep copy] -> SyncBatchNorm / DDP / torch.compile (`wrap_model`) -> [DDP: seed(--seed + rank),
-    so each process draws its own attack noise] -> optimiser and scheduler (on the wrapped model's parameters)
-    -> attacks -> the objective's loss bound to the run -> batch preparation (CutMix x4 with weight averaging).
+    [the objective: `core.objectives.resolve`, unless the script passes the one it resolved] -> seed(--seed) ->
+    model (channels_last) -> --pretrained-file -> [weight averaging: seed(--seed) again, the averaged model = deep
+    copy] -> SyncBatchNorm / DDP / torch.compile (`wrap_model`) -> [DDP: seed(--seed + rank), so each process draws
+    its own attack noise] -> optimiser and scheduler (on the wrapped model's parameters) -> the objective's inner
+    maximisation (its `make_attack`, once) and the evaluation attack -> the objective's loss bound to the run ->
+    batch preparation (CutMix x4 when the objective takes it and --CutMix is given).
 
-The seeding points and their order are the reference's: the random draws of a run, and so its numbers, depend on
-them (tests/test_objectives.py guards them).
+The seeding points and their order are the reference's (docs/differences.md item 41): the random draws of a run,
+and so its numbers, depend on them (tests/test_objectives.py guards them).
 """
 import copy
 import functools
@@ -15,11 +17,10 @@ import os
 import torch
 import torch.nn as nn
 
-from core.attacks import create_attack, create_train_and_eval_attacks, create_wa_eval_attack
+from core.attacks import create_train_and_eval_attacks, create_wa_eval_attack
 from core.data.cutmix import cutmix_expand
-from core.errors import UserError
 from core.models import create_model
-from core.objectives import OBJECTIVES, bind, clean_loss, select
+from core.objectives import bind, resolve
 from core.schedules import PER_BATCH_SCHEDULERS, build_optimizer, build_scheduler, update_steps
 from core.trainer import AdversarialTrainer, to_device
 from core.utils.checkpoint import load_state_dict, load_weights
@@ -27,15 +28,15 @@ from core.utils.distributed import Runtime, wrap_ddp
 from core.utils.utils import seed
 from core.weight_averaging import EMA, warmup_steps
 
-__all__ = ['build_trainer', 'trainer_parts', 'wrap_model', 'pretrained_path', 'load_pretrained']
+__all__ = ['build_trainer', 'trainer_parts', 'wrap_model', 'pretrained_path']
 
 
-def build_trainer(info, args, runtime=None, weight_averaging=None):
+def build_trainer(info, args, runtime=None, weight_averaging=None, objective=None):
     """The trainer the flags ask for (`trainer_parts`), with weight averaging if --tau > 0 (or `weight_averaging`)."""
-    return AdversarialTrainer(**trainer_parts(info, args, runtime, weight_averaging))
+    return AdversarialTrainer(**trainer_parts(info, args, runtime, weight_averaging, objective))
 
 
-def trainer_parts(info, args, runtime=None, weight_averaging=None):
+def trainer_parts(info, args, runtime=None, weight_averaging=None, objective=None):
     """The keyword arguments of `AdversarialTrainer`, built in the order of this module's docstring.
 
     Args:
@@ -43,19 +44,23 @@ def trainer_parts(info, args, runtime=None, weight_averaging=None):
         args: the parsed train-wa.py / train.py flags (checked by their `validate`).
         runtime: device / AMP / DDP decisions (`core.utils.distributed.setup`). Default: CPU, float32.
         weight_averaging: average the weights (train-wa.py's WATrainer). Default: --tau > 0.
+        objective: the `core.objectives.Objective` the script resolved at start-up. Default:
+            `resolve(args, weight_averaging)` (a UserError for flags it cannot train).
     """
     runtime = runtime if runtime is not None else Runtime(device=torch.device('cpu'))
     weight_averaging = bool(args.tau) if weight_averaging is None else weight_averaging
+    objective = resolve(args, weight_averaging) if objective is None else objective
     channels_last = getattr(args, 'channels_last', False)
     steps_per_epoch = update_steps(args.data, args.batch_size)
     seed(args.seed)
     model = create_model(args.model, args.normalize, info, runtime.device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if args.pretrained_file is not None:
-        load_pretrained(model, pretrained_path(args))
+    if args.pretrained_file is not None:  # the one weights loader (a UserError for a missing or unreadable file)
+        path = pretrained_path(args)
+        load_state_dict(model, load_weights(path), source=path)
     ema = None
-    if weight_averaging:
+    if weight_averaging:  # the deep copy after the load: both networks start from the file (differences.md item 17)
         seed(args.seed)
         ema = EMA(copy.deepcopy(model), tau=args.tau, warmup_steps=warmup_steps(args.num_adv_epochs, steps_per_epoch))
     model, train_model = wrap_model(model, runtime, sync_bn=args.sync_bn, compile=args.compile)
@@ -64,26 +69,24 @@ def trainer_parts(info, args, runtime=None, weight_averaging=None):
     optimizer = build_optimizer(model, args, weight_averaging)
     scheduler = build_scheduler(optimizer, args, args.num_adv_epochs)
 
+    # the training attack runs on the plain module, not through DDP / torch.compile (docs/differences.md item 48)
+    train_attack = objective.make_attack(model, args, info['num_classes'])
     attack_flags = (args.attack, args.attack_eps, args.attack_iter, args.attack_step)
-    if ema is None:
-        train_attack, eval_attack = create_train_and_eval_attacks(model, nn.CrossEntropyLoss(), *attack_flags)
+    if ema is None:  # the plain Trainer's evaluation attack (the train attack of that pair is Madry's, unused here)
+        eval_attack = create_train_and_eval_attacks(model, nn.CrossEntropyLoss(), *attack_flags)[1]
     else:
-        train_attack = create_attack(model, nn.CrossEntropyLoss(), *attack_flags, rand_init_type='uniform')
         eval_attack = create_wa_eval_attack(ema.wa_model, *attack_flags)
-    # the dispatch only: the flag rules were checked at start-up (`core.objectives.resolve`), and train.py trains
-    # with the flags it ignores (--LSE, --CutMix) still set
-    objective = OBJECTIVES[select(args, weight_averaging)]
-    loss_args = (train_model, args, info['num_classes'], train_attack)
 
     prepare = functools.partial(to_device, device=runtime.device, channels_last=channels_last)
     prepare_train = prepare
-    if weight_averaging and args.CutMix:  # x4 CutMix copies of the CPU batch, then to the device
+    if objective.allows_cutmix and args.CutMix:  # x4 CutMix copies of the CPU batch, then to the device
         def prepare_train(x, y):
             return prepare(*cutmix_expand(x, y, info['num_classes'], copies=4))
-    return dict(model=model, optimizer=optimizer, scheduler=scheduler, loss=bind(objective.loss, *loss_args),
+    return dict(model=model, optimizer=optimizer, scheduler=scheduler,
+                loss=bind(objective.loss, train_model, args, info['num_classes'], train_attack),
                 eval_attack=eval_attack, runtime=runtime, per_batch_scheduler=args.scheduler in PER_BATCH_SCHEDULERS,
                 ema=ema, train_model=train_model, prepare=prepare, prepare_train=prepare_train,
-                clean_loss=bind(clean_loss, *loss_args), clip_grad=args.clip_grad, steps_per_epoch=steps_per_epoch)
+                clip_grad=args.clip_grad, steps_per_epoch=steps_per_epoch)
 
 
 def wrap_model(model, runtime, sync_bn=False, compile=False):
@@ -112,12 +115,3 @@ def pretrained_path(args):
     if os.path.isfile(name):
         return name
     return os.path.join(args.log_dir, name, 'weights-best.pt')
-
-
-def load_pretrained(model, path):
-    """Load the weights of a checkpoint's `model_state_dict` (or of a .safetensors export, or a bare state dict)
-    into `model`: strict, any `module.` prefix (`core.utils.checkpoint.load_weights`, the one weights loader)."""
-    if not os.path.isfile(path):
-        raise UserError(f'--pretrained-file: {path} does not exist; give a run name under --log-dir '
-                        f'(its weights-best.pt is read) or a checkpoint file.')
-    load_state_dict(model, load_weights(path), source=path)

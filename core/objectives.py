@@ -1,18 +1,21 @@
 """The training objectives, one registry: which loss a run trains and the flag rules each one has.
 
-`resolve(args, weight_averaging)` picks the objective once, at start-up, from the flags as the reference's
-trainers dispatch (MART if --mart, else SCORE-LSE if --LSE, else TRADES if --beta, else Madry; without weight
-averaging, --tau 0, TRADES is the plain trainer's variant and SCORE-LSE does not exist) and raises a UserError for
-a combination the objective does not support. `bind` fixes the run's model, flags and attack once; the trainer
-(core/trainer.py) then calls the bound `loss(x, y)` per batch.
+Each entry holds its rules (`needs_beta`, `needs_weight_averaging`, `allows_cutmix`, `attacks`, the last read
+from its attack class), its inner maximisation (`make_attack`, built once per run by core/builder.py) and its
+loss. `resolve(args, weight_averaging)` reads them once, at start-up: it picks the objective as the reference's
+trainers dispatch (`select`: MART if --mart, else SCORE-LSE if --LSE, else TRADES if --beta, else Madry; without
+weight averaging, --tau 0, TRADES is the plain trainer's variant and SCORE-LSE does not exist; docs/differences.md
+item 37) and raises a UserError for a combination the objective does not support (docs/differences.md items 26
+and 43). `bind` fixes the run's model, flags and attack once; the trainer (core/trainer.py) then calls the bound
+`loss(x, y)` per batch: the attack -> the training forwards -> a pure outer loss.
 
-| name         | inner maximisation -> outer loss (composite)                  | --tau  | CutMix | --attack         |
-|--------------|---------------------------------------------------------------|--------|--------|------------------|
-| madry        | the train attack -> mean CE (`madry_loss`)                    | any    | no     | any              |
-| trades-plain | `TradesPlainInnerMax` -> CE + beta KL (`trades_loss_plain`)   | 0      | no     | linf-pgd, l2-pgd |
-| trades-kl    | `TradesInnerMax` (KL) -> `trades_kl_loss` (`trades_loss`)     | > 0    | yes    | linf-pgd, l2-pgd |
-| score-lse    | `TradesInnerMax` (LSE) -> `score_lse_loss` (`trades_loss_LSE`) | > 0    | yes    | linf-pgd, l2-pgd |
-| mart         | `MartInnerMax` -> `mart_outer_loss` (`mart_loss`)             | any    | no     | linf-pgd         |
+| name         | inner maximisation (attack object) -> outer loss (composite)          | --tau | CutMix | --attack   |
+|--------------|-----------------------------------------------------------------------|-------|--------|------------|
+| madry        | `create_attack` (PGD on mean CE) -> `madry_outer_loss` (`madry_loss`) | any   | no     | any        |
+| trades-plain | `TradesPlainInnerMax` -> `trades_plain_outer_loss`                    | 0     | no     | linf, l2   |
+| trades-kl    | `TradesInnerMax` (KL) -> `trades_kl_loss` (`trades_composite`)        | > 0   | yes    | linf, l2   |
+| score-lse    | `TradesInnerMax` (LSE) -> `score_lse_loss` (`trades_composite`)       | > 0   | yes    | linf, l2   |
+| mart         | `MartInnerMax` -> `mart_outer_loss` (`mart_composite`)                | any   | no     | linf       |
 
 without_DDPM/train_cifar.py's objectives are entries of the same registry (`script` says which script trains an
 entry; `WITHOUT_DDPM_OBJECTIVES` is their view, the block at the end of this file), keyed by their --attack value
@@ -32,16 +35,19 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Tuple
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from core import divergences
+from core.attacks import create_attack
 from core.attacks.divergence import DivergencePGD, TradesDivergencePGD
+from core.attacks.trades import MartInnerMax, TradesInnerMax, TradesPlainInnerMax
 from core.errors import UserError
 from core.metrics import batch_accuracy
-from core.utils.mart import mart_loss
-from core.utils.trades import trades_loss, trades_loss_LSE, trades_loss_plain
+from core.utils.mart import mart_composite
+from core.utils.trades import score_lse_loss, trades_composite, trades_kl_loss, trades_plain_composite
 
-__all__ = ['Objective', 'OBJECTIVES', 'LossContext', 'bind', 'madry_loss', 'clean_loss', 'select', 'resolve',
+__all__ = ['Objective', 'OBJECTIVES', 'LossContext', 'bind', 'madry_outer_loss', 'madry_loss', 'select', 'resolve',
            'check_beta', 'WITHOUT_DDPM_OBJECTIVES', 'resolve_without_ddpm']
 
 
@@ -50,23 +56,29 @@ class Objective:
     """One training objective.
 
     Attributes:
-        name: registry key. needs_beta: trains only with --beta. needs_weight_averaging: True = only with
-        --tau > 0, False = only with --tau 0, None = either. allows_cutmix: takes CutMix's soft labels.
-        attacks: the --attack values it supports (None = any). attack_error: the UserError message otherwise.
+        name: registry key.
+        flag: the train-wa.py flag (its argparse dest) that asks for it: 'mart', 'LSE', 'beta' (TRADES, given a
+            value), or None (Madry, asked by nothing).
+        needs_beta: trains only with --beta. needs_weight_averaging: True = only with --tau > 0, False = only with
+            --tau 0, None = either. allows_cutmix: takes CutMix's soft labels.
+        attacks: the --attack values it supports (None = any); `label` names it in the UserError otherwise.
+        make_attack: `make_attack(model, args, num_classes)` -> its inner maximisation on the plain `model` (an
+            attack object, or None), built once per run.
         loss: `loss(ctx, x, y) -> (loss, metrics)`, ctx a `LossContext` (`bind` fixes it once per run).
     """
     name: str
+    flag: Optional[str]
     needs_beta: bool
     needs_weight_averaging: Optional[bool]
     allows_cutmix: bool
     attacks: Optional[Tuple[str, ...]]
-    attack_error: str
+    label: str
+    make_attack: Optional[Callable]
     loss: Callable
     # Fields of the without_DDPM objectives (block at the end of this file); the defaults are train-wa.py's.
     script: str = 'train-wa.py'  # the script that trains it
     norms: Optional[Tuple[str, ...]] = None  # the --norm values it supports (None = any); norm_error otherwise
     norm_error: str = ''
-    make_attack: Optional[Callable] = None  # `make_attack(model, args, num_classes)` -> training attack or None
 
 
 @dataclass(frozen=True)
@@ -75,10 +87,9 @@ class LossContext:
 
     Attributes:
         model: the module the training forwards go through (the model, or its DDP / torch.compile wrapper).
-        args: the parsed flags (attack_eps, attack_step, attack_iter, attack, beta, ls, clip_value, CutMix,
-            keep_clean).
+        args: the parsed flags (beta, ls, clip_value, CutMix, keep_clean).
         num_classes: K.
-        attack: Madry's inner maximisation (an attack of core/attacks on the plain model).
+        attack: the objective's inner maximisation (its `make_attack`, on the plain model).
     """
     model: Any
     args: Any
@@ -87,93 +98,124 @@ class LossContext:
 
 
 def bind(loss, model, args, num_classes, attack):
-    """`loss(x, y) -> (loss, metrics)`: `loss(ctx, x, y)` (an objective's `loss`, or `clean_loss`) with the run's
-    model, flags and attack."""
+    """`loss(x, y) -> (loss, metrics)`: an objective's `loss(ctx, x, y)` with the run's model, flags and attack."""
     return functools.partial(loss, LossContext(model, args, num_classes, attack))
 
 
-def _attack_kwargs(p):
-    return dict(step_size=p.attack_step, epsilon=p.attack_eps, perturb_steps=p.attack_iter, beta=p.beta,
-                attack=p.attack)
+# ---------------------------------------------------------------------------------------------------------------
+# train-wa.py / train.py: the inner maximisations (built once per run) and the losses
+# ---------------------------------------------------------------------------------------------------------------
+
+def _attack_flags(args):
+    return args.attack, args.attack_eps, args.attack_step, args.attack_iter
 
 
-def madry_loss(ctx, x, y):
-    """Madry PGD-AT: x_adv = ctx.attack(x, y) (eval mode, frozen parameters), then mean CE on x_adv (and on x
-    too with --keep-clean, the clean images first)."""
-    x_adv, _ = ctx.attack.perturb(x, y)
-    if ctx.args.keep_clean:
-        x_adv, y_adv = torch.cat((x, x_adv), dim=0), torch.cat((y, y), dim=0)
-    else:
-        y_adv = y
-    out = ctx.model(x_adv)
-    loss = F.cross_entropy(out, y_adv)
-    preds = out.detach()
+def _madry_attack(model, args, num_classes):
+    """PGD (or the --attack) on the mean CE, uniform random start (the reference's train attack, both trainers)."""
+    return create_attack(model, nn.CrossEntropyLoss(), args.attack, args.attack_eps, args.attack_iter,
+                         args.attack_step, rand_init_type='uniform')
+
+
+def _trades_attack(divergence):
+    def make(model, args, num_classes):
+        return TradesInnerMax(model, divergence, *_attack_flags(args))
+    return make
+
+
+def _trades_plain_attack(model, args, num_classes):
+    return TradesPlainInnerMax(model, *_attack_flags(args))
+
+
+def _mart_attack(model, args, num_classes):
+    return MartInnerMax(model, *_attack_flags(args))
+
+
+def madry_outer_loss(logits, y, keep_clean=False):
+    """Madry PGD-AT outer loss: mean CE. logits (B, K) of x_adv, or (2B, K) of cat(x, x_adv) with keep_clean;
+    y (B,) int64. Returns (loss, {'loss', ['clean_acc',] 'adversarial_acc'} 0-dim tensors)."""
+    loss = F.cross_entropy(logits, torch.cat((y, y), dim=0) if keep_clean else y)
+    preds = logits.detach()
     metrics = {'loss': loss.detach()}
-    if ctx.args.keep_clean:
-        metrics['clean_acc'] = batch_accuracy(y, preds[:len(x)])
-        metrics['adversarial_acc'] = batch_accuracy(y, preds[len(x):])
+    if keep_clean:
+        metrics['clean_acc'] = batch_accuracy(y, preds[:len(y)])
+        metrics['adversarial_acc'] = batch_accuracy(y, preds[len(y):])
     else:
         metrics['adversarial_acc'] = batch_accuracy(y, preds)
     return loss, metrics
 
 
-def clean_loss(ctx, x, y):
-    """Mean CE on the clean images (`train(adversarial=False)`; not used by the scripts)."""
-    out = ctx.model(x)
-    loss = F.cross_entropy(out, y)
-    return loss, {'loss': loss.detach(), 'clean_acc': batch_accuracy(y, out.detach())}
+def madry_loss(ctx, x, y):
+    """Madry PGD-AT: x_adv = ctx.attack(x, y) (eval mode, frozen parameters), then one forward of x_adv (of
+    cat(x, x_adv) with --keep-clean) and `madry_outer_loss`."""
+    x_adv, _ = ctx.attack.perturb(x, y)
+    if ctx.args.keep_clean:
+        x_adv = torch.cat((x, x_adv), dim=0)
+    return madry_outer_loss(ctx.model(x_adv), y, ctx.args.keep_clean)
 
 
 def _trades_plain(ctx, x, y):
-    return trades_loss_plain(ctx.model, x, y, **_attack_kwargs(ctx.args))
+    return trades_plain_composite(ctx.model, ctx.attack, x, y, ctx.args.beta)
 
 
 def _trades_kl(ctx, x, y):
     p = ctx.args
-    return trades_loss(ctx.model, x, y, label_smoothing=p.ls, use_cutmix=p.CutMix, **_attack_kwargs(p))
+    return trades_composite(ctx.model, ctx.attack, x, y, p.CutMix, trades_kl_loss, beta=p.beta, ls=p.ls)
 
 
 def _score_lse(ctx, x, y):
     p = ctx.args
-    return trades_loss_LSE(ctx.model, x, y, label_smoothing=p.ls, clip_value=p.clip_value, use_cutmix=p.CutMix,
-                           num_classes=ctx.num_classes, **_attack_kwargs(p))
+    return trades_composite(ctx.model, ctx.attack, x, y, p.CutMix, score_lse_loss, beta=p.beta, ls=p.ls,
+                            num_classes=ctx.num_classes, clip_value=p.clip_value)
 
 
 def _mart(ctx, x, y):
-    return mart_loss(ctx.model, x, y, **_attack_kwargs(ctx.args))
+    return mart_composite(ctx.model, ctx.attack, x, y, ctx.args.beta)
 
 
-_TRADES_ATTACKS = ('linf-pgd', 'l2-pgd')
-# The one registry of training objectives: train-wa.py's / train.py's here, without_DDPM's appended below.
+# The one registry of training objectives: train-wa.py's / train.py's here, in increasing precedence (`select`
+# takes the last one the flags ask for), without_DDPM's appended below.
 OBJECTIVES = {o.name: o for o in (
-    Objective('madry', False, None, False, None, '', madry_loss),
-    Objective('trades-plain', True, False, False, _TRADES_ATTACKS,
-              'TRADES training supports --attack linf-pgd or l2-pgd.', _trades_plain),
-    Objective('trades-kl', True, True, True, _TRADES_ATTACKS,
-              'TRADES / LSE training supports --attack linf-pgd or l2-pgd.', _trades_kl),
-    Objective('score-lse', True, True, True, _TRADES_ATTACKS,
-              'TRADES / LSE training supports --attack linf-pgd or l2-pgd.', _score_lse),
-    Objective('mart', True, None, False, ('linf-pgd',), 'MART supports --attack linf-pgd only.', _mart),
+    Objective('madry', None, False, None, False, None, 'Madry training', _madry_attack, madry_loss),
+    Objective('trades-plain', 'beta', True, False, False, TradesPlainInnerMax.ATTACKS, 'TRADES training',
+              _trades_plain_attack, _trades_plain),
+    Objective('trades-kl', 'beta', True, True, True, TradesInnerMax.ATTACKS, 'TRADES / LSE training',
+              _trades_attack('kl'), _trades_kl),
+    Objective('score-lse', 'LSE', True, True, True, TradesInnerMax.ATTACKS, 'TRADES / LSE training',
+              _trades_attack('lse'), _score_lse),
+    Objective('mart', 'mart', True, None, False, MartInnerMax.ATTACKS, 'MART', _mart_attack, _mart),
 )}
+_PRECEDENCE = tuple(reversed(list(OBJECTIVES.values())))  # MART > SCORE-LSE > TRADES > Madry (train-wa.py's only)
+
+
+def _asks_for(args, objective):
+    """Whether the flags ask for `objective` (its flag given; --beta: given a value, 0 included)."""
+    if objective.flag is None:
+        return True
+    value = getattr(args, objective.flag)
+    return value is not None and value is not False
+
+
+def _trainable(objective, weight_averaging):
+    return objective.needs_weight_averaging in (None, weight_averaging)
 
 
 def select(args, weight_averaging):
-    """The objective's name from the flags: MART > SCORE-LSE (weight averaging only) > TRADES > Madry."""
-    if args.beta is None:
-        return 'madry'
-    if args.mart:
-        return 'mart'
-    if not weight_averaging:
-        return 'trades-plain'
-    return 'score-lse' if args.LSE else 'trades-kl'
+    """The objective's name as the reference dispatches: the first, in MART > SCORE-LSE > TRADES > Madry order,
+    that the flags ask for, that has its --beta (without --beta, Madry) and that the trainer can train."""
+    return next(o.name for o in _PRECEDENCE if _asks_for(args, o) and (args.beta is not None or not o.needs_beta)
+                and _trainable(o, weight_averaging))
 
 
 def check_beta(args):
-    """--LSE and --mart need --beta (without it the reference silently trains Madry PGD-AT)."""
-    if (args.LSE or args.mart) and args.beta is None:
-        flag = '--LSE' if args.LSE else '--mart'
-        raise UserError(f'{flag} needs --beta (without it the reference silently trains Madry PGD-AT); '
-                        f'e.g. {flag} --beta 4.0, or drop {flag}.')
+    """An objective the flags ask for that needs --beta has it (without it the reference silently trains Madry
+    PGD-AT, docs/differences.md item 43)."""
+    if args.beta is not None:
+        return
+    for o in _PRECEDENCE:
+        if o.needs_beta and _asks_for(args, o):
+            flag = '--' + o.flag
+            raise UserError(f'{flag} needs --beta (without it the reference silently trains Madry PGD-AT); '
+                            f'e.g. {flag} --beta 4.0, or drop {flag}.')
 
 
 def resolve(args, weight_averaging):
@@ -183,13 +225,18 @@ def resolve(args, weight_averaging):
         args: the parsed train-wa.py / train.py flags (beta, mart, LSE, CutMix, attack).
         weight_averaging: whether the run averages weights (--tau > 0, the WATrainer).
     """
-    if not weight_averaging and (args.LSE or args.CutMix):
+    check_beta(args)
+    asked = [o.flag for o in _PRECEDENCE if o.flag is not None and _asks_for(args, o)]
+    untrainable = any(not any(_trainable(o, weight_averaging) for o in _PRECEDENCE if o.flag == f) for f in asked)
+    no_cutmix = args.CutMix and not any(o.allows_cutmix and _trainable(o, weight_averaging) for o in _PRECEDENCE)
+    if untrainable or no_cutmix:
         raise UserError('--LSE and --CutMix need weight averaging (the reference WATrainer): use --tau > 0.')
     objective = OBJECTIVES[select(args, weight_averaging)]
     if args.CutMix and not objective.allows_cutmix:
         raise UserError('--CutMix needs soft labels, which only TRADES and --LSE take: add --beta, drop --mart.')
     if objective.attacks is not None and args.attack not in objective.attacks:
-        raise UserError(objective.attack_error)
+        only = ' only' if len(objective.attacks) == 1 else ''
+        raise UserError(f'{objective.label} supports --attack {" or ".join(objective.attacks)}{only}.')
     return objective
 
 
@@ -234,9 +281,9 @@ def _trades_divergence_loss(model, x, x_adv, targets, args, bound):
 
 def _without_ddpm(name, loss, make_attack, norms=None, norm_error=''):
     """An entry of train_cifar.py; the train-wa.py rules are neutral (it has no --beta, --tau, --CutMix)."""
-    return Objective(name, needs_beta=False, needs_weight_averaging=None, allows_cutmix=False, attacks=None,
-                     attack_error='', loss=loss, script=WITHOUT_DDPM_SCRIPT, norms=norms, norm_error=norm_error,
-                     make_attack=make_attack)
+    return Objective(name, flag=None, needs_beta=False, needs_weight_averaging=None, allows_cutmix=False,
+                     attacks=None, label=name, make_attack=make_attack, loss=loss, script=WITHOUT_DDPM_SCRIPT,
+                     norms=norms, norm_error=norm_error)
 
 
 OBJECTIVES.update((o.name, o) for o in (

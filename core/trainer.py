@@ -49,18 +49,16 @@ class AdversarialTrainer:
         train_model: the module of the training forwards (DDP / compiled wrapper). Default `model`.
         prepare: `prepare(x, y)` of evaluation batches. Default: to the runtime's device.
         prepare_train: `prepare(x, y)` of training batches (e.g. CutMix x4, then to the device). Default `prepare`.
-        clean_loss: the loss of `train(adversarial=False)`. Default None.
         clip_grad: max global gradient norm, or None. Default None.
         steps_per_epoch: the reference's steps per epoch (`core.schedules.update_steps`) in the global step
             (epoch - 1) * steps_per_epoch + batch that weight averaging counts. Default 0.
     """
 
     def __init__(self, model, optimizer, scheduler, loss, eval_attack, runtime, *, per_batch_scheduler=False,
-                 ema=None, train_model=None, prepare=None, prepare_train=None, clean_loss=None, clip_grad=None,
-                 steps_per_epoch=0):
+                 ema=None, train_model=None, prepare=None, prepare_train=None, clip_grad=None, steps_per_epoch=0):
         self.model, self.train_model = model, model if train_model is None else train_model
         self.optimizer, self.scheduler, self.per_batch_scheduler = optimizer, scheduler, per_batch_scheduler
-        self.loss, self.clean_loss, self.eval_attack, self.ema = loss, clean_loss, eval_attack, ema
+        self.loss, self.eval_attack, self.ema = loss, eval_attack, ema
         self.runtime, self.device, self.scaler = runtime, runtime.device, runtime.grad_scaler()
         self.prepare = prepare if prepare is not None else lambda x, y: to_device(x, y, runtime.device)
         self.prepare_train = prepare_train if prepare_train is not None else self.prepare
@@ -74,8 +72,9 @@ class AdversarialTrainer:
         return self.ema.wa_model
 
     # ------------------------------------------------------------------ one epoch
-    def train(self, dataloader, epoch=0, adversarial=True, on_step=None):
-        """Train one epoch; returns the unweighted mean over batches of each batch metric (as the reference logs).
+    def train(self, dataloader, epoch=0, on_step=None):
+        """Train one epoch; returns the unweighted mean over batches of each batch metric (as the reference logs,
+        docs/differences.md items 7 and 28).
 
         One batch: the BN momentum trick (weight averaging), the batch preparation, the loss under autocast, zero
         the gradients, backward (scaled with fp16), optional global norm clipping, the optimiser step, the
@@ -92,7 +91,7 @@ class AdversarialTrainer:
         the next check (every batch on the CPU, every `NONFINITE_CHECK_EVERY` batches on a GPU). With fp16,
         a step the GradScaler skips is not an error: only `FP16_SKIP_TOLERANCE` non-finite losses in a row are.
         """
-        loss_fn, ema, n = (self.loss if adversarial else self.clean_loss), self.ema, len(dataloader)
+        ema, n = self.ema, len(dataloader)
         self.train_model.train()
         metrics_acc = EpochMetrics(self.device, FP16_SKIP_TOLERANCE if self.scaler.is_enabled() else 0)
         check_every = 1 if self.device.type == 'cpu' else NONFINITE_CHECK_EVERY
@@ -101,10 +100,10 @@ class AdversarialTrainer:
             for i, (x, y) in enumerate(bar):
                 step = (epoch - 1) * self.steps_per_epoch + i   # optimiser steps taken before this batch
                 if ema is not None:
-                    ema.before_step(self.model, step)           # BN momentum 1.0 at step 0, 0.01 from step 1
+                    ema.before_step(self.model, step)           # BN momentum 1.0, then 0.01 (differences.md 20)
                 x, y = self.prepare_train(x, y)
                 with self.runtime.autocast():
-                    loss, metrics = loss_fn(x, y)
+                    loss, metrics = self.loss(x, y)
                 self.optimizer.zero_grad(set_to_none=False)
                 self.scaler.scale(loss).backward()
                 if self.clip_grad:
@@ -132,7 +131,7 @@ class AdversarialTrainer:
             self.scheduler.step()
         broadcast_buffers(self.model, self.runtime)  # DDP: every process evaluates rank 0's BN statistics
         if ema is not None:
-            ema.update_bn(self.model)
+            ema.update_bn(self.model)  # BN statistics copied, not aliased (docs/differences.md item 8)
         means = metrics_acc.means()
         if self.runtime.distributed:
             sums = all_reduce_sum(list(means.values()), self.runtime)
@@ -161,7 +160,7 @@ class AdversarialTrainer:
                         self.eval_attack if adversarial else None, sharded)
 
     def eval(self, dataloader, adversarial=False):
-        """Mean of per-batch accuracies, the reference's `eval` (not correct / total)."""
+        """Mean of per-batch accuracies, the reference's `eval` (not correct / total; docs/differences.md item 7)."""
         return self.evaluate(dataloader, adversarial)[0]
 
     # ------------------------------------------------------------------ checkpoints
@@ -218,7 +217,7 @@ def evaluate(model, dataloader, runtime, prepare, attack=None, sharded=False):
         with runtime.autocast():
             if attack is not None:
                 x, _ = attack.perturb(x, y)   # the attack runs the model in eval mode with frozen parameters
-            with torch.no_grad():
+            with torch.no_grad():  # docs/differences.md item 27
                 out = model(x)
         acc_sum += accuracy(y, out)
         correct += num_correct(y, out)

@@ -20,20 +20,22 @@ from core.divergences import DIVERGENCES, smooth_targets
 from core.objectives import WITHOUT_DDPM_OBJECTIVES
 
 __all__ = ['ATTACKS', 'DATASETS', 'DEFAULT_DATA_DIR', 'OPTIMIZERS', 'auto_name', 'data_folder', 'evaluate',
-           'load_cifar', 'make_optimizer', 'make_train_attack', 'seed_all', 'step_lr', 'train_epoch', 'train_loss']
+           'load_cifar', 'make_optimizer', 'seed_all', 'step_lr', 'train_epoch', 'train_loss']
 
 DATASETS = {'CIFAR-10': ('cifar10', 10), 'CIFAR-100': ('cifar100', 100)}
 ATTACKS = tuple(WITHOUT_DDPM_OBJECTIVES)  # the --attack choices: PGD, TRADES, Standard
 OPTIMIZERS = ('SGDmom', 'Cosine', 'Adam')
-STEP_MILESTONES = (100, 105)  # SGDmom: in (fractional) epochs, whatever --epochs is
+STEP_MILESTONES = (100, 105)  # SGDmom: in (fractional) epochs, whatever --epochs is (docs/differences.md item 63)
 # The original's `../../cifar-data`, as seen from without_DDPM/ (so a default run finds the same folder from
-# the repository root); a --data-dir given on the command line is relative to the current directory.
+# the repository root); a --data-dir given on the command line is relative to the current directory
+# (docs/differences.md item 67).
 DEFAULT_DATA_DIR = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..',
                                                  'cifar-data'))
 
 
 def seed_all(seed):
-    """The original's seeding point: numpy, torch (CPU and every CUDA device), then CUDA again."""
+    """The original's seeding point: numpy, torch (CPU and every CUDA device), then CUDA again (docs/differences.md
+    item 65)."""
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.cuda.manual_seed(seed)
@@ -64,7 +66,8 @@ def load_cifar(root, dataset, batch_size, num_workers=2, seed=0, pin_memory=Fals
 
     Train: RandomCrop(32, padding 4) + horizontal flip + ToTensor (also for CIFAR-100), shuffled per epoch, the
     last partial batch kept; the order and the augmentations are functions of (seed, epoch), see
-    core.data.set_epoch. Test: ToTensor, unshuffled. Images in [0, 1], no normalisation (the model does it).
+    core.data.set_epoch (docs/differences.md item 74). Test: ToTensor, unshuffled. Images in [0, 1], no
+    normalisation (the model does it, with CIFAR-10's mean/std also for CIFAR-100: docs/differences.md item 62).
     `train=False` reads only the test split.
     """
     train_tf, test_tf = get_transforms('cifar10', 'base')  # crop + flip for both datasets (no CIFAR-100 rotation)
@@ -122,7 +125,8 @@ def make_optimizer(params, name, lr_max, weight_decay, epochs):
 
     SGDmom: SGD(momentum 0.9, not Nesterov), LR set per batch by `step_lr`. Cosine: SGD(momentum 0.9, Nesterov)
     with CosineAnnealingLR(T_max = epochs) stepped after every batch (so the LR has a period of 2 * epochs
-    batches, as the original). Adam: betas (0.9, 0.999), eps 1e-8, constant LR.
+    batches, as the original). Adam: betas (0.9, 0.999), eps 1e-8, constant LR. Kept from the original
+    (docs/differences.md items 62 and 63).
     """
     params = list(params)
     if name == 'Adam':
@@ -138,22 +142,15 @@ def make_optimizer(params, name, lr_max, weight_decay, epochs):
 # Training
 # ---------------------------------------------------------------------------------------------------------------
 
-def make_train_attack(model, args, num_classes):
-    """The training attack of `--attack` (its objective's `make_attack`, core/objectives.py): DivergencePGD (train
-    mode), TradesDivergencePGD (eval mode) or None (Standard)."""
-    return WITHOUT_DDPM_OBJECTIVES[args.attack].make_attack(model, args, num_classes)
-
-
-def train_loss(model, attack, x, y, args, num_classes, bound, objective=None):
+def train_loss(model, attack, x, y, args, num_classes, bound, objective):
     """The loss of one batch (the model in train mode): attack, then the objective's forwards and loss.
 
+    `objective` is the one `resolve_without_ddpm` gave at start-up and `attack` its `make_attack`, built once.
     x_adv = attack(x, y), or x clamped to [0, 1] without an attack (Standard); targets smoothed by
     --label_smoothing; then `objective.loss(model, x, x_adv, targets, args, bound)`: pgd_loss on model(x_adv) for
-    PGD / Standard, trades_loss on model(x_adv) then model(x) for TRADES (both forwards update BatchNorm).
-    `objective` is the one `resolve_without_ddpm` gave at start-up; None takes --attack's registry entry.
+    PGD / Standard, trades_loss on model(x_adv) then model(x) for TRADES (both forwards update BatchNorm; the
+    BatchNorm updates per batch are the original's, docs/differences.md item 58).
     """
-    if objective is None:
-        objective = WITHOUT_DDPM_OBJECTIVES[args.attack]
     x_adv = attack(x, y) if attack is not None else torch.clamp(x, 0, 1)
     targets = smooth_targets(y, num_classes, args.label_smoothing)
     return objective.loss(model, x, x_adv, targets, args, bound)
@@ -192,8 +189,9 @@ def evaluate(model, loader, args, num_classes, device):
     """Correct counts on the test set in eval mode: (clean, CE-PGD, divergence-PGD, n).
 
     Per batch: CE-PGD (R restarts, the per-sample best by CE), then DivergencePGD with --divergence (the last
-    restart), both with --attack-iters, --restarts, --norm, eps --test_epsilon/255, step --test-pgd-alpha/255;
-    then the clean forward. Accuracy = correct / n.
+    restart), both with --attack-iters, --restarts, --norm, eps --test_epsilon/255, step --test-pgd-alpha/255
+    (the training --attack-iters and --restarts, as the original: docs/differences.md items 61 and 64); then the
+    forwards of the clean and attacked images under no_grad (docs/differences.md item 71). Accuracy = correct / n.
     """
     eps, alpha = args.test_epsilon / 255., args.test_pgd_alpha / 255.
     ce_attack = CEPGD(model, eps, alpha, args.attack_iters, args.restarts, args.norm, 'ce')

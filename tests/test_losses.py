@@ -182,9 +182,9 @@ def test_plain_trades_l2_one_step_by_hand():
 
 
 def test_plain_trainer_accepts_l2_trades_and_refuses_l2_mart():
+    from core.objectives import resolve
     from core.utils.parser import parser_train
-    from core.utils.train import Trainer
     base = ['--desc', 'x', '--tau', '0', '--beta', '1', '--attack', 'l2-pgd']
-    Trainer.check_flags(parser_train().parse_args(base))
+    assert resolve(parser_train().parse_args(base), weight_averaging=False).name == 'trades-plain'
     with pytest.raises(UserError, match='MART'):
-        Trainer.check_flags(parser_train().parse_args(base + ['--mart']))
+        resolve(parser_train().parse_args(base + ['--mart']), weight_averaging=False)

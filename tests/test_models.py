@@ -8,7 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from core.errors import UserError
-from core.models import MODELS, ModelWrapper, Normalization, check_model_name, create_model, is_known_model
+from core.models import MODELS, ModelWrapper, Normalization, check_model_name, create_model
 from core.models.wideresnetwithswish import _Block, pad_same
 
 CIFAR10 = dict(data='cifar10s', num_classes=10, mean=(0.4914, 0.4822, 0.4465), std=(0.2023, 0.1994, 0.2010))
@@ -142,9 +142,11 @@ def test_name_validation():
     with pytest.raises(argparse.ArgumentTypeError, match='wrn-28-10-swish'):
         check_model_name('wrn-27-10-swish')
     for name in ('wrn-28-10-swish', 'wrn-16-1-swish', 'wrn-70-16-swish', 'wrn-16-4', 'preact-resnet101'):
-        assert check_model_name(name) == name and is_known_model(name)
-    assert not is_known_model('wrn-32-10') and not is_known_model('wrn-4-1') and not is_known_model('resnet152')
-    assert all(is_known_model(m) for m in MODELS if m != 'wrn-32-10')
+        assert check_model_name(name) == name
+    for bad in ('wrn-32-10', 'wrn-4-1', 'resnet152'):
+        with pytest.raises(argparse.ArgumentTypeError):
+            check_model_name(bad)
+    assert all(check_model_name(m) == m for m in MODELS if m != 'wrn-32-10')
     parser = argparse.ArgumentParser()
     parser.add_argument('--model', type=check_model_name)
     assert parser.parse_args(['--model', 'wrn-16-4-swish']).model == 'wrn-16-4-swish'

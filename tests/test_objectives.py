@@ -4,6 +4,8 @@ The figures below were printed by this file's `run` on the code before the objec
 (core/objectives.py) existed: tiny WRN-10-1-Swish, seed 1, three synthetic batches of 8 images, CPU, float32,
 one thread, two attack steps. They are the code's own output, written down once, and guard that moving the
 losses, the inner maximisations and the dispatch around changes no random draw, no forward and no number.
+The `trades-kl-cutmix` figures were printed the same way on commit 9ce83f0, before the inner maximisations were
+built once per run (CutMix x4 soft labels through the TRADES-KL composite).
 Run `python tests/test_objectives.py` to print them again.
 """
 import os
@@ -27,6 +29,7 @@ CASES = {
     'trades-kl': ['--tau', '0.995', '--beta', '5.0', '--ls', '0.1'],
     'score-lse': ['--tau', '0.995', '--beta', '4.0', '--LSE', '--ls', '0.1'],
     'mart': ['--tau', '0.995', '--beta', '6.0', '--mart'],
+    'trades-kl-cutmix': ['--tau', '0.995', '--beta', '5.0', '--ls', '0.1', '--CutMix'],
 }
 
 # name -> (losses of the three steps, (sum, sum of squares) of every float tensor of the state dicts, float64)
@@ -43,6 +46,8 @@ EXPECTED = {
         (737.2107923141964, 1658.340389351695)),
     'mart': ([2.536288261413574, 2.620351791381836, 2.5839571952819824],
         (736.7245700145045, 1659.0254300427123)),
+    'trades-kl-cutmix': ([1.8450510501861572, 2.144091844558716, 1.8993825912475586],
+        (736.3251497234978, 1657.6064962175735)),
 }
 
 
@@ -67,11 +72,6 @@ def test_three_steps_give_the_recorded_losses_and_weights(name, one_thread):
     assert run(name) == EXPECTED[name]
 
 
-if __name__ == '__main__':
-    torch.set_num_threads(1)
-    for name in CASES:
-        print(f'    {name!r}: {run(name)!r},')
-
 
 def flags(*extra):
     return parser_train().parse_args(['--desc', 'x'] + list(extra))
@@ -84,11 +84,20 @@ def flags(*extra):
     (['--beta', '6', '--mart'], True, 'mart'), (['--beta', '6', '--mart'], False, 'mart'),
     (['--beta', '6', '--mart', '--LSE'], True, 'mart'),                  # MART > LSE > TRADES > Madry
     (['--beta', '4', '--LSE', '--CutMix'], True, 'score-lse'),
-    (['--mart'], True, 'madry'),            # without --beta the reference trains Madry (train-wa.py refuses it)
 ])
 def test_resolve_follows_the_reference_dispatch(extra, weight_averaging, name):
-    from core.objectives import resolve
-    assert resolve(flags(*extra), weight_averaging).name == name
+    from core.objectives import resolve, select
+    assert resolve(flags(*extra), weight_averaging).name == name == select(flags(*extra), weight_averaging)
+
+
+@pytest.mark.parametrize('extra', [['--mart'], ['--LSE'], ['--mart', '--LSE']])
+def test_without_beta_the_reference_dispatch_is_madry_and_resolve_refuses_it(extra):
+    """The reference silently trains Madry PGD-AT (`select`); the objective asked for needs --beta (`resolve`)."""
+    from core.errors import UserError
+    from core.objectives import resolve, select
+    assert select(flags(*extra), True) == 'madry'
+    with pytest.raises(UserError, match=f'^{extra[0]} needs --beta'):   # --mart first (MART > SCORE-LSE)
+        resolve(flags(*extra), True)
 
 
 @pytest.mark.parametrize('extra, weight_averaging, message', [
@@ -113,3 +122,9 @@ def test_registry_rules():
     assert sorted(train_wa) == ['madry', 'mart', 'score-lse', 'trades-kl', 'trades-plain']
     assert [n for n, o in train_wa.items() if o.allows_cutmix] == ['trades-kl', 'score-lse']
     assert [n for n, o in train_wa.items() if not o.needs_beta] == ['madry']
+
+
+if __name__ == '__main__':
+    torch.set_num_threads(1)
+    for name in CASES:
+        print(f'    {name!r}: {run(name)!r},')

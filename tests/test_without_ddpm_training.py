@@ -21,7 +21,7 @@ from core.divergences import clip_bound
 from core.errors import UserError
 from core.models.without_ddpm import NormalizedNet
 from core.objectives import OBJECTIVES, WITHOUT_DDPM_OBJECTIVES, resolve_without_ddpm
-from core.without_ddpm import ATTACKS, make_optimizer, make_train_attack, seed_all, step_lr, train_loss
+from core.without_ddpm import ATTACKS, make_optimizer, seed_all, step_lr, train_loss
 
 # ---------------------------------------------------------------------------------------------------------------
 # Attacks: threat model, modes, BatchNorm updates
@@ -74,7 +74,8 @@ def test_bn_updates_per_batch(wrn, attack, restarts, expected):
     bn = wrn.module.bn
     before = int(bn.num_batches_tracked)
     args = ns(attack=attack, restarts=restarts)
-    train_loss(wrn, make_train_attack(wrn, args, 10), x, y, args, 10, 0.0)
+    objective = resolve_without_ddpm(args)
+    train_loss(wrn, objective.make_attack(wrn, args, 10), x, y, args, 10, 0.0, objective)
     assert int(bn.num_batches_tracked) - before == expected
     assert wrn.training and all(m.training for m in wrn.modules())
     assert all(p.requires_grad for p in wrn.parameters())
@@ -203,12 +204,13 @@ def test_first_steps_match_the_original_sequence(attack, div, r, lr):
     seed_all(0)
     model = tiny_model()
     opt, _ = make_optimizer(model.parameters(), 'SGDmom', lr, 5e-4, 110)
-    train_attack = make_train_attack(model, args, 10)
+    objective = resolve_without_ddpm(args)
+    train_attack = objective.make_attack(model, args, 10)
     model.train()
     ours = []
     for i, (x, y) in enumerate(batches):
         opt.param_groups[0].update(lr=step_lr(lr, 0 + (i + 1) / 391))
-        loss = train_loss(model, train_attack, x, y, args, 10, b)
+        loss = train_loss(model, train_attack, x, y, args, 10, b, objective)
         opt.zero_grad()
         loss.backward()
         opt.step()

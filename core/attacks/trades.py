@@ -7,7 +7,8 @@
 
 Gradients are taken w.r.t. the input only (`torch.autograd.grad`), so no parameter `.grad` is created or changed;
 each attack restores the model's modes (and BatchNorm tracking flags) as found, also on an exception. Random
-starts are drawn from the CPU generator (float32) and moved to the input's device, in the reference's order.
+starts are drawn from the CPU generator (float32) and moved to the input's device, in the reference's order
+(docs/differences.md item 2).
 
 Papers: Zhang et al., "Theoretically Principled Trade-off between Robustness and Accuracy", ICML 2019 (TRADES);
 Pang et al., "Robustness and Accuracy Could Be Reconcilable by (Proper) Definition", ICML 2022 (SCORE);
@@ -23,7 +24,7 @@ from core.attacks.utils import cpu_draw, l2_sgd_ascent, linf_sign_ascent
 from core.errors import UserError
 from core.utils.context import ctx_eval
 
-__all__ = ['DIVERGENCES', 'INNER_ATTACKS', 'kl_div_batchmean', 'squared_error_sum', 'ctx_batch_stats',
+__all__ = ['DIVERGENCES', 'INNER_ATTACKS', 'check_attack', 'kl_div_batchmean', 'squared_error_sum', 'ctx_batch_stats',
            'TradesInnerMax', 'inner_maximize', 'TradesPlainInnerMax', 'MartInnerMax']
 
 
@@ -59,7 +60,13 @@ def squared_error_sum(p_target, logits):
 
 
 DIVERGENCES = {'kl': kl_div_batchmean, 'lse': squared_error_sum}
-INNER_ATTACKS = ('linf-pgd', 'l2-pgd')
+INNER_ATTACKS = ('linf-pgd', 'l2-pgd')  # the --attack values of the TRADES / SCORE inner maximisations
+
+
+def check_attack(attack, attacks, trained):
+    """A UserError (a ValueError) unless `attack` is one of `attacks`, the --attack values of `trained`."""
+    if attack not in attacks:
+        raise UserError(f'attack {attack!r} is not supported by {trained}; use --attack {" or ".join(attacks)}.')
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -110,12 +117,12 @@ class TradesInnerMax:
     delta = 0.001 * N(0, 1). The L-inf init is drawn for both branches (the reference draws it first).
     """
 
+    ATTACKS = INNER_ATTACKS  # the --attack values it takes (core/objectives.py reads them)
+
     def __init__(self, model, divergence='kl', attack='linf-pgd', eps=8 / 255, step=2 / 255, iters=10):
         if divergence not in DIVERGENCES:
             raise UserError(f'unknown divergence {divergence!r}; use one of {sorted(DIVERGENCES)}.')
-        if attack not in INNER_ATTACKS:
-            raise UserError(f'attack {attack!r} is not supported by TRADES/LSE training; '
-                            f'use --attack {" or ".join(INNER_ATTACKS)}.')
+        check_attack(attack, self.ATTACKS, 'TRADES/LSE training')
         self.model = model
         self.divergence = DIVERGENCES[divergence]
         self.attack = attack
@@ -162,9 +169,10 @@ class TradesPlainInnerMax:
     Call: `attack(x, y=None) -> x_adv` (y unused), x (B, C, H, W) in [0, 1]; x_adv detached, in [0, 1].
     """
 
+    ATTACKS = INNER_ATTACKS
+
     def __init__(self, model, attack='linf-pgd', eps=0.031, step=0.003, iters=10):
-        if attack not in INNER_ATTACKS:
-            raise UserError(f'attack {attack!r} is not supported by TRADES training; use --attack linf-pgd or l2-pgd.')
+        check_attack(attack, self.ATTACKS, 'TRADES training')
         self.model, self.attack, self.eps, self.step, self.iters = model, attack, eps, step, iters
 
     def __call__(self, x, y=None):
@@ -199,9 +207,10 @@ class MartInnerMax:
     point is not clamped (as in the reference; the first step clamps).
     """
 
+    ATTACKS = ('linf-pgd',)
+
     def __init__(self, model, attack='linf-pgd', eps=8 / 255, step=2 / 255, iters=10):
-        if attack != 'linf-pgd':
-            raise UserError(f'attack {attack!r} is not supported for MART training; use --attack linf-pgd.')
+        check_attack(attack, self.ATTACKS, 'MART training')
         self.model, self.eps, self.step, self.iters = model, eps, step, iters
 
     def __call__(self, x, y):

@@ -20,7 +20,7 @@ from .wideresnet import wideresnet
 from .wideresnetwithswish import wideresnetwithswish
 
 __all__ = ['MODELS', 'ModelWrapper', 'Normalization', 'check_model_name', 'create_backbone', 'create_model',
-           'is_known_model', 'parse_wrn_name']
+           'parse_wrn_name']
 
 # The reference's list, in its order. `wrn-32-10` is listed but cannot be built ((32 - 4) % 6 != 0).
 MODELS = ('resnet18', 'resnet34', 'resnet50', 'resnet101',
@@ -63,11 +63,6 @@ def _name_error(name):
     if width < 1:
         return f'model {name!r} cannot be built: the width must be >= 1; use e.g. wrn-{depth}-10'
     return None
-
-
-def is_known_model(name):
-    """True if `create_model` can build `name` (a MODELS entry other than wrn-32-10, or a valid wrn-D-W[-swish])."""
-    return _name_error(name) is None
 
 
 def check_model_name(name):

@@ -71,7 +71,7 @@ def train_epoch(trainer, logger, train_dataloader, test_dataloader, epoch, args,
     last_lr = trainer.last_lr()
     set_epoch(train_dataloader, epoch)
     try:
-        res = trainer.train(train_dataloader, epoch=epoch, adversarial=True, on_step=on_step)
+        res = trainer.train(train_dataloader, epoch=epoch, on_step=on_step)
     except NonFiniteLoss as e:
         raise UserError(non_finite_message(e, log_dir, args, logger)) from None
     test_acc = trainer.eval(test_dataloader)

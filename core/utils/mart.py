@@ -3,9 +3,10 @@
 Paper: Wang et al., "Improving Adversarial Robustness Requires Revisiting Misclassified Examples", ICLR 2020.
 
 `MartInnerMax` (core/attacks/trades.py, also importable here) is the attack (L-inf sign ascent on the mean
-cross-entropy, in eval mode), `mart_outer_loss` the pure loss on logits, and `mart_loss` the composite the
-trainer calls: T attack forwards in eval mode (running statistics used, not updated), then z = model(x) and
-z_adv = model(x_adv) in train mode, each updating the BatchNorm running statistics once.
+cross-entropy, in eval mode), `mart_outer_loss` the pure loss on logits, and `mart_composite` the composite the
+objective (core/objectives.py) calls with the attack built once per run: T attack forwards in eval mode (running
+statistics used, not updated), then z = model(x) and z_adv = model(x_adv) in train mode, each updating the
+BatchNorm running statistics once. `mart_loss` (the reference's name) builds the attack per call.
 """
 import torch
 import torch.nn as nn
@@ -15,7 +16,7 @@ from core.attacks.trades import MartInnerMax
 from core.metrics import batch_accuracy
 from core.utils.checkpoint import unwrap_model
 
-__all__ = ['MartInnerMax', 'mart_outer_loss', 'mart_loss']
+__all__ = ['MartInnerMax', 'mart_outer_loss', 'mart_composite', 'mart_loss']
 
 
 def mart_outer_loss(logits_nat, logits_adv, y, beta):
@@ -46,19 +47,28 @@ def mart_outer_loss(logits_nat, logits_adv, y, beta):
     return loss, metrics
 
 
+def mart_composite(model, attack, x, y, beta):
+    """MART of a built inner maximisation: x_adv = attack(x, y) (a `MartInnerMax`: eval mode, running statistics
+    used, not updated), then in train mode z = model(x), z_adv = model(x_adv) (each updates the BN running
+    statistics once) and `mart_outer_loss`."""
+    x_adv = attack(x, y)
+    model.train()
+    logits = model(x)
+    logits_adv = model(x_adv)
+    return mart_outer_loss(logits, logits_adv, y, beta)
+
+
 def mart_loss(model, x, y, *, step_size=0.007, epsilon=0.031, perturb_steps=10, beta=6.0, attack='linf-pgd'):
-    """MART training loss: `MartInnerMax` in eval mode, then train mode and `mart_outer_loss`.
+    """MART training loss: `MartInnerMax` built for this call, then `mart_composite`.
 
     Args:
         model: the training model (left in train mode); the attack runs on `unwrap_model(model)` (eager, and under DDP
-            with this process's running statistics). x: (B, C, H, W) in [0, 1]. y: (B,) int64.
+            with this process's running statistics, docs/differences.md item 48). x: (B, C, H, W) in [0, 1].
+            y: (B,) int64.
         step_size, epsilon, perturb_steps: alpha, eps, T. beta: weight of the robust term. Default 6.0.
         attack: only 'linf-pgd'.
     Returns:
         (loss, metrics). No optimizer is touched: the caller zeroes the gradients before backward.
     """
-    x_adv = MartInnerMax(unwrap_model(model), attack, epsilon, step_size, perturb_steps)(x, y)  # no DDP / compile
-    model.train()
-    logits = model(x)
-    logits_adv = model(x_adv)
-    return mart_outer_loss(logits, logits_adv, y, beta)
+    inner = MartInnerMax(unwrap_model(model), attack, epsilon, step_size, perturb_steps)  # no DDP / compile
+    return mart_composite(model, inner, x, y, beta)

@@ -5,7 +5,6 @@ core/schedules.py, the epoch metrics in core/epoch_metrics.py.
 """
 from core.builder import build_trainer, pretrained_path, trainer_parts
 from core.epoch_metrics import FP16_SKIP_TOLERANCE, NONFINITE_CHECK_EVERY, EpochMetrics, NonFiniteLoss
-from core.objectives import resolve
 from core.schedules import SCHEDULERS, update_steps
 from core.trainer import AdversarialTrainer
 from core.utils.trades import trades_loss_plain  # noqa: F401 (its former home)
@@ -16,7 +15,8 @@ __all__ = ['SCHEDULERS', 'EpochMetrics', 'NonFiniteLoss', 'Trainer', 'build_trai
 
 class Trainer(AdversarialTrainer):
     """`build_trainer(info, args, runtime, weight_averaging=False)` under the reference's name (Madry, plain
-    TRADES or MART without weight averaging).
+    TRADES or MART without weight averaging; the objective is `core.objectives.resolve(args, False)`, a UserError
+    for flags it cannot train).
 
     Args:
         info: dataset info of `core.data.get_data_info`. args: the parsed flags.
@@ -27,8 +27,3 @@ class Trainer(AdversarialTrainer):
 
     def __init__(self, info, args, runtime=None):
         super().__init__(**trainer_parts(info, args, runtime, weight_averaging=self.WEIGHT_AVERAGING))
-
-    @classmethod
-    def check_flags(cls, args):
-        """A UserError if the flags ask for an objective this trainer cannot train (`core.objectives.resolve`)."""
-        resolve(args, cls.WEIGHT_AVERAGING)
