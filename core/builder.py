@@ -17,7 +17,7 @@ import os
 import torch
 import torch.nn as nn
 
-from core.attacks import create_train_and_eval_attacks, create_wa_eval_attack
+from core.attacks import create_eval_attack, create_wa_eval_attack
 from core.data.cutmix import cutmix_expand
 from core.models import create_model
 from core.objectives import bind, resolve
@@ -72,8 +72,8 @@ def trainer_parts(info, args, runtime=None, weight_averaging=None, objective=Non
     # the training attack runs on the plain module, not through DDP / torch.compile (docs/differences.md item 48)
     train_attack = objective.make_attack(model, args, info['num_classes'])
     attack_flags = (args.attack, args.attack_eps, args.attack_iter, args.attack_step)
-    if ema is None:  # the plain Trainer's evaluation attack (the train attack of that pair is Madry's, unused here)
-        eval_attack = create_train_and_eval_attacks(model, nn.CrossEntropyLoss(), *attack_flags)[1]
+    if ema is None:  # the plain Trainer's evaluation attack (PGD with 2T steps for the PGD types)
+        eval_attack = create_eval_attack(model, nn.CrossEntropyLoss(), *attack_flags)
     else:
         eval_attack = create_wa_eval_attack(ema.wa_model, *attack_flags)
 

@@ -13,7 +13,7 @@ from .fgsm import FGMAttack, FGSMAttack
 from .pgd import L2PGDAttack, LinfPGDAttack, PGDAttack
 from .utils import CWLoss
 
-__all__ = ['ATTACKS', 'VARIABLE_BATCH_ATTACKS', 'create_attack', 'create_train_and_eval_attacks',
+__all__ = ['ATTACKS', 'VARIABLE_BATCH_ATTACKS', 'create_attack', 'create_eval_attack', 'create_train_and_eval_attacks',
            'create_wa_eval_attack', 'attack_norm', 'CWLoss', 'Attack', 'PGDAttack', 'LinfPGDAttack', 'L2PGDAttack',
            'FGSMAttack', 'FGMAttack', 'DeepFoolAttack', 'LinfDeepFoolAttack', 'L2DeepFoolAttack', 'APGD',
            'LinfAPGDAttack', 'L2APGDAttack']
@@ -67,8 +67,8 @@ def create_attack(model, criterion, attack_type, attack_eps, attack_iter, attack
     return cls(model, criterion, n_restarts=2, eps=attack_eps, nb_iter=attack_iter)
 
 
-def create_train_and_eval_attacks(model, criterion, attack_type, attack_eps, attack_iter, attack_step):
-    """The attacks of a run without weight averaging (`core/builder.py`): returns (train_attack, eval_attack).
+def create_eval_attack(model, criterion, attack_type, attack_eps, attack_iter, attack_step):
+    """The eval attack of a run without weight averaging (`core/builder.py`), by the training --attack:
 
     | attack_type         | train attack                     | eval attack                                  |
     |---------------------|----------------------------------|----------------------------------------------|
@@ -78,13 +78,11 @@ def create_train_and_eval_attacks(model, criterion, attack_type, attack_eps, att
     | linf-apgd / l2-apgd | create_attack(type, ...) (APGD)  | linf-pgd / l2-pgd, eps, 2T, a                |
 
     The APGD row is ours: the reference has no eval attack for APGD (UnboundLocalError), so the
-    matching PGD with 2T steps is used, as for the PGD types (docs/differences.md item 3). Both attacks use
-    `criterion` (the reference's nn.CrossEntropyLoss(), mean) and a uniform random start. With weight averaging
-    the builder calls `create_wa_eval_attack` for the eval attack instead of this function.
+    matching PGD with 2T steps is used, as for the PGD types (docs/differences.md item 3). It uses `criterion`
+    (the reference's nn.CrossEntropyLoss(), mean) and a uniform random start. With weight averaging the builder
+    calls `create_wa_eval_attack` instead.
     """
     _check_attack_type(attack_type)
-    train_attack = create_attack(model, criterion, attack_type, attack_eps, attack_iter, attack_step,
-                                 rand_init_type='uniform')
     if attack_type in ('linf-pgd', 'l2-pgd'):
         eval_args = (attack_type, attack_eps, 2 * attack_iter, attack_step)
     elif attack_type in ('fgsm', 'linf-df'):
@@ -93,8 +91,16 @@ def create_train_and_eval_attacks(model, criterion, attack_type, attack_eps, att
         eval_args = ('l2-pgd', 128 / 255, 20, 15 / 255)
     else:  # linf-apgd / l2-apgd
         eval_args = (attack_type.replace('apgd', 'pgd'), attack_eps, 2 * attack_iter, attack_step)
-    eval_attack = create_attack(model, criterion, *eval_args, rand_init_type='uniform')
-    return train_attack, eval_attack
+    return create_attack(model, criterion, *eval_args, rand_init_type='uniform')
+
+
+def create_train_and_eval_attacks(model, criterion, attack_type, attack_eps, attack_iter, attack_step):
+    """(train attack, eval attack) of a run without weight averaging, as the reference's Trainer built them: the
+    train attack is `create_attack` of the flags with a uniform random start, the eval attack `create_eval_attack`."""
+    _check_attack_type(attack_type)
+    train_attack = create_attack(model, criterion, attack_type, attack_eps, attack_iter, attack_step,
+                                 rand_init_type='uniform')
+    return train_attack, create_eval_attack(model, criterion, attack_type, attack_eps, attack_iter, attack_step)
 
 
 def create_wa_eval_attack(wa_model, attack_type, attack_eps, attack_iter, attack_step):
