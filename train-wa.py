@@ -47,7 +47,7 @@ def dataparallel_note(runtime, gpus):
 def main():
     # ------------------------------------------------------------------ args
     args = parser_train().parse_args()
-    check_train_flags(args)
+    objective = check_train_flags(args)  # the training objective, resolved once (core/objectives.py)
     if args.tensorboard:
         require_tensorboard()  # the optional package, checked before anything is written
     # --debug: 1 epoch, the schedules still sized for --num-adv-epochs (docs/differences.md item 16)
@@ -87,7 +87,7 @@ def main():
     if args.tau and primary:
         print('Using WA.')
     # core/builder.py: the reference's construction order and seeds (docs/differences.md item 41)
-    trainer = build_trainer(info, args, runtime)
+    trainer = build_trainer(info, args, runtime, objective=objective)
 
     # ------------------------------------------------------------------ run folder + logger
     logger = open_run(LOG_DIR, args, runtime, new_run=state is None)

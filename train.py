@@ -25,7 +25,6 @@ from core.attacks import VARIABLE_BATCH_ATTACKS
 from core.builder import build_trainer
 from core.data import get_data_info, load_data
 from core.errors import exit_on_user_error
-from core.objectives import resolve
 from core.utils.distributed import barrier, cleanup, setup
 from core.utils.epoch import adversarial_test, final_record, resume_epoch, save_epoch, train_epoch
 from core.utils.parser import check_train_flags, parser_train
@@ -45,8 +44,7 @@ def validate(args):
     they train (`core.objectives.resolve` of those flags)."""
     checked = argparse.Namespace(**vars(args))
     checked.tau, checked.LSE, checked.CutMix = 0, False, False
-    check_train_flags(checked)
-    return resolve(checked, weight_averaging=False)
+    return check_train_flags(checked)
 
 
 def adversarial_test_epoch(epoch, num_epochs, freq):

@@ -122,7 +122,8 @@ def parser_train(tau=True):
 def check_train_flags(args):
     """Bad flags and combinations of parser_train the reference silently ignores or fails on late: one UserError
     line each, before anything is written (train-wa.py; train.py with its ignored flags switched off;
-    docs/differences.md item 43)."""
+    docs/differences.md item 43). Returns the training objective the flags ask for (`core.objectives.resolve`,
+    the one resolution of a run: the scripts hand it to `build_trainer`)."""
     check_number('--attack-eps', args.attack_eps, 0, low_open=True, example='8/255')
     check_number('--attack-step', args.attack_step, 0, low_open=True, example='2/255')
     check_number('--attack-iter', args.attack_iter, 1, example=10)
@@ -165,11 +166,12 @@ def check_train_flags(args):
         for f in args.aux_data_filename.split(','):
             if not os.path.exists(f):
                 raise UserError(f'--aux-data-filename: {f} does not exist.')
-    resolve(args, weight_averaging=bool(args.tau))
+    objective = resolve(args, weight_averaging=bool(args.tau))
     check_epochs(args.scheduler, args.num_adv_epochs)
     if args.pretrained_file is not None and not os.path.isfile(pretrained_path(args)):
         raise UserError(f'--pretrained-file: {pretrained_path(args)} does not exist; give a run name under '
                         f'--log-dir (its weights-best.pt is read) or a checkpoint file.')
+    return objective
 
 
 def parser_eval():
