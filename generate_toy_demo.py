@@ -21,10 +21,12 @@ at the end writes the learned posterior on 10000 test points to TOY_RESULTS/<dem
 On the CPU it reproduces the reference's random stream, hence its printed numbers. On a GPU the perturbation
 starts are drawn from the CUDA generator (the samples from the CPU one), as in the reference.
 
-This file states the algorithm with plain autograd (`--plain-autograd` runs exactly that). By default the network's
-forward/backward in `predict` and the attacks' input gradient in `input_grad` come from core/toy_fast.py instead:
-the same quantities computed by hand in cache-sized blocks, faster on the CPU (bench/toy.py times both). The
-command line, the printout and the output files are in core/toy.py.
+This file states the algorithm with plain autograd, in the paper's notation: probabilities are
+F.softmax(logits, dim=1) of (N, 2) logits. Every function that evaluates the network or a posterior takes a strategy
+`ops` (softmax, ground_truth, predict, input_grad): `PlainAutograd` below computes them as written
+(`--plain-autograd`); by default the script passes core/toy_fast.py's `FastPath`, the same quantities computed by
+hand in cache-sized blocks, faster on the CPU (bench/toy.py times both). The command line, the printout and the
+output files are in core/toy.py.
 """
 import os
 
@@ -36,7 +38,6 @@ import torch.nn.functional as F
 from core import toy_fast
 from core.errors import UserError, exit_on_user_error
 from core.toy import Recorder, build_parser, check_run, save_arrays, set_runtime
-from core.toy_fast import softmax2
 
 DEMOS = ('PGDAT', 'PGDATconsistent', 'TRADES', 'Standard')
 DIVERGENCES = ('KL', 'JSsqrt', 'LSE', 'L2', 'L1', 'Linf')
@@ -62,13 +63,17 @@ SEED = 2
 # The problem: data, ground truth, model, divergences
 # ----------------------------------------------------------------------------------------------------------------
 
-def ground_truth(x):
-    """The Bayes posterior P(Y|X) (the reference's `Softmax`): (N, 1) points -> (N, 2) probabilities,
-    differentiable in x. softmax over l_c = -(x - mu_c)^2 / (2 sigma_c^2) - log sigma_c + log n_c, c = 0, 1, with
-    the reference's counts n0 = 50000, n1 = 10000 as priors (whatever --samples is)."""
+def bayes_logits(x):
+    """l_c = -(x - mu_c)^2 / (2 sigma_c^2) - log sigma_c + log n_c, c = 0, 1: (N, 1) points -> (N, 2) logits of the
+    Bayes posterior, with the reference's counts n0 = 50000, n1 = 10000 as priors (whatever --samples is)."""
     l0 = -(x - MU0) ** 2 / (2 * SIGMA0 ** 2) - np.log(SIGMA0) + np.log(N0)
     l1 = -(x - MU1) ** 2 / (2 * SIGMA1 ** 2) - np.log(SIGMA1) + np.log(N1)
-    return softmax2(torch.cat([l0.t(), l1.t()]).t())      # (N, 2) logits stored class-major, as softmax2 wants
+    return torch.cat([l0, l1], dim=1)
+
+
+def ground_truth(x):
+    """P(Y|X), the reference's `Softmax`: (N, 1) points -> (N, 2) probabilities, differentiable in x."""
+    return F.softmax(bayes_logits(x), dim=1)
 
 
 def split_samples(samples):
@@ -102,26 +107,25 @@ def build_model(hidden=HIDDEN):
     return nn.Sequential(nn.Linear(1, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 2))
 
 
-def divergence_per_sample(o, t, div, dim=1):
+def divergence_per_sample(o, t, div):
     """(N,) divergences between (N, K) probability rows o (model) and t (target), before `distance`'s batch mean.
 
     KL: sum_k t (log t - log o) (= KL(t || o)); JSsqrt: the per-row JS divergence 0.5 (KL(o||M) + KL(t||M)),
     M = (o + t) / 2, without the sqrt; LSE: sum_k (o - t)^2; L2: ||o - t||_2; L1: ||o - t||_1; Linf: max_k |o - t|.
-    dim=0 takes (K, N) columns (the same numbers; the fast path's attacks keep `softmax2`'s class-major layout).
     """
     if div == 'KL':
-        return F.kl_div(torch.log(o), t, reduction='none').sum(dim)
+        return F.kl_div(torch.log(o), t, reduction='none').sum(1)
     if div == 'JSsqrt':
         log_m = torch.log((o + t) / 2)
-        return 0.5 * (F.kl_div(log_m, o, reduction='none').sum(dim) + F.kl_div(log_m, t, reduction='none').sum(dim))
+        return 0.5 * (F.kl_div(log_m, o, reduction='none').sum(1) + F.kl_div(log_m, t, reduction='none').sum(1))
     if div == 'LSE':
-        return ((o - t) ** 2).sum(dim)
+        return ((o - t) ** 2).sum(1)
     if div == 'L2':
-        return torch.linalg.vector_norm(o - t, ord=2, dim=dim)
+        return torch.linalg.vector_norm(o - t, ord=2, dim=1)
     if div == 'L1':
-        return (o - t).abs().sum(dim)
+        return (o - t).abs().sum(1)
     if div == 'Linf':
-        return (o - t).abs().amax(dim)
+        return (o - t).abs().amax(1)
     raise UserError(f'unknown divergence {div!r}: choose one of {", ".join(DIVERGENCES)}.')
 
 
@@ -132,127 +136,133 @@ def distance(o, t, div):
     return torch.sqrt(d) if div == 'JSsqrt' else d
 
 
-def predict(model, x, chunk=None):
-    """p(model(x)): softmax probabilities, (N, 1) -> (N, 2).
+class PlainAutograd:
+    """The strategy `ops` of the functions below as written, with plain autograd (`--plain-autograd`).
 
-    chunk=None evaluates the module itself (plain autograd); an int evaluates `build_model()`'s network in blocks
-    of `chunk` rows with core.toy_fast (the same math, a cache-friendly backward; the CPU path of `run`).
+    softmax(z) = F.softmax(z, dim=1); ground_truth(x) = P(Y|x); predict(model, x) = p(x), the model's softmax
+    probabilities, (N, 1) -> (N, 2); input_grad(model, x, target, div) = the attacks' ascent direction at the
+    points x (N, 1), the gradient of distance(p(x), target) in x. There p is the model's prediction, or the ground
+    truth itself for model=None; target is an (N, 2) constant, or None for the ground truth at the same point,
+    P(Y|x), through which the gradient also flows (the SCORE attack). core/toy_fast.py's `FastPath` (the default)
+    has the same methods; its input gradient is this one divided by a positive factor, so the attacks take the
+    same steps.
     """
-    if chunk is None:
-        return softmax2(model(x))
-    return toy_fast.predict(model, x, chunk)
+
+    @staticmethod
+    def softmax(z):
+        return F.softmax(z, dim=1)
+
+    @staticmethod
+    def ground_truth(x):
+        return ground_truth(x)
+
+    def predict(self, model, x):
+        return self.softmax(model(x))
+
+    def input_grad(self, model, x, target, div):
+        with torch.enable_grad():
+            xr = x.detach().requires_grad_()
+            p = ground_truth(xr) if model is None else self.predict(model, xr)
+            return torch.autograd.grad(distance(p, ground_truth(xr) if target is None else target, div), xr)[0]
+
+
+def strategy(plain_autograd=False, device='cpu'):
+    """The `ops` of a run: PlainAutograd, or (the default) core/toy_fast.py's FastPath for `device`."""
+    if plain_autograd:
+        return PlainAutograd()
+    return toy_fast.FastPath(bayes_logits, divergence_per_sample, device)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Attacks: L-inf PGD on the 1-D input, 10 steps of 0.1 from a uniform start, delta clamped to [-1, 1]
 # ----------------------------------------------------------------------------------------------------------------
-# Here and in the training functions, `chunk` and `plain` only choose how `predict` and `input_grad` compute
-# (plain autograd, or core.toy_fast in blocks of `chunk` rows); the algorithm and the random stream are the same.
 
-def input_grad(model, x, target, div, chunk=None, plain=False):
-    """The attacks' ascent direction at the points x (N, 1): the gradient of distance(p(x), target) in x.
-
-    p is the model's prediction, or the ground truth itself for model=None; target is an (N, 2) constant, or None
-    for the ground truth at the same point, P(Y|x), through which the gradient also flows (the SCORE attack).
-
-    plain=True: autograd of the batch-mean `distance`, the reference's gradient. Otherwise core.toy_fast's
-    per-row gradient, d/dx_i of divergence_i, with the network's dz/dx in forward mode, in blocks of `chunk`
-    rows (None = all at once). The reference's gradient is the per-row one times a positive factor (1/N, and
-    1 / (2 sqrt(mean)) for JSsqrt), so both have the same sign, hence both attacks take the same steps.
-    """
-    if not plain:
-        return toy_fast.input_grad(model, x, target, lambda o, t: divergence_per_sample(o, t, div, dim=0),
-                                   ground_truth, chunk)
-    with torch.enable_grad():
-        xr = x.detach().requires_grad_()
-        p = ground_truth(xr) if model is None else predict(model, xr)
-        return torch.autograd.grad(distance(p, ground_truth(xr) if target is None else target, div), xr)[0]
-
-
-def pgd(model, x, target, div, eps=EPS, alpha=ALPHA, steps=ATTACK_ITERS, chunk=None, plain=False):
+def pgd(ops, model, x, target, div, eps=EPS, alpha=ALPHA, steps=ATTACK_ITERS):
     """Sign-gradient ascent on distance(p(x + delta), target), the reference's attack loop; returns delta (N, 1).
 
     Threat model: L-inf ball of radius eps around each scalar x, no clamp on x + delta. delta starts at
     U(-eps, eps) (drawn on x's device, `uniform_` on a zeros tensor) and takes `steps` steps of
-    delta <- clamp(delta + alpha * sign(grad), -eps, eps), grad from `input_grad`. model: `build_model()`'s, or
+    delta <- clamp(delta + alpha * sign(grad), -eps, eps), grad = ops.input_grad. model: `build_model()`'s, or
     None to attack the ground truth itself (the C constant); target: (N, 2), or None for P(Y|x + delta). Unlike
     the reference, no parameter gradients are accumulated (numerically irrelevant: it cleared them).
     """
     delta = torch.zeros_like(x).uniform_(-eps, eps)
     with torch.no_grad():
         for _ in range(steps):
-            grad = input_grad(model, x + delta, target, div, chunk, plain)
+            grad = ops.input_grad(model, x + delta, target, div)
             delta = torch.clamp(delta + alpha * grad.sign(), -eps, eps)
     return delta
 
 
-def compute_C(x, div, chunk=None, plain=False):
+def compute_C(ops, x, div):
     """delta maximising distance(P(Y|x + delta), P(Y|x)): how far the ground truth itself moves in the ball."""
-    return pgd(None, x, ground_truth(x).detach(), div, chunk=chunk, plain=plain)
+    return pgd(ops, None, x, ops.ground_truth(x).detach(), div)
 
 
-def attack_pgd(model, x, y, div, chunk=None, plain=False):
+def attack_pgd(ops, model, x, y, div):
     """PGD-AT's attack: delta maximising distance(p(x + delta), y), y = P(Y|x) fixed."""
-    return pgd(model, x, y, div, chunk=chunk, plain=plain)
+    return pgd(ops, model, x, y, div)
 
 
-def attack_pgd_consistent(model, x, div, chunk=None, plain=False):
+def attack_pgd_consistent(ops, model, x, div):
     """SCORE's attack: delta maximising distance(p(x + delta), P(Y|x + delta)); the target moves with delta."""
-    return pgd(model, x, None, div, chunk=chunk, plain=plain)
+    return pgd(ops, model, x, None, div)
 
 
-def attack_trades(model, x, div, chunk=None, plain=False):
+def attack_trades(ops, model, x, div):
     """TRADES' attack: delta maximising distance(p(x + delta), p(x)), p(x) detached."""
     with torch.no_grad():
-        clean = predict(model, x, chunk)
-    return pgd(model, x, clean, div, chunk=chunk, plain=plain)
+        clean = ops.predict(model, x)
+    return pgd(ops, model, x, clean, div)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Training
 # ----------------------------------------------------------------------------------------------------------------
 
-def objective(model, demo, x, div, chunk=None, plain=False):
+def objective(ops, model, demo, x, div):
     """The training loss of `demo` on the clean batch x (N, 1), as a scalar tensor with a graph to the model.
 
     TRADES: the robust term targets the ground truth P(Y|x), not the clean output p(x) as TRADES proper would
     (kept from the reference).
     """
+    p, truth = ops.predict, ops.ground_truth            # p(x) and P(Y|x)
     if demo == 'PGDAT':
-        y = ground_truth(x)
-        delta = attack_pgd(model, x, y, div, chunk, plain)
-        return distance(predict(model, x + delta, chunk), y, div)
+        y = truth(x)
+        delta = attack_pgd(ops, model, x, y, div)
+        return distance(p(model, x + delta), y, div)
     if demo == 'PGDATconsistent':
-        delta = attack_pgd_consistent(model, x, div, chunk, plain)
-        return distance(predict(model, x + delta, chunk), ground_truth(x + delta), div)
+        delta = attack_pgd_consistent(ops, model, x, div)
+        return distance(p(model, x + delta), truth(x + delta), div)
     if demo == 'TRADES':
-        y = ground_truth(x)
-        delta = attack_trades(model, x, div, chunk, plain)
-        return (distance(predict(model, x, chunk), y, div)
-                + TRADES_BETA * distance(predict(model, x + delta, chunk), y, div))
+        y = truth(x)
+        delta = attack_trades(ops, model, x, div)
+        return distance(p(model, x), y, div) + TRADES_BETA * distance(p(model, x + delta), y, div)
     if demo == 'Standard':
-        return distance(predict(model, x, chunk), ground_truth(x), div)
+        return distance(p(model, x), truth(x), div)
     raise UserError(f'unknown demo {demo!r}: choose one of {", ".join(DEMOS)}.')
 
 
-def robust_errors(model, x, div_c, chunk=None, plain=False):
+def robust_errors(ops, model, x, div_c):
     """(R_SCORE, R_Standard) on x with divergence div_c, as floats.
 
     R_SCORE = distance(p(x + delta'), P(Y|x + delta')), delta' from the SCORE attack; R_Standard = distance(p(x),
     P(Y|x)).
     """
-    delta = attack_pgd_consistent(model, x, div_c, chunk, plain)
+    p, truth = ops.predict, ops.ground_truth
+    delta = attack_pgd_consistent(ops, model, x, div_c)
     with torch.no_grad():
-        r_score = distance(predict(model, x + delta, chunk), ground_truth(x + delta), div_c).item()
-        r_standard = distance(predict(model, x, chunk), ground_truth(x), div_c).item()
+        r_score = distance(p(model, x + delta), truth(x + delta), div_c).item()
+        r_standard = distance(p(model, x), truth(x), div_c).item()
     return r_score, r_standard
 
 
-def save_predictions(model, x_test, folder, suffix=''):
-    """Write x_test.txt, y_test.txt (ground truth) and pre_test.txt (model) with numpy's savetxt defaults."""
+def save_predictions(ops, model, x_test, folder, suffix=''):
+    """Write x_test.txt, y_test.txt (ground truth) and pre_test.txt (the model's softmax, unblocked) with numpy's
+    savetxt defaults."""
     with torch.no_grad():
         x = x_test.to(next(model.parameters()).device)
-        save_arrays(folder, suffix, x_test=x, y_test=ground_truth(x), pre_test=predict(model, x))
+        save_arrays(folder, suffix, x_test=x, y_test=ops.ground_truth(x), pre_test=ops.softmax(model(x)))
 
 
 def run(demo='PGDATconsistent', divergence='KL', divergence_C='KL', iterations=ITERATIONS, samples=N0 + N1,
@@ -261,9 +271,9 @@ def run(demo='PGDATconsistent', divergence='KL', divergence_C='KL', iterations=I
     """Train one toy demo and write its files; returns a dict of the records, C_L, the output folder and the wall
     and CPU (process) seconds of every iteration. Each printed line goes through `log` (see core.toy.iteration_lines).
 
-    plain_autograd=True runs the attacks and the network with plain autograd; otherwise core.toy_fast does them
-    (in blocks of toy_fast.CPU_CHUNK rows on the CPU, the module under autograd with a one-block input gradient
-    on other devices). Both draw the same random numbers.
+    The strategy `ops` is `strategy(plain_autograd, device)`: PlainAutograd, or core/toy_fast.py's FastPath (in
+    blocks of toy_fast.CPU_CHUNK rows on the CPU, the module under autograd with a one-block input gradient on
+    other devices). Both draw the same random numbers.
 
     Random stream, in the reference's order: seeds; model init; 10 C rounds (samples, delta); per iteration
     (samples, training-attack delta, R_SCORE-attack delta); x_test. Snapshot test points (--save-every) come from a
@@ -271,8 +281,7 @@ def run(demo='PGDATconsistent', divergence='KL', divergence_C='KL', iterations=I
     """
     check_run(demo, (divergence, divergence_C), samples, iterations, save_every, seed, DEMOS, DIVERGENCES, SEED)
     device = torch.device(device)
-    plain = plain_autograd
-    chunk = toy_fast.CPU_CHUNK if device.type == 'cpu' and not plain else None
+    ops = strategy(plain_autograd, device)
     n0, n1 = split_samples(samples)
 
     np.random.seed(seed)
@@ -287,9 +296,9 @@ def run(demo='PGDATconsistent', divergence='KL', divergence_C='KL', iterations=I
     c_sum = 0
     for _ in range(C_ROUNDS):
         x = draw_samples(n0, n1, device)
-        delta = compute_C(x, divergence, chunk, plain)
+        delta = compute_C(ops, x, divergence)
         with torch.no_grad():
-            c_sum = c_sum + distance(ground_truth(x + delta), ground_truth(x), divergence)
+            c_sum = c_sum + distance(ops.ground_truth(x + delta), ops.ground_truth(x), divergence)
     c_l = (c_sum / C_ROUNDS).item()
 
     folder = os.path.join(out, f'{demo}_{divergence}')
@@ -300,15 +309,15 @@ def run(demo='PGDATconsistent', divergence='KL', divergence_C='KL', iterations=I
     for ite in records:
         x = draw_samples(n0, n1, device)
         optimizer.zero_grad()
-        loss = objective(model, demo, x, divergence, chunk, plain)
+        loss = objective(ops, model, demo, x, divergence)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        records.add(ite, loss.item(), *robust_errors(model, x, divergence_C, chunk, plain))
+        records.add(ite, loss.item(), *robust_errors(ops, model, x, divergence_C))
         if save_every and ite % save_every == 0:
-            save_predictions(model, draw_test_points(generator=snapshot_gen), folder, suffix=f'_{ite}')
+            save_predictions(ops, model, draw_test_points(generator=snapshot_gen), folder, suffix=f'_{ite}')
 
-    save_predictions(model, draw_test_points(), folder)
+    save_predictions(ops, model, draw_test_points(), folder)
     return records.finish(folder, c_l)
 
 

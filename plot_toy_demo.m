@@ -1,4 +1,4 @@
-% plot_toy_demo.m -- one panel of the paper's Figures 1-2 from a generate_toy_demo.py run (SPEC section 11).
+% plot_toy_demo.m -- one panel of the paper's Figures 1-2 from a generate_toy_demo.py run (docs/toy.md).
 % Runs in MATLAB and in GNU Octave:
 %     matlab -batch plot_toy_demo            octave --no-gui plot_toy_demo.m
 % Set the run folder (and, for a --save-every snapshot, the iteration) below. The figure is shown and also

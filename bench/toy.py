@@ -1,20 +1,29 @@
-"""Speed of generate_toy_demo.py against a line-by-line reference-style implementation, measured in one run.
+"""Seconds per training iteration of generate_toy_demo.py against a reference-style loop, timed alternately in
+one run.
 
-    python bench/toy.py                      # 3 iterations (2 timed) of PGDATconsistent KL, 60000 samples, 1 thread
-    python bench/toy.py --threads 0 --demo PGDAT --iterations 5
+    python bench/toy.py                      # PGDATconsistent KL, 60000 samples, 1 thread, 2 rounds of 3 iterations
+    python bench/toy.py --demo PGDAT --divergence_C L1 --rounds 3 --plain-autograd
 
-Prints the median seconds per training iteration of both (the first iteration and the C constant, computed
-once before training, are excluded) and their ratio, in wall-clock time and in CPU time of this process (on a
-machine shared with other jobs the CPU time is the steadier of the two; with one thread it is the time the
-work itself takes), with the load average, and checks that both print the same losses. The
-reference-style code below is the original implementation's algorithm: batch-mean distances
-(`nn.KLDivLoss(reduction='batchmean')` for KL), `loss.backward()` in every attack step (accumulating parameter
-gradients), F.softmax over the last dim, no blocking. generate_toy_demo.py runs with its default fast path
-(core/toy_fast.py); --plain-autograd times its plain-autograd path instead. Use --iterations 5 or more:
-the first iteration is not timed.
+Each round runs generate_toy_demo.py's `run` (its default FastPath strategy; with --plain-autograd also its
+PlainAutograd strategy) and then the reference-style loop below, each for --iterations iterations from the same
+seed, so machine load falls on all of them alike. Per variant it prints the median wall and CPU (process) seconds
+per iteration over every round (the first iteration of each run and the C constant before training are not
+timed), and the ratio of the reference-style loop's time to each variant's. CPU time is the steadier figure on a
+machine shared with other jobs. It also checks that the variants print the same losses.
+
+What the reference-style loop is. `reference_run` does per iteration what the original implementation's loop
+does, operation for operation: a fresh draw of 60000 points; `F.softmax(., dim=1)` of the (N, 2) logits for the
+model and the ground truth; batch-mean distances (`nn.KLDivLoss(reduction='batchmean')` for KL); attacks whose
+10 steps each call `loss.backward()` through the whole network (accumulating parameter gradients, cleared
+before the training backward); the training loss, backward and Adam step; then the R_SCORE attack and the
+R_SCORE / R_Standard losses, built with graphs as the original builds them. It differs from the original in
+where it runs and in being a restatement: it runs on the CPU under this PyTorch (the original hard-codes
+`.cuda()`, so it cannot run on this machine), and it is written from the original's described behaviour, not
+copied from its file, so the ratio printed is against this loop, not a measurement of the original's own code.
 """
 import argparse
 import os
+import platform
 import sys
 import tempfile
 import time
@@ -27,6 +36,8 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import generate_toy_demo as toy  # noqa: E402
+
+REFERENCE = "bench/toy.py's reference-style loop"
 
 
 def _ref_softmax(x):
@@ -66,21 +77,21 @@ def _ref_pgd(loss_fn, x):
 
 
 def reference_run(demo, div, div_c, iterations, samples=60000, seed=toy.SEED):
-    """The reference's loop on the CPU; returns (records as (train, R_SCORE, R_Standard) tuples, wall seconds,
-    CPU seconds, C_L)."""
+    """The reference-style loop on the CPU; returns the same keys as generate_toy_demo.run (no files written)."""
     np.random.seed(seed)
     torch.manual_seed(seed)
     n0, n1 = toy.split_samples(samples)
     model = toy.build_model()
     opt = torch.optim.Adam(model.parameters(), lr=toy.LR)
     p = lambda x: F.softmax(model(x), dim=1)
-    c = 0.0
+    c = 0
     for _ in range(toy.C_ROUNDS):
         x = toy.draw_samples(n0, n1, 'cpu')
         y = _ref_softmax(x)
         d = _ref_pgd(lambda xd, y=y: _ref_distance(_ref_softmax(xd), y, div), x)
-        c += _ref_distance(_ref_softmax(x + d), y, div).item()
-    records, seconds, cpu_seconds = [], [], []
+        c = c + _ref_distance(_ref_softmax(x + d), y, div)        # a float32 tensor, as the original
+    res = {'train_loss': [], 'score_loss': [], 'standard_loss': [], 'seconds': [], 'cpu_seconds': [],
+           'C_L': (c / toy.C_ROUNDS).item()}
     for _ in range(iterations):
         t0, c0 = time.perf_counter(), time.process_time()
         x = toy.draw_samples(n0, n1, 'cpu')
@@ -103,12 +114,12 @@ def reference_run(demo, div, div_c, iterations, samples=60000, seed=toy.SEED):
         loss.backward()
         opt.step()
         d2 = _ref_pgd(lambda xd: _ref_distance(p(xd), _ref_softmax(xd), div_c), x)
-        r_score = _ref_distance(p(x + d2), _ref_softmax(x + d2), div_c).item()
-        r_standard = _ref_distance(p(x), _ref_softmax(x), div_c).item()
-        records.append((loss.item(), r_score, r_standard))
-        seconds.append(time.perf_counter() - t0)
-        cpu_seconds.append(time.process_time() - c0)
-    return records, seconds, cpu_seconds, c / toy.C_ROUNDS
+        res['score_loss'].append(_ref_distance(p(x + d2), _ref_softmax(x + d2), div_c).item())
+        res['standard_loss'].append(_ref_distance(p(x), _ref_softmax(x), div_c).item())
+        res['train_loss'].append(loss.item())
+        res['seconds'].append(time.perf_counter() - t0)
+        res['cpu_seconds'].append(time.process_time() - c0)
+    return res
 
 
 def main():
@@ -116,41 +127,61 @@ def main():
     parser.add_argument('--demo', default='PGDATconsistent', choices=toy.DEMOS)
     parser.add_argument('--divergence', default='KL', choices=toy.DIVERGENCES)
     parser.add_argument('--divergence_C', default='KL', choices=toy.DIVERGENCES)
-    parser.add_argument('--iterations', type=int, default=3)
+    parser.add_argument('--iterations', type=int, default=3, help='Iterations per run (the first is not timed).')
+    parser.add_argument('--rounds', type=int, default=2, help='Alternating rounds (each runs every variant once).')
     parser.add_argument('--samples', type=int, default=60000)
     parser.add_argument('--threads', type=int, default=1, help='torch.set_num_threads; 0 = PyTorch\'s default.')
-    parser.add_argument('--no-reference', action='store_true', help='Time generate_toy_demo.py only.')
     parser.add_argument('--plain-autograd', action='store_true',
-                        help='Time generate_toy_demo.py --plain-autograd instead of its default fast path.')
+                        help='Also time generate_toy_demo.py --plain-autograd (its PlainAutograd strategy).')
     args = parser.parse_args()
+    if args.iterations < 2 or args.rounds < 1:
+        parser.error('use --iterations 2 or more (the first is not timed) and --rounds 1 or more.')
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f'torch {torch.__version__}, {torch.get_num_threads()} thread(s), {args.demo} {args.divergence} / '
-          f'{args.divergence_C}, {args.samples} samples, {args.iterations} iterations (median of iterations 2..)')
-    print(f'load average before: {_load()}')
+    print(f'{time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}, {_cpu()}, {os.cpu_count()} cores, '
+          f'torch {torch.__version__}, {torch.get_num_threads()} thread(s)')
+    print(f'command: python {" ".join(sys.argv)}')
+    print(f'{args.demo} {args.divergence} / {args.divergence_C}, {args.samples} samples, {args.rounds} round(s) of '
+          f'{args.iterations} iterations per variant; load average before: {_load()}')
 
-    with tempfile.TemporaryDirectory() as tmp:
-        res = toy.run(args.demo, args.divergence, args.divergence_C, iterations=args.iterations,
-                      samples=args.samples, out=tmp, log=lambda s: None, plain_autograd=args.plain_autograd)
-    fast, fast_cpu = _median(res['seconds']), _median(res['cpu_seconds'])
-    path = 'plain autograd' if args.plain_autograd else 'fast path'
-    print(f'generate_toy_demo.py ({path}): {fast:.3f} s/iteration wall, {fast_cpu:.3f} s/iteration CPU')
-    if args.no_reference:
-        return
-    records, seconds, cpu_seconds, c_l = reference_run(args.demo, args.divergence, args.divergence_C,
-                                                       args.iterations, args.samples)
-    ref, ref_cpu = _median(seconds), _median(cpu_seconds)
-    print(f'reference-style      : {ref:.3f} s/iteration wall, {ref_cpu:.3f} s/iteration CPU')
-    print(f'speed-up             : {ref / fast:.2f}x wall, {ref_cpu / fast_cpu:.2f}x CPU')
-    print(f'load average after : {_load()}')
-    ours = list(zip(res['train_loss'], res['score_loss'], res['standard_loss']))
-    worst = max(abs(a - b) / abs(b) for r, o in zip(records, ours) for a, b in zip(o, r))
-    print(f'largest relative difference of the printed losses: {worst:.1e}; C_L {res["C_L"]:.7g} vs {c_l:.7g}')
+    variants = ['generate_toy_demo.py'] + (['generate_toy_demo.py --plain-autograd'] if args.plain_autograd else [])
+    times = {v: ([], []) for v in variants + [REFERENCE]}
+    results = {}
+    for _ in range(args.rounds):
+        for v in variants + [REFERENCE]:
+            if v == REFERENCE:
+                res = reference_run(args.demo, args.divergence, args.divergence_C, args.iterations, args.samples)
+            else:
+                with tempfile.TemporaryDirectory() as tmp:
+                    res = toy.run(args.demo, args.divergence, args.divergence_C, iterations=args.iterations,
+                                  samples=args.samples, out=tmp, log=lambda s: None,
+                                  plain_autograd=v.endswith('--plain-autograd'))
+            times[v][0].extend(res['seconds'][1:])
+            times[v][1].extend(res['cpu_seconds'][1:])
+            results.setdefault(v, res)
+
+    ref_wall, ref_cpu = (float(np.median(t)) for t in times[REFERENCE])
+    for v in variants + [REFERENCE]:
+        wall, cpu = (float(np.median(t)) for t in times[v])
+        print(f'{v:40s}: {wall:.3f} s/iteration wall, {cpu:.3f} s/iteration CPU (median of {len(times[v][0])})')
+    for v in variants:
+        wall, cpu = (float(np.median(t)) for t in times[v])
+        print(f'ratio {REFERENCE} / {v}: {ref_wall / wall:.2f}x wall, {ref_cpu / cpu:.2f}x CPU')
+    print(f'load average after: {_load()}')
+    ref = results[REFERENCE]
+    for v in variants:
+        worst = max(abs(a - b) / abs(b) for key in ('train_loss', 'score_loss', 'standard_loss')
+                    for a, b in zip(results[v][key], ref[key]))
+        print(f'{v}: largest relative difference of the printed losses from the reference-style loop '
+              f'{worst:.1e}; C_L {results[v]["C_L"]:.7g} vs {ref["C_L"]:.7g}')
 
 
-def _median(seconds):
-    """Median of the iterations after the first (all of them if there is only one)."""
-    return float(np.median(seconds[1:] or seconds))
+def _cpu():
+    try:
+        with open('/proc/cpuinfo') as f:
+            return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
 def _load():

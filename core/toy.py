@@ -5,9 +5,10 @@
 - `set_runtime(device, threads)`: refuses a CUDA device without CUDA, sets the CPU threads.
 - `Recorder`: the per-iteration records (training loss, R_SCORE, R_Standard, wall and CPU seconds), the printout
   (the reference's six lines per iteration, or one with --compact) and the record_*_loss.txt files.
-- `save_arrays(folder, suffix, **arrays)`: one `<name><suffix>.txt` per array, with numpy's savetxt defaults.
+- `save_arrays(folder, suffix, **arrays)`: one `<name><suffix>.txt` per array, with numpy's savetxt defaults,
+  written atomically (core/utils/atomic.py), as are the record files.
 
-The core/toy_fast.py module holds the CPU fast path of the demo's network and attacks.
+core/toy_fast.py holds `FastPath`, the demo's default strategy (its network and attacks by hand, in blocks).
 """
 import argparse
 import os
@@ -19,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from core.errors import SEED_MAX, UserError, check_number
+from core.utils.atomic import write_atomic
 from core.utils.distributed import add_device_argument, setup
 
 __all__ = ['Recorder', 'build_parser', 'check_run', 'iteration_lines', 'save_arrays', 'set_runtime']
@@ -50,8 +52,8 @@ def build_parser(demos, divergences, iterations, samples, seed):
     parser.add_argument('--threads', type=int, default=1,
                         help='CPU threads (torch.set_num_threads); 0 = PyTorch\'s default (all cores). 1 is the '
                              'default because the blocked CPU path runs thousands of small parallel regions per '
-                             'iteration: on cores busy with other jobs, OpenMP threads waiting for each other made '
-                             'an iteration up to 80x slower here; 2 can pay off on an otherwise idle machine.')
+                             'iteration, and on cores busy with other jobs every region waits for its slowest '
+                             'thread; more threads can pay off on an otherwise idle machine.')
     parser.add_argument('--plain-autograd', action='store_true',
                         help='Run the algorithm as written in generate_toy_demo.py, with plain autograd, instead of '
                              'the hand-written fast path of core/toy_fast.py (same losses up to rounding, slower).')
@@ -89,9 +91,15 @@ def set_runtime(device, threads):
 
 
 def save_arrays(folder, suffix='', **arrays):
-    """Write each (N, d) tensor as folder/<name><suffix>.txt with numpy's savetxt defaults ('%.18e', spaces)."""
+    """Write each (N, d) tensor as folder/<name><suffix>.txt with numpy's savetxt defaults ('%.18e', spaces),
+    each file atomically (a crash leaves the previous file of that name intact)."""
     for name, a in arrays.items():
-        np.savetxt(os.path.join(folder, f'{name}{suffix}.txt'), a.cpu().numpy())
+        _savetxt(os.path.join(folder, f'{name}{suffix}.txt'), a.cpu().numpy())
+
+
+def _savetxt(path, array):
+    """np.savetxt(path, array) with its defaults, through the project's atomic writer."""
+    write_atomic(path, lambda f: np.savetxt(f, array))
 
 
 def iteration_lines(ite, train_loss, r_score, r_standard, compact=False):
@@ -145,7 +153,7 @@ class Recorder:
     def finish(self, folder, c_l):
         """Write the record files, log C_L; returns the records, C_L, the folder and the seconds per iteration."""
         for name, rec in (('train', self.train_loss), ('SCORE', self.score_loss), ('Standard', self.standard_loss)):
-            np.savetxt(os.path.join(folder, f'record_{name}_loss.txt'), np.array(rec))
+            _savetxt(os.path.join(folder, f'record_{name}_loss.txt'), np.array(rec))
         self.log(f'C_L: {c_l}')
         return {'train_loss': self.train_loss, 'score_loss': self.score_loss, 'standard_loss': self.standard_loss,
                 'C_L': c_l, 'seconds': self.seconds, 'cpu_seconds': self.cpu_seconds, 'folder': folder}

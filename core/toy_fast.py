@@ -1,14 +1,16 @@
-"""The CPU fast path of generate_toy_demo.py: the toy network's forward and backward by hand, in cache-sized blocks.
+"""The default strategy of generate_toy_demo.py: `FastPath`, the toy network's forward and backward by hand, in
+cache-sized blocks.
 
-generate_toy_demo.py states the paper's algorithm with plain autograd (`--plain-autograd`); by default it swaps in
-the functions below, which compute the same quantities faster on the CPU (bench/toy.py times both paths):
+generate_toy_demo.py states the paper's algorithm with plain autograd; every function of it that evaluates the
+network or a posterior takes a strategy `ops` with four methods, `softmax(z)`, `ground_truth(x)`, `predict(model,
+x)` and `input_grad(model, x, target, div)`. `--plain-autograd` passes the script's own `PlainAutograd`; by default
+it passes a `FastPath`, which computes the same quantities faster on the CPU (bench/toy.py times both):
 
 - `softmax2(z)`: softmax over a contiguous class axis (PyTorch's last-dim softmax kernel is slow for 2 classes);
-  the script's ground truth and plain path use it too, so both paths share its rounding.
-- `predict(model, x, chunk)`: softmax2(model(x)) through `ToyLogits`, an autograd Function that evaluates the
-  network in blocks of `chunk` rows and recomputes each block's hidden layers in the backward, so the activations
-  stay in the cache.
-- `input_grad(...)`: the attacks' per-row input gradient, with the network's dz/dx taken in forward mode (one
+  equal to F.softmax(z, dim=1) up to one float32 ulp.
+- `ToyLogits`: an autograd Function that evaluates the network in blocks of rows and recomputes each block's
+  hidden layers in the backward, so the activations stay in the cache.
+- `FastPath.input_grad`: the attacks' per-row input gradient, with the network's dz/dx taken in forward mode (one
   extra matrix product per block) and autograd only for the cheap (N, 2) part after the logits; no parameter
   gradients.
 
@@ -25,14 +27,14 @@ CPU_CHUNK = 2048               # points per block on the CPU (the hidden activat
 def softmax2(z):
     """F.softmax(z, dim=1) for (N, K) logits with few classes, computed along a contiguous class axis.
 
-    The same formula (max, exp, sum, divide) and equal to F.softmax(z, 1) up to one float32 ulp, but ~10x
-    faster on the CPU for K = 2, where PyTorch's last-dim softmax kernel is slow. Returns an (N, K) view.
+    The same formula (max, exp, sum, divide) and equal to F.softmax(z, 1) up to one float32 ulp, but faster on
+    the CPU for K = 2, where PyTorch's last-dim softmax kernel is slow. Returns an (N, K) view of (K, N) storage.
     """
     return F.softmax(z.t().contiguous(), dim=0).t()
 
 
 def check_toy_model(model):
-    """The fast path (`_logits`, `ToyLogits`, `input_grad`) is written for `build_model()`'s layout only."""
+    """The fast path (`_logits`, `ToyLogits`, `FastPath`) is written for `build_model()`'s layout only."""
     kinds = (nn.Linear, nn.Tanh, nn.Linear, nn.Tanh, nn.Linear)
     if not (isinstance(model, nn.Sequential) and len(model) == 5
             and all(isinstance(m, k) for m, k in zip(model, kinds)) and model[0].in_features == 1):
@@ -138,45 +140,70 @@ class ToyLogits(torch.autograd.Function):
         return (gx, None, *grads)
 
 
-def predict(model, x, chunk):
-    """softmax2(model(x)) for `build_model()`'s network, evaluated by `ToyLogits` in blocks of `chunk` rows."""
-    check_toy_model(model)
-    return softmax2(ToyLogits.apply(x, chunk, *model.parameters()))
-
-
-def input_grad(model, x, target, row_divergence, ground_truth, chunk):
-    """d/dx_i of row_divergence(p(model(x))_i, target_i) for every row i, (N, 1).
+class FastPath:
+    """How generate_toy_demo.py computes by default: its `PlainAutograd` strategy's four methods, the same
+    quantities computed faster on the CPU.
 
     Arguments:
-        model (nn.Sequential or None): `build_model()`'s network; None differentiates
-            row_divergence(ground_truth(x)_i, target_i) (the C-constant attack).
-        x (Tensor): (N, 1) points.
-        target (Tensor or None): (N, K) constant target, or None for the ground truth at the same point,
-            ground_truth(x), through which the gradient also flows (the SCORE attack).
-        row_divergence (callable): (o, t) -> (N,) per-column divergence of two class-major (K, N) probability
-            tensors (generate_toy_demo.py's `divergence_per_sample` with dim=0).
-        ground_truth (callable): (N, 1) points -> (N, K) probabilities, differentiable in the points.
-        chunk (int or None): rows per block of the network, None = all rows at once.
+        bayes_logits (callable): (N, 1) points -> (N, K) logits of the ground truth, differentiable in the points
+            (generate_toy_demo.py's `bayes_logits`).
+        divergence (callable): (o, t, div) -> (N,) per-row divergence of two (N, K) probability tensors
+            (generate_toy_demo.py's `divergence_per_sample`).
+        device (torch.device or str): the run's device; on the CPU the network runs in blocks of CPU_CHUNK rows,
+            elsewhere in one block (the module itself under autograd).
+        chunk (int or None): overrides the rows per block (None = all rows at once).
 
-    The chain rule is split at the logits: autograd differentiates the cheap (N, K) part,
-    divergence(softmax(z), target), and `_logits` gives dz/dx in forward mode, so the gradient is
-    sum_k dL/dz_k * dz_k/dx (+ dL/dtarget * dtarget/dx for the SCORE attack). No parameter gradients are
-    computed. The divergence is evaluated on (K, N) class-major views (the same numbers), in which layout
-    autograd's gradients of `softmax2` and `ground_truth` then stay: no transposing copies.
+    - `softmax(z)`: `softmax2`, F.softmax(z, dim=1) computed along a contiguous class axis.
+    - `ground_truth(x)`: softmax(bayes_logits(x)), P(Y|x).
+    - `predict(model, x)`: softmax(model(x)), p(x), through `ToyLogits` in blocks of `chunk` rows.
+    - `input_grad(model, x, target, div)`: the attacks' per-row input gradient, with the network's dz/dx in
+      forward mode and autograd only for the cheap (N, K) part after the logits; no parameter gradients.
     """
-    with torch.enable_grad():
-        xr = x.detach().requires_grad_(target is None or model is None)
-        t = (ground_truth(xr) if target is None else target).t()               # class-major (K, N), see below
-        if model is None:
-            return torch.autograd.grad(row_divergence(ground_truth(xr).t(), t).sum(), xr)[0]
+
+    def __init__(self, bayes_logits, divergence, device='cpu', chunk='auto'):
+        self.bayes_logits, self.divergence = bayes_logits, divergence
+        self.chunk = (CPU_CHUNK if torch.device(device).type == 'cpu' else None) if chunk == 'auto' else chunk
+
+    @staticmethod
+    def softmax(z):
+        return softmax2(z)
+
+    def ground_truth(self, x):
+        return softmax2(self.bayes_logits(x))
+
+    def predict(self, model, x):
+        if self.chunk is None:
+            return softmax2(model(x))
         check_toy_model(model)
-        with torch.no_grad():
-            z, dz = _logits(x, chunk, *model.parameters(), slope=True)
-        z.requires_grad_(True)
-        loss = row_divergence(softmax2(z).t(), t).sum()
-        if target is None:
-            gz, gx = torch.autograd.grad(loss, (z, xr))
-        else:
-            gz, gx = torch.autograd.grad(loss, z)[0], None
-    g = (gz * dz).sum(1, keepdim=True)
-    return g if gx is None else g + gx
+        return softmax2(ToyLogits.apply(x, self.chunk, *model.parameters()))
+
+    def input_grad(self, model, x, target, div):
+        """d/dx_i of divergence(p(x)_i, target_i) for every row i, (N, 1).
+
+        model: `build_model()`'s network, or None to differentiate divergence(P(Y|x)_i, target_i) (the C-constant
+        attack); x: (N, 1) points; target: (N, K) constant, or None for the ground truth at the same point, P(Y|x),
+        through which the gradient also flows (the SCORE attack). generate_toy_demo.py's plain-autograd gradient
+        of the batch-mean distance is this per-row one times a positive factor (1/N, and 1 / (2 sqrt(mean)) for
+        JSsqrt): the same signs, hence the same attack steps.
+
+        The chain rule is split at the logits: autograd differentiates divergence(softmax(z), target), and
+        `_logits` gives dz/dx in forward mode, so the gradient is sum_k dL/dz_k * dz_k/dx (+ dL/dtarget *
+        dtarget/dx for the SCORE attack). The (N, K) probabilities are views of class-major (K, N) storage, the
+        layout in which autograd's gradients of `softmax2` then stay: no transposing copies.
+        """
+        with torch.enable_grad():
+            xr = x.detach().requires_grad_(target is None or model is None)
+            t = self.ground_truth(xr) if target is None else target
+            if model is None:
+                return torch.autograd.grad(self.divergence(self.ground_truth(xr), t, div).sum(), xr)[0]
+            check_toy_model(model)
+            with torch.no_grad():
+                z, dz = _logits(x, self.chunk, *model.parameters(), slope=True)
+            z.requires_grad_(True)
+            loss = self.divergence(softmax2(z), t, div).sum()
+            if target is None:
+                gz, gx = torch.autograd.grad(loss, (z, xr))
+            else:
+                gz, gx = torch.autograd.grad(loss, z)[0], None
+        g = (gz * dz).sum(1, keepdim=True)
+        return g if gx is None else g + gx

@@ -14,6 +14,14 @@ sys.path.insert(0, ROOT)
 
 import generate_toy_demo as toy  # noqa: E402
 from core.errors import UserError  # noqa: E402
+from core.toy_fast import FastPath  # noqa: E402
+
+PLAIN = toy.PlainAutograd()
+
+
+def _fast(chunk):
+    """core/toy_fast.py's strategy with blocks of `chunk` rows (None = one block)."""
+    return FastPath(toy.bayes_logits, toy.divergence_per_sample, chunk=chunk)
 
 P_MODEL = [[0.7, 0.3], [0.2, 0.8]]   # model rows
 P_TARGET = [[0.6, 0.4], [0.5, 0.5]]   # target rows
@@ -85,13 +93,13 @@ def test_blocked_input_gradient_has_the_sign_of_autograd(div, target):
     fixed = torch.softmax(torch.randn(50, 2, dtype=torch.float64), 1)
     xr = x.clone().requires_grad_()
     if target == 'fixed':
-        loss, tgt, m = toy.distance(toy.predict(model, xr), fixed, div), fixed, model
+        loss, tgt, m = toy.distance(PLAIN.predict(model, xr), fixed, div), fixed, model
     elif target == 'ground_truth':
-        loss, tgt, m = toy.distance(toy.predict(model, xr), toy.ground_truth(xr), div), None, model
+        loss, tgt, m = toy.distance(PLAIN.predict(model, xr), toy.ground_truth(xr), div), None, model
     else:
         loss, tgt, m = toy.distance(toy.ground_truth(xr), fixed, div), fixed, None
     expected = torch.autograd.grad(loss, xr)[0]
-    got = toy.input_grad(m, x, tgt, div, chunk=16)
+    got = _fast(16).input_grad(m, x, tgt, div)
     assert torch.equal(got.sign(), expected.sign())
     # the reference's gradient is the per-row one times a positive factor
     ratio = expected / got
@@ -104,13 +112,13 @@ def test_attack_stays_in_the_ball_and_leaves_parameters_alone(attack):
     model = toy.build_model()
     x = toy.draw_samples(500, 100, 'cpu')
     if attack == 'pgd':
-        delta = toy.attack_pgd(model, x, toy.ground_truth(x), 'KL', chunk=128)
+        delta = toy.attack_pgd(_fast(128), model, x, toy.ground_truth(x), 'KL')
     elif attack == 'consistent':
-        delta = toy.attack_pgd_consistent(model, x, 'LSE', chunk=128)
+        delta = toy.attack_pgd_consistent(_fast(128), model, x, 'LSE')
     elif attack == 'trades':
-        delta = toy.attack_trades(model, x, 'L1', chunk=128)
+        delta = toy.attack_trades(_fast(128), model, x, 'L1')
     else:
-        delta = toy.compute_C(x, 'KL')
+        delta = toy.compute_C(_fast(None), x, 'KL')
     assert delta.shape == x.shape and not delta.requires_grad
     assert delta.abs().max().item() <= toy.EPS
     assert all(p.grad is None for p in model.parameters())
@@ -262,7 +270,7 @@ def test_attack_refuses_another_network():
     other = torch.nn.Sequential(torch.nn.Linear(1, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8), torch.nn.Tanh(),
                                 torch.nn.Linear(8, 2))
     with pytest.raises(TypeError):
-        toy.attack_pgd_consistent(other, torch.zeros(4, 1), 'KL')
+        toy.attack_pgd_consistent(toy.strategy(), other, torch.zeros(4, 1), 'KL')
 
 
 def test_blocked_toy_logits_equal_plain_autograd_values_and_gradients():
@@ -272,9 +280,9 @@ def test_blocked_toy_logits_equal_plain_autograd_values_and_gradients():
     x = torch.linspace(-4, 4, 23, dtype=torch.float64).reshape(-1, 1)
     target = toy.ground_truth(x).detach()
     grads = []
-    for chunk in (None, 7):
+    for ops in (PLAIN, _fast(7)):
         model.zero_grad()
-        p = toy.predict(model, x, chunk=chunk)
+        p = ops.predict(model, x)
         loss = ((p - target) ** 2).sum(dim=1).mean()
         loss.backward()
         grads.append((p.detach().clone(), [q.grad.clone() for q in model.parameters()]))
@@ -292,19 +300,19 @@ def test_plain_autograd_and_fast_path_give_the_same_losses(one_thread, demo, div
     gradient) give the same training losses, R_SCORE, R_Standard and C-constant perturbations, to 1e-9 relative:
     their attacks take the same signed steps, only rounding differs."""
     records = []
-    for plain, chunk in ((True, None), (False, 64)):
+    for ops in (PLAIN, _fast(64)):
         torch.manual_seed(0)
         model = toy.build_model().double()
         optimizer = torch.optim.Adam(model.parameters(), lr=toy.LR)
         x = toy.draw_samples(250, 50, 'cpu').double()
-        rec = [toy.compute_C(x, div, chunk, plain)]
+        rec = [toy.compute_C(ops, x, div)]
         for _ in range(3):
             x = toy.draw_samples(250, 50, 'cpu').double()
             optimizer.zero_grad()
-            loss = toy.objective(model, demo, x, div, chunk, plain)
+            loss = toy.objective(ops, model, demo, x, div)
             loss.backward()
             optimizer.step()
-            rec.append((loss.item(), *toy.robust_errors(model, x, div_c, chunk, plain)))
+            rec.append((loss.item(), *toy.robust_errors(ops, model, x, div_c)))
         records.append(rec)
     (c_plain, *plain_losses), (c_fast, *fast_losses) = records
     assert torch.equal(c_plain, c_fast)
