@@ -26,7 +26,7 @@ from core.builder import build_trainer
 from core.data import get_data_info, load_data
 from core.errors import UserError, exit_on_user_error
 from core.utils.distributed import barrier, cleanup, setup
-from core.utils.epoch import adversarial_test, final_record, resume_epoch, save_epoch, train_epoch
+from core.utils.epoch import adversarial_test, final_record, save_epoch, start_run, train_epoch
 from core.utils.parser import check_train_flags, parser_train
 from core.utils.run_dir import STATE_FORMAT_VERSION, check_run_dir, load_resume_state, open_run, saved_lr
 from core.utils.tensorboard import TensorBoard, require_tensorboard
@@ -98,18 +98,8 @@ def main():
         print('Debug mode: 1 epoch (schedules sized for {} epochs).'.format(args.num_adv_epochs))
 
     # ------------------------------------------------------------------ resume
-    start_epoch, best, rows, res = 1, [0.0, 0.0], [], None
-    if state is not None:
-        start_epoch = resume_epoch(trainer, state, args, runtime, logger, NUM_ADV_EPOCHS)
-        best, rows, res = list(state['best']), state['rows'], state['train_metrics']
-    else:
-        if args.resume:
-            logger.log('\nNo epoch of this run was saved: starting it from epoch 1.')
-        logger.log('\n\n')
-        test_acc = trainer.eval(test_dataloader)
-        # sic: {:2f}, 6 decimals (docs/differences.md item 30)
-        logger.log('Standard Accuracy-\tTest: {:2f}%.'.format(test_acc * 100))
-        logger.log('RST Adversarial training for {} epochs'.format(NUM_ADV_EPOCHS))
+    start_epoch, best, rows, res = start_run(trainer, state, args, runtime, logger, test_dataloader, NUM_ADV_EPOCHS,
+                                             'RST Adversarial training for {} epochs')
 
     board = TensorBoard(LOG_DIR, len(train_dataloader), start_epoch) if args.tensorboard and primary else None
 

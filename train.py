@@ -26,7 +26,7 @@ from core.builder import build_trainer
 from core.data import get_data_info, load_data
 from core.errors import exit_on_user_error
 from core.utils.distributed import barrier, cleanup, setup
-from core.utils.epoch import adversarial_test, final_record, resume_epoch, save_epoch, train_epoch
+from core.utils.epoch import adversarial_test, final_record, save_epoch, start_run, train_epoch
 from core.utils.parser import check_train_flags, parser_train
 from core.utils.run_dir import STATE_FORMAT_VERSION, check_run_dir, load_resume_state, open_run, saved_lr
 from core.utils.utils import seed
@@ -92,19 +92,9 @@ def main(argv=None):
     args_changed = state is not None and saved_lr(LOG_DIR) != args.lr
 
     # ------------------------------------------------------------------ resume
-    start_epoch, best, rows, res, test_adv_acc = 1, [0.0, 0.0], [], None, 0.0
-    if state is not None:
-        start_epoch = resume_epoch(trainer, state, args, runtime, logger, NUM_ADV_EPOCHS)
-        best, rows, res = list(state['best']), state['rows'], state['train_metrics']
-        test_adv_acc = state['test_adv_acc']
-    else:
-        if args.resume:
-            logger.log('\nNo epoch of this run was saved: starting it from epoch 1.')
-        logger.log('\n\n')
-        test_acc = trainer.eval(test_dataloader)
-        # sic: {:2f}, 6 decimals (docs/differences.md item 30)
-        logger.log('Standard Accuracy-\tTest: {:2f}%.'.format(test_acc * 100))
-        logger.log('Adversarial training for {} epochs'.format(NUM_ADV_EPOCHS))
+    start_epoch, best, rows, res = start_run(trainer, state, args, runtime, logger, test_dataloader, NUM_ADV_EPOCHS,
+                                             'Adversarial training for {} epochs')
+    test_adv_acc = 0.0 if state is None else state['test_adv_acc']  # the last measured one (stale in between)
 
     # ------------------------------------------------------------------ loop
     for epoch in range(start_epoch, NUM_ADV_EPOCHS + 1):

@@ -20,7 +20,7 @@ from core.utils.rng import rng_state, set_rng_state
 from core.utils.run_dir import STATE_FILE, write_args
 from core.utils.utils import format_time
 
-__all__ = ['resume_epoch', 'train_epoch', 'adversarial_test', 'save_epoch', 'final_record', 'write_csv',
+__all__ = ['start_run', 'resume_epoch', 'train_epoch', 'adversarial_test', 'save_epoch', 'final_record', 'write_csv',
            'non_finite_message']
 
 
@@ -61,6 +61,22 @@ def resume_epoch(trainer, state, args, runtime, logger, num_epochs):
         logger.log('--lr changed from {} to {} (--resume-changed-flags lr): the schedule continues at the '
                    'same step, scaled by {}.'.format(old_lr, args.lr, args.lr / old_lr))
     return state['epoch'] + 1
+
+
+def start_run(trainer, state, args, runtime, logger, test_dataloader, num_epochs, heading):
+    """Where a run starts. With a saved `state` (--resume): `resume_epoch`, then (its next epoch, best, CSV rows,
+    last train metrics). Otherwise the opening lines (the clean test accuracy before training, then
+    `heading.format(num_epochs)`) and (1, [0.0, 0.0], [], None)."""
+    if state is not None:
+        start_epoch = resume_epoch(trainer, state, args, runtime, logger, num_epochs)
+        return start_epoch, list(state['best']), state['rows'], state['train_metrics']
+    if args.resume:
+        logger.log('\nNo epoch of this run was saved: starting it from epoch 1.')
+    logger.log('\n\n')
+    test_acc = trainer.eval(test_dataloader)
+    logger.log('Standard Accuracy-\tTest: {:2f}%.'.format(test_acc * 100))  # sic: {:2f} (docs/differences.md item 30)
+    logger.log(heading.format(num_epochs))
+    return 1, [0.0, 0.0], [], None
 
 
 def train_epoch(trainer, logger, train_dataloader, test_dataloader, epoch, args, log_dir, on_step=None):
