@@ -12,7 +12,7 @@ from core.builder import pretrained_path
 from core.data import AUGMENTATIONS, DATASETS, SEMISUP_DATASETS, augment_arg, validate_unsup_fraction
 from core.errors import SEED_MAX, UserError, check_number
 from core.models import check_model_name
-from core.objectives import check_beta, resolve
+from core.objectives import resolve
 from core.schedules import SCHEDULERS, check_epochs
 from core.utils.distributed import AMP_MODES, add_device_argument
 from core.utils.run_dir import RESUME_CHANGEABLE_FLAGS
@@ -139,7 +139,6 @@ def check_train_flags(args):
     check_number('--seed', args.seed, 0, SEED_MAX, example=1)
     if args.stop_after is not None:
         check_number('--stop-after', args.stop_after, 1)
-    check_beta(args)
     if args.num_adv_epochs < 1:
         raise UserError(f'--num-adv-epochs {args.num_adv_epochs}: at least 1 epoch is needed.')
     if args.adv_eval_freq < 1:
