@@ -83,7 +83,9 @@ def test_plain_fp16_backward_loses_the_kl_gradient(setting):
     model, z, objectives = setting
     with ctx_batch_stats(model), torch.autocast('cpu', dtype=torch.float16):
         grad = plain_grad(model, objectives['trades-kl'], z)
-    assert (grad == 0).float().mean() > 0.2
+    # 19% to over 20% of the entries are exactly zero, depending on the CPU's fp16 kernels (Intel Xeon, AMD EPYC);
+    # 5% keeps a margin on any x86 CPU and stays ten times above what the scaled backward leaves (< 0.5%, above)
+    assert (grad == 0).float().mean() > 0.05
 
 
 def test_fp16_sign_ascent_moves_every_pixel(setting):

@@ -17,6 +17,8 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from test_golden_steps import RTOL_LOSS, RTOL_WEIGHTS  # noqa: E402
+
 from core.data import get_data_info  # noqa: E402
 from core.utils.parser import parser_train  # noqa: E402
 from core.utils.train import Trainer  # noqa: E402
@@ -69,7 +71,14 @@ def run(name):
 
 @pytest.mark.parametrize('name', sorted(CASES))
 def test_three_steps_give_the_recorded_losses_and_weights(name, one_thread):
-    assert run(name) == EXPECTED[name]
+    # another x86 CPU model moves the last float32 bits, amplified by the sign attacks: figures recorded on an AMD
+    # EPYC, run on an Intel Xeon, differ by up to 2.8e-6 relative (a loss) and 3.6e-6 (a checksum, trades-kl);
+    # 5e-5 is over ten times that, below the 1e-4 and more that a changed formula or random draw moves
+    losses, (total, squares) = run(name)
+    expected_losses, (expected_total, expected_squares) = EXPECTED[name]
+    assert losses == pytest.approx(expected_losses, rel=RTOL_LOSS)
+    assert total == pytest.approx(expected_total, rel=RTOL_WEIGHTS)
+    assert squares == pytest.approx(expected_squares, rel=RTOL_WEIGHTS)
 
 
 
