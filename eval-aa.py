@@ -26,16 +26,16 @@ import time
 import torch
 
 from core.attacks import attack_norm
-from core.autoattack import flags_to_str, make_autoattack, run_autoattack
+from core.attacks.autoattack import flags_to_str, make_autoattack, run_autoattack
 from core.data import get_data_info, load_data
-from core.errors import SEED_MAX, UserError, check_number, exit_on_user_error
 from core.models import create_model
+from core.run.parser import parser_eval
+from core.run.run_dir import ARGS_FILE, read_args
 from core.utils.atomic import write_atomic
 from core.utils.checkpoint import load_state_dict, load_weights
 from core.utils.distributed import barrier, cleanup, setup
+from core.utils.errors import SEED_MAX, UserError, check_number, exit_on_user_error
 from core.utils.logger import setup_logger
-from core.utils.parser import parser_eval
-from core.utils.run_dir import ARGS_FILE, read_args
 from core.utils.utils import format_time, seed
 
 # Keys the reference's eval parser shares with args.txt: there the saved value won; here an explicit flag wins

@@ -24,9 +24,9 @@ starts are drawn from the CUDA generator (the samples from the CPU one), as in t
 This file states the algorithm with plain autograd, in the paper's notation: probabilities are
 F.softmax(logits, dim=1) of (N, 2) logits. Every function that evaluates the network or a posterior takes a strategy
 `ops` (softmax, ground_truth, predict, input_grad): `PlainAutograd` below computes them as written
-(`--plain-autograd`); by default the script passes core/toy_fast.py's `FastPath`, the same quantities computed by
+(`--plain-autograd`); by default the script passes core/toy/fast.py's `FastPath`, the same quantities computed by
 hand in cache-sized blocks, faster on the CPU (bench/toy.py times both). The command line, the printout and the
-output files are in core/toy.py.
+output files are in core/toy/cli.py.
 """
 import os
 
@@ -35,9 +35,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from core import toy_fast
-from core.errors import UserError, exit_on_user_error
-from core.toy import Recorder, build_parser, check_run, save_arrays, set_runtime
+from core.toy import fast as toy_fast
+from core.toy.cli import Recorder, build_parser, check_run, save_arrays, set_runtime
+from core.utils.errors import UserError, exit_on_user_error
 
 DEMOS = ('PGDAT', 'PGDATconsistent', 'TRADES', 'Standard')
 DIVERGENCES = ('KL', 'JSsqrt', 'LSE', 'L2', 'L1', 'Linf')
@@ -143,7 +143,7 @@ class PlainAutograd:
     probabilities, (N, 1) -> (N, 2); input_grad(model, x, target, div) = the attacks' ascent direction at the
     points x (N, 1), the gradient of distance(p(x), target) in x. There p is the model's prediction, or the ground
     truth itself for model=None; target is an (N, 2) constant, or None for the ground truth at the same point,
-    P(Y|x), through which the gradient also flows (the SCORE attack). core/toy_fast.py's `FastPath` (the default)
+    P(Y|x), through which the gradient also flows (the SCORE attack). core/toy/fast.py's `FastPath` (the default)
     has the same methods; its input gradient is this one divided by a positive factor, so the attacks take the
     same steps.
     """
@@ -167,7 +167,7 @@ class PlainAutograd:
 
 
 def strategy(plain_autograd=False, device='cpu'):
-    """The `ops` of a run: PlainAutograd, or (the default) core/toy_fast.py's FastPath for `device`."""
+    """The `ops` of a run: PlainAutograd, or (the default) core/toy/fast.py's FastPath for `device`."""
     if plain_autograd:
         return PlainAutograd()
     return toy_fast.FastPath(bayes_logits, divergence_per_sample, device)
@@ -269,9 +269,9 @@ def run(demo='PGDATconsistent', divergence='KL', divergence_C='KL', iterations=I
         seed=SEED, device='cpu', out='toy_results', save_every=0, progress=False, log=print, compact=False,
         plain_autograd=False):
     """Train one toy demo and write its files; returns a dict of the records, C_L, the output folder and the wall
-    and CPU (process) seconds of every iteration. Each printed line goes through `log` (see core.toy.iteration_lines).
+    and CPU (process) seconds of every iteration. Each printed line goes through `log` (core.toy.cli.iteration_lines).
 
-    The strategy `ops` is `strategy(plain_autograd, device)`: PlainAutograd, or core/toy_fast.py's FastPath (in
+    The strategy `ops` is `strategy(plain_autograd, device)`: PlainAutograd, or core/toy/fast.py's FastPath (in
     blocks of toy_fast.CPU_CHUNK rows on the CPU, the module under autograd with a one-block input gradient on
     other devices). Both draw the same random numbers.
 

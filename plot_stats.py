@@ -11,8 +11,8 @@ import argparse
 import os
 import sys
 
-from core.errors import UserError, exit_on_user_error
-from core.utils.plotting import draw_curves, read_run, save_figure
+from core.run.plotting import draw_curves, read_run, save_figure
+from core.utils.errors import UserError, exit_on_user_error
 
 
 def main(argv=None):

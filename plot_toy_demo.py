@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 
-from core.utils.plotting import save_figure
+from core.run.plotting import save_figure
 
 GROUND_TRUTH_COLOUR = (0 / 255, 139 / 255, 139 / 255)
 LEARNED_COLOUR = (0.85, 0.325, 0.098)

@@ -22,13 +22,13 @@ import time
 import torch
 
 from core.attacks import VARIABLE_BATCH_ATTACKS
-from core.builder import build_trainer
 from core.data import get_data_info, load_data
-from core.errors import UserError, exit_on_user_error
+from core.run.epoch import adversarial_test, final_record, save_epoch, start_run, train_epoch
+from core.run.parser import check_train_flags, parser_train
+from core.run.run_dir import STATE_FORMAT_VERSION, check_run_dir, load_resume_state, open_run, saved_lr
+from core.training.builder import build_trainer
 from core.utils.distributed import barrier, cleanup, setup
-from core.utils.epoch import adversarial_test, final_record, save_epoch, start_run, train_epoch
-from core.utils.parser import check_train_flags, parser_train
-from core.utils.run_dir import STATE_FORMAT_VERSION, check_run_dir, load_resume_state, open_run, saved_lr
+from core.utils.errors import UserError, exit_on_user_error
 from core.utils.tensorboard import TensorBoard, require_tensorboard
 from core.utils.utils import seed
 
@@ -47,7 +47,7 @@ def dataparallel_note(runtime, gpus):
 def main():
     # ------------------------------------------------------------------ args
     args = parser_train().parse_args()
-    objective = check_train_flags(args)  # the training objective, resolved once (core/objectives.py)
+    objective = check_train_flags(args)  # the training objective, resolved once (core/training/objectives.py)
     if args.tensorboard:
         require_tensorboard()  # the optional package, checked before anything is written
     # --debug: 1 epoch, the schedules still sized for --num-adv-epochs (docs/differences.md item 16)
@@ -86,7 +86,7 @@ def main():
     seed(args.seed)
     if args.tau and primary:
         print('Using WA.')
-    # core/builder.py: the reference's construction order and seeds (docs/differences.md item 41)
+    # core/training/builder.py: the reference's construction order and seeds (docs/differences.md item 41)
     trainer = build_trainer(info, args, runtime, objective=objective)
 
     # ------------------------------------------------------------------ run folder + logger

@@ -22,13 +22,13 @@ import time
 import torch
 
 from core.attacks import VARIABLE_BATCH_ATTACKS
-from core.builder import build_trainer
 from core.data import get_data_info, load_data
-from core.errors import exit_on_user_error
+from core.run.epoch import adversarial_test, final_record, save_epoch, start_run, train_epoch
+from core.run.parser import check_train_flags, parser_train
+from core.run.run_dir import STATE_FORMAT_VERSION, check_run_dir, load_resume_state, open_run, saved_lr
+from core.training.builder import build_trainer
 from core.utils.distributed import barrier, cleanup, setup
-from core.utils.epoch import adversarial_test, final_record, save_epoch, start_run, train_epoch
-from core.utils.parser import check_train_flags, parser_train
-from core.utils.run_dir import STATE_FORMAT_VERSION, check_run_dir, load_resume_state, open_run, saved_lr
+from core.utils.errors import exit_on_user_error
 from core.utils.utils import seed
 
 IGNORED_FLAGS = ('--LSE', '--ls', '--clip_value', '--CutMix', '--tensorboard')
@@ -41,7 +41,7 @@ def ignored_flags(argv):
 
 def validate(args):
     """train-wa.py's flag checks for the plain Trainer, with the ignored flags switched off; returns the objective
-    they train (`core.objectives.resolve` of those flags)."""
+    they train (`core.training.objectives.resolve` of those flags)."""
     checked = argparse.Namespace(**vars(args))
     checked.tau, checked.LSE, checked.CutMix = 0, False, False
     return check_train_flags(checked)
@@ -83,7 +83,7 @@ def main(argv=None):
         unsup_fraction=args.unsup_fraction, validation=False, seed=args.seed, rank=runtime.rank,
         world_size=runtime.world_size, pin_memory=runtime.device.type == 'cuda')
     seed(args.seed)  # the original's seeding points (docs/differences.md item 41)
-    trainer = build_trainer(info, args, runtime, weight_averaging=False, objective=objective)  # core/builder.py
+    trainer = build_trainer(info, args, runtime, weight_averaging=False, objective=objective)
 
     # ------------------------------------------------------------------ run folder + logger
     logger = open_run(LOG_DIR, args, runtime, new_run=state is None)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Images per second of one train-wa.py training step, reference-style vs optimised, in the same run.
 
-One step is exactly what the trainer (core/trainer.py) does per batch with weight averaging: the BN momentum
+One step is exactly what the trainer (core/training/trainer.py) does per batch with weight averaging: the BN momentum
 trick, the loss (TRADES-KL or SCORE-LSE: the clean forward, whose detached softmax is the attack's target,
 T = 10 PGD steps on the input, the adversarial forward; the original ran one more, separate target forward,
 docs/differences.md item 42),
@@ -34,10 +34,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from core.builder import build_trainer  # noqa: E402
 from core.data import get_data_info  # noqa: E402
+from core.run.parser import parser_train  # noqa: E402
+from core.training.builder import build_trainer  # noqa: E402
 from core.utils.distributed import Runtime  # noqa: E402
-from core.utils.parser import parser_train  # noqa: E402
 
 LOSSES = {'TRADES-KL': ['--beta', '6.0', '--ls', '0.1'], 'SCORE-LSE': ['--beta', '4.0', '--LSE', '--ls', '0']}
 

@@ -16,8 +16,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
 
-from core.errors import exit_on_user_error  # noqa: E402
-from core.utils.export import LAYOUTS, export_weights  # noqa: E402
+from core.run.export import LAYOUTS, export_weights  # noqa: E402
+from core.utils.errors import exit_on_user_error  # noqa: E402
 
 
 def main(argv=None):

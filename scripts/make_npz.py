@@ -18,8 +18,8 @@ import numpy as np  # noqa: E402
 
 from core.data import get_data_info  # noqa: E402
 from core.data.common import load_split  # noqa: E402
-from core.errors import UserError, exit_on_user_error  # noqa: E402
 from core.utils.atomic import write_atomic  # noqa: E402
+from core.utils.errors import UserError, exit_on_user_error  # noqa: E402
 
 NAMES = ('cifar10', 'cifar100', 'svhn')
 

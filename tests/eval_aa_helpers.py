@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from core.data import get_data_info
-from core.errors import exit_on_user_error
 from core.models import create_model
+from core.utils.errors import exit_on_user_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, 'tests', 'fixtures')

@@ -24,8 +24,8 @@ from core.attacks import (
     create_train_and_eval_attacks,
     create_wa_eval_attack,
 )
-from core.autoattack import BACKEND
-from core.errors import UserError
+from core.attacks.autoattack import BACKEND
+from core.utils.errors import UserError
 
 TOL = 1e-6
 EPS = {'Linf': 0.1, 'L2': 1.0}  # large enough for the tiny net to be fooled at least sometimes

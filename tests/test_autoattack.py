@@ -1,4 +1,4 @@
-"""The AutoAttack adapter core/autoattack.py on its own: the official package's API mapped (a fake package), an
+"""The AutoAttack adapter core/attacks/autoattack.py on its own: the official package's API mapped (a fake package), an
 interrupted evaluation resumed from its state file, the progress bar (eval-aa.py end to end: tests/test_eval_aa.py)."""
 import os
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 from eval_aa_helpers import FakeOfficialAutoAttack, PixelModel
 
-import core.autoattack as aa
-from core.autoattack import flags_to_str
+import core.attacks.autoattack as aa
+from core.attacks.autoattack import flags_to_str
 
 pytestmark = pytest.mark.usefixtures('one_thread')  # tests/conftest.py
 

@@ -6,7 +6,6 @@ import pytest
 import torch
 import torch.nn as nn
 
-from core.errors import UserError
 from core.models import create_model
 from core.utils.checkpoint import (
     canonical_state_dict,
@@ -17,6 +16,7 @@ from core.utils.checkpoint import (
     save_atomic,
     unwrap_model,
 )
+from core.utils.errors import UserError
 
 INFO = dict(data='cifar10s', num_classes=10, mean=(0.4914, 0.4822, 0.4465), std=(0.2023, 0.1994, 0.2010))
 NAME = 'wrn-10-2-swish'
@@ -303,7 +303,7 @@ def test_load_weights_picks_the_state_dict_asked_for(tmp_path):
             load_weights(tmp_path / name, 'unaveraged_model_state_dict')
         assert str(tmp_path / name) in str(info.value)
     pytest.importorskip('safetensors')
-    from core.utils.export import write_safetensors
+    from core.run.export import write_safetensors
     write_safetensors(averaged, str(tmp_path / 'one.safetensors'))
     assert torch.equal(load_weights(tmp_path / 'one.safetensors')['w'], torch.zeros(2))
     with pytest.raises(UserError, match='holds one model'):
@@ -354,4 +354,4 @@ def test_no_import_cycle_in_core():
         if v not in order:
             visit(v)
     assert cycles == []
-    assert 'core.utils.export' not in graph['core.utils.checkpoint']
+    assert 'core.run.export' not in graph['core.utils.checkpoint']

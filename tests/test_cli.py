@@ -19,7 +19,7 @@ def test_help(script):
 
 def test_train_augment_flag_takes_the_reference_bools_and_the_names():
     sys.path.insert(0, ROOT)
-    from core.utils.parser import parser_train
+    from core.run.parser import parser_train
     p = parser_train()
     assert p.parse_args(['--desc', 'x', '--augment', 'False']).augment is False
     assert p.parse_args(['--desc', 'x']).augment is True

@@ -17,7 +17,7 @@ from core.data import SEMISUP_DATASETS, augment_arg, get_data_info, load_data, s
 from core.data import common as data_common
 from core.data.convert import convert
 from core.data.npz import NpyMember
-from core.errors import UserError
+from core.utils.errors import UserError
 
 
 @pytest.fixture

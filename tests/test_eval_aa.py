@@ -24,7 +24,7 @@ from eval_aa_helpers import (
     run_cli,
 )
 
-import core.autoattack as aa
+import core.attacks.autoattack as aa
 from core.data import get_data_info
 from core.models import create_model
 
@@ -197,7 +197,7 @@ def test_explicit_flags_override_args_txt(tmp_path):
 
 def test_device_has_the_choices_of_train_wa(capsys):
     """One --device for every script: eval-aa.py refuses what train-wa.py refuses (exit 2 before anything runs)."""
-    from core.utils.parser import parser_eval, parser_train
+    from core.run.parser import parser_eval, parser_train
 
     def choices(parser):
         return next(a.choices for a in parser._actions if a.dest == 'device')
@@ -300,7 +300,7 @@ def test_two_gloo_processes_equal_one_and_resume_its_state(tmp_path, capsys, mon
 def test_weights_from_a_safetensors_export(tmp_path, capsys, monkeypatch):
     """eval-aa.py --weights reads a .safetensors export of scripts/export.py (one model: --unaveraged refused)."""
     pytest.importorskip('safetensors')  # optional; requirements.txt installs it
-    from core.utils.export import export_weights
+    from core.run.export import export_weights
     monkeypatch.setattr(aa, '_AutoAttack', FakeOfficialAutoAttack)
     monkeypatch.setattr(aa, 'BACKEND', 'autoattack')
     data_root, log_root, desc, *_ = make_run(tmp_path, released_args())

@@ -14,9 +14,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from core.data import get_data_info
-from core.errors import UserError, exit_on_user_error
 from core.models import create_model
-from core.utils.export import export_weights, read_safetensors, safetensors_metadata
+from core.run.export import export_weights, read_safetensors, safetensors_metadata
+from core.utils.errors import UserError, exit_on_user_error
 
 pytest.importorskip('safetensors')  # an optional feature; requirements.txt installs it, so CI runs these tests
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -135,8 +135,8 @@ def test_safetensors_round_trip_and_eval_loading(tmp_path):
         read_safetensors(out, 'unaveraged_model_state_dict')
 
     # the Trainer's --pretrained-file path reads it into a fresh model
-    from core.utils.parser import parser_train
-    from core.utils.train import Trainer
+    from core.run.parser import parser_train
+    from core.training.builder import Trainer
     flags = parser_train().parse_args(['--desc', 'x', '--model', 'wrn-16-1-swish', '--tau', '0', '--num-adv-epochs',
                                        '1', '--pretrained-file', str(out), '--log-dir', str(tmp_path)])
     assert_same(Trainer(get_data_info('cifar10'), flags).model.state_dict(), averaged.state_dict())

@@ -165,7 +165,7 @@ def test_cudnn_benchmark_is_off_for_apgd_training_attacks(train_data, tmp_path, 
 def test_eval_aa_attacks_a_model_with_frozen_parameters(tmp_path, capsys, monkeypatch, one_thread):
     from test_eval_aa import FakeOfficialAutoAttack, make_run, released_args, run_cli
 
-    import core.autoattack as aa
+    import core.attacks.autoattack as aa
     monkeypatch.setattr(aa, '_AutoAttack', FakeOfficialAutoAttack)
     monkeypatch.setattr(aa, 'BACKEND', 'autoattack')
     data_root, log_root, desc, *_ = make_run(tmp_path, released_args(attack_eps=0.5))
@@ -179,7 +179,7 @@ def test_eval_aa_attacks_a_model_with_frozen_parameters(tmp_path, capsys, monkey
 # ------------------------------------------------------------------ items 6 and 7: compile / DDP wrappers
 def _trainer(*flags):
     from core.data import get_data_info
-    from core.utils.parser import parser_train
+    from core.run.parser import parser_train
     from gowal21uncovering.utils.watrain import WATrainer
     args = parser_train().parse_args(['--desc', 'x', '--model', 'wrn-10-1-swish', '--num-adv-epochs', '2',
                                       '--attack-iter', '2', '--batch-size', '4'] + list(flags))
@@ -209,8 +209,8 @@ def test_under_ddp_only_the_two_training_forwards_go_through_the_wrapper(tmp_pat
     z_nat and z_adv go through the wrapper. A 1-process gloo group shows it on the CPU."""
     import torch.distributed as dist
 
-    from core.utils.mart import mart_loss
-    from core.utils.train import trades_loss_plain
+    from core.training.mart import mart_loss
+    from core.training.trades import trades_loss_plain
     from gowal21uncovering.utils.trades import trades_loss, trades_loss_LSE
     fn = {'trades': trades_loss, 'lse': lambda *a, **k: trades_loss_LSE(*a, num_classes=3, **k), 'mart': mart_loss,
           'plain-trades': trades_loss_plain}[loss]
@@ -252,7 +252,7 @@ def test_training_attack_loops_never_ask_the_host(attack):
     """On the meta device every host synchronisation (`.item()`, `if tensor.any()`) raises: the TRADES / LSE and
     MART loops run through, so on a GPU they queue their steps without waiting (the L2 loop's zero-norm check
     used to synchronise every step)."""
-    from core.utils.mart import MartInnerMax
+    from core.training.mart import MartInnerMax
     from gowal21uncovering.utils.trades import TradesInnerMax
     model, x = _meta_net(), torch.empty(4, 3, 8, 8, device='meta')
     p, y = torch.empty(4, 3, device='meta'), torch.zeros(4, dtype=torch.long, device='meta')
@@ -298,7 +298,7 @@ def test_evaluate_takes_a_per_rank_loader_as_this_ranks_share(tmp_path):
     import torch.distributed as dist
 
     from core.data.common import eval_loader
-    from core.trainer import evaluate, to_device
+    from core.training.trainer import evaluate, to_device
     images = torch.arange(10.0).view(10, 1)
     dataset = torch.utils.data.TensorDataset(images, torch.zeros(10, dtype=torch.long))
     loader = eval_loader(dataset, 4, 0, False, rank=1, world_size=2)

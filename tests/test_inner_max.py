@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from core.errors import UserError
-from core.utils.mart import MartInnerMax, mart_loss
+from core.training.mart import MartInnerMax, mart_loss
+from core.utils.errors import UserError
 from gowal21uncovering.utils.ema import bn_momentum_trick
 from gowal21uncovering.utils.trades import (
     TradesInnerMax,

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from core.errors import UserError
-from core.utils.mart import mart_outer_loss
+from core.training.mart import mart_outer_loss
+from core.utils.errors import UserError
 from gowal21uncovering.utils.trades import (
     kl_div_batchmean,
     score_lse_loss,
@@ -145,7 +145,7 @@ def test_robust_terms_differentiate_through_both_arguments():
 def test_plain_trades_l2_one_step_by_hand():
     """Linear model z = W vec(x) (float64, no BN), T = 1: for KL_sum(p || softmax(z)) the gradient w.r.t. z is
     softmax(z) - p, so the step on delta is d0 + 2 eps * g / |g| with g = W^T (q - p) per sample (ascending KL)."""
-    from core.utils.train import trades_loss_plain
+    from core.training.trades import trades_loss_plain
     torch.manual_seed(0)
     W = torch.randn(3, 4, dtype=torch.float64)
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3, bias=False)).double()
@@ -182,8 +182,8 @@ def test_plain_trades_l2_one_step_by_hand():
 
 
 def test_plain_trainer_accepts_l2_trades_and_refuses_l2_mart():
-    from core.objectives import resolve
-    from core.utils.parser import parser_train
+    from core.run.parser import parser_train
+    from core.training.objectives import resolve
     base = ['--desc', 'x', '--tau', '0', '--beta', '1', '--attack', 'l2-pgd']
     assert resolve(parser_train().parse_args(base), weight_averaging=False).name == 'trades-plain'
     with pytest.raises(UserError, match='MART'):

@@ -7,9 +7,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from core.errors import UserError
 from core.models import MODELS, ModelWrapper, Normalization, check_model_name, create_model
 from core.models.wideresnetwithswish import _Block, pad_same
+from core.utils.errors import UserError
 
 CIFAR10 = dict(data='cifar10s', num_classes=10, mean=(0.4914, 0.4822, 0.4465), std=(0.2023, 0.1994, 0.2010))
 CIFAR100 = dict(data='cifar100s', num_classes=100, mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762))

@@ -1,7 +1,7 @@
 """Three training steps of each objective give the same losses and weights before and after a refactor.
 
 The figures below were printed by this file's `run` on the code before the objectives registry
-(core/objectives.py) existed: tiny WRN-10-1-Swish, seed 1, three synthetic batches of 8 images, CPU, float32,
+(core/training/objectives.py) existed: tiny WRN-10-1-Swish, seed 1, three synthetic batches of 8 images, CPU, float32,
 one thread, two attack steps. They are the code's own output, written down once, and guard that moving the
 losses, the inner maximisations and the dispatch around changes no random draw, no forward and no number.
 The `trades-kl-cutmix` figures were printed the same way on commit 9ce83f0, before the inner maximisations were
@@ -20,8 +20,8 @@ sys.path.insert(0, ROOT)
 from test_golden_steps import RTOL_LOSS, RTOL_WEIGHTS  # noqa: E402
 
 from core.data import get_data_info  # noqa: E402
-from core.utils.parser import parser_train  # noqa: E402
-from core.utils.train import Trainer  # noqa: E402
+from core.run.parser import parser_train  # noqa: E402
+from core.training.builder import Trainer  # noqa: E402
 from gowal21uncovering.utils.watrain import WATrainer  # noqa: E402
 
 CASES = {
@@ -95,15 +95,15 @@ def flags(*extra):
     (['--beta', '4', '--LSE', '--CutMix'], True, 'score-lse'),
 ])
 def test_resolve_follows_the_reference_dispatch(extra, weight_averaging, name):
-    from core.objectives import resolve, select
+    from core.training.objectives import resolve, select
     assert resolve(flags(*extra), weight_averaging).name == name == select(flags(*extra), weight_averaging)
 
 
 @pytest.mark.parametrize('extra', [['--mart'], ['--LSE'], ['--mart', '--LSE']])
 def test_without_beta_the_reference_dispatch_is_madry_and_resolve_refuses_it(extra):
     """The reference silently trains Madry PGD-AT (`select`); the objective asked for needs --beta (`resolve`)."""
-    from core.errors import UserError
-    from core.objectives import resolve, select
+    from core.training.objectives import resolve, select
+    from core.utils.errors import UserError
     assert select(flags(*extra), True) == 'madry'
     with pytest.raises(UserError, match=f'^{extra[0]} needs --beta'):   # --mart first (MART > SCORE-LSE)
         resolve(flags(*extra), True)
@@ -119,14 +119,14 @@ def test_without_beta_the_reference_dispatch_is_madry_and_resolve_refuses_it(ext
     (['--beta', '6', '--attack', 'fgsm'], True, 'TRADES / LSE training supports'),
 ])
 def test_resolve_refuses_what_the_objective_cannot_train(extra, weight_averaging, message):
-    from core.errors import UserError
-    from core.objectives import resolve
+    from core.training.objectives import resolve
+    from core.utils.errors import UserError
     with pytest.raises(UserError, match=message.replace('.', r'\.')):
         resolve(flags(*extra), weight_averaging)
 
 
 def test_registry_rules():
-    from core.objectives import OBJECTIVES
+    from core.training.objectives import OBJECTIVES
     train_wa = {n: o for n, o in OBJECTIVES.items() if o.script == 'train-wa.py'}  # without_DDPM's: their own test
     assert sorted(train_wa) == ['madry', 'mart', 'score-lse', 'trades-kl', 'trades-plain']
     assert [n for n, o in train_wa.items() if o.allows_cutmix] == ['trades-kl', 'score-lse']

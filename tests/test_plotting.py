@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from core.errors import UserError, exit_on_user_error
-from core.utils import plotting
+from core.run import plotting
+from core.utils.errors import UserError, exit_on_user_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'

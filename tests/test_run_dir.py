@@ -6,10 +6,10 @@ import os
 import pytest
 import torch
 
-from core.errors import UserError
-from core.utils.export import export_weights
-from core.utils.plotting import read_run
-from core.utils.run_dir import ARGS_FILE, load_resume_state, read_args, saved_lr, write_args
+from core.run.export import export_weights
+from core.run.plotting import read_run
+from core.run.run_dir import ARGS_FILE, load_resume_state, read_args, saved_lr, write_args
+from core.utils.errors import UserError
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures')
 

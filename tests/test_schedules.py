@@ -1,10 +1,10 @@
-"""core/schedules.py: the one rule on the epochs a schedule can run (check_epochs) against torch's OneCycleLR."""
+"""schedules.py: the one rule on the epochs a schedule can run (check_epochs) against torch's OneCycleLR."""
 import pytest
 import torch
 from torch.optim.lr_scheduler import OneCycleLR
 
-from core.errors import UserError
-from core.schedules import COSINEW_PCT_START, SCHEDULERS, check_epochs
+from core.training.schedules import COSINEW_PCT_START, SCHEDULERS, check_epochs
+from core.utils.errors import UserError
 
 
 def test_check_epochs_refuses_exactly_where_torch_divides_by_zero():

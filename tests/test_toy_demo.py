@@ -1,4 +1,4 @@
-"""generate_toy_demo.py and core/toy_fast.py: divergences by hand, the reference's printed numbers, output files,
+"""generate_toy_demo.py and core/toy/fast.py: divergences by hand, the reference's printed numbers, output files,
 the fast path against plain autograd."""
 import math
 import os
@@ -13,14 +13,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import generate_toy_demo as toy  # noqa: E402
-from core.errors import UserError  # noqa: E402
-from core.toy_fast import FastPath  # noqa: E402
+from core.toy.fast import FastPath  # noqa: E402
+from core.utils.errors import UserError  # noqa: E402
 
 PLAIN = toy.PlainAutograd()
 
 
 def _fast(chunk):
-    """core/toy_fast.py's strategy with blocks of `chunk` rows (None = one block)."""
+    """core/toy/fast.py's strategy with blocks of `chunk` rows (None = one block)."""
     return FastPath(toy.bayes_logits, toy.divergence_per_sample, chunk=chunk)
 
 P_MODEL = [[0.7, 0.3], [0.2, 0.8]]   # model rows
@@ -296,7 +296,7 @@ def test_blocked_toy_logits_equal_plain_autograd_values_and_gradients():
                                             ('TRADES', 'LSE', 'L2'), ('Standard', 'L1', 'LSE')])
 def test_plain_autograd_and_fast_path_give_the_same_losses(one_thread, demo, div, div_c):
     """Three Adam steps in float64 with the same random stream: the plain-autograd path (the module, autograd of
-    the batch-mean distance) and core.toy_fast (blocks of 64 rows, hand-written backward, forward-mode input
+    the batch-mean distance) and core.toy.fast (blocks of 64 rows, hand-written backward, forward-mode input
     gradient) give the same training losses, R_SCORE, R_Standard and C-constant perturbations, to 1e-9 relative:
     their attacks take the same signed steps, only rounding differs."""
     records = []

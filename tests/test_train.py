@@ -159,7 +159,7 @@ def test_amp_bf16_on_cpu(data_dir, tmp_path):
 
 def test_parameter_groups_split_by_batchnorm():
     from core.data import get_data_info
-    from core.utils.parser import parser_train
+    from core.run.parser import parser_train
     from gowal21uncovering.utils.watrain import WATrainer
     args = parser_train().parse_args(['--desc', 'x', '--model', 'wrn-10-1-swish', '--num-adv-epochs', '4'])
     trainer = WATrainer(get_data_info('./data/cifar10s'), args)
@@ -199,7 +199,7 @@ def test_ddp_two_gloo_processes(data_dir, tmp_path):
 def test_pretrained_file_initialises_model_and_averaged_model(tmp_path):
     """--pretrained-file: weights-best.pt's model_state_dict lands in BOTH networks (the reference crashed, #17)."""
     from core.data import get_data_info
-    from core.utils.parser import parser_train
+    from core.run.parser import parser_train
     from gowal21uncovering.utils.watrain import WATrainer
     info = get_data_info('./data/cifar10s')
     flags = ['--model', 'wrn-10-1-swish', '--num-adv-epochs', '4', '--log-dir', str(tmp_path)]

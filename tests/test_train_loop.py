@@ -17,10 +17,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from core.data import get_data_info  # noqa: E402
-from core.errors import UserError  # noqa: E402
-from core.metrics import accuracy, batch_accuracy  # noqa: E402
-from core.utils.parser import parser_train  # noqa: E402
-from core.utils.train import EpochMetrics, NonFiniteLoss, Trainer  # noqa: E402
+from core.run.parser import parser_train  # noqa: E402
+from core.training.builder import Trainer  # noqa: E402
+from core.training.epoch_metrics import EpochMetrics, NonFiniteLoss  # noqa: E402
+from core.utils.errors import UserError  # noqa: E402
+from core.utils.metrics import accuracy, batch_accuracy  # noqa: E402
 
 
 def test_batch_accuracy_is_a_float32_division():
@@ -130,7 +131,7 @@ def test_rescale_lr_continues_the_schedule_of_the_new_lr():
 def test_builder_wires_one_optimiser_and_the_eval_attack_on_the_evaluated_model(tau):
     """One optimiser over exactly the trained model's parameters; the evaluation attack attacks the evaluated
     model (the averaged one with --tau > 0, where the trained model is not evaluated)."""
-    from core.builder import build_trainer
+    from core.training.builder import build_trainer
     args = parser_train().parse_args(['--desc', 'x', '--model', 'wrn-10-1-swish', '--num-adv-epochs', '3',
                                       '--tau', tau])
     trainer = build_trainer(get_data_info('./data/cifar10'), args)

@@ -109,8 +109,8 @@ def test_killed_at_any_point_resume_ends_bit_identical(data_dir, tmp_path, one_t
 def test_stale_temp_files_are_exactly_the_temporary_files_of_write_atomic(tmp_path):
     """A killed write_atomic leaves `.<name>.XXXXXXXX.tmp` (mkstemp's 8 characters): --resume removes those of the
     run's files, and nothing else (not a user's file, not another target's temporary file)."""
+    from core.run.run_dir import RUN_FILES, STALE_TEMP_FILES, remove_stale_temp_files
     from core.utils.atomic import write_atomic
-    from core.utils.run_dir import RUN_FILES, STALE_TEMP_FILES, remove_stale_temp_files
     temp_names = []
 
     def record_temp_name(f):
@@ -134,8 +134,8 @@ def test_csv_and_args_bytes(tmp_path):
     """stats_adv.csv: pandas' CSV (header, no index, empty cell for ''); args.txt: JSON with indent 4."""
     import argparse
 
-    from core.utils.epoch import write_csv
-    from core.utils.run_dir import write_args
+    from core.run.epoch import write_csv
+    from core.run.run_dir import write_args
     rows = [{'epoch': 1, 'lr': 0.5, 'test_adversarial_acc': ''}, {'epoch': 2, 'lr': 0.25, 'test_adversarial_acc': 1.0}]
     write_csv(rows, str(tmp_path / 'stats_adv.csv'))
     assert (tmp_path / 'stats_adv.csv').read_bytes() == b'epoch,lr,test_adversarial_acc\n1,0.5,\n2,0.25,1.0\n'
@@ -147,8 +147,8 @@ def test_csv_and_args_bytes(tmp_path):
 
 def test_negative_unsup_fraction_passes_the_flag_checks(data_dir, tmp_path):
     """--unsup-fraction -1 (one merged pool, the sampler's test in test_data.py) is no longer refused."""
-    from core.utils.parser import check_train_flags as validate
-    from core.utils.parser import parser_train
+    from core.run.parser import check_train_flags as validate
+    from core.run.parser import parser_train
     validate(parser_train().parse_args(tiny_args(data_dir, tmp_path, 'x', '--unsup-fraction', '-1')))
     args = parser_train().parse_args(tiny_args(data_dir, tmp_path, 'x', '--resume-changed-flags', 'lr'))
     with pytest.raises(Exception, match='add --resume'):

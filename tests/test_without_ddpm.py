@@ -11,9 +11,9 @@ import torch
 from without_ddpm_helpers import train_cifar
 
 from core.attacks.divergence import cw_margin_loss
-from core.divergences import clip_bound, distance, pgd_loss, smooth_targets, trades_loss
+from core.losses.divergences import clip_bound, distance, pgd_loss, smooth_targets, trades_loss
 from core.models.without_ddpm import create_without_ddpm_model
-from core.without_ddpm import auto_name, make_optimizer, step_lr
+from core.training.without_ddpm import auto_name, make_optimizer, step_lr
 
 README_FLAGS = ('--model PreActResNet18 --epochs 110 --epsilon 8 --attack-iters 10 --pgd-alpha 2 --fname auto '
                 '--weight_decay 5e-4 --batch-size 128 --optimizer SGDmom --seed 1').split()

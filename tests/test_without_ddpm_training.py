@@ -17,11 +17,11 @@ from synthetic import write_cifar10
 from without_ddpm_helpers import EVAL, TRAIN
 
 from core.attacks.divergence import CEPGD, DivergencePGD, TradesDivergencePGD
-from core.divergences import clip_bound
-from core.errors import UserError
+from core.losses.divergences import clip_bound
 from core.models.without_ddpm import NormalizedNet
-from core.objectives import OBJECTIVES, WITHOUT_DDPM_OBJECTIVES, resolve_without_ddpm
-from core.without_ddpm import ATTACKS, make_optimizer, seed_all, step_lr, train_loss
+from core.training.objectives import OBJECTIVES, WITHOUT_DDPM_OBJECTIVES, resolve_without_ddpm
+from core.training.without_ddpm import ATTACKS, make_optimizer, seed_all, step_lr, train_loss
+from core.utils.errors import UserError
 
 # ---------------------------------------------------------------------------------------------------------------
 # Attacks: threat model, modes, BatchNorm updates
@@ -104,7 +104,7 @@ def test_attack_invariants(wrn, make):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The objectives registry (core/objectives.py): --attack's entry, its flag rule, its attack and loss
+# The objectives registry (core/training/objectives.py): --attack's entry, its flag rule, its attack and loss
 # ---------------------------------------------------------------------------------------------------------------
 
 def test_without_ddpm_objectives_are_the_attack_choices_with_their_norm_rule():

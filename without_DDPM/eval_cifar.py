@@ -17,14 +17,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 import torch  # noqa: E402
 
+from core.attacks.autoattack import VERSIONS, make_autoattack, require_autoattack, run_autoattack  # noqa: E402
 from core.attacks.divergence import CEPGD  # noqa: E402
-from core.autoattack import VERSIONS, make_autoattack, require_autoattack, run_autoattack  # noqa: E402
-from core.errors import UserError, exit_on_user_error  # noqa: E402
 from core.models.without_ddpm import ACTIVATIONS, MODELS, create_without_ddpm_model  # noqa: E402
+from core.training.without_ddpm import DATASETS, DEFAULT_DATA_DIR, load_cifar, seed_all  # noqa: E402
 from core.utils.checkpoint import load_state_dict, load_weights  # noqa: E402
 from core.utils.distributed import add_device_argument, setup  # noqa: E402
+from core.utils.errors import UserError, exit_on_user_error  # noqa: E402
 from core.utils.logger import setup_logger  # noqa: E402
-from core.without_ddpm import DATASETS, DEFAULT_DATA_DIR, load_cifar, seed_all  # noqa: E402
 
 PGD_ITERS, PGD_STEP = 10, 2
 

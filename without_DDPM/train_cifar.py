@@ -24,16 +24,11 @@ import torch  # noqa: E402
 
 from core.attacks.divergence import NORMS  # noqa: E402
 from core.data import set_epoch  # noqa: E402
-from core.divergences import check_divergence, clip_bound  # noqa: E402
-from core.errors import UserError, exit_on_user_error  # noqa: E402
+from core.losses.divergences import check_divergence, clip_bound  # noqa: E402
 from core.models.without_ddpm import ACTIVATIONS, MODELS, WRN_ACTIVATIONS, create_without_ddpm_model  # noqa: E402
-from core.objectives import resolve_without_ddpm  # noqa: E402
-from core.utils.atomic import write_atomic  # noqa: E402
-from core.utils.checkpoint import load_checkpoint, load_state_dict, save_atomic  # noqa: E402
-from core.utils.distributed import add_device_argument, setup  # noqa: E402
-from core.utils.logger import Logger  # noqa: E402
-from core.utils.run_dir import STATE_FILE, check_run_dir  # noqa: E402
-from core.without_ddpm import (  # noqa: E402
+from core.run.run_dir import STATE_FILE, check_run_dir  # noqa: E402
+from core.training.objectives import resolve_without_ddpm  # noqa: E402
+from core.training.without_ddpm import (  # noqa: E402
     ATTACKS,
     DATASETS,
     DEFAULT_DATA_DIR,
@@ -45,6 +40,11 @@ from core.without_ddpm import (  # noqa: E402
     seed_all,
     train_epoch,
 )
+from core.utils.atomic import write_atomic  # noqa: E402
+from core.utils.checkpoint import load_checkpoint, load_state_dict, save_atomic  # noqa: E402
+from core.utils.distributed import add_device_argument, setup  # noqa: E402
+from core.utils.errors import UserError, exit_on_user_error  # noqa: E402
+from core.utils.logger import Logger  # noqa: E402
 
 STATE_FORMAT_VERSION = 1
 # Flags that may differ between a run and its --resume (they do not change the numbers).
@@ -102,7 +102,7 @@ def get_args(argv=None):
 
 def validate(args):
     """Bad input the original accepted and crashed on late (or trained through): one UserError line each (the
-    objective's own rules, e.g. --attack TRADES with --norm l2, are checked by core.objectives.resolve_without_ddpm)."""
+    objective's own rules, e.g. --attack TRADES with --norm l2, are checked by resolve_without_ddpm)."""
     for flag in ('--epsilon', '--test_epsilon', '--pgd-alpha', '--test-pgd-alpha', '--lr-max', '--weight_decay',
                  '--TRADESlambda', '--clip_loss', '--label_smoothing'):
         value = getattr(args, flag[2:].replace('-', '_'))

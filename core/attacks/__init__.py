@@ -4,7 +4,7 @@ Every attack is an object: `attack(x, y) -> x_adv`, `attack.perturb(x, y) -> (x_
 images (B, C, H, W) in [0, 1]. It runs the model in eval mode with frozen parameters and restores every
 submodule's mode and every parameter's `requires_grad` afterwards, also when it raises.
 """
-from core.errors import UserError
+from core.utils.errors import UserError
 
 from .apgd import APGD, L2APGDAttack, LinfAPGDAttack
 from .base import Attack
@@ -68,7 +68,7 @@ def create_attack(model, criterion, attack_type, attack_eps, attack_iter, attack
 
 
 def create_eval_attack(model, criterion, attack_type, attack_eps, attack_iter, attack_step):
-    """The eval attack of a run without weight averaging (`core/builder.py`), by the training --attack:
+    """The eval attack of a run without weight averaging (`core/training/builder.py`), by the training --attack:
 
     | attack_type         | train attack                     | eval attack                                  |
     |---------------------|----------------------------------|----------------------------------------------|

@@ -3,7 +3,7 @@ import math
 
 import torch
 
-from core.autoattack import APGDAttack, require_autoattack
+from core.attacks.autoattack import APGDAttack, require_autoattack
 
 from .base import Attack
 from .utils import is_linf

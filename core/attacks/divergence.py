@@ -1,7 +1,7 @@
 """The attacks of the without_DDPM experiments: `attack(x, y) -> x_adv`, images in [0, 1], NCHW.
 
 - `DivergencePGD`: PGD (Madry et al., ICLR 2018) maximising mean_i D(p(x + delta)_i, e_y,i) for a distance D of
-  core.divergences; the PGD-AT training attack and the per-epoch "new divergence" test attack.
+  core.losses.divergences; the PGD-AT training attack and the per-epoch "new divergence" test attack.
   **It keeps the model's mode**: during training the model is in train mode, so each of the R*T forwards uses
   batch statistics and updates the BatchNorm running statistics (as the original, docs/differences.md item 58).
   Returns the last restart (docs/differences.md item 61).
@@ -21,7 +21,7 @@ the same; docs/differences.md item 71).
 import torch
 import torch.nn.functional as F
 
-from core.divergences import distance
+from core.losses.divergences import distance
 from core.utils.context import ctx_eval, ctx_noparamgrad
 
 __all__ = ['CEPGD', 'DivergencePGD', 'NORMS', 'TradesDivergencePGD', 'cw_margin_loss']
@@ -94,7 +94,7 @@ class DivergencePGD(_Attack):
     Args:
         model: (N, 3, H, W) in [0, 1] -> logits (N, K). eps, alpha: radius and step (e.g. 8/255, 2/255).
         iters: T. restarts: R (each restart starts afresh; the last one is returned). norm: 'linf' or 'l2'.
-        div: a distance of core.divergences. num_classes: K.
+        div: a distance of core.losses.divergences. num_classes: K.
     Call: attack(x, y) with x (B, C, H, W) in [0, 1], y (B,) int64 -> x_adv = clamp01(x + delta), detached.
     """
 
@@ -123,7 +123,7 @@ class TradesDivergencePGD(_Attack):
     [0, 1]. The model's modes are restored afterwards.
 
     Args:
-        model, eps, alpha, iters: as DivergencePGD. div: a distance of core.divergences. L-inf only; y is unused.
+        model, eps, alpha, iters: as DivergencePGD. div: a distance of core.losses.divergences. L-inf only; y is unused.
     Call: attack(x, y) -> x_adv = clamp01(x + delta), detached.
     """
 

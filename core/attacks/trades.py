@@ -21,8 +21,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from core.attacks.utils import cpu_draw, l2_sgd_ascent, linf_sign_ascent
-from core.errors import UserError
 from core.utils.context import ctx_eval
+from core.utils.errors import UserError
 
 __all__ = ['DIVERGENCES', 'INNER_ATTACKS', 'check_attack', 'kl_div_batchmean', 'squared_error_sum', 'ctx_batch_stats',
            'TradesInnerMax', 'inner_maximize', 'TradesPlainInnerMax', 'MartInnerMax']
@@ -117,7 +117,7 @@ class TradesInnerMax:
     delta = 0.001 * N(0, 1). The L-inf init is drawn for both branches (the reference draws it first).
     """
 
-    ATTACKS = INNER_ATTACKS  # the --attack values it takes (core/objectives.py reads them)
+    ATTACKS = INNER_ATTACKS  # the --attack values it takes (core/training/objectives.py reads them)
 
     def __init__(self, model, divergence='kl', attack='linf-pgd', eps=8 / 255, step=2 / 255, iters=10):
         if divergence not in DIVERGENCES:

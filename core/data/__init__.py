@@ -21,7 +21,7 @@ from core.data.svhn import load_svhn
 from core.data.svhns import load_svhns
 from core.data.tiny_imagenet import DATA_DESC as _TINY
 from core.data.tiny_imagenet import load_tinyimagenet
-from core.errors import UserError
+from core.utils.errors import UserError
 
 DATASETS = ('cifar10', 'svhn', 'cifar100', 'tiny-imagenet', 'cifar10s', 'cifar100s', 'svhns')
 SEMISUP_DATASETS = ('cifar10s', 'cifar100s', 'svhns')

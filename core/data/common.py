@@ -21,7 +21,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, get_worker_info
 
 from core.data.npz import open_image_label_file
-from core.errors import UserError
+from core.utils.errors import UserError
 from core.utils.utils import str2bool
 
 AUGMENTATIONS = ('none', 'base', 'cutout', 'autoaugment', 'randaugment')

@@ -14,8 +14,8 @@ import zipfile
 
 import numpy as np
 
-from core.errors import UserError, exit_on_user_error
 from core.utils.atomic import write_atomic
+from core.utils.errors import UserError, exit_on_user_error
 
 _CHUNK = 64 << 20
 

@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 from core.data.npz import open_image_label_file
-from core.errors import UserError
+from core.utils.errors import UserError
 
 
 def split_aux_spec(spec):

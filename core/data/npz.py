@@ -19,7 +19,7 @@ import zipfile
 
 import numpy as np
 
-from core.errors import UserError
+from core.utils.errors import UserError
 
 CONVERT_CMD = 'python -m core.data.convert {src} {dst}'
 _LOCAL_HEADER = struct.Struct('<4s2B4HL2L2H')  # zip local file header, 30 bytes

@@ -29,7 +29,7 @@ import torch
 
 from core.data.common import ArraySource, ImageDataset, get_transforms, load_split
 from core.data.generated import GeneratedData
-from core.errors import UserError
+from core.utils.errors import UserError
 
 
 def validate_unsup_fraction(unsup_fraction):

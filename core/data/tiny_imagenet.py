@@ -6,7 +6,7 @@ import torchvision
 
 from core.data.common import ImageDataset, get_transforms
 from core.data.semisup import dataset_desc
-from core.errors import UserError
+from core.utils.errors import UserError
 
 DATA_DESC = dataset_desc('tiny-imagenet', 200, mean=[0.4802, 0.4481, 0.3975], std=[0.2302, 0.2265, 0.2262])
 

@@ -10,7 +10,7 @@ import re
 
 import torch.nn as nn
 
-from core.errors import UserError
+from core.utils.errors import UserError
 
 from .preact_resnet import PREACT_RESNET_CONFIGS, preact_resnet
 from .preact_resnetwithswish import preact_resnetwithswish

@@ -13,7 +13,7 @@ follow `.to(device)`).
 import torch
 import torch.nn as nn
 
-from core.errors import UserError
+from core.utils.errors import UserError
 
 from .preact_resnet import preact_resnet
 from .wideresnet import WideResNet

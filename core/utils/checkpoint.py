@@ -7,7 +7,7 @@ exactly those keys. `load_state_dict` also accepts the usual variants of the sam
 `_orig_mod.` (torch.compile), and loads them strictly. Every `torch.load` here uses `weights_only=True`, so a file
 that needs pickled code is refused and nothing in it is executed (docs/differences.md item 53). `.safetensors`
 exports (no pickle at all) are read here too (`read_safetensors`, the optional `safetensors` package);
-core/utils/export.py writes them.
+core/run/export.py writes them.
 """
 import os
 import pickle
@@ -18,8 +18,8 @@ from collections import Counter
 import torch
 import torch.nn as nn
 
-from core.errors import UserError
 from core.utils.atomic import write_atomic
+from core.utils.errors import UserError
 
 __all__ = ['SAFETENSORS_SUFFIX', 'canonical_state_dict', 'describe_state_dict', 'import_safetensors', 'is_safetensors',
            'load_checkpoint', 'load_state_dict', 'load_weights', 'read_safetensors', 'safetensors_metadata',

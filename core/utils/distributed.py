@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from core.errors import UserError
+from core.utils.errors import UserError
 
 DEVICES = ('auto', 'cpu', 'cuda')
 AMP_MODES = ('none', 'bf16', 'fp16')

@@ -13,7 +13,7 @@ run, or an old run under --overwrite), so every step appears once. The `tensorbo
 """
 import os
 
-from core.errors import UserError
+from core.utils.errors import UserError
 
 __all__ = ['TensorBoard', 'require_tensorboard', 'SUBDIR']
 

@@ -2,7 +2,7 @@
 
 The code lives in core: the inner maximisations (`TradesInnerMax`, `inner_maximize`, `ctx_batch_stats`, the
 divergences) in core/attacks/trades.py, the outer losses and the composites `trades_loss` / `trades_loss_LSE`
-in core/utils/trades.py. This module keeps the reference's import path `gowal21uncovering.utils.trades`.
+in core/training/trades.py. This module keeps the reference's import path `gowal21uncovering.utils.trades`.
 """
 from core.attacks.trades import (  # noqa: F401
     DIVERGENCES,
@@ -13,7 +13,7 @@ from core.attacks.trades import (  # noqa: F401
     kl_div_batchmean,
     squared_error_sum,
 )
-from core.utils.trades import lse_targets, score_lse_loss, trades_kl_loss, trades_loss, trades_loss_LSE  # noqa: F401
+from core.training.trades import lse_targets, score_lse_loss, trades_kl_loss, trades_loss, trades_loss_LSE  # noqa: F401
 
 __all__ = [
     'DIVERGENCES', 'INNER_ATTACKS', 'kl_div_batchmean', 'squared_error_sum', 'ctx_batch_stats',

@@ -1,12 +1,12 @@
 """The training objectives, one registry: which loss a run trains and the flag rules each one has.
 
 Each entry holds its rules (`needs_beta`, `needs_weight_averaging`, `allows_cutmix`, `attacks`, the last read
-from its attack class), its inner maximisation (`make_attack`, built once per run by core/builder.py) and its
+from its attack class), its inner maximisation (`make_attack`, built once per run by core/training/builder.py) and its
 loss. `resolve(args, weight_averaging)` reads them once, at start-up: it picks the objective as the reference's
 trainers dispatch (`select`: MART if --mart, else SCORE-LSE if --LSE, else TRADES if --beta, else Madry; without
 weight averaging, --tau 0, TRADES is the plain trainer's variant and SCORE-LSE does not exist; docs/differences.md
 item 37) and raises a UserError for a combination the objective does not support (docs/differences.md items 26
-and 43). `bind` fixes the run's model, flags and attack once; the trainer (core/trainer.py) then calls the bound
+and 43). `bind` fixes the run's model, flags and attack once; the trainer (trainer.py) then calls the bound
 `loss(x, y)` per batch: the attack -> the training forwards -> a pure outer loss.
 
 | name         | inner maximisation (attack object) -> outer loss (composite)          | --tau | CutMix | --attack   |
@@ -20,7 +20,7 @@ and 43). `bind` fixes the run's model, flags and attack once; the trainer (core/
 without_DDPM/train_cifar.py's objectives are entries of the same registry (`script` says which script trains an
 entry; `WITHOUT_DDPM_OBJECTIVES` is their view, the block at the end of this file), keyed by their --attack value
 and picked once by `resolve_without_ddpm(args)`. Each loss is the batch mean of the term below, with the
---divergence D of core/divergences.py, targets t smoothed by --label_smoothing and the bound b of --clip_loss:
+--divergence D of core/losses/divergences.py, targets t smoothed by --label_smoothing and the bound b of --clip_loss:
 
 | --attack | training attack (`make_attack`) | loss of the batch (`loss`)                                     | --norm |
 |----------|---------------------------------|----------------------------------------------------------------|--------|
@@ -38,14 +38,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from core import divergences
 from core.attacks import create_attack
 from core.attacks.divergence import DivergencePGD, TradesDivergencePGD
 from core.attacks.trades import MartInnerMax, TradesInnerMax, TradesPlainInnerMax
-from core.errors import UserError
-from core.metrics import batch_accuracy
-from core.utils.mart import mart_composite
-from core.utils.trades import score_lse_loss, trades_composite, trades_kl_loss, trades_plain_composite
+from core.losses import divergences
+from core.training.mart import mart_composite
+from core.training.trades import score_lse_loss, trades_composite, trades_kl_loss, trades_plain_composite
+from core.utils.errors import UserError
+from core.utils.metrics import batch_accuracy
 
 __all__ = ['Objective', 'OBJECTIVES', 'LossContext', 'bind', 'madry_outer_loss', 'madry_loss', 'select', 'resolve',
            'check_beta', 'WITHOUT_DDPM_OBJECTIVES', 'resolve_without_ddpm']
@@ -244,7 +244,7 @@ def resolve(args, weight_averaging):
 # without_DDPM/train_cifar.py: PGD-AT, TRADES or standard training with a chosen divergence (CIFAR without
 # generated data). Keyed by the --attack value (the script's argparse choices); `resolve_without_ddpm` picks one
 # at start-up. Calling convention: the script builds `make_attack(model, args, num_classes)` once; per batch
-# core.without_ddpm.train_loss attacks (x_adv = x clamped to [0, 1] without an attack), smooths the targets by
+# core.training.without_ddpm.train_loss attacks (x_adv = x clamped to [0, 1] without an attack), smooths the targets by
 # --label_smoothing and calls `loss(model, x, x_adv, targets, args, bound)` -> the scalar loss, the model in train
 # mode. They are entries of OBJECTIVES like train-wa.py's (their `script` says which script trains them);
 # WITHOUT_DDPM_OBJECTIVES is the view of this script's entries, in --attack choice order.

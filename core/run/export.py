@@ -22,8 +22,8 @@ import re
 
 import torch
 
-from core.errors import UserError
 from core.models.wideresnetwithswish import dataset_mean_std
+from core.run.run_dir import read_args
 from core.utils.atomic import write_atomic
 from core.utils.checkpoint import (
     SAFETENSORS_SUFFIX,
@@ -34,7 +34,7 @@ from core.utils.checkpoint import (
     read_safetensors,
     safetensors_metadata,
 )
-from core.utils.run_dir import read_args
+from core.utils.errors import UserError
 
 __all__ = ['LAYOUTS', 'FORMAT', 'is_safetensors', 'read_safetensors', 'safetensors_metadata', 'write_safetensors',
            'robustbench_state_dict', 'export_weights']

@@ -16,9 +16,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from core.errors import UserError
+from core.run.run_dir import read_args
 from core.utils.atomic import write_atomic
-from core.utils.run_dir import read_args
+from core.utils.errors import UserError
 
 __all__ = ['PANELS', 'STATS_FILE', 'read_run', 'draw_curves', 'save_figure', 'write_run_curves']
 
@@ -95,7 +95,7 @@ def save_figure(fig, path, dpi=100):
 
 
 def write_run_curves(log_dir):
-    """save_epoch's hook (core/utils/epoch.py): LOG_DIR/curves.png from LOG_DIR/stats_adv.csv, atomically.
+    """save_epoch's hook (core/run/epoch.py): LOG_DIR/curves.png from LOG_DIR/stats_adv.csv, atomically.
 
     Never raises: a failure to draw (a broken matplotlib, a full disk) is one warning line on stderr, and the
     training goes on (the previous curves.png, if any, is left as it was). Returns the path, or None on failure.

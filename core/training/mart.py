@@ -4,7 +4,7 @@ Paper: Wang et al., "Improving Adversarial Robustness Requires Revisiting Miscla
 
 `MartInnerMax` (core/attacks/trades.py, also importable here) is the attack (L-inf sign ascent on the mean
 cross-entropy, in eval mode), `mart_outer_loss` the pure loss on logits, and `mart_composite` the composite the
-objective (core/objectives.py) calls with the attack built once per run: T attack forwards in eval mode (running
+objective (objectives.py) calls with the attack built once per run: T attack forwards in eval mode (running
 statistics used, not updated), then z = model(x) and z_adv = model(x_adv) in train mode, each updating the
 BatchNorm running statistics once. `mart_loss` (the reference's name) builds the attack per call.
 """
@@ -13,8 +13,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from core.attacks.trades import MartInnerMax
-from core.metrics import batch_accuracy
 from core.utils.checkpoint import unwrap_model
+from core.utils.metrics import batch_accuracy
 
 __all__ = ['MartInnerMax', 'mart_outer_loss', 'mart_composite', 'mart_loss']
 

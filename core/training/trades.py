@@ -5,7 +5,7 @@
 * the composites `trades_composite` (TRADES-KL / SCORE-LSE of the weight-averaging trainer) and
   `trades_plain_composite` (TRADES of the plain trainer, `--tau 0`): a built inner maximisation of
   core/attacks/trades.py (`TradesInnerMax`, `TradesPlainInnerMax`) -> the training forwards -> the outer loss,
-  with the reference's RNG consumption and running-statistics updates. The objectives (core/objectives.py)
+  with the reference's RNG consumption and running-statistics updates. The objectives (core/training/objectives.py)
   call them with the attack built once per run;
 * the reference's names `trades_loss`, `trades_loss_LSE` (also importable from gowal21uncovering.utils.trades)
   and `trades_loss_plain`, which build the attack per call and run the same composites.
@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from core.attacks.trades import TradesInnerMax, TradesPlainInnerMax, kl_div_batchmean
-from core.metrics import batch_accuracy
 from core.utils.checkpoint import unwrap_model
+from core.utils.metrics import batch_accuracy
 from core.utils.utils import smooth_cross_entropy
 
 __all__ = ['trades_kl_loss', 'score_lse_loss', 'lse_targets', 'trades_plain_outer_loss', 'trades_composite',
@@ -119,7 +119,7 @@ def trades_plain_outer_loss(logits_nat, logits_adv, y, beta):
 
 # ----------------------------------------------------------------------------------------------------------
 # Composites: a built inner maximisation (attack object) -> the forwards -> the pure outer loss, in the
-# reference's forward, RNG and BatchNorm-update order. The objectives (core/objectives.py) call them with the
+# reference's forward, RNG and BatchNorm-update order. The objectives (core/training/objectives.py) call them with the
 # attack built once per run; the reference's names below build it per call.
 # ----------------------------------------------------------------------------------------------------------
 

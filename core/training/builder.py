@@ -1,6 +1,6 @@
 """`build_trainer(info, args, runtime)`: the trainer of train-wa.py and train.py, built once in the reference's order.
 
-    [the objective: `core.objectives.resolve`, unless the script passes the one it resolved] -> seed(--seed) ->
+    [the objective: `core.training.objectives.resolve`, unless the script passes the one it resolved] -> seed(--seed) ->
     model (channels_last) -> --pretrained-file -> [weight averaging: seed(--seed) again, the averaged model = deep
     copy] -> SyncBatchNorm / DDP / torch.compile (`wrap_model`) -> [DDP: seed(--seed + rank), so each process draws
     its own attack noise] -> optimiser and scheduler (on the wrapped model's parameters) -> the objective's inner
@@ -20,15 +20,15 @@ import torch.nn as nn
 from core.attacks import create_eval_attack, create_wa_eval_attack
 from core.data.cutmix import cutmix_expand
 from core.models import create_model
-from core.objectives import bind, resolve
-from core.schedules import PER_BATCH_SCHEDULERS, build_optimizer, build_scheduler, update_steps
-from core.trainer import AdversarialTrainer, to_device
+from core.training.objectives import bind, resolve
+from core.training.schedules import PER_BATCH_SCHEDULERS, build_optimizer, build_scheduler, update_steps
+from core.training.trainer import AdversarialTrainer, to_device
+from core.training.weight_averaging import EMA, warmup_steps
 from core.utils.checkpoint import load_state_dict, load_weights
 from core.utils.distributed import Runtime, wrap_ddp
 from core.utils.utils import seed
-from core.weight_averaging import EMA, warmup_steps
 
-__all__ = ['build_trainer', 'trainer_parts', 'wrap_model', 'pretrained_path']
+__all__ = ['build_trainer', 'trainer_parts', 'wrap_model', 'pretrained_path', 'Trainer', 'WATrainer']
 
 
 def build_trainer(info, args, runtime=None, weight_averaging=None, objective=None):
@@ -44,7 +44,7 @@ def trainer_parts(info, args, runtime=None, weight_averaging=None, objective=Non
         args: the parsed train-wa.py / train.py flags (checked by their `validate`).
         runtime: device / AMP / DDP decisions (`core.utils.distributed.setup`). Default: CPU, float32.
         weight_averaging: average the weights (train-wa.py's WATrainer). Default: --tau > 0.
-        objective: the `core.objectives.Objective` the script resolved at start-up. Default:
+        objective: the `core.training.objectives.Objective` the script resolved at start-up. Default:
             `resolve(args, weight_averaging)` (a UserError for flags it cannot train).
     """
     runtime = runtime if runtime is not None else Runtime(device=torch.device('cpu'))
@@ -115,3 +115,18 @@ def pretrained_path(args):
     if os.path.isfile(name):
         return name
     return os.path.join(args.log_dir, name, 'weights-best.pt')
+
+
+class Trainer(AdversarialTrainer):
+    """`build_trainer(info, args, runtime, weight_averaging=False)` under the reference's name."""
+
+    WEIGHT_AVERAGING = False
+
+    def __init__(self, info, args, runtime=None):
+        super().__init__(**trainer_parts(info, args, runtime, weight_averaging=self.WEIGHT_AVERAGING))
+
+
+class WATrainer(Trainer):
+    """`build_trainer(info, args, runtime, weight_averaging=True)` under the reference's name."""
+
+    WEIGHT_AVERAGING = True

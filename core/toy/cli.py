@@ -8,7 +8,7 @@
 - `save_arrays(folder, suffix, **arrays)`: one `<name><suffix>.txt` per array, with numpy's savetxt defaults,
   written atomically (core/utils/atomic.py), as are the record files.
 
-core/toy_fast.py holds `FastPath`, the demo's default strategy (its network and attacks by hand, in blocks).
+core/toy/fast.py holds `FastPath`, the demo's default strategy (its network and attacks by hand, in blocks).
 """
 import argparse
 import os
@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from core.errors import SEED_MAX, UserError, check_number
 from core.utils.atomic import write_atomic
 from core.utils.distributed import add_device_argument, setup
+from core.utils.errors import SEED_MAX, UserError, check_number
 
 __all__ = ['Recorder', 'build_parser', 'check_run', 'iteration_lines', 'save_arrays', 'set_runtime']
 
@@ -56,7 +56,7 @@ def build_parser(demos, divergences, iterations, samples, seed):
                              'thread; more threads can pay off on an otherwise idle machine.')
     parser.add_argument('--plain-autograd', action='store_true',
                         help='Run the algorithm as written in generate_toy_demo.py, with plain autograd, instead of '
-                             'the hand-written fast path of core/toy_fast.py (same losses up to rounding, slower).')
+                             'the hand-written fast path of core/toy/fast.py (same losses up to rounding, slower).')
     parser.add_argument('--no-progress', action='store_true', help='No progress bar.')
     parser.add_argument('--compact', action='store_true',
                         help='One line per iteration instead of the reference\'s six (ite:, Train loss:, '

@@ -9,8 +9,8 @@ import time
 import pandas as pd
 import torch
 
-from core.errors import UserError
 from core.utils.distributed import all_reduce_sum
+from core.utils.errors import UserError
 
 __all__ = ['EpochMetrics', 'NonFiniteLoss', 'NONFINITE_CHECK_EVERY', 'FP16_SKIP_TOLERANCE', 'bar_redraws_next']
 

@@ -10,10 +10,10 @@ args.txt (training, resume, eval-aa.py, plot_stats.py, scripts/export.py).
 import json
 import os
 
-from core.errors import UserError
 from core.utils.atomic import temp_name_pattern, write_atomic
 from core.utils.checkpoint import load_checkpoint
 from core.utils.distributed import barrier
+from core.utils.errors import UserError
 from core.utils.logger import Logger
 
 __all__ = ['STATE_FILE', 'STATE_FORMAT_VERSION', 'RUN_FILES', 'STALE_TEMP_FILES', 'RESUME_FREE_FLAGS',

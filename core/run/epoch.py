@@ -9,15 +9,15 @@ import time
 import pandas as pd
 
 from core.data import set_epoch
-from core.epoch_metrics import NonFiniteLoss
-from core.errors import UserError
+from core.run.plotting import write_run_curves
+from core.run.run_dir import STATE_FILE, write_args
+from core.training.epoch_metrics import NonFiniteLoss
 from core.utils import faults
 from core.utils.atomic import write_atomic
 from core.utils.checkpoint import save_atomic
 from core.utils.distributed import all_gather_object, barrier
-from core.utils.plotting import write_run_curves
+from core.utils.errors import UserError
 from core.utils.rng import rng_state, set_rng_state
-from core.utils.run_dir import STATE_FILE, write_args
 from core.utils.utils import format_time
 
 __all__ = ['start_run', 'resume_epoch', 'train_epoch', 'adversarial_test', 'save_epoch', 'final_record', 'write_csv',
@@ -46,7 +46,7 @@ def write_csv(rows, path):
 
 
 def resume_epoch(trainer, state, args, runtime, logger, num_epochs):
-    """The inverse of `save_epoch`: `state` (of `core.utils.run_dir.load_resume_state`) back into the trainer
+    """The inverse of `save_epoch`: `state` (of `core.run.run_dir.load_resume_state`) back into the trainer
     (weights, optimiser, schedule, weight averaging and its BN momentum) and this process's RNG states; logs it.
     A --lr other than the saved one (--resume-changed-flags lr, checked in load_resume_state) scales every learning
     rate by new / old from this step on. Returns the first epoch to train. (The original's resume restored no RNG

@@ -1,9 +1,9 @@
 """The pieces of without_DDPM/train_cifar.py and eval_cifar.py: data, run-folder name, optimiser and LR schedule,
 one training epoch and the per-epoch evaluation (PreActResNet-18 / WRN-34 on CIFAR without generated data).
 
-The models are in core/models/without_ddpm.py, the distances and losses in core/divergences.py, the attacks in
+The models are in core/models/without_ddpm.py, the distances and losses in core/losses/divergences.py, the attacks in
 core/attacks/divergence.py, the objectives (--attack PGD / TRADES / Standard: attack, loss, flag rules) in
-core/objectives.py. README.md (section "Without generated data") lists the commands.
+core/training/objectives.py. README.md (section "Without generated data") lists the commands.
 """
 import os
 import sys
@@ -16,8 +16,8 @@ from tqdm import tqdm
 from core.attacks.divergence import CEPGD, DivergencePGD
 from core.data.common import ArraySource, ImageDataset, eval_loader, get_transforms, load_split, train_loader
 from core.data.semisup import SemiSupervisedSampler
-from core.divergences import DIVERGENCES, smooth_targets
-from core.objectives import WITHOUT_DDPM_OBJECTIVES
+from core.losses.divergences import DIVERGENCES, smooth_targets
+from core.training.objectives import WITHOUT_DDPM_OBJECTIVES
 
 __all__ = ['ATTACKS', 'DATASETS', 'DEFAULT_DATA_DIR', 'OPTIMIZERS', 'auto_name', 'data_folder', 'evaluate',
            'load_cifar', 'make_optimizer', 'seed_all', 'step_lr', 'train_epoch', 'train_loss']

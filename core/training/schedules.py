@@ -12,8 +12,8 @@ import math
 import torch
 from torch.optim.lr_scheduler import MultiStepLR, OneCycleLR
 
-from core.errors import UserError
-from core.utils.rst import CosineLR
+from core.training.rst import CosineLR
+from core.utils.errors import UserError
 
 __all__ = ['SCHEDULERS', 'PER_BATCH_SCHEDULERS', 'update_steps', 'param_groups', 'build_optimizer',
            'check_epochs', 'build_scheduler', 'rescale_lr']

@@ -8,14 +8,14 @@ import argparse
 import os
 
 from core.attacks import ATTACKS
-from core.builder import pretrained_path
 from core.data import AUGMENTATIONS, DATASETS, SEMISUP_DATASETS, augment_arg, validate_unsup_fraction
-from core.errors import SEED_MAX, UserError, check_number
 from core.models import check_model_name
-from core.objectives import resolve
-from core.schedules import SCHEDULERS, check_epochs
+from core.run.run_dir import RESUME_CHANGEABLE_FLAGS
+from core.training.builder import pretrained_path
+from core.training.objectives import resolve
+from core.training.schedules import SCHEDULERS, check_epochs
 from core.utils.distributed import AMP_MODES, add_device_argument
-from core.utils.run_dir import RESUME_CHANGEABLE_FLAGS
+from core.utils.errors import SEED_MAX, UserError, check_number
 from core.utils.utils import str2bool, str2float
 
 
@@ -122,7 +122,7 @@ def parser_train(tau=True):
 def check_train_flags(args):
     """Bad flags and combinations of parser_train the reference silently ignores or fails on late: one UserError
     line each, before anything is written (train-wa.py; train.py with its ignored flags switched off;
-    docs/differences.md item 43). Returns the training objective the flags ask for (`core.objectives.resolve`,
+    docs/differences.md item 43). Returns the training objective the flags ask for (`core.training.objectives.resolve`,
     the one resolution of a run: the scripts hand it to `build_trainer`)."""
     check_number('--attack-eps', args.attack_eps, 0, low_open=True, example='8/255')
     check_number('--attack-step', args.attack_step, 0, low_open=True, example='2/255')

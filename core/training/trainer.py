@@ -1,8 +1,8 @@
 """The adversarial trainer of train-wa.py and train.py: parts in, one epoch (`train`) or one evaluation out.
 
 `AdversarialTrainer` is composed, not subclassed: it receives the model, the optimiser and scheduler, the batch
-loss (an objective of core/objectives.py bound to the run), optional weight averaging (`core.weight_averaging.EMA`),
-the evaluation attack and the batch preparation, all built once by `core.builder.build_trainer`. With weight
+loss (an objective of core/training/objectives.py bound to the run), optional weight averaging (`EMA`),
+the evaluation attack and the batch preparation, all built once by `core.training.builder.build_trainer`. With weight
 averaging it is the reference's WATrainer (evaluation and `model_state_dict` on the averaged model), without it the
 reference's plain Trainer.
 
@@ -17,12 +17,12 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from core.epoch_metrics import FP16_SKIP_TOLERANCE, NONFINITE_CHECK_EVERY, EpochMetrics, bar_redraws_next
-from core.metrics import accuracy, num_correct
-from core.schedules import rescale_lr
+from core.training.epoch_metrics import FP16_SKIP_TOLERANCE, NONFINITE_CHECK_EVERY, EpochMetrics, bar_redraws_next
+from core.training.schedules import rescale_lr
 from core.utils.checkpoint import load_state_dict, save_atomic
 from core.utils.distributed import all_reduce_sum, broadcast_buffers
 from core.utils.faults import fault_point
+from core.utils.metrics import accuracy, num_correct
 
 __all__ = ['AdversarialTrainer', 'evaluate', 'to_device']
 
@@ -42,15 +42,15 @@ class AdversarialTrainer:
         model: the plain network (checkpoints, optimiser parameters, gradient clipping).
         optimizer, scheduler: built on `model`; `per_batch_scheduler` says whether the scheduler steps after every
             batch (`cyclic`) or after every epoch.
-        loss: `loss(x, y) -> (loss, metrics)` on a prepared training batch (`core.objectives.bind`).
+        loss: `loss(x, y) -> (loss, metrics)` on a prepared training batch (`core.training.objectives.bind`).
         eval_attack: the attack of `eval(adversarial=True)`, on the evaluated model.
         runtime: device / AMP / DDP decisions (`core.utils.distributed.Runtime`).
-        ema: `core.weight_averaging.EMA` or None (no weight averaging). Default None.
+        ema: `core.training.weight_averaging.EMA` or None (no weight averaging). Default None.
         train_model: the module of the training forwards (DDP / compiled wrapper). Default `model`.
         prepare: `prepare(x, y)` of evaluation batches. Default: to the runtime's device.
         prepare_train: `prepare(x, y)` of training batches (e.g. CutMix x4, then to the device). Default `prepare`.
         clip_grad: max global gradient norm, or None. Default None.
-        steps_per_epoch: the reference's steps per epoch (`core.schedules.update_steps`) in the global step
+        steps_per_epoch: the reference's steps per epoch (`core.training.schedules.update_steps`) in the global step
             (epoch - 1) * steps_per_epoch + batch that weight averaging counts. Default 0.
     """
 
@@ -149,7 +149,7 @@ class AdversarialTrainer:
         return self.scheduler.get_last_lr()[0]
 
     def rescale_lr(self, ratio):
-        """Scale the optimiser's and the schedule's learning rates by `ratio` (`core.schedules.rescale_lr`)."""
+        """Scale the optimiser's and the schedule's learning rates by `ratio` (`core.training.schedules.rescale_lr`)."""
         rescale_lr(self.optimizer, self.scheduler, ratio)
 
     # ------------------------------------------------------------------ evaluation
