@@ -35,7 +35,7 @@ def read_run(run_dir):
         with open(path, encoding='utf-8') as f:
             result = json.load(f)
     except FileNotFoundError:
-        raise UserError(f'{path}: missing; evaluate the run first: python eval-aa.py --log-dir ... --desc ...') from None
+        raise UserError(f'{path}: missing; evaluate the run first (eval-aa.py --log-dir ... --desc ...).') from None
     except (OSError, ValueError) as e:
         raise UserError(f'{path}: cannot be read ({e}); evaluate the run again with eval-aa.py.') from None
     flags = parser_train().parse_args(['--desc', 'x'])
