@@ -37,3 +37,51 @@ def test_the_cpu_peak_is_a_measured_matmul_rate_and_leaves_the_random_stream_alo
     assert torch.equal(torch.rand(3), expected)
     assert peak > 0 and label == 'cpu fp32 matmul, measured'
     assert precision('cpu', 'bf16') == 'bf16' and precision('cpu') == 'fp32'
+
+
+def trainer(iters, *extra):
+    from core.data import get_data_info
+    from core.run.parser import parser_train
+    from core.training.builder import build_trainer
+    args = parser_train().parse_args(['--desc', 'x', '--model', 'wrn-10-1-swish', '--attack-iter', str(iters),
+                                      '--beta', '5.0'] + list(extra))
+    return build_trainer(get_data_info('./data/cifar10s'), args)
+
+
+def batches():
+    g = torch.Generator().manual_seed(0)
+    return [(torch.rand(8, 3, 32, 32, generator=g), torch.randint(0, 10, (8,), generator=g)) for _ in range(2)]
+
+
+def test_counting_a_step_changes_nothing_of_the_run(one_thread):
+    """A trainer that counts its FLOPs first trains bit for bit as one that does not."""
+    from core.training.cost import flop_per_image
+    plain = trainer(2)   # the builder seeds, so each trainer starts the same stream
+    plain.train(batches(), epoch=1)
+    counted = trainer(2)
+    (x, y), _ = batches()
+    assert flop_per_image(counted, x, y) > 0
+    counted.train(batches(), epoch=1)
+    for a, b in zip(plain.state_dict()['model'].values(), counted.state_dict()['model'].values()):
+        assert torch.equal(a, b)
+
+
+def test_each_attack_step_costs_the_same(one_thread):
+    """FLOPs per image are affine in the number of attack steps T: T forwards and input backwards plus a fixed part."""
+    from core.training.cost import flop_per_image
+    (x, y), _ = batches()
+    f1, f2, f3 = (flop_per_image(trainer(t), x, y) for t in (1, 2, 3))
+    assert f1 < f2 < f3 and f3 - f2 == pytest.approx(f2 - f1, rel=1e-9)
+
+
+@pytest.mark.slow
+def test_throughput_bench_prints_its_figures_on_the_cpu():
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, 'bench/throughput.py', '--model', 'wrn-10-1-swish', '--batch-size', '16',
+                          '--steps', '2', '--device', 'cpu'], cwd=root, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert 'FLOP per image' in out.stdout and 'images/s' in out.stdout and 'MFU' in out.stdout
+    assert out.stdout.count('device-hours') == 2

@@ -21,10 +21,24 @@ PEAKS = (
 )
 
 
+class _NoModuleTracking:
+    """FlopCounterMode's per-module tracker hooks every forward, and those hooks break torch.autograd.grad, which
+    every attack step calls (pytorch issue 131753); the total needs no per-module split."""
+    parents = {'Global'}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *args):
+        return None
+
+
 def count_flops(fn, *args, **kwargs):
     """(FLOPs that `fn(*args, **kwargs)` runs, forward and backward, as torch.utils.flop_counter counts them;
     its result)."""
-    with FlopCounterMode(display=False) as counter:
+    counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _NoModuleTracking()
+    with counter:
         out = fn(*args, **kwargs)
     return counter.get_total_flops(), out
 
