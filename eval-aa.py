@@ -6,7 +6,8 @@
 reads LOGS/NAME/args.txt (the training flags, JSON) and LOGS/NAME/weights-best.pt, rebuilds the model the run was
 trained with, and runs AutoAttack on the test set (`--train`: the training set). The threat model is the run's:
 L-inf when its attack was fgsm or an L-inf attack, else L2, with eps = its `attack_eps`. Everything goes to
-stdout and is appended to LOGS/NAME/log-aa.log; the numbers also to LOGS/NAME/eval-aa.json.
+stdout and is appended to LOGS/NAME/log-aa.log; the numbers also to LOGS/NAME/eval-aa.json (the latest) and
+appended to eval-aa.jsonl (every evaluation); `--out-dir DIR` puts these files in DIR (a read-only run folder).
 
 Differences from the reference (docs/evaluation.md; the items of docs/differences.md): flags given on the command
 line override args.txt (item 6); `--num-samples` (10), `--batch-size` (11), `--weights`, `--unaveraged`,
@@ -51,7 +52,7 @@ DATA_FOLDERS = {'cifar10': 'cifar10', 'cifar10s': 'cifar10', 'cifar100': 'cifar1
 # ----------------------------------------------------------------------------------------------- arguments
 def explicit_flags(argv):
     """The flags given on the command line, as {dest: value} (a second parse with every default suppressed)."""
-    parser = parser_eval()
+    parser = eval_parser()
     for action in parser._actions:
         action.default = argparse.SUPPRESS
     return vars(parser.parse_args(argv))
@@ -65,7 +66,7 @@ def resolve_args(argv=None):
     let it win: data_dir, log_dir, desc, seed), then every flag given explicitly on the command line.
     """
     argv = sys.argv[1:] if argv is None else argv
-    cli = vars(parser_eval().parse_args(argv))
+    cli = vars(eval_parser().parse_args(argv))
     explicit = explicit_flags(argv)
     run_dir = os.path.join(cli['log_dir'], cli['desc'])
     saved = read_args(run_dir, fix='pass --log-dir and --desc so that LOG_DIR/DESC holds the run (args.txt and '
@@ -113,9 +114,16 @@ def collect(loader, limit):
 
 
 # ----------------------------------------------------------------------------------------------- main
-def main(argv=None):
-    start = time.time()
-    args, run_dir, source = resolve_args(argv)
+def eval_parser():
+    parser = parser_eval()
+    parser.add_argument('--out-dir', type=str, default=None,
+                        help='Folder for log-aa.log, eval-aa.json(l) and the AutoAttack state (default: the run '
+                             'folder); for a run on a read-only share.')
+    return parser
+
+
+def check_inputs(args, run_dir):
+    """The checkpoint path, after every flag and number was checked (nothing is written before)."""
     weights = args.weights if args.weights is not None else os.path.join(run_dir, 'weights-best.pt')
     if not os.path.isfile(weights):
         hint = ''
@@ -131,22 +139,13 @@ def main(argv=None):
     check_number('--seed', args.seed, 0, SEED_MAX, example=1)
     check_number(f'attack_eps of {os.path.join(run_dir, ARGS_FILE)}', args.attack_eps, 0, low_open=True,
                  example='8/255')
-    runtime = setup(args.device)
-    device, primary = runtime.device, runtime.is_primary
+    return weights
 
-    log_path = os.path.join(run_dir, 'log-aa.log')
-    # stdout and log-aa.log (appended); several processes (torchrun): the first one logs
-    log = setup_logger('score-at.eval-aa', log_path, console='stdout', enabled=primary).info
-    log(f'==== eval-aa.py {datetime.datetime.now().isoformat(timespec="seconds")} ====')
-    log(f'Run: {run_dir}, checkpoint: {weights}')
-    for key in ('data_dir', 'seed'):
-        if source.get(key) == 'args.txt':
-            log(f'{key} = {getattr(args, key)!r} (from args.txt; pass --{key.replace("_", "-")} to change it)')
 
-    # -- data: the plain dataset, unshuffled, no augmentation
+def read_data(args, source, notes):
+    """The plain split (unshuffled, no augmentation) as (data folder, info, x, y, split size)."""
     data_dir = os.path.join(args.data_dir, data_folder(args.data))
     info = get_data_info(data_dir)
-    log(f'Using device: {device}' + (f' x {runtime.world_size} processes' if runtime.distributed else ''))
     seed(args.seed)
     try:
         _, _, train_loader, test_loader = load_data(data_dir, batch_size=args.batch_size,
@@ -157,30 +156,96 @@ def main(argv=None):
             raise UserError(f'{e} (data_dir {args.data_dir!r} comes from args.txt; pass --data-dir)') from None
         raise
     if args.train:
-        log('Evaluating on training set.')
+        notes.append('Evaluating on training set.')
     loader = train_loader if args.train else test_loader
     split_size = len(loader.dataset)
     if args.num_samples is not None and args.num_samples > split_size:
         raise UserError(f'--num-samples {args.num_samples}: the {"training" if args.train else "test"} split of '
                         f'{info["data"]} has only {split_size} images.')
-    x_test, y_test = collect(loader, args.num_samples)
-    log(f'Data: {data_dir}, {"train" if args.train else "test"} split, {len(y_test)} of {split_size} images.')
+    x, y = collect(loader, args.num_samples)
+    notes.append(f'Data: {data_dir}, {"train" if args.train else "test"} split, {len(y)} of {split_size} images.')
+    return data_dir, info, x, y
 
-    # -- model: the run's architecture with the checkpoint's weights
-    log(args.model)
+
+def read_model(args, info, weights, device, notes):
+    """The run's architecture with the checkpoint's weights (finite, checked by load_state_dict), frozen."""
+    notes.append(args.model)
     model = create_model(args.model, args.normalize, info, device)
     key = 'unaveraged_model_state_dict' if args.unaveraged else 'model_state_dict'
-    load_state_dict(model, load_weights(weights, key), source=weights)
+    load_state_dict(model, load_weights(weights, key), source=weights, model_from=f'model {args.model!r} of args.txt',
+                    fix='pass --weights of a checkpoint of this run, or --log-dir/--desc of the run it comes from')
     if args.unaveraged:
-        log('Using the unaveraged model.')
+        notes.append('Using the unaveraged model.')
     elif getattr(args, 'tau', None):
-        log('Using WA model.')
+        notes.append('Using WA model.')
     model.eval()
     # parameters frozen (docs/differences.md item 54): input gradients only, FAB-T's .backward() would otherwise
     # fill and hold weight grads
     model.requires_grad_(False)
+    return model, key
 
-    # -- AutoAttack
+
+def open_out_dir(out_dir):
+    """Create `out_dir` and try appending to its log: a read-only place is one UserError, before any attack."""
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, 'log-aa.log'), 'a'):
+            pass
+    except OSError as e:
+        raise UserError(f'{out_dir} cannot be written ({e.strerror}): pass --out-dir DIR, a folder you can '
+                        'write, for log-aa.log and eval-aa.json') from None
+
+
+def write_results(out_dir, summary, state_path):
+    """eval-aa.json: the latest evaluation; eval-aa.jsonl: every evaluation, one line each."""
+    json_path = os.path.join(out_dir, 'eval-aa.json')
+    write_atomic(json_path, lambda f: f.write((json.dumps(summary, indent=2) + '\n').encode()))
+    with open(os.path.join(out_dir, 'eval-aa.jsonl'), 'a') as f:
+        f.write(json.dumps(summary) + '\n')
+    if os.path.isfile(state_path):  # this evaluation's own scratch file, complete now
+        os.remove(state_path)
+    return json_path
+
+
+def main(argv=None):
+    start = time.time()
+    args, run_dir, source = resolve_args(argv)
+    weights = check_inputs(args, run_dir)
+    out_dir = args.out_dir if args.out_dir is not None else run_dir
+    runtime = setup(args.device)
+    device, primary = runtime.device, runtime.is_primary
+    notes = [f'Using device: {device}' + (f' x {runtime.world_size} processes' if runtime.distributed else '')]
+    data_dir, info, x_test, y_test = read_data(args, source, notes)
+    model, key = read_model(args, info, weights, device, notes)
+    if primary:
+        open_out_dir(out_dir)
+
+    log_path = os.path.join(out_dir, 'log-aa.log')
+    # stdout and log-aa.log (appended); several processes (torchrun): the first one logs
+    log = setup_logger('score-at.eval-aa', log_path, console='stdout', enabled=primary).info
+    log(f'==== eval-aa.py {datetime.datetime.now().isoformat(timespec="seconds")} ====')
+    log(f'Run: {run_dir}, checkpoint: {weights}' + (f', output: {out_dir}' if out_dir != run_dir else ''))
+    for name in ('data_dir', 'seed'):
+        if source.get(name) == 'args.txt':
+            log(f'{name} = {getattr(args, name)!r} (from args.txt; pass --{name.replace("_", "-")} to change it)')
+    for note in notes:
+        log(note)
+
+    summary, state_path = attack(args, model, key, weights, info, x_test, y_test, runtime, out_dir, log_path, log)
+    summary.update(data_dir=data_dir, wall_time_s=round(time.time() - start, 1),
+                   date=datetime.datetime.now().isoformat(timespec='seconds'))
+    json_path = write_results(out_dir, summary, state_path) if primary else os.path.join(out_dir, 'eval-aa.json')
+    barrier(runtime)
+    cleanup()
+    log(f'Clean accuracy: {100 * summary["clean_accuracy"]:.2f}%, robust accuracy: '
+        f'{100 * summary["robust_accuracy"]:.2f}% ({summary["norm"]}, eps {summary["eps"]:.6f}, {summary["n"]} '
+        f'images, {format_time(time.time() - start)}); written to {json_path}')
+    log('Script Completed.')
+    return summary
+
+
+def attack(args, model, key, weights, info, x_test, y_test, runtime, out_dir, log_path, log):
+    """AutoAttack on (x_test, y_test), resumable from its state file: (summary without timings, state path)."""
     seed(args.seed)
     norm = attack_norm(args.attack)
     eps = float(args.attack_eps)
@@ -189,54 +254,23 @@ def main(argv=None):
                   n=len(y_test), data=info['data'], norm=norm, eps=eps, version=args.version, seed=args.seed,
                   batch_size=args.batch_size, n_iter=args.n_iter)
     state_key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
-    state_path = os.path.join(run_dir, f'eval-aa-state-{state_key}.json')
+    state_path = os.path.join(out_dir, f'eval-aa-state-{state_key}.json')
     log(f'AutoAttack: version {args.version}, norm {norm}, eps {eps:.6f} ({eps * 255:.2f}/255), seed {args.seed}, '
         f'{len(y_test)} images, batch size {args.batch_size}')
-    adversary = make_autoattack(model, norm, eps, version=args.version, seed=args.seed, device=device,
-                                log_path=log_path if primary else None, n_iter=args.n_iter)
+    adversary = make_autoattack(model, norm, eps, version=args.version, seed=args.seed, device=runtime.device,
+                                log_path=log_path if runtime.is_primary else None, n_iter=args.n_iter)
     result = run_autoattack(adversary, x_test, y_test, bs=args.batch_size, state_path=state_path, runtime=runtime)
-    wall = time.time() - start
-
-    summary = {
-        'clean_accuracy': result['clean'],
-        'robust_accuracy_after': result['attacks'],
-        'robust_accuracy': result['robust'],
-        'counts': result['counts'],
-        'n': result['n'],
-        'split': config['split'],
-        'data': info['data'],
-        'data_dir': data_dir,
-        'model': args.model,
-        'eps': eps,
-        'norm': norm,
-        'version': args.version,
-        'seed': args.seed,
-        'batch_size': args.batch_size,
-        'n_iter': args.n_iter,
-        'checkpoint': os.path.abspath(weights),
-        'checkpoint_sha256': checkpoint_sha256,
-        'state_dict': key,
-        'backend': result['backend'],
-        'resumed': result['resumed'],
-        'max_perturbation': result['max_perturbation'],
-        'processes': runtime.world_size,
-        'wall_time_s': round(wall, 1),
-        'date': datetime.datetime.now().isoformat(timespec='seconds'),
-    }
+    summary = dict(
+        clean_accuracy=result['clean'], robust_accuracy_after=result['attacks'], robust_accuracy=result['robust'],
+        counts=result['counts'], n=result['n'], split=config['split'], data=info['data'], data_dir=None,
+        model=args.model, eps=eps, norm=norm, version=args.version, seed=args.seed, batch_size=args.batch_size,
+        n_iter=args.n_iter, checkpoint=os.path.abspath(weights), checkpoint_sha256=checkpoint_sha256,
+        state_dict=key, backend=result['backend'], resumed=result['resumed'],
+        max_perturbation=result['max_perturbation'], processes=runtime.world_size, wall_time_s=None, date=None)
     # per image, in the order of the split: '1' = classified correctly (clean) / robust to every attack
     summary['per_image'] = {'clean': None if result['clean_flags'] is None else flags_to_str(result['clean_flags']),
                             'robust': flags_to_str(result['robust_flags'])}
-    json_path = os.path.join(run_dir, 'eval-aa.json')
-    if primary:
-        write_atomic(json_path, lambda f: f.write((json.dumps(summary, indent=2) + '\n').encode()))
-        if os.path.isfile(state_path):  # this evaluation's own scratch file, complete now
-            os.remove(state_path)
-    barrier(runtime)
-    cleanup()
-    log(f'Clean accuracy: {100 * result["clean"]:.2f}%, robust accuracy: {100 * result["robust"]:.2f}% '
-        f'({norm}, eps {eps:.6f}, {result["n"]} images, {format_time(wall)}); written to {json_path}')
-    log('Script Completed.')
-    return summary
+    return summary, state_path
 
 
 if __name__ == '__main__':

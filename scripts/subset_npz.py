@@ -24,6 +24,16 @@ def fail(msg):
     sys.exit(2)
 
 
+def labels_of(path):
+    """len(label) of an image/label .npz; a file numpy cannot read is one error line, exit 2."""
+    try:
+        with np.load(path, mmap_mode='r') as f:
+            return len(f['label']) if 'image' in f and 'label' in f else None
+    except Exception as e:  # noqa: BLE001 - numpy raises ValueError, OSError, BadZipFile, EOFError for foreign files
+        fail(f'{path} is not a readable .npz ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else "-"}); '
+             'pass an image/label .npz such as scripts/make_npz.py writes')
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('src', help='input .npz with image and label')
@@ -33,17 +43,18 @@ def main(argv=None):
     if not os.path.isfile(args.src):
         fail(f'{args.src} does not exist')
     if os.path.exists(args.dst):
-        with np.load(args.dst, mmap_mode='r') as f:
-            same = 'label' in f and len(f['label']) == args.n
-        if not same:
+        if labels_of(args.dst) != args.n:
             fail(f'{args.dst} exists already with other content; remove it yourself or choose another path')
         print(f'{args.dst}: already holds {args.n} images, kept')
         return
     if args.n <= 0:
         fail('N must be positive')
+    have = labels_of(args.src)
+    if have is None:
+        fail(f'{args.src} has no image/label arrays')
+    if args.n > have:
+        fail(f'N = {args.n} but {args.src} holds only {have} images; pass N <= {have}')
     with np.load(args.src, mmap_mode='r') as f:
-        if 'image' not in f or 'label' not in f:
-            fail(f'{args.src} has no image/label arrays')
         image, label = f['image'][:args.n], f['label'][:args.n]
     os.makedirs(os.path.dirname(os.path.abspath(args.dst)), exist_ok=True)
     write_atomic(args.dst, lambda f: np.savez(f, image=np.ascontiguousarray(image),

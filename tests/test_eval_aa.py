@@ -175,6 +175,8 @@ def test_architecture_mismatch_and_unknown_model_exit_2(tmp_path, capsys):
         json.dump(released_args(model='wrn-22-1-swish'), f)
     code, _, err = run_cli(['--data-dir', data_root, '--log-dir', log_root, '--desc', desc], capsys)
     assert code == 2 and err.count('\n') == 1 and 'wrn-22-1-swish' in err
+    assert '--model' not in err and '--weights' in err  # eval-aa.py has no --model flag
+    assert not os.path.exists(os.path.join(log_root, desc, 'log-aa.log'))  # validated before the log is opened
     with open(args_path, 'w') as f:
         json.dump(released_args(model='vgg16'), f)
     code, _, err = run_cli(['--data-dir', data_root, '--log-dir', log_root, '--desc', desc], capsys)
@@ -341,6 +343,61 @@ def test_json_files_written_atomically_with_the_usual_permissions(tmp_path, caps
     assert state == json.dumps(json.loads(state)) and json.loads(state)['format'] == aa.STATE_FORMAT
     for p in (path, state_path):
         assert stat.S_IMODE(os.stat(p).st_mode) == 0o640
-    assert sorted(os.listdir(tmp_path / 'logs' / desc)) == ['args.txt', 'eval-aa.json', 'log-aa.log',
-                                                          'weights-best.pt']
+    assert sorted(os.listdir(tmp_path / 'logs' / desc)) == ['args.txt', 'eval-aa.json', 'eval-aa.jsonl',
+                                                          'log-aa.log', 'weights-best.pt']
     assert not [f for f in os.listdir(tmp_path) if f.endswith('.tmp')]
+
+
+# ----------------------------------------------------------------------------------------------- nothing silent
+@pytest.mark.parametrize('bad', [float('nan'), float('inf')])
+def test_non_finite_weights_refused_before_any_attack(tmp_path, capsys, bad):
+    sd = create_model('wrn-16-1-swish', False, get_data_info('cifar10'), 'cpu').state_dict()
+    name = [k for k, v in sd.items() if v.is_floating_point()][3]
+    sd[name].view(-1)[0] = bad
+    data_root, log_root, desc, *_ = make_run(tmp_path, released_args(), checkpoint={'model_state_dict': sd})
+    before = sorted(os.listdir(os.path.join(log_root, desc)))
+    code, out, err = run_cli(['--data-dir', data_root, '--log-dir', log_root, '--desc', desc], capsys)
+    assert code == 2 and err.count('\n') == 1 and name in err and 'NaN or inf' in err and 'Traceback' not in err
+    assert sorted(os.listdir(os.path.join(log_root, desc))) == before and 'AutoAttack' not in out
+
+
+def test_history_appended_and_out_dir(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(aa, '_AutoAttack', FakeOfficialAutoAttack)
+    monkeypatch.setattr(aa, 'BACKEND', 'autoattack')
+    data_root, log_root, desc, *_ = make_run(tmp_path, released_args())
+    argv = ['--data-dir', data_root, '--log-dir', log_root, '--desc', desc, '--num-samples', '2']
+    for n in ('2', '3'):
+        code, _, err = run_cli(argv + ['--num-samples', n], capsys)
+        assert code == 0, err
+    run_dir = tmp_path / 'logs' / desc
+    history = [json.loads(line) for line in (run_dir / 'eval-aa.jsonl').read_text().splitlines()]
+    assert [h['n'] for h in history] == [2, 3] and json.loads((run_dir / 'eval-aa.json').read_text()) == history[-1]
+    before = sorted(os.listdir(run_dir))
+    out = tmp_path / 'elsewhere' / 'aa'
+    code, _, err = run_cli(argv + ['--out-dir', str(out)], capsys)
+    assert code == 0, err
+    assert sorted(os.listdir(run_dir)) == before
+    assert sorted(os.listdir(out)) == ['eval-aa.json', 'eval-aa.jsonl', 'log-aa.log']
+
+
+@pytest.mark.parametrize('real', [False, True])
+def test_read_only_run_folder_names_out_dir(tmp_path, capsys, monkeypatch, real):
+    """A released run on a read-only share: one line naming the folder and --out-dir, nothing attacked."""
+    data_root, log_root, desc, *_ = make_run(tmp_path, released_args())
+    run_dir = os.path.join(log_root, desc)
+    if real:
+        if os.geteuid() == 0:
+            pytest.skip('root ignores permission bits; the patched variant covers it')
+        os.chmod(run_dir, 0o555)
+    else:
+        def read_only_open(path, mode='r', *a, **k):
+            if any(c in mode for c in 'wax') and os.path.dirname(os.fspath(path)) == run_dir:
+                raise PermissionError(13, 'Permission denied', path)
+            return open(path, mode, *a, **k)
+        monkeypatch.setattr(eval_aa, 'open', read_only_open, raising=False)
+    try:
+        code, out, err = run_cli(['--data-dir', data_root, '--log-dir', log_root, '--desc', desc], capsys)
+    finally:
+        os.chmod(run_dir, 0o755)
+    assert code == 2 and err.count('\n') == 1 and run_dir in err and '--out-dir' in err and 'Traceback' not in err
+    assert sorted(os.listdir(run_dir)) == ['args.txt', 'weights-best.pt']

@@ -93,6 +93,52 @@ def test_cli_bad_folder_exit_2(tmp_path, capsys):
     assert os.listdir(tmp_path) == []
 
 
+def load_plot_stats():
+    spec = importlib.util.spec_from_file_location('plot_stats', os.path.join(ROOT, 'plot_stats.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def plot_cli(argv, capsys):
+    try:
+        exit_on_user_error(lambda: load_plot_stats().main(argv))
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+def test_cli_never_writes_over_inputs_or_files_and_picks_the_format(tmp_path, capsys, monkeypatch):
+    run = write_run(tmp_path / 'run', 'trades-kl', KL_ROWS)
+    csv_path = os.path.join(run, 'stats_adv.csv')
+    csv_before = open(csv_path, 'rb').read()
+    (tmp_path / 'old.png').write_bytes(b'mine')
+    for out, message in [(csv_path, 'unknown figure format'), (os.path.join(run, 'args.txt'), 'unknown figure'),
+                         (str(tmp_path / 'old.png'), 'exists already'), (str(tmp_path / 'c.jpg'), "'jpg'")]:
+        code, err = plot_cli([run, '-o', out] + (['--force'] if 'format' in message else []), capsys)
+        assert code == 2 and err.count('\n') == 1 and message in err and 'Traceback' not in err
+    assert open(csv_path, 'rb').read() == csv_before and (tmp_path / 'old.png').read_bytes() == b'mine'
+    os.rename(csv_path, os.path.join(run, 'stats.svg'))
+    os.symlink('stats.svg', csv_path)  # an input reached under a figure suffix is still an input
+    code, err = plot_cli([run, '-o', os.path.join(run, 'stats.svg'), '--force'], capsys)
+    assert code == 2 and 'is an input' in err
+    os.remove(csv_path)
+    os.rename(os.path.join(run, 'stats.svg'), csv_path)
+    assert plot_cli([run, '-o', str(tmp_path / 'new' / 'dir' / 'c.pdf')], capsys)[0] == 0
+    assert (tmp_path / 'new' / 'dir' / 'c.pdf').read_bytes().startswith(b'%PDF')
+    assert plot_cli([run, '-o', str(tmp_path / 'c.svg')], capsys)[0] == 0
+    assert b'<svg' in (tmp_path / 'c.svg').read_bytes()
+    assert plot_cli([run, '-o', str(tmp_path / 'old.png'), '--force'], capsys)[0] == 0
+    assert (tmp_path / 'old.png').read_bytes().startswith(PNG_SIGNATURE)
+
+    def read_only(path, write):
+        raise PermissionError(13, 'Permission denied', path)
+    monkeypatch.setattr(plotting, 'write_atomic', read_only)
+    code, err = plot_cli([run, '-o', str(tmp_path / 'ro.png')], capsys)
+    assert code == 2 and err.count('\n') == 1 and 'cannot be written' in err and 'Traceback' not in err
+
+
 def test_madry_run_without_train_clean_column(tmp_path):
     columns = [c for c in COLUMNS if c != 'train_clean_acc']
     rows = [[r[0]] + r[2:] for r in KL_ROWS]

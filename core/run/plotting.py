@@ -88,10 +88,9 @@ def draw_curves(runs, title=None):
     return fig
 
 
-def save_figure(fig, path, dpi=100):
-    """Write `fig` as a PNG atomically (a temporary file in the same folder, then os.replace). `dpi='figure'` keeps
-    the figure's own resolution (what a bare `fig.savefig(path)` does)."""
-    write_atomic(path, lambda f: fig.savefig(f, format='png', dpi=dpi))
+def save_figure(fig, path, dpi=100, fmt='png'):
+    """Write `fig` atomically in format `fmt` (png, pdf, svg). `dpi='figure'` keeps the figure's own resolution."""
+    write_atomic(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi))
 
 
 def write_run_curves(log_dir):

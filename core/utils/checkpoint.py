@@ -149,15 +149,17 @@ def _describe_model(model):
     return describe_state_dict(model.state_dict())[2:]
 
 
-def load_state_dict(model, state_dict, source=None):
+def load_state_dict(model, state_dict, source=None, model_from='--model',
+                    fix='pass the --model and data set the weights were trained with'):
     """Load `state_dict` strictly into `model` (a ModelWrapper, possibly wrapped in DDP / torch.compile).
 
     Arguments:
         model: the model from `create_model` (any wrapper is stripped with `unwrap_model`).
         state_dict: weights with any accepted prefix (see `canonical_state_dict`).
         source: a name for error messages (e.g. the checkpoint path), default 'the checkpoint'.
+        model_from, fix: where the model's architecture came from and the fix, for the mismatch message.
     Raises UserError (one line) when the weights do not fit: a different architecture or number of classes (naming
-    both), or a different --normalize setting. Returns the unwrapped model.
+    both), or a different --normalize setting; or when a weight is NaN or inf. Returns the unwrapped model.
     """
     target = unwrap_model(model)
     source = f'checkpoint {source}' if source is not None else 'the checkpoint'
@@ -191,12 +193,16 @@ def load_state_dict(model, state_dict, source=None):
             k = wrong_shape[0]
             detail.append(f'{len(wrong_shape)} shape mismatches (e.g. {k}: {tuple(sd[k].shape)} vs '
                           f'{tuple(target_sd[k].shape)})')
-        raise UserError(f'{source} holds {have} but --model is {want}: {", ".join(detail)}; '
-                        f'pass the --model and data set the weights were trained with')
+        raise UserError(f'{source} holds {have} but {model_from} is {want}: {", ".join(detail)}; {fix}')
     if normalize_differs:
         raise UserError(f'{source} was saved with --normalize {source_index == 1} (keys module.{source_index}.*) '
                         f'but the model is built with --normalize {target_index == 1}: '
                         f'pass --normalize {source_index == 1}')
+    bad = next((k for k, v in state_dict.items()
+                if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:  # NaN/inf weights would otherwise be evaluated as a chance-level model
+        raise UserError(f'{source}: tensor {bad} holds NaN or inf values (a diverged run); pass a checkpoint '
+                        'with finite weights, e.g. an earlier one of the run')
     target.load_state_dict(sd, strict=True)
     return target
 
