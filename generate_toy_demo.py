@@ -36,7 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from core.toy import fast as toy_fast
-from core.toy.cli import Recorder, build_parser, check_run, save_arrays, set_runtime
+from core.toy.cli import Recorder, build_parser, check_run, prepare_folder, save_arrays, set_runtime
 from core.utils.errors import UserError, exit_on_user_error
 
 DEMOS = ('PGDAT', 'PGDATconsistent', 'TRADES', 'Standard')
@@ -267,7 +267,7 @@ def save_predictions(ops, model, x_test, folder, suffix=''):
 
 def run(demo='PGDATconsistent', divergence='KL', divergence_C='KL', iterations=ITERATIONS, samples=N0 + N1,
         seed=SEED, device='cpu', out='toy_results', save_every=0, progress=False, log=print, compact=False,
-        plain_autograd=False):
+        plain_autograd=False, overwrite=None):
     """Train one toy demo and write its files; returns a dict of the records, C_L, the output folder and the wall
     and CPU (process) seconds of every iteration. Each printed line goes through `log` (core.toy.cli.iteration_lines).
 
@@ -280,6 +280,8 @@ def run(demo='PGDATconsistent', divergence='KL', divergence_C='KL', iterations=I
     separate generator seeded with `seed`, so they leave the stream, hence the printed numbers, unchanged.
     """
     check_run(demo, (divergence, divergence_C), samples, iterations, save_every, seed, DEMOS, DIVERGENCES, SEED)
+    if overwrite is not None:  # the command line: an earlier result folder is refused or moved aside
+        prepare_folder(os.path.join(out, f'{demo}_{divergence}'), overwrite, log)
     device = torch.device(device)
     ops = strategy(plain_autograd, device)
     n0, n1 = split_samples(samples)
@@ -330,7 +332,8 @@ def main(argv=None):
     device = set_runtime(args.device, args.threads)
     res = run(args.demo, args.divergence, args.divergence_C, iterations=args.iterations, samples=args.samples,
               seed=args.seed, device=device, out=args.out, save_every=args.save_every,
-              progress=not args.no_progress, compact=args.compact, plain_autograd=args.plain_autograd)
+              progress=not args.no_progress, compact=args.compact, plain_autograd=args.plain_autograd,
+              overwrite=args.overwrite)
     print(f'Results in {res["folder"]}')
 
 

@@ -14,7 +14,7 @@ sys.path.insert(0, ROOT)
 
 import generate_toy_demo as toy  # noqa: E402
 from core.toy.fast import FastPath  # noqa: E402
-from core.utils.errors import UserError  # noqa: E402
+from core.utils.errors import UserError, exit_on_user_error  # noqa: E402
 
 PLAIN = toy.PlainAutograd()
 
@@ -325,9 +325,28 @@ def test_command_line_plain_autograd(tmp_path, one_thread):
     """--plain-autograd runs the same demo through the plain path: same files, the same losses up to float32
     rounding (the attacks take the same signed steps)."""
     kw = dict(demo='PGDATconsistent', divergence='KL', divergence_C='L1', iterations=2, samples=300,
-              out=str(tmp_path), log=lambda s: None)
+              out=str(tmp_path / 'fast'), log=lambda s: None)
     fast = toy.run(**kw)
     toy.main(['--plain-autograd', '--iterations', '2', '--samples', '300', '--divergence_C', 'L1', '--device', 'cpu',
-              '--out', str(tmp_path), '--no-progress'])
-    plain = np.loadtxt(os.path.join(fast['folder'], 'record_train_loss.txt'))
+              '--out', str(tmp_path / 'plain'), '--no-progress'])
+    plain = np.loadtxt(os.path.join(tmp_path, 'plain', 'PGDATconsistent_KL', 'record_train_loss.txt'))
     np.testing.assert_allclose(plain, fast['train_loss'], rtol=1e-5)
+
+
+def test_existing_results_refused_or_moved_aside(tmp_path, capsys):
+    folder = tmp_path / 'PGDAT_KL'
+    folder.mkdir()
+    (folder / 'record_train_loss.txt').write_text('earlier\n')
+    argv = ['--demo', 'PGDAT', '--iterations', '1', '--samples', '120', '--device', 'cpu', '--out', str(tmp_path),
+            '--no-progress', '--compact']
+    with pytest.raises(SystemExit) as e:
+        exit_on_user_error(lambda: toy.main(argv))
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count('\n') == 1 and '--overwrite' in err and 'Traceback' not in err
+    assert os.listdir(folder) == ['record_train_loss.txt']
+    toy.main(argv + ['--overwrite'])
+    out = capsys.readouterr().out
+    aside = [f for f in os.listdir(folder) if f.startswith('previous-')]
+    assert len(aside) == 1 and f'moved to {folder / aside[0]}' in out
+    assert (folder / aside[0] / 'record_train_loss.txt').read_text() == 'earlier\n'
+    assert (folder / 'record_train_loss.txt').read_text() != 'earlier\n'

@@ -11,6 +11,7 @@
 core/toy/fast.py holds `FastPath`, the demo's default strategy (its network and attacks by hand, in blocks).
 """
 import argparse
+import datetime
 import os
 import sys
 import time
@@ -49,6 +50,9 @@ def build_parser(demos, divergences, iterations, samples, seed):
                         help='Also write x_test_{ite}.txt, y_test_{ite}.txt, pre_test_{ite}.txt every K iterations '
                              '(0 = never).')
     parser.add_argument('--out', type=str, default='toy_results', help='Results go to OUT/<demo>_<divergence>/.')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='Move the results already in OUT/<demo>_<divergence>/ into a dated subfolder of it and '
+                             'run (nothing is deleted); without it such a folder is refused.')
     parser.add_argument('--threads', type=int, default=1,
                         help='CPU threads (torch.set_num_threads); 0 = PyTorch\'s default (all cores). 1 is the '
                              'default because the blocked CPU path runs thousands of small parallel regions per '
@@ -78,6 +82,21 @@ def check_run(demo, divergence_names, samples, iterations, save_every, seed, dem
     if save_every < 0:
         raise UserError(f'--save-every {save_every} must be >= 0 (0 = no snapshots).')
     check_number('--seed', seed, 0, SEED_MAX, example=example_seed)
+
+
+def prepare_folder(folder, overwrite, log=print):
+    """Refuse a result folder that holds files unless `overwrite`; then move them into folder/previous-<date>/."""
+    old = sorted(f for f in os.listdir(folder) if not f.startswith('previous-')) if os.path.isdir(folder) else []
+    if old and not overwrite:
+        raise UserError(f'{folder} holds the results of an earlier run ({old[0]}, ...): pass --overwrite to move them '
+                        'into a dated subfolder of it (nothing is deleted), or another --out.')
+    if old:
+        aside = os.path.join(folder, f'previous-{datetime.datetime.now():%Y%m%d-%H%M%S}')
+        os.makedirs(aside)
+        for name in old:
+            os.replace(os.path.join(folder, name), os.path.join(aside, name))
+        log(f'{len(old)} earlier result files moved to {aside}')
+    os.makedirs(folder, exist_ok=True)
 
 
 def set_runtime(device, threads):
