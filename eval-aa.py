@@ -259,14 +259,17 @@ def attack(args, model, key, weights, info, x_test, y_test, runtime, out_dir, lo
         f'{len(y_test)} images, batch size {args.batch_size}')
     adversary = make_autoattack(model, norm, eps, version=args.version, seed=args.seed, device=runtime.device,
                                 log_path=log_path if runtime.is_primary else None, n_iter=args.n_iter)
+    started = time.time()
     result = run_autoattack(adversary, x_test, y_test, bs=args.batch_size, state_path=state_path, runtime=runtime)
+    seconds = time.time() - started   # this invocation's attack time (a resumed evaluation counts its own part)
     summary = dict(
         clean_accuracy=result['clean'], robust_accuracy_after=result['attacks'], robust_accuracy=result['robust'],
         counts=result['counts'], n=result['n'], split=config['split'], data=info['data'], data_dir=None,
         model=args.model, eps=eps, norm=norm, version=args.version, seed=args.seed, batch_size=args.batch_size,
         n_iter=args.n_iter, checkpoint=os.path.abspath(weights), checkpoint_sha256=checkpoint_sha256,
         state_dict=key, backend=result['backend'], resumed=result['resumed'],
-        max_perturbation=result['max_perturbation'], processes=runtime.world_size, wall_time_s=None, date=None)
+        max_perturbation=result['max_perturbation'], processes=runtime.world_size, wall_time_s=None, date=None,
+        seconds=seconds, images_per_s=result['n'] / max(seconds, 1e-9))
     # per image, in the order of the split: '1' = classified correctly (clean) / robust to every attack
     summary['per_image'] = {'clean': None if result['clean_flags'] is None else flags_to_str(result['clean_flags']),
                             'robust': flags_to_str(result['robust_flags'])}

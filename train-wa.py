@@ -23,7 +23,7 @@ import torch
 
 from core.attacks import VARIABLE_BATCH_ATTACKS
 from core.data import get_data_info, load_data
-from core.run.epoch import adversarial_test, final_record, save_epoch, start_run, train_epoch
+from core.run.epoch import account, adversarial_test, final_record, save_epoch, start_meter, start_run, train_epoch
 from core.run.parser import check_train_flags, parser_train
 from core.run.run_dir import STATE_FORMAT_VERSION, check_run_dir, load_resume_state, open_run, saved_lr
 from core.training.builder import build_trainer
@@ -101,6 +101,7 @@ def main():
     start_epoch, best, rows, res = start_run(trainer, state, args, runtime, logger, test_dataloader, NUM_ADV_EPOCHS,
                                              'RST Adversarial training for {} epochs')
 
+    meter = start_meter(trainer, runtime, logger, test_dataloader, args.amp, state)
     board = TensorBoard(LOG_DIR, len(train_dataloader), start_epoch) if args.tensorboard and primary else None
 
     # ------------------------------------------------------------------ loop
@@ -113,6 +114,7 @@ def main():
         eval_adv_acc = trainer.eval(eval_dataloader, adversarial=True)
         logger.log('Adversarial Accuracy-\tEval: {:.2f}%.'.format(eval_adv_acc * 100))
         epoch_metrics['eval_adversarial_acc'] = eval_adv_acc
+        account(meter, trainer, epoch, NUM_ADV_EPOCHS, logger, epoch_metrics)  # the last columns of the row
         rows.append(epoch_metrics)
         if board is not None:
             board.epoch(epoch, epoch_metrics)
@@ -122,7 +124,7 @@ def main():
         if new_best:
             best = [test_acc, eval_adv_acc]
         state = {'format_version': STATE_FORMAT_VERSION, 'epoch': epoch, 'best': best, 'rows': rows,
-                 'train_metrics': res, 'args': dict(vars(args))}
+                 'train_metrics': res, 'compute': (meter.seconds, meter.images), 'args': dict(vars(args))}
         save_epoch(trainer, runtime, logger, LOG_DIR, new_best, rows, state, start, args if args_changed else None)
         args_changed = False
         if args.stop_after is not None and epoch >= args.stop_after and epoch < NUM_ADV_EPOCHS:
@@ -133,7 +135,7 @@ def main():
             return
 
     # ------------------------------------------------------------------ final record
-    final_record(trainer, logger, train_dataloader, res, best, 'Eval')
+    final_record(trainer, logger, train_dataloader, res, best, 'Eval', meter)
     if board is not None:
         board.close()
     cleanup()

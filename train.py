@@ -23,7 +23,7 @@ import torch
 
 from core.attacks import VARIABLE_BATCH_ATTACKS
 from core.data import get_data_info, load_data
-from core.run.epoch import adversarial_test, final_record, save_epoch, start_run, train_epoch
+from core.run.epoch import account, adversarial_test, final_record, save_epoch, start_meter, start_run, train_epoch
 from core.run.parser import check_train_flags, parser_train
 from core.run.run_dir import STATE_FORMAT_VERSION, check_run_dir, load_resume_state, open_run, saved_lr
 from core.training.builder import build_trainer
@@ -94,6 +94,7 @@ def main(argv=None):
     # ------------------------------------------------------------------ resume
     start_epoch, best, rows, res = start_run(trainer, state, args, runtime, logger, test_dataloader, NUM_ADV_EPOCHS,
                                              'Adversarial training for {} epochs')
+    meter = start_meter(trainer, runtime, logger, test_dataloader, args.amp, state)
     test_adv_acc = 0.0 if state is None else state['test_adv_acc']  # the last measured one (stale in between)
 
     # ------------------------------------------------------------------ loop
@@ -104,6 +105,7 @@ def main(argv=None):
         measured = adversarial_test(trainer, logger, test_dataloader, res, epoch_metrics,
                                     adversarial_test_epoch(epoch, NUM_ADV_EPOCHS, args.adv_eval_freq))
         test_adv_acc = test_adv_acc if measured is None else measured  # stale between evaluations
+        account(meter, trainer, epoch, NUM_ADV_EPOCHS, logger, epoch_metrics)  # the last columns of the row
         rows.append(epoch_metrics)
 
         # -------------------------------------------------------------- save
@@ -111,7 +113,8 @@ def main(argv=None):
         if new_best:
             best = [test_acc, test_adv_acc]
         state = {'format_version': STATE_FORMAT_VERSION, 'epoch': epoch, 'best': best, 'rows': rows,
-                 'test_adv_acc': test_adv_acc, 'train_metrics': res, 'args': dict(vars(args))}
+                 'test_adv_acc': test_adv_acc, 'train_metrics': res,
+                 'compute': (meter.seconds, meter.images), 'args': dict(vars(args))}
         save_epoch(trainer, runtime, logger, LOG_DIR, new_best, rows, state, start, args if args_changed else None)
         args_changed = False
         if args.stop_after is not None and epoch >= args.stop_after and epoch < NUM_ADV_EPOCHS:
@@ -120,7 +123,7 @@ def main(argv=None):
             return
 
     # ------------------------------------------------------------------ final record
-    final_record(trainer, logger, train_dataloader, res, best, 'Test')
+    final_record(trainer, logger, train_dataloader, res, best, 'Test', meter)
     cleanup()
 
 

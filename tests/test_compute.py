@@ -85,3 +85,33 @@ def test_throughput_bench_prints_its_figures_on_the_cpu():
     assert out.returncode == 0, out.stderr[-2000:]
     assert 'FLOP per image' in out.stdout and 'images/s' in out.stdout and 'MFU' in out.stdout
     assert out.stdout.count('device-hours') == 2
+
+
+@pytest.mark.slow
+def test_a_run_accounts_for_its_compute_as_the_bench_counts_it(tmp_path, one_thread):
+    """train-wa.py's four columns follow from each other, MFU is a fraction, and the FLOPs per image are the ones
+    bench/throughput.py counts for the same setting (they do not depend on the batch or its values)."""
+    import csv
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'bench'))
+    import throughput
+    from script_runner import run_script
+    from synthetic import write_cifar10
+    from train_helpers import SCRIPT
+    write_cifar10(tmp_path, 40, 16)
+    argv = ['--device', 'cpu', '--data-dir', tmp_path, '--log-dir', tmp_path / 'logs', '--desc', 'c', '--data',
+            'cifar10', '--model', 'wrn-10-1-swish', '--batch-size', '8', '--batch-size-validation', '16',
+            '--num-adv-epochs', '1', '--attack-iter', '1', '--num-workers', '0', '--validation-size', '8',
+            '--scheduler', 'step', '--beta', '6.0', '--ls', '0.1']
+    assert run_script(SCRIPT, argv) == 0
+    with open(tmp_path / 'logs' / 'c' / 'stats_adv.csv') as f:
+        row = next(csv.DictReader(f))
+    ips, fpi, fps, mfu = (float(row[k]) for k in ('images_per_s', 'flop_per_image', 'flops_per_s', 'mfu'))
+    assert fps == pytest.approx(ips * fpi, rel=1e-9) and 0 < mfu <= 1
+    bench = throughput.trainer_for('wrn-10-1-swish', 8, 1, ['--beta', '6.0', '--ls', '0.1'], 'cpu', 'none', False,
+                                   False)
+    from core.training.cost import flop_per_image
+    assert flop_per_image(bench, torch.rand(4, 3, 32, 32), torch.randint(0, 10, (4,))) == fpi
+    log = (tmp_path / 'logs' / 'c' / 'log-train.log').read_text()
+    assert 'FLOP per training image' in log and 'MFU' in log and 'device-hours of training in all' in log

@@ -65,6 +65,7 @@ def test_custom_matches_direct_autoattack_on_released_format(tmp_path, capsys, c
     assert 'Using WA model.' in out and out.rstrip().endswith('Script Completed.')
     result = json.loads((tmp_path / 'logs' / desc / 'eval-aa.json').read_text())
     assert result['n'] == N_IMAGES and result['norm'] == 'Linf' and result['version'] == 'custom'
+    assert result['seconds'] > 0 and result['images_per_s'] == pytest.approx(N_IMAGES / result['seconds'], rel=1e-3)
     assert result['eps'] == pytest.approx(4 / 255) and result['seed'] == 1 and result['split'] == 'test'
     assert result['data_dir'] == os.path.join(data_root, 'cifar10')
     assert result['clean_accuracy'] == (N_IMAGES - 2) / N_IMAGES

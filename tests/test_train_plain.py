@@ -62,7 +62,7 @@ def test_two_epochs_files_and_lines(data_dir, tmp_path, capsys):
     assert '\tTest: ' in log.splitlines()[-2]
     header = next(csv.reader(open(run_dir / 'stats_adv.csv')))
     assert header == ['train_loss', 'train_clean_acc', 'train_adversarial_acc', 'epoch', 'lr', 'test_clean_acc',
-                      'test_adversarial_acc']
+                      'test_adversarial_acc', 'images_per_s', 'flop_per_image', 'flops_per_s', 'mfu']
     assert run(tiny(data_dir, tmp_path, '--beta', '6.0')) == 2  # an existing run is refused
     assert 'already holds files' in capsys.readouterr().err
 

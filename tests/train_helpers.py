@@ -18,6 +18,8 @@ REFERENCE_KEYS = ['augment', 'batch_size', 'batch_size_validation', 'data_dir', 
                   'clip_value', 'CutMix', 'tau']
 CSV_COLUMNS = ['train_loss', 'train_clean_acc', 'train_adversarial_acc', 'epoch', 'lr', 'test_clean_acc',
                'test_adversarial_acc', 'eval_adversarial_acc']
+COMPUTE_COLUMNS = ['images_per_s', 'flop_per_image', 'flops_per_s', 'mfu']  # ours, after the reference's
+CSV_COLUMNS += COMPUTE_COLUMNS
 
 
 def make_data_dir(tmp_path_factory):
@@ -47,9 +49,14 @@ def load(path):
     return torch.load(path, map_location='cpu', weights_only=True)
 
 
-def read_csv(path):
+def read_csv(path, reproducible=False):
+    """The rows of a stats_adv.csv; `reproducible` drops the compute columns (timings differ between runs)."""
     with open(path) as f:
-        return list(csv.reader(f))
+        rows = list(csv.reader(f))
+    if reproducible:
+        keep = [i for i, name in enumerate(rows[0]) if name not in COMPUTE_COLUMNS]
+        rows = [[r[i] for i in keep] for r in rows]
+    return rows
 
 
 def assert_same_weights(a, b):

@@ -11,17 +11,19 @@ import pandas as pd
 from core.data import set_epoch
 from core.run.plotting import write_run_curves
 from core.run.run_dir import STATE_FILE, write_args
+from core.training.cost import flop_per_image
 from core.training.epoch_metrics import NonFiniteLoss
 from core.utils import faults
 from core.utils.atomic import write_atomic
 from core.utils.checkpoint import save_atomic
+from core.utils.compute import Meter, device_peak, format_line
 from core.utils.distributed import all_gather_object, barrier
 from core.utils.errors import UserError
 from core.utils.rng import rng_state, set_rng_state
 from core.utils.utils import format_time
 
-__all__ = ['start_run', 'resume_epoch', 'train_epoch', 'adversarial_test', 'save_epoch', 'final_record', 'write_csv',
-           'non_finite_message']
+__all__ = ['COMPUTE_COLUMNS', 'start_meter', 'account', 'start_run', 'resume_epoch', 'train_epoch',
+           'adversarial_test', 'save_epoch', 'final_record', 'write_csv', 'non_finite_message']
 
 
 def non_finite_message(e, log_dir, args, logger):
@@ -36,6 +38,31 @@ def non_finite_message(e, log_dir, args, logger):
     message = f'{e} with --lr {args.lr:g}: stopped, nothing of epoch {e.epoch} was saved. {kept}.'
     logger.logger.info(message)
     return message
+
+
+COMPUTE_COLUMNS = ('images_per_s', 'flop_per_image', 'flops_per_s', 'mfu')  # appended to stats_adv.csv
+
+
+def start_meter(trainer, runtime, logger, loader, amp, state=None):
+    """The run's compute accounting: the FLOPs per training image counted once on the first images of `loader`
+    (the run's random streams are put back, so counting changes no number) and the device's peak."""
+    rng = rng_state(runtime.device)   # a DataLoader iterator draws its workers' base seed
+    x, y = next(iter(loader))
+    set_rng_state(rng, runtime.device)
+    flops = flop_per_image(trainer, x[:8], y[:8])
+    peak, label = device_peak(runtime.device, amp)
+    logger.log('Compute-\t{:.4g} FLOP per training image (torch.utils.flop_counter); peak {:.3g} FLOP/s per device '
+               '({}).'.format(flops, peak, label))
+    done = (0.0, 0) if state is None else state.get('compute', (0.0, 0))   # (seconds, images) before a resume
+    return Meter(flops, peak, runtime.world_size, *done)
+
+
+def account(meter, trainer, epoch, num_epochs, logger, epoch_metrics):
+    """The epoch's compute figures: a log line, and COMPUTE_COLUMNS at the end of the CSV row."""
+    m = meter.epoch(trainer.last_epoch_images, trainer.last_epoch_seconds, epoch, num_epochs)
+    logger.log(format_line(m))
+    epoch_metrics.update((k, m[k]) for k in COMPUTE_COLUMNS)
+    return m
 
 
 def write_csv(rows, path):
@@ -137,10 +164,13 @@ def save_epoch(trainer, runtime, logger, log_dir, new_best, rows, state, start, 
     barrier(runtime)
 
 
-def final_record(trainer, logger, train_dataloader, res, best, label):
+def final_record(trainer, logger, train_dataloader, res, best, label, meter=None):
     """The closing lines; `label` names the best adversarial accuracy's split ('Eval' in train-wa.py, 'Test' in
     train.py). The clean "Test" figure is the one at the best epoch, not the last (docs/differences.md item 31)."""
     train_acc = res['clean_acc'] if 'clean_acc' in res else trainer.evaluate(train_dataloader, sharded=True)[0]
+    if meter is not None:
+        logger.log('Compute-\t{:.2f} device-hours of training in all, {:.3g} FLOP.'.format(
+            meter.seconds * meter.world_size / 3600, meter.images * meter.flop_per_image))
     logger.log('\nTraining completed.')
     logger.log('Standard Accuracy-\tTrain: {:.2f}%.\tTest: {:.2f}%.'.format(train_acc * 100, best[0] * 100))
     logger.log('Adversarial Accuracy-\tTrain: {:.2f}%.\t{}: {:.2f}%.'.format(res['adversarial_acc'] * 100, label,

@@ -12,6 +12,7 @@ torch.compile wrapper around it. Checkpoints and the optimiser's parameters alwa
 attacks run on the plain `model` (or the averaged one).
 """
 import sys
+import time
 
 import torch
 import torch.nn as nn
@@ -96,8 +97,10 @@ class AdversarialTrainer:
         metrics_acc = EpochMetrics(self.device, FP16_SKIP_TOLERANCE if self.scaler.is_enabled() else 0)
         check_every = 1 if self.device.type == 'cpu' else NONFINITE_CHECK_EVERY
         bar = self.progress(dataloader, epoch)
+        images, start = 0, time.time()
         try:
             for i, (x, y) in enumerate(bar):
+                images += len(x)                                # loader images (before CutMix copies)
                 step = (epoch - 1) * self.steps_per_epoch + i   # optimiser steps taken before this batch
                 if ema is not None:
                     ema.before_step(self.model, step)           # BN momentum 1.0, then 0.01 (differences.md 20)
@@ -136,6 +139,9 @@ class AdversarialTrainer:
         if self.runtime.distributed:
             sums = all_reduce_sum(list(means.values()), self.runtime)
             means = {k: s / self.runtime.world_size for k, s in zip(means, sums)}
+        # the epoch's training images on all processes and its wall time, for the compute accounting
+        self.last_epoch_images = int(all_reduce_sum([images], self.runtime)[0])
+        self.last_epoch_seconds = time.time() - start
         return means
 
     def progress(self, dataloader, epoch):

@@ -87,13 +87,15 @@ def device_peak(device, amp='none'):
 class Meter:
     """Per-epoch compute accounting: images/s over all processes, achieved FLOP/s, MFU, device-hours, ETA."""
 
-    def __init__(self, flop_per_image, peak, world_size=1, seconds_so_far=0.0):
+    def __init__(self, flop_per_image, peak, world_size=1, seconds_so_far=0.0, images_so_far=0):
         self.flop_per_image, self.peak, self.world_size = flop_per_image, peak, world_size
-        self.seconds = seconds_so_far   # training wall time of the earlier epochs (a resumed run continues it)
+        # training wall time and images of the earlier epochs (a resumed run continues them)
+        self.seconds, self.images = seconds_so_far, images_so_far
 
     def epoch(self, images, seconds, epochs_done, epochs_total):
         """The figures of one epoch of `images` training images (all processes) in `seconds` of wall time."""
         self.seconds += seconds
+        self.images += images
         images_per_s = images / max(seconds, 1e-9)
         flops_per_s = images_per_s * self.flop_per_image
         left = self.seconds / max(epochs_done, 1) * (epochs_total - epochs_done)
