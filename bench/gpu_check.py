@@ -39,10 +39,11 @@ import torch.nn.functional as F
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from core.attacks.trades import ctx_batch_stats  # noqa: E402
 from core.attacks.utils import input_gradient  # noqa: E402
 from core.data import get_data_info  # noqa: E402
+from core.losses.divergences import kl_div_batchmean, squared_error_sum  # noqa: E402
 from core.models import create_model  # noqa: E402
-from gowal21uncovering.utils.trades import ctx_batch_stats, kl_div_batchmean, squared_error_sum  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 NO_CUDA = 'no CUDA device'
@@ -181,7 +182,7 @@ def step_bench(ctx, rounds=3):
     alternately (fp32 first in each round), reported as ratios to fp32."""
     if not CUDA:
         raise Skip(NO_CUDA)
-    from gowal21uncovering.utils.trades import trades_loss, trades_loss_LSE
+    from core.training.composites import trades_loss, trades_loss_LSE
     device, batch = torch.device('cuda'), 512
     x = torch.rand(batch, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (batch,), device=device)

@@ -12,14 +12,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from core.attacks.trades import ctx_batch_stats
 from core.attacks.utils import input_gradient, linf_sign_ascent
-from gowal21uncovering.utils.trades import (
-    ctx_batch_stats,
-    kl_div_batchmean,
-    lse_targets,
-    score_lse_loss,
-    squared_error_sum,
-)
+from core.losses.divergences import kl_div_batchmean, squared_error_sum
+from core.losses.divergences import smooth_targets as lse_targets
+from core.losses.outer import score_lse_loss
 
 
 def tiny_swish_net():

@@ -21,7 +21,7 @@ from core.attacks import (
     PGDAttack,
     attack_norm,
     create_attack,
-    create_train_and_eval_attacks,
+    create_eval_attack,
     create_wa_eval_attack,
 )
 from core.attacks.autoattack import BACKEND
@@ -90,7 +90,7 @@ def state_of(model):
 
 def make(model, attack_type, loss=None):
     norm = attack_norm(attack_type)
-    return create_attack(model, loss or nn.CrossEntropyLoss(), attack_type, EPS[norm], 5, STEP[norm])
+    return create_attack(model, loss or nn.CrossEntropyLoss(), attack_type, EPS[norm], STEP[norm], 5)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -100,10 +100,10 @@ def make(model, attack_type, loss=None):
 @pytest.mark.parametrize('attack_type', ATTACKS)
 def test_ball_box_and_robust_accuracy(fitted, model, attack_type):
     _, x, y, clean_acc = fitted
-    x_adv, r_adv = make(model, attack_type).perturb(x, y)
+    x_adv = make(model, attack_type)(x, y)
+    r_adv = x_adv - x
     assert not x_adv.requires_grad and not r_adv.requires_grad
     assert x_adv.shape == x.shape
-    assert torch.allclose(r_adv, x_adv - x)
     assert x_adv.min() >= 0 and x_adv.max() <= 1
     eps = EPS[attack_norm(attack_type)]
     if attack_type.endswith('-df'):
@@ -323,7 +323,8 @@ def test_apgd_both_norms_loss_ce(fitted, model, cls, norm):
 ])
 def test_trainer_attack_rules(model, attack_type, train_cls, eval_cls, eval_eps, eval_iter, eval_step):
     criterion = nn.CrossEntropyLoss()
-    train, ev = create_train_and_eval_attacks(model, criterion, attack_type, 0.1, 5, 0.03)
+    train = create_attack(model, criterion, attack_type, 0.1, 0.03, 5)
+    ev = create_eval_attack(model, criterion, attack_type, 0.1, 0.03, 5)
     assert type(train) is train_cls and type(ev) is eval_cls
     assert (ev.eps, ev.nb_iter, ev.eps_iter) == (pytest.approx(eval_eps), eval_iter, pytest.approx(eval_step))
     assert ev.loss_fn is criterion and ev.rand_init and ev.rand_init_type == 'uniform'
@@ -336,7 +337,7 @@ def test_trainer_attack_rules(model, attack_type, train_cls, eval_cls, eval_eps,
     if train_cls in (LinfAPGDAttack, L2APGDAttack):
         assert (train.eps, train.nb_iter, train.n_restarts, train.apgd.loss) == (0.1, 5, 2, 'ce')
 
-    wa = create_wa_eval_attack(model, attack_type, 0.1, 5, 0.03)  # same type, CW loss, 4T
+    wa = create_wa_eval_attack(model, attack_type, 0.1, 0.03, 5)  # same type, CW loss, 4T
     assert type(wa) is train_cls
     if isinstance(wa, (LinfPGDAttack, L2PGDAttack)):
         assert (wa.loss_fn, wa.eps, wa.nb_iter, wa.eps_iter) == (CWLoss, 0.1, 20, 0.03)
@@ -347,5 +348,5 @@ def test_trainer_attack_rules(model, attack_type, train_cls, eval_cls, eval_eps,
 def test_attack_norm_and_unknown_type(model):
     assert [attack_norm(a) for a in ATTACKS] == ['Linf', 'Linf', 'L2', 'L2', 'Linf', 'L2', 'Linf', 'L2']
     with pytest.raises(UserError, match='linf-pgd'):
-        create_attack(model, nn.CrossEntropyLoss(), 'pgd', 0.1, 5, 0.03)
-    assert math.isinf(create_attack(model, None, 'linf-pgd', 0.1, 5, 0.03).ord)
+        create_attack(model, nn.CrossEntropyLoss(), 'pgd', 0.1, 0.03, 5)
+    assert math.isinf(create_attack(model, None, 'linf-pgd', 0.1, 0.03, 5).ord)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from gowal21uncovering.utils.cutmix import cutmix, cutmix_expand
+from core.data.cutmix import cutmix, cutmix_expand
 
 B, C, H, W = 5, 3, 6, 8   # H != W catches swapped axes
 K = 7

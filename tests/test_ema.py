@@ -6,15 +6,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from gowal21uncovering.utils.ema import (
-    EMA,
-    bn_momentum_trick,
-    ema_decay,
-    ema_update,
-    update_bn,
-    update_steps,
-    warmup_steps,
-)
+from core.training.schedules import update_steps
+from core.training.weight_averaging import EMA, bn_momentum_trick, ema_decay, ema_update, update_bn, warmup_steps
 
 
 @pytest.mark.parametrize('step,expected', [

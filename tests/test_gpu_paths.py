@@ -134,10 +134,10 @@ def test_apgd_takes_channels_last_models_and_batches(attack):
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                           nn.Linear(4, 3)).eval()
     x, y = torch.rand(4, 3, 8, 8), torch.randint(0, 3, (4,))
-    expected, _ = create_attack(model, nn.CrossEntropyLoss(), attack, 0.5, 3, 0.1).perturb(x, y)
+    expected = create_attack(model, nn.CrossEntropyLoss(), attack, 0.5, 0.1, 3)(x, y)
     model = model.to(memory_format=torch.channels_last)
     x_cl = x.contiguous(memory_format=torch.channels_last)
-    got, _ = create_attack(model, nn.CrossEntropyLoss(), attack, 0.5, 3, 0.1).perturb(x_cl, y)  # crashed: .view
+    got = create_attack(model, nn.CrossEntropyLoss(), attack, 0.5, 0.1, 3)(x_cl, y)  # crashed: .view
     assert torch.allclose(got, expected, atol=1e-5)
 
 
@@ -208,10 +208,7 @@ def test_under_ddp_only_the_two_training_forwards_go_through_the_wrapper(tmp_pat
     """The attack's T forwards run on the module inside DistributedDataParallel (no buffer broadcast each);
     z_nat and z_adv go through the wrapper. A 1-process gloo group shows it on the CPU."""
     import torch.distributed as dist
-
-    from core.training.mart import mart_loss
-    from core.training.trades import trades_loss_plain
-    from gowal21uncovering.utils.trades import trades_loss, trades_loss_LSE
+    from composites import mart_loss, trades_loss, trades_loss_LSE, trades_loss_plain
     fn = {'trades': trades_loss, 'lse': lambda *a, **k: trades_loss_LSE(*a, num_classes=3, **k), 'mart': mart_loss,
           'plain-trades': trades_loss_plain}[loss]
     dist.init_process_group('gloo', init_method=f'file://{tmp_path}/pg', rank=0, world_size=1)
@@ -252,8 +249,7 @@ def test_training_attack_loops_never_ask_the_host(attack):
     """On the meta device every host synchronisation (`.item()`, `if tensor.any()`) raises: the TRADES / LSE and
     MART loops run through, so on a GPU they queue their steps without waiting (the L2 loop's zero-norm check
     used to synchronise every step)."""
-    from core.training.mart import MartInnerMax
-    from gowal21uncovering.utils.trades import TradesInnerMax
+    from core.attacks.trades import MartInnerMax, TradesInnerMax
     model, x = _meta_net(), torch.empty(4, 3, 8, 8, device='meta')
     p, y = torch.empty(4, 3, device='meta'), torch.zeros(4, dtype=torch.long, device='meta')
     for divergence in ('kl', 'lse'):
@@ -266,7 +262,7 @@ def test_training_attack_loops_never_ask_the_host(attack):
 @pytest.mark.cuda
 @pytest.mark.parametrize('attack', ['linf-pgd', 'l2-pgd'])
 def test_cuda_training_attacks_do_not_synchronise(attack):
-    from gowal21uncovering.utils.trades import TradesInnerMax
+    from core.attacks.trades import TradesInnerMax
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                           nn.Linear(4, 3)).cuda()

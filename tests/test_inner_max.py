@@ -4,19 +4,12 @@ losses' hand-worked numbers are in tests/test_losses.py)."""
 import pytest
 import torch
 import torch.nn as nn
+from composites import inner_maximize, mart_loss, trades_loss, trades_loss_LSE
 
-from core.training.mart import MartInnerMax, mart_loss
+from core.attacks.trades import MartInnerMax, TradesInnerMax, ctx_batch_stats
+from core.losses.outer import score_lse_loss, trades_kl_loss
+from core.training.weight_averaging import bn_momentum_trick
 from core.utils.errors import UserError
-from gowal21uncovering.utils.ema import bn_momentum_trick
-from gowal21uncovering.utils.trades import (
-    TradesInnerMax,
-    ctx_batch_stats,
-    inner_maximize,
-    score_lse_loss,
-    trades_kl_loss,
-    trades_loss,
-    trades_loss_LSE,
-)
 
 # ------------------------------------------------------------------------------------------------------
 # Inner maximisation on a tiny conv net
@@ -231,8 +224,8 @@ def _spec_trades(model, x, y, eps, step, iters, beta, attack, lse, ls=0.1):
     model.zero_grad()
     z_nat, z_adv = model(x), model(x_adv)
     if lse:
-        return score_lse_loss(z_nat, z_adv, y, beta, ls=ls, num_classes=3)[0]
-    return trades_kl_loss(z_nat, z_adv, y, beta, ls=ls)[0]
+        return score_lse_loss(z_nat, z_adv, y, beta=beta, ls=ls, num_classes=3)[0]
+    return trades_kl_loss(z_nat, z_adv, y, beta=beta, ls=ls)[0]
 
 
 @pytest.mark.parametrize('attack,eps,lse', [('linf-pgd', 8 / 255, False), ('l2-pgd', 0.5, False),
@@ -261,8 +254,8 @@ def _reference_order(model, x, y, divergence, beta, attack):
     model.train()
     logits_nat, logits_adv = model(x), model(x_adv)
     if divergence == 'kl':
-        return trades_kl_loss(logits_nat, logits_adv, y, beta, 0.1)[0]
-    return score_lse_loss(logits_nat, logits_adv, y, beta, 0.0, 3, 0.0)[0]
+        return trades_kl_loss(logits_nat, logits_adv, y, beta=beta, ls=0.1)[0]
+    return score_lse_loss(logits_nat, logits_adv, y, beta=beta, ls=0.0, num_classes=3, clip_value=0.0)[0]
 
 
 @pytest.mark.parametrize('divergence', ['kl', 'lse'])

@@ -5,15 +5,11 @@ import math
 import pytest
 import torch
 import torch.nn as nn
+from composites import trades_loss_plain
 
-from core.training.mart import mart_outer_loss
+from core.losses.divergences import kl_div_batchmean, squared_error_sum
+from core.losses.outer import mart_outer_loss, score_lse_loss, trades_kl_loss
 from core.utils.errors import UserError
-from gowal21uncovering.utils.trades import (
-    kl_div_batchmean,
-    score_lse_loss,
-    squared_error_sum,
-    trades_kl_loss,
-)
 
 # ------------------------------------------------------------------------------------------------------
 # Hand arithmetic on plain Python lists (math.log / math.exp only)
@@ -60,7 +56,7 @@ def test_trades_kl_loss_2x3(ls):
         nat += (1 - ls) * (-logp[Y[i]]) + ls * sum(-v for v in logp) / 3
     nat /= 2
     rob = (kl(softmax(Z_NAT[0]), softmax(Z_ADV[0])) + kl(softmax(Z_NAT[1]), softmax(Z_ADV[1]))) / 2
-    loss, metrics = trades_kl_loss(t(Z_NAT), t(Z_ADV), LABELS, beta, ls=ls)
+    loss, metrics = trades_kl_loss(t(Z_NAT), t(Z_ADV), LABELS, beta=beta, ls=ls)
     assert loss.item() == pytest.approx(nat + beta * rob, rel=1e-12)
     assert metrics == {'loss': pytest.approx(nat + beta * rob), 'clean_acc': 0.5, 'adversarial_acc': 0.5}
 
@@ -69,7 +65,7 @@ def test_trades_kl_loss_soft_labels_2x3():
     beta = 2.0
     nat = (kl(P_SOFT[0], softmax(Z_NAT[0])) + kl(P_SOFT[1], softmax(Z_NAT[1]))) / 2
     rob = (kl(softmax(Z_NAT[0]), softmax(Z_ADV[0])) + kl(softmax(Z_NAT[1]), softmax(Z_ADV[1]))) / 2
-    loss, metrics = trades_kl_loss(t(Z_NAT), t(Z_ADV), None, beta, ls=0.1, soft_labels=t(P_SOFT))
+    loss, metrics = trades_kl_loss(t(Z_NAT), t(Z_ADV), None, beta=beta, ls=0.1, soft_labels=t(P_SOFT))
     assert loss.item() == pytest.approx(nat + beta * rob, rel=1e-12)
     assert metrics['clean_acc'] == -1 and metrics['adversarial_acc'] == -1
 
@@ -91,7 +87,7 @@ def _rob_per_sample(i):
 def test_score_lse_loss_2x3(ls):
     # SCORE target: 1 - ls on the true class and ls/(K-1) = ls/2 elsewhere (NOT the 6.1 smoothing)
     target = [[ls / 2, 1 - ls, ls / 2], [1 - ls, ls / 2, ls / 2]]
-    loss, metrics = score_lse_loss(t(Z_NAT), t(Z_ADV), LABELS, 3.0, ls=ls, num_classes=3)
+    loss, metrics = score_lse_loss(t(Z_NAT), t(Z_ADV), LABELS, beta=3.0, ls=ls, num_classes=3)
     assert loss.item() == pytest.approx(_lse_hand(target, 3.0, 0.0), rel=1e-12)
     assert metrics['clean_acc'] == 0.5 and metrics['adversarial_acc'] == 0.5
 
@@ -101,14 +97,14 @@ def test_score_lse_loss_clip_value_2x3():
     clip = (r0 + r1) / 2          # between the two: one sample is clipped to 0, the other is not
     assert min(r0, r1) < clip < max(r0, r1)
     target = [[0.05, 0.9, 0.05], [0.9, 0.05, 0.05]]
-    loss, _ = score_lse_loss(t(Z_NAT), t(Z_ADV), LABELS, 4.0, ls=0.1, num_classes=3, clip_value=clip)
+    loss, _ = score_lse_loss(t(Z_NAT), t(Z_ADV), LABELS, beta=4.0, ls=0.1, num_classes=3, clip_value=clip)
     expected = _lse_hand(target, 4.0, clip)
     assert expected == pytest.approx(_lse_hand(target, 0.0, 0.0) + 4.0 * (max(r0, r1) - clip) / 2)
     assert loss.item() == pytest.approx(expected, rel=1e-12)
 
 
 def test_score_lse_loss_soft_labels_2x3():
-    loss, metrics = score_lse_loss(t(Z_NAT), t(Z_ADV), None, 2.0, ls=0.3, num_classes=3, soft_labels=t(P_SOFT))
+    loss, metrics = score_lse_loss(t(Z_NAT), t(Z_ADV), None, beta=2.0, ls=0.3, num_classes=3, soft_labels=t(P_SOFT))
     assert loss.item() == pytest.approx(_lse_hand(P_SOFT, 2.0, 0.0), rel=1e-12)
     assert metrics['clean_acc'] == -1 and metrics['adversarial_acc'] == -1
 
@@ -124,7 +120,7 @@ def test_mart_outer_loss_2x3():
         kl_i = sum(pn[k] * (math.log(pn[k]) - math.log(pa[k] + 1e-12)) for k in range(3))
         rob += kl_i * (1.0000001 - pn[Y[i]])
     expected = ce / 2 + lse_adv / 2 + beta * rob / 2
-    loss, metrics = mart_outer_loss(t(Z_NAT), t(Z_ADV), LABELS, beta)
+    loss, metrics = mart_outer_loss(t(Z_NAT), t(Z_ADV), LABELS, beta=beta)
     assert loss.item() == pytest.approx(expected, rel=1e-10)
     assert metrics['clean_acc'] == 0.5 and metrics['adversarial_acc'] == 0.5
 
@@ -133,9 +129,9 @@ def test_robust_terms_differentiate_through_both_arguments():
     # gradcheck compares autograd with finite differences of the value: it fails if z_nat were detached
     # anywhere in the robust term (TRADES: "gradients through both arguments").
     zn, za = t(Z_NAT).requires_grad_(), t(Z_ADV).requires_grad_()
-    assert torch.autograd.gradcheck(lambda a, b: trades_kl_loss(a, b, LABELS, 6.0)[0], (zn, za))
-    assert torch.autograd.gradcheck(lambda a, b: score_lse_loss(a, b, LABELS, 6.0, ls=0.1)[0], (zn, za))
-    assert torch.autograd.gradcheck(lambda a, b: mart_outer_loss(a, b, LABELS, 6.0)[0], (zn, za))
+    assert torch.autograd.gradcheck(lambda a, b: trades_kl_loss(a, b, LABELS, beta=6.0)[0], (zn, za))
+    assert torch.autograd.gradcheck(lambda a, b: score_lse_loss(a, b, LABELS, beta=6.0, ls=0.1)[0], (zn, za))
+    assert torch.autograd.gradcheck(lambda a, b: mart_outer_loss(a, b, LABELS, beta=6.0)[0], (zn, za))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -145,7 +141,6 @@ def test_robust_terms_differentiate_through_both_arguments():
 def test_plain_trades_l2_one_step_by_hand():
     """Linear model z = W vec(x) (float64, no BN), T = 1: for KL_sum(p || softmax(z)) the gradient w.r.t. z is
     softmax(z) - p, so the step on delta is d0 + 2 eps * g / |g| with g = W^T (q - p) per sample (ascending KL)."""
-    from core.training.trades import trades_loss_plain
     torch.manual_seed(0)
     W = torch.randn(3, 4, dtype=torch.float64)
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3, bias=False)).double()

@@ -10,10 +10,18 @@ import pytest
 import torch
 from without_ddpm_helpers import train_cifar
 
-from core.attacks.divergence import cw_margin_loss
-from core.losses.divergences import clip_bound, distance, pgd_loss, smooth_targets, trades_loss
+from core.losses.divergences import clip_bound, cw_margin, distance, smooth_targets
+from core.losses.outer import distance_term, pgd_loss
+from core.losses.outer import trades_loss as _trades_loss
 from core.models.without_ddpm import create_without_ddpm_model
 from core.training.without_ddpm import auto_name, make_optimizer, step_lr
+
+
+def trades_loss(z_a, z_c, t, div, beta, bound=0.0, clip_clean=True):
+    """without_DDPM's TRADES as its objective calls the one TRADES loss."""
+    return _trades_loss(z_c, z_a, t, beta=beta, divergence=distance_term(div), bound=bound, clip_clean=clip_clean,
+                        per_sample=True)
+
 
 README_FLAGS = ('--model PreActResNet18 --epochs 110 --epsilon 8 --attack-iters 10 --pgd-alpha 2 --fname auto '
                 '--weight_decay 5e-4 --batch-size 128 --optimizer SGDmom --seed 1').split()
@@ -179,7 +187,7 @@ def test_trades_gradient_flows_through_the_clean_probabilities(batch):
 def test_cw_margin_by_hand():
     z = torch.tensor([[3.0, 1.0, 2.0], [0.0, 5.0, 1.0]])
     # sample 0: top class is y=0 -> second largest 2 - 3 = -1; sample 1 (y=0): largest 5 - 0 = 5
-    assert cw_margin_loss(z, torch.tensor([0, 0])).item() == pytest.approx(2.0)
+    assert cw_margin(z, torch.tensor([0, 0])).item() == pytest.approx(2.0)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from .utils import replicate_input
 
 
 class Attack:
-    """Base class: `attack(x, y) -> x_adv` and `attack.perturb(x, y) -> (x_adv, x_adv - x)`.
+    """Base class: `attack(x, y) -> x_adv`.
 
     Every attack runs with the model in eval mode (BatchNorm uses its running statistics and does not
     update them) and with no parameter requiring grad, exactly as the reference's trainer calls it
@@ -59,24 +59,11 @@ class Attack:
         """The attack proper: x (B, C, H, W), y (B,) -> x_adv (B, C, H, W); called inside the guard."""
         raise NotImplementedError('Sub-classes must implement _perturb.')
 
-    def perturb(self, x, y=None):
-        """Attack a batch.
-
-        Arguments:
-            x (Tensor): clean images, shape (B, C, H, W), values in [clip_min, clip_max].
-            y (Tensor or None): labels (B,), int64; None uses the model's predictions (untargeted).
-
-        Returns:
-            (x_adv, x_adv - x), both detached, shape (B, C, H, W).
-        """
+    def __call__(self, x, y=None):
+        """x (B, C, H, W) in [clip_min, clip_max], y (B,) int64 or None (the model's predictions) -> x_adv, detached."""
         with self._context():
             x, y = self._verify_and_process_inputs(x, y)
-            x_adv = self._perturb(x, y).detach()
-        return x_adv, x_adv - x
-
-    def __call__(self, x, y=None):
-        """Return only the adversarial images (B, C, H, W)."""
-        return self.perturb(x, y)[0]
+            return self._perturb(x, y).detach()
 
     def __repr__(self):
         skip = ('model', 'loss_fn')

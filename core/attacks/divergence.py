@@ -21,10 +21,10 @@ the same; docs/differences.md item 71).
 import torch
 import torch.nn.functional as F
 
-from core.losses.divergences import distance
+from core.losses.divergences import cw_margin, distance
 from core.utils.context import ctx_eval, ctx_noparamgrad
 
-__all__ = ['CEPGD', 'DivergencePGD', 'NORMS', 'TradesDivergencePGD', 'cw_margin_loss']
+__all__ = ['CEPGD', 'DivergencePGD', 'NORMS', 'TradesDivergencePGD']
 
 NORMS = ('linf', 'l2')
 
@@ -47,44 +47,35 @@ def _random_start(x, eps, norm):
     return _clamp_to_image(delta, x)
 
 
-def _step(delta, grad, x, eps, alpha, norm):
+def _step(delta, grad, x, eps, step, norm):
     """One ascent step: linf sign step and clamp to [-eps, eps]; l2 normalised step and renorm to eps. Then [0, 1]."""
     if norm == 'linf':
-        delta = torch.clamp(delta + alpha * torch.sign(grad), min=-eps, max=eps)
+        delta = torch.clamp(delta + step * torch.sign(grad), min=-eps, max=eps)
     else:
         g_norm = torch.norm(grad.view(grad.shape[0], -1), dim=1).view(-1, 1, 1, 1)
-        delta = (delta + grad / (g_norm + 1e-10) * alpha).view(delta.size(0), -1).renorm(
+        delta = (delta + grad / (g_norm + 1e-10) * step).view(delta.size(0), -1).renorm(
             p=2, dim=0, maxnorm=eps).view_as(delta)
     return _clamp_to_image(delta, x)
 
 
-def _ascend(objective, delta, x, eps, alpha, iters, norm):
+def _ascend(objective, delta, x, eps, step, iters, norm):
     """`iters` steps on objective(delta) (a scalar); returns delta, detached."""
     for _ in range(iters):
         delta.requires_grad_(True)
         grad, = torch.autograd.grad(objective(delta), [delta])
-        delta = _step(delta.detach(), grad, x, eps, alpha, norm)
+        delta = _step(delta.detach(), grad, x, eps, step, norm)
     return delta.detach()
 
 
-def cw_margin_loss(logits, y):
-    """Batch mean of max_{k != y} z_k - z_y (no clamp, no confidence margin, as the original's `CW_loss`:
-    docs/differences.md item 66), from the sorted logits."""
-    z_sorted, ind_sorted = logits.sort(dim=1)
-    top_is_y = (ind_sorted[:, -1] == y).float()
-    z_y = logits[torch.arange(logits.shape[0], device=logits.device), y]
-    return -(z_y - z_sorted[:, -2] * top_is_y - z_sorted[:, -1] * (1. - top_is_y)).mean()
-
-
 class _Attack:
-    def __init__(self, model, eps, alpha, iters, restarts=1, norm='linf'):
+    def __init__(self, model, eps, step, iters, restarts=1, norm='linf'):
         if norm not in NORMS:
             raise ValueError(f'unknown norm {norm!r}; use one of {", ".join(NORMS)}')
-        self.model, self.eps, self.alpha, self.iters = model, eps, alpha, iters
+        self.model, self.eps, self.step, self.iters = model, eps, step, iters
         self.restarts, self.norm = restarts, norm
 
     def __repr__(self):
-        return (f'{type(self).__name__}(eps={self.eps:.5f}, alpha={self.alpha:.5f}, iters={self.iters}, '
+        return (f'{type(self).__name__}(eps={self.eps:.5f}, alpha={self.step:.5f}, iters={self.iters}, '
                 f'restarts={self.restarts}, norm={self.norm})')
 
 
@@ -92,14 +83,14 @@ class DivergencePGD(_Attack):
     """PGD on mean_i D(p(model(x + delta))_i, e_y,i), in the model's current mode; returns the last restart.
 
     Args:
-        model: (N, 3, H, W) in [0, 1] -> logits (N, K). eps, alpha: radius and step (e.g. 8/255, 2/255).
+        model: (N, 3, H, W) in [0, 1] -> logits (N, K). eps, step: radius and step size (e.g. 8/255, 2/255).
         iters: T. restarts: R (each restart starts afresh; the last one is returned). norm: 'linf' or 'l2'.
         div: a distance of core.losses.divergences. num_classes: K.
     Call: attack(x, y) with x (B, C, H, W) in [0, 1], y (B,) int64 -> x_adv = clamp01(x + delta), detached.
     """
 
-    def __init__(self, model, eps, alpha, iters, restarts=1, norm='linf', div='KL', num_classes=10):
-        super().__init__(model, eps, alpha, iters, restarts, norm)
+    def __init__(self, model, eps, step, iters, restarts=1, norm='linf', div='KL', num_classes=10):
+        super().__init__(model, eps, step, iters, restarts, norm)
         self.div, self.num_classes = div, num_classes
 
     def __call__(self, x, y):
@@ -111,7 +102,7 @@ class DivergencePGD(_Attack):
 
         with ctx_noparamgrad(self.model):
             for _ in range(self.restarts):
-                delta = _ascend(objective, _random_start(x, self.eps, self.norm), x, self.eps, self.alpha,
+                delta = _ascend(objective, _random_start(x, self.eps, self.norm), x, self.eps, self.step,
                                 self.iters, self.norm)
         return torch.clamp(x + delta, 0, 1)
 
@@ -123,12 +114,12 @@ class TradesDivergencePGD(_Attack):
     [0, 1]. The model's modes are restored afterwards.
 
     Args:
-        model, eps, alpha, iters: as DivergencePGD. div: a distance of core.losses.divergences. L-inf only; y is unused.
+        model, eps, step, iters: as DivergencePGD. div: a distance of core.losses.divergences. L-inf only; y is unused.
     Call: attack(x, y) -> x_adv = clamp01(x + delta), detached.
     """
 
-    def __init__(self, model, eps, alpha, iters, div='KL'):
-        super().__init__(model, eps, alpha, iters, 1, 'linf')
+    def __init__(self, model, eps, step, iters, div='KL'):
+        super().__init__(model, eps, step, iters, 1, 'linf')
         self.div = div
 
     def __call__(self, x, y=None):
@@ -141,7 +132,7 @@ class TradesDivergencePGD(_Attack):
                 return distance(F.softmax(self.model(x + delta), dim=1), clean, self.div).mean()
 
             delta = _clamp_to_image(0.001 * torch.randn(x.shape, device=x.device), x)
-            delta = _ascend(objective, delta, x, self.eps, self.alpha, self.iters, 'linf')
+            delta = _ascend(objective, delta, x, self.eps, self.step, self.iters, 'linf')
         return torch.clamp(x + delta, 0, 1)
 
 
@@ -153,21 +144,21 @@ class CEPGD(_Attack):
     Call: attack(x, y) -> x_adv = clamp01(x + delta), detached.
     """
 
-    def __init__(self, model, eps, alpha, iters, restarts=1, norm='linf', loss='ce'):
-        super().__init__(model, eps, alpha, iters, restarts, norm)
+    def __init__(self, model, eps, step, iters, restarts=1, norm='linf', loss='ce'):
+        super().__init__(model, eps, step, iters, restarts, norm)
         if loss not in ('ce', 'cw'):
             raise ValueError(f"unknown loss {loss!r}; use 'ce' or 'cw'")
         self.loss = loss
 
     def __call__(self, x, y):
         x = x.detach()
-        step_loss = F.cross_entropy if self.loss == 'ce' else cw_margin_loss
+        step_loss = F.cross_entropy if self.loss == 'ce' else cw_margin  # mean, unclamped (docs/differences.md item 66)
         best_loss = torch.zeros(y.shape[0], device=x.device)
         best_delta = torch.zeros_like(x)
         with ctx_noparamgrad(self.model):
             for _ in range(self.restarts):
                 delta = _ascend(lambda d: step_loss(self.model(x + d), y), _random_start(x, self.eps, self.norm),
-                                x, self.eps, self.alpha, self.iters, self.norm)
+                                x, self.eps, self.step, self.iters, self.norm)
                 with torch.no_grad():
                     all_loss = F.cross_entropy(self.model(x + delta), y, reduction='none')
                 keep = all_loss >= best_loss

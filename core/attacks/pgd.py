@@ -24,8 +24,8 @@ class PGDAttack(Attack):
         model (nn.Module): images (B, C, H, W) -> logits (B, K).
         loss_fn (callable): loss(logits, y) -> scalar. Default: None = CrossEntropyLoss(reduction='sum').
         eps (float): radius of the ball. Default: 0.3.
-        nb_iter (int): number of steps. Default: 40.
         eps_iter (float): step size. Default: 0.01.
+        nb_iter (int): number of steps. Default: 40.
         rand_init (bool): random start. Default: True.
         clip_min (float): lower image bound. Default: 0.
         clip_max (float): upper image bound. Default: 1.
@@ -38,7 +38,7 @@ class PGDAttack(Attack):
     The random start uses the generator of x's device.
     """
 
-    def __init__(self, model, loss_fn=None, eps=0.3, nb_iter=40, eps_iter=0.01, rand_init=True, clip_min=0.,
+    def __init__(self, model, loss_fn=None, eps=0.3, eps_iter=0.01, nb_iter=40, rand_init=True, clip_min=0.,
                  clip_max=1., ord=math.inf, targeted=False, rand_init_type='uniform'):
         super().__init__(model, loss_fn, clip_min, clip_max, targeted)
         if not (is_linf(ord) or ord == 2):
@@ -82,9 +82,9 @@ class PGDAttack(Attack):
 class LinfPGDAttack(PGDAttack):
     """PGD in the L-inf ball (see `PGDAttack`; ord = inf). Same arguments except `ord`."""
 
-    def __init__(self, model, loss_fn=None, eps=0.3, nb_iter=40, eps_iter=0.01, rand_init=True, clip_min=0.,
+    def __init__(self, model, loss_fn=None, eps=0.3, eps_iter=0.01, nb_iter=40, rand_init=True, clip_min=0.,
                  clip_max=1., targeted=False, rand_init_type='uniform'):
-        super().__init__(model, loss_fn=loss_fn, eps=eps, nb_iter=nb_iter, eps_iter=eps_iter, rand_init=rand_init,
+        super().__init__(model, loss_fn=loss_fn, eps=eps, eps_iter=eps_iter, nb_iter=nb_iter, rand_init=rand_init,
                          clip_min=clip_min, clip_max=clip_max, ord=math.inf, targeted=targeted,
                          rand_init_type=rand_init_type)
 
@@ -92,8 +92,8 @@ class LinfPGDAttack(PGDAttack):
 class L2PGDAttack(PGDAttack):
     """PGD in the L2 ball (see `PGDAttack`; ord = 2). Same arguments except `ord`."""
 
-    def __init__(self, model, loss_fn=None, eps=0.3, nb_iter=40, eps_iter=0.01, rand_init=True, clip_min=0.,
+    def __init__(self, model, loss_fn=None, eps=0.3, eps_iter=0.01, nb_iter=40, rand_init=True, clip_min=0.,
                  clip_max=1., targeted=False, rand_init_type='uniform'):
-        super().__init__(model, loss_fn=loss_fn, eps=eps, nb_iter=nb_iter, eps_iter=eps_iter, rand_init=rand_init,
+        super().__init__(model, loss_fn=loss_fn, eps=eps, eps_iter=eps_iter, nb_iter=nb_iter, rand_init=rand_init,
                          clip_min=clip_min, clip_max=clip_max, ord=2, targeted=targeted,
                          rand_init_type=rand_init_type)

@@ -21,42 +21,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from core.attacks.utils import cpu_draw, l2_sgd_ascent, linf_sign_ascent
+from core.losses.divergences import kl_div_batchmean, squared_error_sum
 from core.utils.context import ctx_eval
 from core.utils.errors import UserError
 
-__all__ = ['DIVERGENCES', 'INNER_ATTACKS', 'check_attack', 'kl_div_batchmean', 'squared_error_sum', 'ctx_batch_stats',
-           'TradesInnerMax', 'inner_maximize', 'TradesPlainInnerMax', 'MartInnerMax']
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Divergences: (p_target (B, K) probabilities, logits (B, K)) -> scalar
-# ----------------------------------------------------------------------------------------------------------
-
-def kl_div_batchmean(p_target, logits):
-    """KL(P || softmax(logits)) summed over classes, averaged over the batch (KLDivLoss 'batchmean').
-
-    = (1/B) sum_i sum_k P_ik (log P_ik - log_softmax(logits)_ik), with 0 log 0 = 0. Gradients flow through
-    both arguments (the TRADES robust term needs both).
-
-    Args:
-        p_target: (B, K) target probabilities (rows sum to 1).
-        logits: (B, K) logits of the distribution compared with the target.
-    Returns:
-        a 0-dim tensor.
-    """
-    return F.kl_div(F.log_softmax(logits, dim=1), p_target, reduction='batchmean')
-
-
-def squared_error_sum(p_target, logits):
-    """SCORE's local squared error: sum_i sum_k (softmax(logits)_ik - P_ik)^2 (a sum over batch and classes).
-
-    Args:
-        p_target: (B, K) target probabilities.
-        logits: (B, K) logits.
-    Returns:
-        a 0-dim tensor.
-    """
-    return torch.sum((F.softmax(logits, dim=1) - p_target) ** 2)
+__all__ = ['DIVERGENCES', 'INNER_ATTACKS', 'check_attack', 'ctx_batch_stats', 'TradesInnerMax', 'TradesPlainInnerMax',
+           'MartInnerMax']
 
 
 DIVERGENCES = {'kl': kl_div_batchmean, 'lse': squared_error_sum}
@@ -145,11 +115,6 @@ class TradesInnerMax:
             delta = 0.001 * cpu_draw(x.shape, x.device, lambda t: t.normal_())
             x_adv = x + l2_sgd_ascent(self.model, lambda z: self.divergence(p, z), x, delta, eps, self.iters)
         return torch.clamp(x_adv, 0.0, 1.0).detach()
-
-
-def inner_maximize(model, x, target_probs, divergence='kl', attack='linf-pgd', eps=8 / 255, step=2 / 255, iters=10):
-    """Functional form of `TradesInnerMax(model, divergence, attack, eps, step, iters)(x, target_probs)`."""
-    return TradesInnerMax(model, divergence, attack, eps, step, iters)(x, target_probs)
 
 
 class TradesPlainInnerMax:

@@ -4,10 +4,12 @@ Every helper is a pure function of tensors. The arithmetic follows the reference
 (e.g. the L_p norm as `|x|^p` summed then `^(1/p)`, normalisation as a multiplication by `1/norm`),
 so the attacks reproduce its numbers bit for bit on the same device.
 """
+import functools
 import math
 
 import torch
-import torch.nn.functional as F
+
+from core.losses.divergences import cw_margin
 
 
 def replicate_input(x):
@@ -79,29 +81,8 @@ def rand_init_delta(x, ord, eps, clip_min=0., clip_max=1.):
     return clamp(x + delta, min=clip_min, max=clip_max) - x
 
 
-def CWLoss(output, target, confidence=0):
-    """Carlini-Wagner margin loss, summed over the batch.
-
-    Carlini & Wagner, "Towards Evaluating the Robustness of Neural Networks", IEEE S&P 2017.
-
-    loss = -sum_i max(z_{i,y_i} - max_{k != y_i} z_{i,k} + confidence, 0)
-
-    Maximising it drives the margin to 0; a misclassified sample has zero gradient. Computed on the logits'
-    device (the reference hard-coded `.cuda()`, docs/differences.md item 2).
-
-    Arguments:
-        output (Tensor): logits, shape (B, K).
-        target (Tensor): labels, int64, shape (B,).
-        confidence (float): margin offset. Default: 0.
-
-    Returns:
-        A scalar tensor.
-    """
-    target_onehot = F.one_hot(target.detach(), output.shape[-1]).to(device=output.device, dtype=output.dtype)
-    real = (target_onehot * output).sum(1)
-    other = ((1. - target_onehot) * output - target_onehot * 10000.).max(1)[0]
-    loss = -torch.clamp(real - other + confidence, min=0.)
-    return torch.sum(loss)
+# The WA eval attack's criterion: the CW margin summed and clamped (the reference's CWLoss).
+CWLoss = functools.partial(cw_margin, reduction='sum', clamp=True)
 
 
 def cpu_draw(shape, device, fill):

@@ -26,8 +26,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ['DIVERGENCES', 'check_divergence', 'clip_bound', 'distance', 'kl', 'pgd_loss', 'smooth_targets',
-           'trades_loss']
+__all__ = ['DIVERGENCES', 'check_divergence', 'clip_bound', 'cw_margin', 'distance', 'kl', 'kl_div_batchmean',
+           'kl_torch', 'smooth_cross_entropy', 'smooth_targets', 'squared_error_sum']
 
 # The named distances (a number p selects the p-norm).
 DIVERGENCES = ('JSsqrt', 'JS', 'LSE', 'L1square', 'KLsqrt', 'RKLsqrt', 'KL')
@@ -56,8 +56,14 @@ def kl(p, q):
     return terms.sum(dim=1)
 
 
-def distance(o, t, div):
-    """D(o, t) per sample, (B,), for probability batches o, t of shape (B, K) (see the module table)."""
+def kl_torch(p, q):
+    """KL(p || q) per row as F.kl_div computes it (the toy demo's arithmetic, unmasked)."""
+    return F.kl_div(torch.log(q), p, reduction='none').sum(1)
+
+
+def distance(o, t, div, kl=kl):
+    """D(o, t) per sample, (B,), for probability batches o, t of shape (B, K) (see the module table); `kl` is the KL
+    kernel (`kl`, masked, or `kl_torch`)."""
     if div in ('KL', 'KLsqrt'):
         d = kl(t, o)
         return d.sqrt() if div == 'KLsqrt' else d
@@ -85,46 +91,42 @@ def clip_bound(r, div, num_classes):
     return distance(c, e0, div).item()
 
 
-def smooth_targets(y, num_classes, ls):
-    """1 - ls on the true class and ls/(K-1) on each other one, (B, K) float32.
-
-    Computed as (1 - K ls') e_y + ls' with ls' = ls/(K-1).
-    """
-    ls_ = ls / (num_classes - 1)
-    return F.one_hot(y, num_classes).float() * (1 - num_classes * ls_) + ls_
+def smooth_targets(y, num_classes, ls, dtype=torch.float32):
+    """1 - ls on the true class and ls/(K-1) on each other one, (B, K) in `dtype` (not TRADES's ls/K smoothing;
+    docs/differences.md item 37), computed as the reference's SCORE: (1 - K ls/(K-1)) e_y + ls/(K-1)."""
+    onehot = F.one_hot(y, num_classes=num_classes).to(dtype)
+    return (1 - num_classes * ls / (num_classes - 1)) * onehot + ls / (num_classes - 1)
 
 
-def pgd_loss(logits_adv, targets, div, bound=0.0):
-    """PGD-AT (and standard training, on clean logits): mean_i relu(D(p_a,i, targets_i) - b).
-
-    Args:
-        logits_adv: (B, K) logits of the adversarial (or clean) images. targets: (B, K) probabilities
-            (`smooth_targets`). div: a distance name. bound: b of `clip_bound` (0: no clipping).
-    Returns:
-        (scalar loss, {'distance': (B,) detached D values}).
-    """
-    d = distance(F.softmax(logits_adv, dim=1), targets, div)
-    return F.relu(d - bound).mean(), {'distance': d.detach()}
+def kl_div_batchmean(p_target, logits):
+    """KL(P || softmax(logits)) summed over classes, averaged over the batch (KLDivLoss 'batchmean'), 0-dim."""
+    return F.kl_div(F.log_softmax(logits, dim=1), p_target, reduction='batchmean')
 
 
-def trades_loss(logits_adv, logits_clean, targets, div, beta, bound=0.0, clip_clean=True):
-    """TRADES with a distance: natural D(p_c, targets) + beta * robust D(p_a, p_c), p_c not detached
-    (docs/differences.md item 59).
+def squared_error_sum(p_target, logits):
+    """SCORE's local squared error summed over batch and classes: sum_ik (softmax(logits)_ik - P_ik)^2, 0-dim."""
+    return torch.sum((F.softmax(logits, dim=1) - p_target) ** 2)
 
-    clip_clean (the default): mean_i relu(natural_i + beta robust_i - b), the clip acts on the total;
-    False (`--not_clip_clean`): mean_i [natural_i + beta relu(robust_i - b)].
 
-    Args:
-        logits_adv, logits_clean: (B, K) logits of the adversarial and the clean images.
-        targets: (B, K) probabilities. div: a distance name. beta: lambda. bound: b of `clip_bound`.
-    Returns:
-        (scalar loss, {'natural': (B,), 'robust': (B,)} detached).
-    """
-    p_a, p_c = F.softmax(logits_adv, dim=1), F.softmax(logits_clean, dim=1)
-    natural = distance(p_c, targets, div)
-    robust = distance(p_a, p_c, div)
-    if clip_clean:
-        per_sample = F.relu(natural + beta * robust - bound)
-    else:
-        per_sample = natural + beta * F.relu(robust - bound)
-    return per_sample.mean(), {'natural': natural.detach(), 'robust': robust.detach()}
+def cw_margin(logits, y, reduction='mean', clamp=False, confidence=0.):
+    """Carlini-Wagner margin (Carlini & Wagner, IEEE S&P 2017): -(z_y - max_{k != y} z_k [+ confidence]), clamped at
+    0 from below before the sign when `clamp`; 'mean' or 'sum' over the batch. The WA eval attack's CWLoss is
+    (sum, clamp); without_DDPM's `CW_loss` is (mean, no clamp; docs/differences.md item 66). On the logits' device
+    (the reference hard-coded `.cuda()`, docs/differences.md item 2)."""
+    onehot = F.one_hot(y.detach(), logits.shape[-1]).to(device=logits.device, dtype=logits.dtype)
+    real = (onehot * logits).sum(1)
+    other = ((1. - onehot) * logits - onehot * 10000.).max(1)[0]
+    margin = real - other + confidence
+    loss = -torch.clamp(margin, min=0.) if clamp else -margin
+    return loss.sum() if reduction == 'sum' else loss.mean()
+
+
+def smooth_cross_entropy(logits, target, smoothing=0.0, reduction='mean'):
+    """Label-smoothing cross-entropy: (1 - ls) (-log p_y) + ls mean_k(-log p_k) (targets 1 - ls + ls/K, ls/K);
+    'mean', 'sum' or per sample ('none')."""
+    log_prob = F.log_softmax(logits, dim=-1)
+    nll = -log_prob.gather(dim=-1, index=target.unsqueeze(1)).squeeze(1)
+    loss = (1.0 - smoothing) * nll + smoothing * -log_prob.mean(dim=-1)
+    if reduction == 'mean':
+        return loss.mean()
+    return loss.sum() if reduction == 'sum' else loss

@@ -71,7 +71,7 @@ def trainer_parts(info, args, runtime=None, weight_averaging=None, objective=Non
 
     # the training attack runs on the plain module, not through DDP / torch.compile (docs/differences.md item 48)
     train_attack = objective.make_attack(model, args, info['num_classes'])
-    attack_flags = (args.attack, args.attack_eps, args.attack_iter, args.attack_step)
+    attack_flags = (args.attack, args.attack_eps, args.attack_step, args.attack_iter)
     if ema is None:  # the plain Trainer's evaluation attack (PGD with 2T steps for the PGD types)
         eval_attack = create_eval_attack(model, nn.CrossEntropyLoss(), *attack_flags)
     else:

@@ -6,16 +6,16 @@ loss. `resolve(args, weight_averaging)` reads them once, at start-up: it picks t
 trainers dispatch (`select`: MART if --mart, else SCORE-LSE if --LSE, else TRADES if --beta, else Madry; without
 weight averaging, --tau 0, TRADES is the plain trainer's variant and SCORE-LSE does not exist; docs/differences.md
 item 37) and raises a UserError for a combination the objective does not support (docs/differences.md items 26
-and 43). `bind` fixes the run's model, flags and attack once; the trainer (trainer.py) then calls the bound
-`loss(x, y)` per batch: the attack -> the training forwards -> a pure outer loss.
+and 43). `bind` fixes the run's model, attack and flags (explicit keyword arguments beta=, ls=, clip_value=, ...)
+once; the trainer (trainer.py) then calls the bound `loss(x, y)` per batch: attack -> forwards -> outer loss.
 
 | name         | inner maximisation (attack object) -> outer loss (composite)          | --tau | CutMix | --attack   |
 |--------------|-----------------------------------------------------------------------|-------|--------|------------|
-| madry        | `create_attack` (PGD on mean CE) -> `madry_outer_loss` (`madry_loss`) | any   | no     | any        |
-| trades-plain | `TradesPlainInnerMax` -> `trades_plain_outer_loss`                    | 0     | no     | linf, l2   |
+| madry        | `create_attack` (PGD on mean CE) -> `madry_outer_loss` (`madry_composite`) | any | no  | any        |
+| trades-plain | `TradesPlainInnerMax` -> `trades_plain_outer_loss` (`attack_first_composite`) | 0 | no | linf, l2 |
 | trades-kl    | `TradesInnerMax` (KL) -> `trades_kl_loss` (`trades_composite`)        | > 0   | yes    | linf, l2   |
 | score-lse    | `TradesInnerMax` (LSE) -> `score_lse_loss` (`trades_composite`)       | > 0   | yes    | linf, l2   |
-| mart         | `MartInnerMax` -> `mart_outer_loss` (`mart_composite`)                | any   | no     | linf       |
+| mart         | `MartInnerMax` -> `mart_outer_loss` (`attack_first_composite`)        | any   | no     | linf       |
 
 without_DDPM/train_cifar.py's objectives are entries of the same registry (`script` says which script trains an
 entry; `WITHOUT_DDPM_OBJECTIVES` is their view, the block at the end of this file), keyed by their --attack value
@@ -32,39 +32,45 @@ and picked once by `resolve_without_ddpm(args)`. Each loss is the batch mean of 
 """
 import functools
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Tuple
+from typing import Callable, NamedTuple, Optional, Tuple
 
-import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from core.attacks import create_attack
 from core.attacks.divergence import DivergencePGD, TradesDivergencePGD
 from core.attacks.trades import MartInnerMax, TradesInnerMax, TradesPlainInnerMax
-from core.losses import divergences
-from core.training.mart import mart_composite
-from core.training.trades import score_lse_loss, trades_composite, trades_kl_loss, trades_plain_composite
+from core.losses.outer import (
+    distance_term,
+    mart_outer_loss,
+    pgd_loss,
+    score_lse_loss,
+    trades_kl_loss,
+    trades_loss,
+    trades_plain_outer_loss,
+)
+from core.training.composites import attack_first_composite, madry_composite, trades_composite
 from core.utils.errors import UserError
-from core.utils.metrics import batch_accuracy
 
-__all__ = ['Objective', 'OBJECTIVES', 'LossContext', 'bind', 'madry_outer_loss', 'madry_loss', 'select', 'resolve',
-           'check_beta', 'WITHOUT_DDPM_OBJECTIVES', 'resolve_without_ddpm']
+__all__ = ['Objective', 'OBJECTIVES', 'Loss', 'bind', 'select', 'resolve', 'check_beta', 'WITHOUT_DDPM_OBJECTIVES',
+           'resolve_without_ddpm']
+
+
+class Loss(NamedTuple):
+    """A composite `composite(model, attack, x, y, **options)` and `options(args, num_classes)`, the keyword
+    arguments it takes from the flags (read once, by `bind`)."""
+    composite: Callable
+    options: Callable
 
 
 @dataclass(frozen=True)
 class Objective:
     """One training objective.
 
-    Attributes:
-        name: registry key.
-        flag: the train-wa.py flag (its argparse dest) that asks for it: 'mart', 'LSE', 'beta' (TRADES, given a
-            value), or None (Madry, asked by nothing).
-        needs_beta: trains only with --beta. needs_weight_averaging: True = only with --tau > 0, False = only with
-            --tau 0, None = either. allows_cutmix: takes CutMix's soft labels.
-        attacks: the --attack values it supports (None = any); `label` names it in the UserError otherwise.
-        make_attack: `make_attack(model, args, num_classes)` -> its inner maximisation on the plain `model` (an
-            attack object, or None), built once per run.
-        loss: `loss(ctx, x, y) -> (loss, metrics)`, ctx a `LossContext` (`bind` fixes it once per run).
+    flag: the train-wa.py flag (argparse dest) that asks for it ('mart', 'LSE', 'beta' given a value; None: Madry).
+    needs_weight_averaging: True = only --tau > 0, False = only --tau 0, None = either. attacks: the --attack values
+    it supports (None = any; `label` names it in the UserError). make_attack(model, args, num_classes): its inner
+    maximisation on the plain model, built once per run. loss: a `Loss` (train-wa.py / train.py), or without_DDPM's
+    `loss(model, x, x_adv, targets, args, bound)`.
     """
     name: str
     flag: Optional[str]
@@ -75,114 +81,73 @@ class Objective:
     label: str
     make_attack: Optional[Callable]
     loss: Callable
-    # Fields of the without_DDPM objectives (block at the end of this file); the defaults are train-wa.py's.
-    script: str = 'train-wa.py'  # the script that trains it
+    script: str = 'train-wa.py'  # the script that trains it; without_DDPM's entries are at the end of this file
     norms: Optional[Tuple[str, ...]] = None  # the --norm values it supports (None = any); norm_error otherwise
     norm_error: str = ''
 
 
-@dataclass(frozen=True)
-class LossContext:
-    """What an objective's loss reads besides the batch (`bind` builds it once per run).
-
-    Attributes:
-        model: the module the training forwards go through (the model, or its DDP / torch.compile wrapper).
-        args: the parsed flags (beta, ls, clip_value, CutMix, keep_clean).
-        num_classes: K.
-        attack: the objective's inner maximisation (its `make_attack`, on the plain model).
-    """
-    model: Any
-    args: Any
-    num_classes: int
-    attack: Any
-
-
 def bind(loss, model, args, num_classes, attack):
-    """`loss(x, y) -> (loss, metrics)`: an objective's `loss(ctx, x, y)` with the run's model, flags and attack."""
-    return functools.partial(loss, LossContext(model, args, num_classes, attack))
+    """`loss(x, y) -> (loss, metrics)`: the composite with the run's model (the forwards' module, maybe a DDP /
+    compile wrapper), its attack and its flags as keyword arguments, fixed once."""
+    return functools.partial(loss.composite, model, attack, **loss.options(args, num_classes))
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# train-wa.py / train.py: the inner maximisations (built once per run) and the losses
+# train-wa.py / train.py: the inner maximisations (built once per run) and the flags their composites take
 # ---------------------------------------------------------------------------------------------------------------
 
 def _attack_flags(args):
-    return args.attack, args.attack_eps, args.attack_step, args.attack_iter
+    return dict(attack=args.attack, eps=args.attack_eps, step=args.attack_step, iters=args.attack_iter)
 
 
 def _madry_attack(model, args, num_classes):
     """PGD (or the --attack) on the mean CE, uniform random start (the reference's train attack, both trainers)."""
-    return create_attack(model, nn.CrossEntropyLoss(), args.attack, args.attack_eps, args.attack_iter,
-                         args.attack_step, rand_init_type='uniform')
+    return create_attack(model, nn.CrossEntropyLoss(), args.attack, eps=args.attack_eps, step=args.attack_step,
+                         iters=args.attack_iter, rand_init_type='uniform')
 
 
 def _trades_attack(divergence):
     def make(model, args, num_classes):
-        return TradesInnerMax(model, divergence, *_attack_flags(args))
+        return TradesInnerMax(model, divergence, **_attack_flags(args))
     return make
 
 
 def _trades_plain_attack(model, args, num_classes):
-    return TradesPlainInnerMax(model, *_attack_flags(args))
+    return TradesPlainInnerMax(model, **_attack_flags(args))
 
 
 def _mart_attack(model, args, num_classes):
-    return MartInnerMax(model, *_attack_flags(args))
+    return MartInnerMax(model, **_attack_flags(args))
 
 
-def madry_outer_loss(logits, y, keep_clean=False):
-    """Madry PGD-AT outer loss: mean CE. logits (B, K) of x_adv, or (2B, K) of cat(x, x_adv) with keep_clean;
-    y (B,) int64. Returns (loss, {'loss', ['clean_acc',] 'adversarial_acc'} 0-dim tensors)."""
-    loss = F.cross_entropy(logits, torch.cat((y, y), dim=0) if keep_clean else y)
-    preds = logits.detach()
-    metrics = {'loss': loss.detach()}
-    if keep_clean:
-        metrics['clean_acc'] = batch_accuracy(y, preds[:len(y)])
-        metrics['adversarial_acc'] = batch_accuracy(y, preds[len(y):])
-    else:
-        metrics['adversarial_acc'] = batch_accuracy(y, preds)
-    return loss, metrics
+def _beta(args, num_classes):
+    return dict(beta=args.beta)
 
 
-def madry_loss(ctx, x, y):
-    """Madry PGD-AT: x_adv = ctx.attack(x, y) (eval mode, frozen parameters), then one forward of x_adv (of
-    cat(x, x_adv) with --keep-clean) and `madry_outer_loss`."""
-    x_adv, _ = ctx.attack.perturb(x, y)
-    if ctx.args.keep_clean:
-        x_adv = torch.cat((x, x_adv), dim=0)
-    return madry_outer_loss(ctx.model(x_adv), y, ctx.args.keep_clean)
+def _trades_kl_options(args, num_classes):
+    return dict(use_cutmix=args.CutMix, beta=args.beta, ls=args.ls)
 
 
-def _trades_plain(ctx, x, y):
-    return trades_plain_composite(ctx.model, ctx.attack, x, y, ctx.args.beta)
-
-
-def _trades_kl(ctx, x, y):
-    p = ctx.args
-    return trades_composite(ctx.model, ctx.attack, x, y, p.CutMix, trades_kl_loss, beta=p.beta, ls=p.ls)
-
-
-def _score_lse(ctx, x, y):
-    p = ctx.args
-    return trades_composite(ctx.model, ctx.attack, x, y, p.CutMix, score_lse_loss, beta=p.beta, ls=p.ls,
-                            num_classes=ctx.num_classes, clip_value=p.clip_value)
-
-
-def _mart(ctx, x, y):
-    return mart_composite(ctx.model, ctx.attack, x, y, ctx.args.beta)
+def _score_lse_options(args, num_classes):
+    return dict(use_cutmix=args.CutMix, beta=args.beta, ls=args.ls, num_classes=num_classes, clip_value=args.clip_value)
 
 
 # The one registry of training objectives: train-wa.py's / train.py's here, in increasing precedence (`select`
 # takes the last one the flags ask for), without_DDPM's appended below.
 OBJECTIVES = {o.name: o for o in (
-    Objective('madry', None, False, None, False, None, 'Madry training', _madry_attack, madry_loss),
+    Objective('madry', None, False, None, False, None, 'Madry training', _madry_attack,
+              Loss(madry_composite, lambda args, k: dict(keep_clean=args.keep_clean))),
     Objective('trades-plain', 'beta', True, False, False, TradesPlainInnerMax.ATTACKS, 'TRADES training',
-              _trades_plain_attack, _trades_plain),
+              _trades_plain_attack, Loss(functools.partial(attack_first_composite, outer_loss=trades_plain_outer_loss),
+                                         _beta)),
     Objective('trades-kl', 'beta', True, True, True, TradesInnerMax.ATTACKS, 'TRADES / LSE training',
-              _trades_attack('kl'), _trades_kl),
+              _trades_attack('kl'), Loss(functools.partial(trades_composite, outer_loss=trades_kl_loss),
+                                         _trades_kl_options)),
     Objective('score-lse', 'LSE', True, True, True, TradesInnerMax.ATTACKS, 'TRADES / LSE training',
-              _trades_attack('lse'), _score_lse),
-    Objective('mart', 'mart', True, None, False, MartInnerMax.ATTACKS, 'MART', _mart_attack, _mart),
+              _trades_attack('lse'), Loss(functools.partial(trades_composite, outer_loss=score_lse_loss),
+                                          _score_lse_options)),
+    Objective('mart', 'mart', True, None, False, MartInnerMax.ATTACKS, 'MART', _mart_attack,
+              Loss(functools.partial(attack_first_composite, outer_loss=mart_outer_loss), _beta)),
 )}
 _PRECEDENCE = tuple(reversed(list(OBJECTIVES.values())))  # MART > SCORE-LSE > TRADES > Madry (train-wa.py's only)
 
@@ -254,12 +219,13 @@ WITHOUT_DDPM_SCRIPT = 'without_DDPM/train_cifar.py'
 
 
 def _divergence_pgd(model, args, num_classes):
-    return DivergencePGD(model, args.epsilon / 255., args.pgd_alpha / 255., args.attack_iters, args.restarts,
-                         args.norm, args.divergence, num_classes)
+    return DivergencePGD(model, eps=args.epsilon / 255., step=args.pgd_alpha / 255., iters=args.attack_iters,
+                         restarts=args.restarts, norm=args.norm, div=args.divergence, num_classes=num_classes)
 
 
 def _trades_divergence_pgd(model, args, num_classes):
-    return TradesDivergencePGD(model, args.epsilon / 255., args.pgd_alpha / 255., args.attack_iters, args.divergence)
+    return TradesDivergencePGD(model, eps=args.epsilon / 255., step=args.pgd_alpha / 255., iters=args.attack_iters,
+                               div=args.divergence)
 
 
 def _no_attack(model, args, num_classes):
@@ -268,15 +234,16 @@ def _no_attack(model, args, num_classes):
 
 def _divergence_loss(model, x, x_adv, targets, args, bound):
     """PGD / Standard: pgd_loss on model(x_adv) (x_adv = x for Standard)."""
-    return divergences.pgd_loss(model(x_adv), targets, args.divergence, bound)[0]
+    return pgd_loss(model(x_adv), targets, args.divergence, bound)[0]
 
 
 def _trades_divergence_loss(model, x, x_adv, targets, args, bound):
     """TRADES: trades_loss on model(x_adv), then model(x) (this order: both forwards update BatchNorm)."""
     logits_adv = model(x_adv)
     logits_clean = model(x)
-    return divergences.trades_loss(logits_adv, logits_clean, targets, args.divergence, args.TRADESlambda, bound,
-                                   clip_clean=not args.not_clip_clean)[0]
+    return trades_loss(logits_clean, logits_adv, targets, beta=args.TRADESlambda,
+                       divergence=distance_term(args.divergence), bound=bound, clip_clean=not args.not_clip_clean,
+                       per_sample=True)[0]
 
 
 def _without_ddpm(name, loss, make_attack, norms=None, norm_error=''):

@@ -222,7 +222,7 @@ def evaluate(model, dataloader, runtime, prepare, attack=None, sharded=False):
         x, y = prepare(x, y)
         with runtime.autocast():
             if attack is not None:
-                x, _ = attack.perturb(x, y)   # the attack runs the model in eval mode with frozen parameters
+                x = attack(x, y)   # the attack runs the model in eval mode with frozen parameters
             with torch.no_grad():  # docs/differences.md item 27
                 out = model(x)
         acc_sum += accuracy(y, out)

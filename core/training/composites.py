@@ -1,0 +1,73 @@
+"""The composites of train-wa.py / train.py: a built inner maximisation -> the training forwards -> an outer loss
+(core/losses/outer.py), in the reference's forward, RNG and BatchNorm-update order; and the reference's per-call
+builders trades_loss, trades_loss_LSE, trades_loss_plain, mart_loss (their attack built per call).
+"""
+import torch
+import torch.nn.functional as F
+
+from core.attacks.trades import MartInnerMax, TradesInnerMax, TradesPlainInnerMax
+from core.losses.outer import madry_outer_loss, mart_outer_loss, score_lse_loss, trades_kl_loss, trades_plain_outer_loss
+from core.utils.checkpoint import unwrap_model
+
+__all__ = ['madry_composite', 'trades_composite', 'attack_first_composite', 'trades_loss', 'trades_loss_LSE',
+           'trades_loss_plain', 'mart_loss']
+
+
+def madry_composite(model, attack, x, y, *, keep_clean):
+    """x_adv = attack(x, y) (eval mode, frozen parameters), one forward of x_adv (of cat(x, x_adv) with
+    --keep-clean), mean CE."""
+    x_adv = attack(x, y)
+    if keep_clean:
+        x_adv = torch.cat((x, x_adv), dim=0)
+    return madry_outer_loss(model(x_adv), y, keep_clean)
+
+
+def trades_composite(model, attack, x, y, *, use_cutmix, outer_loss, **outer):
+    """TRADES-KL / SCORE-LSE of the WA trainer: z_nat = model(x) (train mode), target softmax(z_nat) detached
+    (CutMix: the soft labels y), x_adv = attack(x, target), z_adv = model(x_adv), outer_loss.
+
+    The reference's separate target forward (batch statistics, no BN update) gives the target of the train-mode
+    z_nat bit for bit, so it is saved (docs/differences.md item 42); the running statistics are still updated twice
+    per step. The attack runs on the plain module (docs/differences.md item 48).
+    """
+    model.train()
+    logits_nat = model(x)
+    p_natural = y if use_cutmix else F.softmax(logits_nat.detach(), dim=1)
+    logits_adv = model(attack(x, p_natural))
+    if use_cutmix:
+        return outer_loss(logits_nat, logits_adv, None, soft_labels=y, **outer)
+    return outer_loss(logits_nat, logits_adv, y, **outer)
+
+
+def attack_first_composite(model, attack, x, y, *, outer_loss, **outer):
+    """x_adv = attack(x, y) (eval mode), then in train mode z_nat = model(x), z_adv = model(x_adv) (each updates the
+    BN running statistics once) and outer_loss: the plain trainer's TRADES and MART."""
+    x = x.detach()
+    x_adv = attack(x, y)
+    model.train()
+    logits_nat = model(x)
+    return outer_loss(logits_nat, model(x_adv), y, **outer)
+
+
+def trades_loss(model, x, y, *, step_size=0.003, epsilon=0.031, perturb_steps=10, beta=1.0, attack='linf-pgd',
+                label_smoothing=0.1, use_cutmix=False):
+    inner = TradesInnerMax(unwrap_model(model), 'kl', attack, epsilon, step_size, perturb_steps)
+    return trades_composite(model, inner, x, y, use_cutmix=use_cutmix, outer_loss=trades_kl_loss, beta=beta,
+                            ls=label_smoothing)
+
+
+def trades_loss_LSE(model, x, y, *, step_size=0.003, epsilon=0.031, perturb_steps=10, beta=1.0, attack='linf-pgd',
+                    label_smoothing=0.1, clip_value=0, use_cutmix=False, num_classes=10):
+    inner = TradesInnerMax(unwrap_model(model), 'lse', attack, epsilon, step_size, perturb_steps)
+    return trades_composite(model, inner, x, y, use_cutmix=use_cutmix, outer_loss=score_lse_loss, beta=beta,
+                            ls=label_smoothing, num_classes=num_classes, clip_value=clip_value)
+
+
+def trades_loss_plain(model, x, y, *, step_size=0.003, epsilon=0.031, perturb_steps=10, beta=1.0, attack='linf-pgd'):
+    inner = TradesPlainInnerMax(unwrap_model(model), attack, epsilon, step_size, perturb_steps)
+    return attack_first_composite(model, inner, x, y, outer_loss=trades_plain_outer_loss, beta=beta)
+
+
+def mart_loss(model, x, y, *, step_size=0.007, epsilon=0.031, perturb_steps=10, beta=6.0, attack='linf-pgd'):
+    inner = MartInnerMax(unwrap_model(model), attack, epsilon, step_size, perturb_steps)
+    return attack_first_composite(model, inner, x, y, outer_loss=mart_outer_loss, beta=beta)
