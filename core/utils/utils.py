@@ -5,7 +5,6 @@ import datetime
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 
 def str2bool(v):
@@ -43,20 +42,6 @@ def seed(seed=1):
 def format_time(elapsed):
     """Seconds -> 'H:MM:SS' (rounded), as the reference's log lines."""
     return str(datetime.timedelta(seconds=int(round(elapsed))))
-
-
-def smooth_cross_entropy(logits, target, smoothing=0.0, reduction='mean'):
-    """Label-smoothing cross-entropy: loss_i = (1 - ls) * (-log p_{i,y_i}) + ls * mean_k(-log p_{ik}), i.e. targets
-    1 - ls + ls/K for the true class and ls/K for the others; mean over the batch ('sum', or 'none' per sample)."""
-    log_prob = F.log_softmax(logits, dim=-1)
-    nll = -log_prob.gather(dim=-1, index=target.unsqueeze(1)).squeeze(1)
-    smooth = -log_prob.mean(dim=-1)
-    loss = (1.0 - smoothing) * nll + smoothing * smooth
-    if reduction == 'mean':
-        return loss.mean()
-    if reduction == 'sum':
-        return loss.sum()
-    return loss
 
 
 def set_bn_momentum(model, momentum=1.0):
