@@ -222,9 +222,31 @@ def test_sgdmom_and_adam_settings():
     p = [torch.nn.Parameter(torch.zeros(1))]
     opt, sched = make_optimizer(p, 'SGDmom', 0.1, 5e-4, 10)
     g = opt.param_groups[0]
-    assert sched is None and g['nesterov'] is False and g['momentum'] == 0.9 and g['weight_decay'] == 5e-4
-    opt, sched = make_optimizer(p, 'Adam', 0.001, 5e-4, 10)
-    assert sched is None and isinstance(opt, torch.optim.Adam) and opt.param_groups[0]['betas'] == (0.9, 0.999)
+    assert g['nesterov'] is False and g['momentum'] == 0.9 and g['weight_decay'] == 5e-4
+    opt, sched = make_optimizer(p, 'Adam', 0.001, 5e-4, 10, steps_per_epoch=3)
+    assert isinstance(opt, torch.optim.Adam) and opt.param_groups[0]['betas'] == (0.9, 0.999)
+    for _ in range(7):   # constant, bit for bit
+        assert opt.param_groups[0]['lr'] == 0.001
+        opt.step()
+        sched.step()
+
+
+def test_sgdmom_scheduler_sets_the_originals_lr_before_every_batch():
+    """The original set lr = step_lr(lr_max, e + (i + 1) / n_b) before batch i of epoch e; the per-batch scheduler
+    gives the same floats (==: the same expression), across both milestones and after a state_dict round trip."""
+    n_b, lr = 7, 0.05
+    opt, sched = make_optimizer([torch.nn.Parameter(torch.zeros(1))], 'SGDmom', lr, 5e-4, 110, steps_per_epoch=n_b)
+    for e in range(107):
+        if e == 50:
+            state = sched.state_dict()
+            opt, sched = make_optimizer([torch.nn.Parameter(torch.zeros(1))], 'SGDmom', lr, 5e-4, 110,
+                                        steps_per_epoch=n_b)
+            sched.load_state_dict(state)
+            opt.param_groups[0]['lr'] = sched.get_last_lr()[0]
+        for i in range(n_b):
+            assert opt.param_groups[0]['lr'] == step_lr(lr, e + (i + 1) / n_b), (e, i)
+            opt.step()
+            sched.step()
 
 
 # ---------------------------------------------------------------------------------------------------------------

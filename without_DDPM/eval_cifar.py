@@ -20,11 +20,13 @@ import torch  # noqa: E402
 from core.attacks.autoattack import VERSIONS, make_autoattack, require_autoattack, run_autoattack  # noqa: E402
 from core.attacks.divergence import CEPGD  # noqa: E402
 from core.models.without_ddpm import ACTIVATIONS, MODELS, create_without_ddpm_model  # noqa: E402
-from core.training.without_ddpm import DATASETS, DEFAULT_DATA_DIR, load_cifar, seed_all  # noqa: E402
+from core.training.trainer import evaluate, to_device  # noqa: E402
+from core.training.without_ddpm import DATASETS, DEFAULT_DATA_DIR, load_cifar  # noqa: E402
 from core.utils.checkpoint import load_state_dict, load_weights  # noqa: E402
 from core.utils.distributed import add_device_argument, setup  # noqa: E402
 from core.utils.errors import UserError, exit_on_user_error  # noqa: E402
 from core.utils.logger import setup_logger  # noqa: E402
+from core.utils.utils import seed  # noqa: E402
 
 PGD_ITERS, PGD_STEP = 10, 2
 
@@ -54,21 +56,6 @@ def get_args(argv=None):
     return p.parse_args(argv)
 
 
-def accuracy(model, loader, device, attack=None):
-    """Correct / total in eval mode, on clean images or on attack(x, y); forwards under no_grad
-    (docs/differences.md item 71)."""
-    model.eval()
-    correct, total = 0, 0
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
-        if attack is not None:
-            x = attack(x, y)
-        with torch.no_grad():
-            correct += (model(x).argmax(dim=1) == y).sum().item()
-        total += len(y)
-    return correct / max(1, total)
-
-
 def main(argv=None):
     args = get_args(argv)
     # unknown choices are argparse errors, negative values refused (docs/differences.md item 69)
@@ -85,7 +72,7 @@ def main(argv=None):
             raise UserError(f'{e}; or pass --version none.') from None
     runtime = setup(args.device)
     device = runtime.device
-    seed_all(args.seed)
+    seed(args.seed)
     logger = setup_logger('without_ddpm.eval_cifar', console='stderr', fmt='[%(asctime)s] - %(message)s',
                           datefmt='%Y/%m/%d %H:%M:%S')  # stderr only, no file (as the original)
     logger.info(args)
@@ -104,12 +91,15 @@ def main(argv=None):
     model.float().eval()
 
     eps, alpha = args.epsilon / 255., PGD_STEP / 255.
-    print('Clean acc: ', accuracy(model, test_loader, device))
+
+    def accuracy(attack=None):  # one pass per attack, as the original (its random starts' order)
+        return evaluate(model, test_loader, runtime, lambda x, y: to_device(x, y, device), (attack,))[0][1]
+
+    print('Clean acc: ', accuracy())
     for loss, label in (('ce', 'CE'), ('cw', 'CW')):
         attack = CEPGD(model, eps, alpha, PGD_ITERS, restarts=1, norm='linf', loss=loss)
         # the label says what runs: 1 restart (the original printed "10 restarts"), docs/differences.md item 70
-        print(f'PGD-{PGD_ITERS} (1 restart, step {PGD_STEP}, {label} loss) acc: ',
-              accuracy(model, test_loader, device, attack))
+        print(f'PGD-{PGD_ITERS} (1 restart, step {PGD_STEP}, {label} loss) acc: ', accuracy(attack))
 
     if args.version != 'none':
         xs, ys = zip(*[(x, y) for x, y in test_loader])

@@ -15,40 +15,37 @@ See docs/without_ddpm.md.
 import argparse
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from core.attacks.divergence import NORMS  # noqa: E402
-from core.data import set_epoch  # noqa: E402
 from core.losses.divergences import check_divergence, clip_bound  # noqa: E402
 from core.models.without_ddpm import ACTIVATIONS, MODELS, WRN_ACTIVATIONS, create_without_ddpm_model  # noqa: E402
-from core.run.run_dir import STATE_FILE, check_run_dir  # noqa: E402
+from core.run.epoch import non_finite_message, restore_state, run_state, start_meter, train_or_stop  # noqa: E402
+from core.run.run_dir import STATE_FILE, check_run_dir, load_resume_state  # noqa: E402
 from core.training.objectives import resolve_without_ddpm  # noqa: E402
+from core.training.trainer import evaluate  # noqa: E402
 from core.training.without_ddpm import (  # noqa: E402
     ATTACKS,
     DATASETS,
     DEFAULT_DATA_DIR,
     OPTIMIZERS,
     auto_name,
-    evaluate,
+    build_trainer,
+    eval_attacks,
     load_cifar,
-    make_optimizer,
-    seed_all,
-    train_epoch,
 )
 from core.utils.atomic import write_atomic  # noqa: E402
-from core.utils.checkpoint import load_checkpoint, load_state_dict, save_atomic  # noqa: E402
+from core.utils.checkpoint import save_atomic  # noqa: E402
+from core.utils.compute import format_line  # noqa: E402
 from core.utils.distributed import add_device_argument, setup  # noqa: E402
 from core.utils.errors import UserError, exit_on_user_error  # noqa: E402
 from core.utils.logger import Logger  # noqa: E402
+from core.utils.utils import seed  # noqa: E402
 
-STATE_FORMAT_VERSION = 1
-# Flags that may differ between a run and its --resume (they do not change the numbers).
-RESUME_FREE_FLAGS = ('resume', 'overwrite', 'num_workers', 'stop_after', 'device', 'data_dir')
+STATE_FORMAT_VERSION = 2   # 2: the one trainer's state (1: this script's own loop, before it)
 LOG_FORMAT, LOG_DATEFMT = '[%(asctime)s] - %(message)s', '%Y/%m/%d %H:%M:%S'
 
 
@@ -126,34 +123,6 @@ def validate(args):
         raise UserError('--resume continues a run and --overwrite starts a new one over it: give only one.')
 
 
-def load_resume_state(folder, args):
-    """The state of the run to continue, after checking that it matches the flags and is not finished."""
-    state = load_checkpoint(os.path.join(folder, STATE_FILE))
-    if state.get('format_version') != STATE_FORMAT_VERSION:
-        raise UserError(f'--resume: {folder}/{STATE_FILE} has format {state.get("format_version")}, this code '
-                        f'reads {STATE_FORMAT_VERSION}.')
-    saved = state['args']
-    diff = [k for k in vars(args) if k not in RESUME_FREE_FLAGS and saved.get(k) != getattr(args, k)]
-    if diff:
-        raise UserError(f'--resume: the flags differ from the saved run for {", ".join(diff)}; resume with the '
-                        f'flags logged at the top of {os.path.join(folder, "output.log")}.')
-    if state['epoch'] + 1 >= args.epochs:
-        raise UserError(f'--resume: {folder} already completed its {args.epochs} epochs; nothing to do.')
-    return state
-
-
-def torch_rng_state():
-    """The torch generators this script draws from (CPU, and CUDA's when present); numpy is seeded, never drawn."""
-    return {'cpu': torch.get_rng_state(),
-            'cuda': list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else []}
-
-
-def set_torch_rng_state(state):
-    torch.set_rng_state(state['cpu'])
-    if state['cuda'] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state['cuda'])
-
-
 def save_weights(model, path, test_acc, rob_kl, rob_new):
     """The original's .pth: {'state_dict' (keys module.*), 'test_robust_acc_KL', 'test_robust_acc_new', 'test_acc'}."""
     save_atomic({'state_dict': model.state_dict(), 'test_robust_acc_KL': rob_kl, 'test_robust_acc_new': rob_new,
@@ -161,7 +130,6 @@ def save_weights(model, path, test_acc, rob_kl, rob_new):
 
 
 def main(argv=None):
-    # ------------------------------------------------------------------ args
     args = get_args(argv)
     validate(args)
     objective = resolve_without_ddpm(args)  # --attack: the training attack, the loss and their flag rules
@@ -174,57 +142,48 @@ def main(argv=None):
         name = args.fname
     args.fname = os.path.join('trained_models', 'Triangle', args.dataset, name)
     folder = args.fname
-
-    # ------------------------------------------------------------------ device, run folder check
     runtime = setup(args.device)
     if runtime.distributed:
         raise UserError('train_cifar.py runs on one device (BatchNorm statistics are per batch); do not use torchrun.')
-    device = runtime.device
     check_run_dir(folder, args, rename_hint='choose another --fname')
-    state = load_resume_state(folder, args) if args.resume else None
+    state = (load_resume_state(folder, args, args.epochs, STATE_FORMAT_VERSION, 'output.log') if args.resume
+             else None)
 
-    # ------------------------------------------------------------------ seed, data, clip bound, model
-    seed_all(args.seed)
+    seed(args.seed)  # the original's seeding point (docs/differences.md item 65)
     train_loader, test_loader, num_classes = load_cifar(args.data_dir, args.dataset, args.batch_size,
-                                                        args.num_workers, args.seed, device.type == 'cuda')
-    bound = clip_bound(args.clip_loss, args.divergence, num_classes)
-    print('Clip loss bound: ', bound)
-    model = create_without_ddpm_model(args.model, num_classes, args.activation, args.width_factor, device,
+                                                        args.num_workers, args.seed, runtime.device.type == 'cuda')
+    print('Clip loss bound: ', clip_bound(args.clip_loss, args.divergence, num_classes))
+    model = create_without_ddpm_model(args.model, num_classes, args.activation, args.width_factor, runtime.device,
                                       depth=args.wrn_depth)
     print('Use activation of ' + args.activation)
-    opt, scheduler = make_optimizer(model.parameters(), args.optimizer, args.lr_max, args.weight_decay, args.epochs)
-    attack = objective.make_attack(model, args, num_classes)
+    trainer = build_trainer(model, objective, args, num_classes, runtime, len(train_loader))
+    test_attacks = (None,) + eval_attacks(model, args, num_classes)
 
-    # ------------------------------------------------------------------ run folder, logger
     os.makedirs(folder, exist_ok=True)
     logger = Logger(os.path.join(folder, 'output.log'), mode='a' if args.resume else 'w', fmt=LOG_FORMAT,
                     datefmt=LOG_DATEFMT, stream=sys.stderr)
     start_epoch, best, records = 0, 0.0, {'test_acc': [], 'KL': [], 'new': []}
     if state is not None:
-        load_state_dict(model, state['model'])
-        opt.load_state_dict(state['optimizer'])
-        if scheduler is not None:
-            scheduler.load_state_dict(state['scheduler'])
-        start_epoch, best, records = state['epoch'] + 1, state['best'], state['records']
-        set_torch_rng_state(state['rng'])
+        restore_state(trainer, state, runtime)
+        start_epoch, best, records = state['epoch'], state['best'], state['records']
         logger.log(f'Resuming at epoch {start_epoch} of {args.epochs}.')
     else:
         logger.log(args)
         logger.log(f'Epoch \t Test Acc \t Test Rob. Acc (CE-PGD / {args.divergence}-PGD)')
+    meter = start_meter(trainer, runtime, logger, test_loader, 'none', state)
 
-    # ------------------------------------------------------------------ loop
+    def stop_message(e):
+        return non_finite_message(e, folder, logger, args.lr_max, '--lr-max', can_change_lr=False, first_epoch=0)
+
     for epoch in range(start_epoch, args.epochs):
-        start = time.time()
-        set_epoch(train_loader, epoch)
-        loss = train_epoch(model, objective, attack, train_loader, opt, scheduler, args, epoch, num_classes, bound,
-                           device)
-        clean, ce, new, n = evaluate(model, test_loader, args, num_classes, device)
-        test_acc, rob_kl, rob_new = clean / n, ce / n, new / n
+        loss = train_or_stop(trainer, train_loader, epoch, stop_message)['loss']
+        (_, test_acc), (_, rob_kl), (_, rob_new) = evaluate(model, test_loader, runtime, trainer.prepare,
+                                                            test_attacks)
         logger.log('%d \t %.4f \t %.4f \t %.4f' % (epoch, test_acc, rob_kl, rob_new))
-        print(f'epoch {epoch}: mean training loss {loss:.4f}, last LR {opt.param_groups[0]["lr"]:.6g}, '
-              f'{time.time() - start:.1f} s')
+        m = meter.epoch(trainer.last_epoch_images, trainer.last_epoch_seconds, epoch + 1, args.epochs)
+        logger.log(format_line(m))
+        print(f'epoch {epoch}: mean training loss {loss:.4f}, next LR {trainer.last_lr():.6g}')
 
-        # -------------------------------------------------------------- save
         for key, value in (('test_acc', test_acc), ('KL', rob_kl), ('new', rob_new)):
             records[key].append(value)
         for key, file in (('test_acc', 'test_acc_record.txt'), ('KL', 'test_robust_acc_record_KL.txt'),
@@ -232,18 +191,20 @@ def main(argv=None):
             write_atomic(os.path.join(folder, file), lambda f, a=np.array(records[key]): np.savetxt(f, a))
         if epoch > 99:
             save_weights(model, os.path.join(folder, f'model_{epoch}.pth'), test_acc, rob_kl, rob_new)
-        robust = min(ce, new) / n
+        robust = min(rob_kl, rob_new)
         # model selection on the test set (docs/differences.md item 64)
         if robust > best:  # strict: ties keep the earlier epoch
             best = robust
             save_weights(model, os.path.join(folder, 'model_best.pth'), test_acc, rob_kl, rob_new)
-        save_atomic({'format_version': STATE_FORMAT_VERSION, 'epoch': epoch, 'best': best, 'records': records,
-                     'model': model.state_dict(), 'optimizer': opt.state_dict(),
-                     'scheduler': None if scheduler is None else scheduler.state_dict(),
-                     'rng': torch_rng_state(), 'args': dict(vars(args))}, os.path.join(folder, STATE_FILE))
+        save_atomic(run_state(trainer, runtime, format_version=STATE_FORMAT_VERSION, epoch=epoch + 1, best=best,
+                              records=records, compute=(meter.seconds, meter.images), args=dict(vars(args))),
+                    os.path.join(folder, STATE_FILE))
         if args.stop_after is not None and epoch >= args.stop_after and epoch < args.epochs - 1:
             logger.log(f'Stopped after epoch {epoch} (--stop-after).')
             break
+    else:
+        logger.log('Compute-\t{:.2f} device-hours of training in all, {:.3g} FLOP.'.format(
+            meter.seconds / 3600, meter.images * meter.flop_per_image))
     logger.close()
 
 

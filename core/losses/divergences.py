@@ -16,10 +16,10 @@ touches a model, an optimizer or a random generator.
 | `L1square`         | (sum_k |o_k - t_k|)^2                                                  |
 | a number p         | ||o - t||_p (`1`, `2`, `inf`, ...)                                    |
 
-KL(P || Q) = sum_k P_k (log P_k - log Q_k) with logs of probabilities (log of a softmax, as the original; not
-log_softmax; the square-root distances keep their infinite gradient at 0: docs/differences.md item 60), and terms
-whose P_k is 0 masked to 0 in value and gradient (torch 1.8's KLDivLoss; torch >= 2 computes NaN there, which made
-the original's KL clip bound NaN: docs/differences.md item 68).
+KL(P || Q) = sum_k P_k (log P_k - log Q_k) as the original's KLDivLoss computes it, with logs of probabilities (log
+of a softmax, not log_softmax; the square-root distances keep their infinite gradient at 0: docs/differences.md
+item 60), and terms whose P_k is 0 masked to 0 (torch >= 2 computes NaN there, which made the original's KL clip
+bound NaN: docs/differences.md item 68).
 """
 import math
 
@@ -48,16 +48,17 @@ def check_divergence(div):
 
 
 def kl(p, q):
-    """KL(p || q) per row of (B, K) probabilities: sum_k p_k (log p_k - log q_k), the p_k = 0 terms masked to 0."""
+    """KL(p || q) per row of (B, K) probabilities with the original's arithmetic, F.kl_div(log q, p) summed over
+    classes (xlogy(p, p) - p log q), the p_k = 0 terms masked to 0 in value and gradient (docs/differences.md
+    items 68 and 77)."""
     pos = p > 0
-    p_safe = torch.where(pos, p, torch.ones_like(p))
-    q_safe = torch.where(pos, q, torch.ones_like(q))  # masked entries get neither a value nor a gradient
-    terms = torch.where(pos, p_safe * (torch.log(p_safe) - torch.log(q_safe)), torch.zeros_like(p))
-    return terms.sum(dim=1)
+    p_safe = torch.where(pos, p, torch.ones_like(p))  # masked entries: xlogy(1, 1) - 1 * log 1 = 0, no gradient
+    q_safe = torch.where(pos, q, torch.ones_like(q))
+    return F.kl_div(torch.log(q_safe), p_safe, reduction='none').sum(1)
 
 
 def kl_torch(p, q):
-    """KL(p || q) per row as F.kl_div computes it (the toy demo's arithmetic, unmasked)."""
+    """KL(p || q) per row as F.kl_div computes it, unmasked (the toy demo's)."""
     return F.kl_div(torch.log(q), p, reduction='none').sum(1)
 
 

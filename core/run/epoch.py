@@ -22,22 +22,36 @@ from core.utils.errors import UserError
 from core.utils.rng import rng_state, set_rng_state
 from core.utils.utils import format_time
 
-__all__ = ['COMPUTE_COLUMNS', 'start_meter', 'account', 'start_run', 'resume_epoch', 'train_epoch',
-           'adversarial_test', 'save_epoch', 'final_record', 'write_csv', 'non_finite_message']
+__all__ = ['COMPUTE_COLUMNS', 'start_meter', 'account', 'start_run', 'run_state', 'restore_state', 'resume_epoch',
+           'train_or_stop', 'train_epoch', 'adversarial_test', 'save_epoch', 'final_record', 'write_csv',
+           'non_finite_message']
 
 
-def non_finite_message(e, log_dir, args, logger):
-    """The one line of a run stopped by a non-finite loss (also written to log-train.log): where, what is kept,
-    how to continue."""
-    if e.epoch > 1:
+def non_finite_message(e, log_dir, logger, lr, lr_flag='--lr', can_change_lr=True, first_epoch=1):
+    """The one line of a run stopped by a non-finite loss (also written to the log): where, what is kept, how to
+    continue."""
+    retry = f'start again with other flags (e.g. a lower {lr_flag} than {lr:g}) and --overwrite'
+    if e.epoch > first_epoch and can_change_lr:
         kept = (f'{log_dir} still holds epoch {e.epoch - 1}; continue from it with --resume, e.g. with a lower '
-                f'learning rate: --resume --resume-changed-flags lr --lr {args.lr / 2:g}')
+                f'learning rate: --resume --resume-changed-flags lr {lr_flag} {lr / 2:g}')
+    elif e.epoch > first_epoch:
+        kept = f'{log_dir} still holds epoch {e.epoch - 1}; {retry}'
     else:
-        kept = (f'no epoch was completed; start again with other flags (e.g. a lower --lr than {args.lr:g}) '
-                f'and --overwrite')
-    message = f'{e} with --lr {args.lr:g}: stopped, nothing of epoch {e.epoch} was saved. {kept}.'
+        kept = f'no epoch was completed; {retry}'
+    message = f'{e} with {lr_flag} {lr:g}: stopped, nothing of epoch {e.epoch} was saved. {kept}.'
     logger.logger.info(message)
     return message
+
+
+def train_or_stop(trainer, loader, epoch, stop_message, on_step=None):
+    """`trainer.train` of epoch `epoch` (its loader's order set first); a non-finite loss becomes a UserError
+    with `stop_message(e)`."""
+    faults.set_epoch(epoch)
+    set_epoch(loader, epoch)
+    try:
+        return trainer.train(loader, epoch=epoch, on_step=on_step)
+    except NonFiniteLoss as e:
+        raise UserError(stop_message(e)) from None
 
 
 COMPUTE_COLUMNS = ('images_per_s', 'flop_per_image', 'flops_per_s', 'mfu')  # appended to stats_adv.csv
@@ -72,15 +86,24 @@ def write_csv(rows, path):
     write_atomic(path, lambda f: f.write(text.encode()))
 
 
-def resume_epoch(trainer, state, args, runtime, logger, num_epochs):
-    """The inverse of `save_epoch`: `state` (of `core.run.run_dir.load_resume_state`) back into the trainer
-    (weights, optimiser, schedule, weight averaging and its BN momentum) and this process's RNG states; logs it.
-    A --lr other than the saved one (--resume-changed-flags lr, checked in load_resume_state) scales every learning
-    rate by new / old from this step on. Returns the first epoch to train. (The original's resume restored no RNG
-    state and reset the best score: docs/differences.md items 34 and 45.)"""
+def run_state(trainer, runtime, **fields):
+    """The state file's content: `fields`, the trainer, its global step and every process's RNG states (a
+    collective under DDP). The original's resume restored no RNG state: docs/differences.md items 34 and 45."""
+    rngs = all_gather_object(rng_state(runtime.device), runtime)
+    return dict(fields, global_step=trainer.last_global_step, trainer=trainer.state_dict(), rng=rngs)
+
+
+def restore_state(trainer, state, runtime):
+    """The inverse of `run_state`: the trainer (with weight averaging's BN momentum) and this process's RNGs."""
     trainer.load_state_dict(state['trainer'], global_step=state['global_step'])
     rngs = state['rng']  # one per process; a state of another number of processes: rank 0's for every process
     set_rng_state(rngs[runtime.rank] if len(rngs) == runtime.world_size else rngs[0], runtime.device)
+
+
+def resume_epoch(trainer, state, args, runtime, logger, num_epochs):
+    """`restore_state`, logged; a --lr other than the saved one (--resume-changed-flags lr) scales every learning
+    rate by new / old from this step on. Returns the first epoch to train."""
+    restore_state(trainer, state, runtime)
     logger.log('\nResuming from epoch {} of {}.'.format(state['epoch'] + 1, num_epochs))
     old_lr = state['args']['lr']
     if old_lr != args.lr:
@@ -109,14 +132,10 @@ def start_run(trainer, state, args, runtime, logger, test_dataloader, num_epochs
 def train_epoch(trainer, logger, train_dataloader, test_dataloader, epoch, args, log_dir, on_step=None):
     """Train epoch `epoch` (a non-finite loss stops the run with one line), measure the clean test accuracy and
     log the epoch's first lines. Returns (train metrics, test accuracy, the epoch's CSV row so far)."""
-    faults.set_epoch(epoch)
     logger.log('======= Epoch {} ======='.format(epoch))
     last_lr = trainer.last_lr()
-    set_epoch(train_dataloader, epoch)
-    try:
-        res = trainer.train(train_dataloader, epoch=epoch, on_step=on_step)
-    except NonFiniteLoss as e:
-        raise UserError(non_finite_message(e, log_dir, args, logger)) from None
+    res = train_or_stop(trainer, train_dataloader, epoch, lambda e: non_finite_message(e, log_dir, logger, args.lr),
+                        on_step)
     test_acc = trainer.eval(test_dataloader)
 
     # the LR is the one read before the epoch (docs/differences.md item 39)
@@ -148,7 +167,7 @@ def save_epoch(trainer, runtime, logger, log_dir, new_best, rows, state, start, 
     `args_to_write`: after --resume-changed-flags) and, last, the state file (`state` plus the trainer, the
     global step and every process's RNG states): the state file is the epoch's commit point (docs/differences.md
     item 45)."""
-    rngs = all_gather_object(rng_state(runtime.device), runtime)
+    state = run_state(trainer, runtime, **state)
     if runtime.is_primary:
         if new_best:
             trainer.save_model(os.path.join(log_dir, 'weights-best.pt'))
@@ -159,8 +178,7 @@ def save_epoch(trainer, runtime, logger, log_dir, new_best, rows, state, start, 
         write_run_curves(log_dir)  # curves.png; a failure to draw is a warning, never a crash
         if args_to_write is not None:
             write_args(args_to_write, log_dir)
-        save_atomic(dict(state, global_step=trainer.last_global_step, trainer=trainer.state_dict(), rng=rngs),
-                    os.path.join(log_dir, STATE_FILE))
+        save_atomic(state, os.path.join(log_dir, STATE_FILE))
     barrier(runtime)
 
 

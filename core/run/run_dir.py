@@ -28,8 +28,9 @@ RUN_FILES = ('weights-best.pt', 'weights-last.pt', STATE_FILE, 'stats_adv.csv', 
 # The temporary files those writes leave behind when the process is killed mid-write (and nothing else).
 STALE_TEMP_FILES = temp_name_pattern(RUN_FILES)
 # Flags that may differ between a run and its --resume (they do not change the numbers).
+# A renamed run folder resumes: its name (--desc, --fname) is not compared.
 RESUME_FREE_FLAGS = ('resume', 'overwrite', 'num_workers', 'stop_after', 'device', 'data_dir', 'log_dir',
-                     'aux_data_filename', 'resume_changed_flags', 'tensorboard')
+                     'aux_data_filename', 'resume_changed_flags', 'tensorboard', 'desc', 'fname')
 # Flags a resume may change on purpose, named in --resume-changed-flags (docs/training.md).
 RESUME_CHANGEABLE_FLAGS = ('lr',)
 
@@ -50,8 +51,9 @@ def check_run_dir(log_dir, args, state_file=STATE_FILE, rename_hint='choose anot
                         f'--overwrite to write a new run over its files, or {rename_hint}.')
 
 
-def load_resume_state(log_dir, args, num_epochs):
-    """The state file of the run to continue, after checking that it matches the flags and is not finished.
+def load_resume_state(log_dir, args, num_epochs, version=STATE_FORMAT_VERSION, flags_file=ARGS_FILE):
+    """The state file of the run to continue (every training script's), after checking that it has `version`,
+    matches the flags and has fewer than `num_epochs` epochs done ('epoch' counts the completed ones).
 
     A run killed before its first epoch was saved has args.txt but no state file: then None (start at epoch 1),
     after the same check of the flags against args.txt.
@@ -60,25 +62,27 @@ def load_resume_state(log_dir, args, num_epochs):
         check_resume_flags(read_args(log_dir, fix='start the run again with --overwrite'), args, log_dir)
         return None
     state = load_checkpoint(os.path.join(log_dir, STATE_FILE))
-    if state.get('format_version') != STATE_FORMAT_VERSION:
+    if state.get('format_version') != version:
         raise UserError(f'--resume: {log_dir}/{STATE_FILE} has format {state.get("format_version")}, this code '
-                        f'reads {STATE_FORMAT_VERSION}.')
-    check_resume_flags(state['args'], args, log_dir)
+                        f'reads {version}; finish that run with the version that wrote it, or start it again '
+                        f'with --overwrite.')
+    check_resume_flags(state['args'], args, log_dir, flags_file)
     if state['epoch'] >= num_epochs:
         raise UserError(f'--resume: {log_dir} already completed its {state["epoch"]} epochs; nothing to do.')
     return state
 
 
-def check_resume_flags(saved, args, log_dir):
+def check_resume_flags(saved, args, log_dir, flags_file=ARGS_FILE):
     """A resume runs with the saved flags, except RESUME_FREE_FLAGS and those named in --resume-changed-flags."""
-    diff = [k for k in vars(args) if k not in RESUME_FREE_FLAGS and k not in args.resume_changed_flags
+    changed = getattr(args, 'resume_changed_flags', ())
+    diff = [k for k in vars(args) if k not in RESUME_FREE_FLAGS and k not in changed
             and saved.get(k, None) != getattr(args, k)]
     if diff:
         allowed = [k for k in diff if k in RESUME_CHANGEABLE_FLAGS]
         hint = (f' (to change {", ".join(allowed)} on purpose, add --resume-changed-flags {",".join(allowed)})'
                 if allowed else '')
         raise UserError(f'--resume: the flags differ from the saved run for {", ".join(diff)}; '
-                        f'resume with the flags of {os.path.join(log_dir, ARGS_FILE)}{hint}.')
+                        f'resume with the flags of {os.path.join(log_dir, flags_file)}{hint}.')
 
 
 def remove_stale_temp_files(log_dir):

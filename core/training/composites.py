@@ -1,4 +1,4 @@
-"""The composites of train-wa.py / train.py: a built inner maximisation -> the training forwards -> an outer loss
+"""The composites of every training script: a built inner maximisation -> the training forwards -> an outer loss
 (core/losses/outer.py), in the reference's forward, RNG and BatchNorm-update order; and the reference's per-call
 builders trades_loss, trades_loss_LSE, trades_loss_plain, mart_loss (their attack built per call).
 """
@@ -6,11 +6,21 @@ import torch
 import torch.nn.functional as F
 
 from core.attacks.trades import MartInnerMax, TradesInnerMax, TradesPlainInnerMax
-from core.losses.outer import madry_outer_loss, mart_outer_loss, score_lse_loss, trades_kl_loss, trades_plain_outer_loss
+from core.losses.divergences import smooth_targets
+from core.losses.outer import (
+    distance_term,
+    madry_outer_loss,
+    mart_outer_loss,
+    pgd_loss,
+    score_lse_loss,
+    trades_kl_loss,
+    trades_plain_outer_loss,
+)
+from core.losses.outer import trades_loss as trades_outer_loss
 from core.utils.checkpoint import unwrap_model
 
-__all__ = ['madry_composite', 'trades_composite', 'attack_first_composite', 'trades_loss', 'trades_loss_LSE',
-           'trades_loss_plain', 'mart_loss']
+__all__ = ['madry_composite', 'trades_composite', 'attack_first_composite', 'divergence_composite', 'trades_loss',
+           'trades_loss_LSE', 'trades_loss_plain', 'mart_loss']
 
 
 def madry_composite(model, attack, x, y, *, keep_clean):
@@ -47,6 +57,23 @@ def attack_first_composite(model, attack, x, y, *, outer_loss, **outer):
     model.train()
     logits_nat = model(x)
     return outer_loss(logits_nat, model(x_adv), y, **outer)
+
+
+def divergence_composite(model, attack, x, y, *, num_classes, ls, divergence, bound, trades_lambda=None,
+                         clip_clean=True):
+    """without_DDPM: x_adv = attack(x, y) (x clamped to [0, 1] without one), targets smoothed by `ls`; PGD /
+    Standard: pgd_loss on model(x_adv); TRADES (`trades_lambda`): model(x_adv), then model(x) (both update
+    BatchNorm, docs/differences.md item 58), trades_loss."""
+    x_adv = attack(x, y) if attack is not None else torch.clamp(x, 0, 1)
+    targets = smooth_targets(y, num_classes, ls)
+    if trades_lambda is None:
+        loss = pgd_loss(model(x_adv), targets, divergence, bound)[0]
+    else:
+        logits_adv = model(x_adv)
+        loss = trades_outer_loss(model(x), logits_adv, targets, beta=trades_lambda,
+                                 divergence=distance_term(divergence), bound=bound, clip_clean=clip_clean,
+                                 per_sample=True)[0]
+    return loss, {'loss': loss.detach()}
 
 
 def trades_loss(model, x, y, *, step_size=0.003, epsilon=0.031, perturb_steps=10, beta=1.0, attack='linf-pgd',

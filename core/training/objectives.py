@@ -39,16 +39,9 @@ import torch.nn as nn
 from core.attacks import create_attack
 from core.attacks.divergence import DivergencePGD, TradesDivergencePGD
 from core.attacks.trades import MartInnerMax, TradesInnerMax, TradesPlainInnerMax
-from core.losses.outer import (
-    distance_term,
-    mart_outer_loss,
-    pgd_loss,
-    score_lse_loss,
-    trades_kl_loss,
-    trades_loss,
-    trades_plain_outer_loss,
-)
-from core.training.composites import attack_first_composite, madry_composite, trades_composite
+from core.losses.divergences import clip_bound
+from core.losses.outer import mart_outer_loss, score_lse_loss, trades_kl_loss, trades_plain_outer_loss
+from core.training.composites import attack_first_composite, divergence_composite, madry_composite, trades_composite
 from core.utils.errors import UserError
 
 __all__ = ['Objective', 'OBJECTIVES', 'Loss', 'bind', 'select', 'resolve', 'check_beta', 'WITHOUT_DDPM_OBJECTIVES',
@@ -69,8 +62,7 @@ class Objective:
     flag: the train-wa.py flag (argparse dest) that asks for it ('mart', 'LSE', 'beta' given a value; None: Madry).
     needs_weight_averaging: True = only --tau > 0, False = only --tau 0, None = either. attacks: the --attack values
     it supports (None = any; `label` names it in the UserError). make_attack(model, args, num_classes): its inner
-    maximisation on the plain model, built once per run. loss: a `Loss` (train-wa.py / train.py), or without_DDPM's
-    `loss(model, x, x_adv, targets, args, bound)`.
+    maximisation on the plain model, built once per run. loss: a `Loss`.
     """
     name: str
     flag: Optional[str]
@@ -206,13 +198,8 @@ def resolve(args, weight_averaging):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# without_DDPM/train_cifar.py: PGD-AT, TRADES or standard training with a chosen divergence (CIFAR without
-# generated data). Keyed by the --attack value (the script's argparse choices); `resolve_without_ddpm` picks one
-# at start-up. Calling convention: the script builds `make_attack(model, args, num_classes)` once; per batch
-# core.training.without_ddpm.train_loss attacks (x_adv = x clamped to [0, 1] without an attack), smooths the targets by
-# --label_smoothing and calls `loss(model, x, x_adv, targets, args, bound)` -> the scalar loss, the model in train
-# mode. They are entries of OBJECTIVES like train-wa.py's (their `script` says which script trains them);
-# WITHOUT_DDPM_OBJECTIVES is the view of this script's entries, in --attack choice order.
+# without_DDPM/train_cifar.py: PGD-AT, TRADES or standard training with a chosen divergence, keyed by --attack
+# and picked by `resolve_without_ddpm`; bound and trained like train-wa.py's (`divergence_composite`).
 # ---------------------------------------------------------------------------------------------------------------
 
 WITHOUT_DDPM_SCRIPT = 'without_DDPM/train_cifar.py'
@@ -232,18 +219,14 @@ def _no_attack(model, args, num_classes):
     return None
 
 
-def _divergence_loss(model, x, x_adv, targets, args, bound):
-    """PGD / Standard: pgd_loss on model(x_adv) (x_adv = x for Standard)."""
-    return pgd_loss(model(x_adv), targets, args.divergence, bound)[0]
-
-
-def _trades_divergence_loss(model, x, x_adv, targets, args, bound):
-    """TRADES: trades_loss on model(x_adv), then model(x) (this order: both forwards update BatchNorm)."""
-    logits_adv = model(x_adv)
-    logits_clean = model(x)
-    return trades_loss(logits_clean, logits_adv, targets, beta=args.TRADESlambda,
-                       divergence=distance_term(args.divergence), bound=bound, clip_clean=not args.not_clip_clean,
-                       per_sample=True)[0]
+def _divergence_options(trades):
+    def options(args, num_classes):
+        o = dict(num_classes=num_classes, ls=args.label_smoothing, divergence=args.divergence,
+                 bound=clip_bound(args.clip_loss, args.divergence, num_classes))
+        if trades:
+            o.update(trades_lambda=args.TRADESlambda, clip_clean=not args.not_clip_clean)
+        return o
+    return options
 
 
 def _without_ddpm(name, loss, make_attack, norms=None, norm_error=''):
@@ -254,11 +237,11 @@ def _without_ddpm(name, loss, make_attack, norms=None, norm_error=''):
 
 
 OBJECTIVES.update((o.name, o) for o in (
-    _without_ddpm('PGD', _divergence_loss, _divergence_pgd),
-    _without_ddpm('TRADES', _trades_divergence_loss, _trades_divergence_pgd, norms=('linf',),
-                  norm_error='--attack TRADES has no L2 step (the original crashed): use --norm linf, '
-                             'or --attack PGD.'),
-    _without_ddpm('Standard', _divergence_loss, _no_attack),
+    _without_ddpm('PGD', Loss(divergence_composite, _divergence_options(False)), _divergence_pgd),
+    _without_ddpm('TRADES', Loss(divergence_composite, _divergence_options(True)), _trades_divergence_pgd,
+                  norms=('linf',), norm_error='--attack TRADES has no L2 step (the original crashed): use --norm '
+                                              'linf, or --attack PGD.'),
+    _without_ddpm('Standard', Loss(divergence_composite, _divergence_options(False)), _no_attack),
 ))
 WITHOUT_DDPM_OBJECTIVES = {n: o for n, o in OBJECTIVES.items() if o.script == WITHOUT_DDPM_SCRIPT}
 

@@ -163,7 +163,7 @@ class AdversarialTrainer:
         """`evaluate` of the evaluated model (the averaged one with weight averaging), clean or under the
         evaluation attack: (mean of per-batch accuracies, correct / total)."""
         return evaluate(self.eval_model, dataloader, self.runtime, self.prepare,
-                        self.eval_attack if adversarial else None, sharded)
+                        (self.eval_attack if adversarial else None,), sharded)[0]
 
     def eval(self, dataloader, adversarial=False):
         """Mean of per-batch accuracies, the reference's `eval` (not correct / total; docs/differences.md item 7)."""
@@ -203,31 +203,33 @@ class AdversarialTrainer:
                 self.ema.restore_bn_momentum(self.model, global_step)
 
 
-def evaluate(model, dataloader, runtime, prepare, attack=None, sharded=False):
-    """Accuracy of `model` in eval mode on `dataloader`, clean or under `attack` (`attack.perturb(x, y)`).
+def evaluate(model, dataloader, runtime, prepare, attacks=(None,), sharded=False):
+    """Accuracy of `model` in eval mode on `dataloader` under each of `attacks` (None: the clean images): per
+    batch every attack first, in order, then the forwards under no_grad (docs/differences.md items 27 and 71).
 
-    Returns (mean of per-batch accuracies, the reference's logged figure;
-             correct / total, the exact accuracy).
-    Under DDP the batches are split round-robin over the processes and the sums reduced, so both figures
-    equal the single-process ones (up to the attack's random start); `sharded=True` says the loader already
-    yields this process's share (the training loader; `load_data`'s evaluation loaders say so themselves).
+    One (mean of per-batch accuracies, the reference's logged figure; correct / total) per attack. Under DDP the
+    batches are split round-robin over the processes and the sums reduced, so both figures equal the
+    single-process ones (up to the attacks' random starts); `sharded=True` says the loader already yields this
+    process's share (the training loader; `load_data`'s evaluation loaders say so themselves).
     """
     model.eval()
     rank, world = runtime.rank, runtime.world_size
     sharded = sharded or getattr(dataloader.batch_sampler, 'per_rank', False)  # load_data's eval loaders
-    acc_sum, n_batches, correct, total = 0.0, 0, 0, 0
+    sums = [0.0, 0, 0] * len(attacks)   # per attack: sum of batch accuracies, correct, total
+    n_batches = 0
     for i, (x, y) in enumerate(dataloader):
         if not sharded and i % world != rank:
             continue
         x, y = prepare(x, y)
         with runtime.autocast():
-            if attack is not None:
-                x = attack(x, y)   # the attack runs the model in eval mode with frozen parameters
-            with torch.no_grad():  # docs/differences.md item 27
-                out = model(x)
-        acc_sum += accuracy(y, out)
-        correct += num_correct(y, out)
-        total += len(y)
+            inputs = [x if attack is None else attack(x, y) for attack in attacks]  # eval mode, frozen parameters
+            with torch.no_grad():
+                outs = [model(z) for z in inputs]
+        for j, out in enumerate(outs):
+            sums[3 * j] += accuracy(y, out)
+            sums[3 * j + 1] += num_correct(y, out)
+            sums[3 * j + 2] += len(y)
         n_batches += 1
-    acc_sum, n_batches, correct, total = all_reduce_sum([acc_sum, n_batches, correct, total], runtime)
-    return acc_sum / max(1, n_batches), correct / max(1, total)
+    sums = all_reduce_sum(sums + [n_batches], runtime)
+    n_batches = max(1, sums.pop())
+    return [(sums[3 * j] / n_batches, sums[3 * j + 1] / max(1, sums[3 * j + 2])) for j in range(len(attacks))]

@@ -1,26 +1,20 @@
-"""The pieces of without_DDPM/train_cifar.py and eval_cifar.py: data, run-folder name, optimiser and LR schedule,
-one training epoch and the per-epoch evaluation (PreActResNet-18 / WRN-34 on CIFAR without generated data).
-
-The models are in core/models/without_ddpm.py, the distances and losses in core/losses/divergences.py, the attacks in
-core/attacks/divergence.py, the objectives (--attack PGD / TRADES / Standard: attack, loss, flag rules) in
-core/training/objectives.py. README.md (section "Without generated data") lists the commands.
+"""What without_DDPM/train_cifar.py and eval_cifar.py compose onto the one trainer (core/training/trainer.py):
+CIFAR without generated data, the `--fname auto` name, the optimiser and LR schedule, the evaluation attacks.
 """
 import os
-import sys
 
-import numpy as np
 import torch
-from torch.optim.lr_scheduler import CosineAnnealingLR
-from tqdm import tqdm
+from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler
 
 from core.attacks.divergence import CEPGD, DivergencePGD
 from core.data.common import ArraySource, ImageDataset, eval_loader, get_transforms, load_split, train_loader
 from core.data.semisup import SemiSupervisedSampler
-from core.losses.divergences import DIVERGENCES, smooth_targets
-from core.training.objectives import WITHOUT_DDPM_OBJECTIVES
+from core.losses.divergences import DIVERGENCES
+from core.training.objectives import WITHOUT_DDPM_OBJECTIVES, bind
+from core.training.trainer import AdversarialTrainer
 
-__all__ = ['ATTACKS', 'DATASETS', 'DEFAULT_DATA_DIR', 'OPTIMIZERS', 'auto_name', 'data_folder', 'evaluate',
-           'load_cifar', 'make_optimizer', 'seed_all', 'step_lr', 'train_epoch', 'train_loss']
+__all__ = ['ATTACKS', 'DATASETS', 'DEFAULT_DATA_DIR', 'OPTIMIZERS', 'auto_name', 'build_trainer', 'data_folder',
+           'eval_attacks', 'load_cifar', 'make_optimizer', 'step_lr']
 
 DATASETS = {'CIFAR-10': ('cifar10', 10), 'CIFAR-100': ('cifar100', 100)}
 ATTACKS = tuple(WITHOUT_DDPM_OBJECTIVES)  # the --attack choices: PGD, TRADES, Standard
@@ -32,18 +26,6 @@ STEP_MILESTONES = (100, 105)  # SGDmom: in (fractional) epochs, whatever --epoch
 DEFAULT_DATA_DIR = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..',
                                                  'cifar-data'))
 
-
-def seed_all(seed):
-    """The original's seeding point: numpy, torch (CPU and every CUDA device), then CUDA again (docs/differences.md
-    item 65)."""
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.cuda.manual_seed(seed)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Data
-# ---------------------------------------------------------------------------------------------------------------
 
 def data_folder(root, dataset):
     """Where `dataset` is read: ROOT/cifar10 (or cifar100) if that folder exists, else ROOT itself.
@@ -80,10 +62,6 @@ def load_cifar(root, dataset, batch_size, num_workers=2, seed=0, pin_memory=Fals
     return train_dl, test_dl, DATASETS[dataset][1]
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Run folder name
-# ---------------------------------------------------------------------------------------------------------------
-
 def auto_name(args):
     """The original's `--fname auto` name, e.g.
     PreActResNet18_PGD_linf_epoch110_eps8_wd0.0005_SGDmomlr0.05_divergenceLSE_clip0.4_seed1.
@@ -107,10 +85,6 @@ def auto_name(args):
     return name
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Optimiser and LR schedule
-# ---------------------------------------------------------------------------------------------------------------
-
 def step_lr(lr_max, t):
     """SGDmom's LR at fractional epoch t = e + (i + 1) / n_b: lr_max before 100, /10 before 105, then /100."""
     if t < STEP_MILESTONES[0]:
@@ -120,93 +94,53 @@ def step_lr(lr_max, t):
     return lr_max / 100.
 
 
-def make_optimizer(params, name, lr_max, weight_decay, epochs):
-    """(optimizer, per-batch scheduler or None) of `--optimizer`; one group, coupled decay on every parameter.
+class PerBatchLR(LRScheduler):
+    """lr = fn(base_lr, e + (i + 1) / n) for batch i of epoch e, stepped after every batch: the original set
+    SGDmom's LR before each batch from exactly this expression, so the values are its bit for bit."""
 
-    SGDmom: SGD(momentum 0.9, not Nesterov), LR set per batch by `step_lr`. Cosine: SGD(momentum 0.9, Nesterov)
-    with CosineAnnealingLR(T_max = epochs) stepped after every batch (so the LR has a period of 2 * epochs
-    batches, as the original). Adam: betas (0.9, 0.999), eps 1e-8, constant LR. Kept from the original
-    (docs/differences.md items 62 and 63).
+    def __init__(self, optimizer, fn, steps_per_epoch):
+        self.fn, self.steps_per_epoch = fn, max(1, steps_per_epoch)
+        super().__init__(optimizer)
+
+    def get_lr(self):
+        e, i = divmod(self.last_epoch, self.steps_per_epoch)
+        return [self.fn(base, e + (i + 1) / self.steps_per_epoch) for base in self.base_lrs]
+
+    def state_dict(self):
+        return {k: v for k, v in super().state_dict().items() if k != 'fn'}
+
+
+def make_optimizer(params, name, lr_max, weight_decay, epochs, steps_per_epoch=1):
+    """(optimizer, per-batch scheduler) of `--optimizer`; one group, coupled decay on every parameter.
+
+    SGDmom: SGD(momentum 0.9), `step_lr`. Cosine: SGD(momentum 0.9, Nesterov), CosineAnnealingLR(T_max = epochs)
+    stepped per batch (a period of 2 * epochs batches, as the original). Adam: constant LR. docs/differences.md
+    items 62 and 63.
     """
     params = list(params)
     if name == 'Adam':
-        return torch.optim.Adam(params, lr=lr_max, betas=(0.9, 0.999), eps=1e-8, weight_decay=weight_decay), None
+        opt = torch.optim.Adam(params, lr=lr_max, betas=(0.9, 0.999), eps=1e-8, weight_decay=weight_decay)
+        return opt, PerBatchLR(opt, lambda base, t: base, steps_per_epoch)
     opt = torch.optim.SGD(params, lr=lr_max, momentum=0.9, dampening=0, weight_decay=weight_decay,
                           nesterov=name == 'Cosine')
     if name == 'Cosine':
         return opt, CosineAnnealingLR(opt, T_max=epochs, eta_min=0)
-    return opt, None
+    return opt, PerBatchLR(opt, step_lr, steps_per_epoch)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Training
-# ---------------------------------------------------------------------------------------------------------------
-
-def train_loss(model, attack, x, y, args, num_classes, bound, objective):
-    """The loss of one batch (the model in train mode): attack, then the objective's forwards and loss.
-
-    `objective` is the one `resolve_without_ddpm` gave at start-up and `attack` its `make_attack`, built once.
-    x_adv = attack(x, y), or x clamped to [0, 1] without an attack (Standard); targets smoothed by
-    --label_smoothing; then `objective.loss(model, x, x_adv, targets, args, bound)`: pgd_loss on model(x_adv) for
-    PGD / Standard, trades_loss on model(x_adv) then model(x) for TRADES (both forwards update BatchNorm; the
-    BatchNorm updates per batch are the original's, docs/differences.md item 58).
-    """
-    x_adv = attack(x, y) if attack is not None else torch.clamp(x, 0, 1)
-    targets = smooth_targets(y, num_classes, args.label_smoothing)
-    return objective.loss(model, x, x_adv, targets, args, bound)
-
-
-def train_epoch(model, objective, attack, loader, opt, scheduler, args, epoch, num_classes, bound, device):
-    """One epoch (0-based `epoch`) of the resolved `objective` with its training `attack`; returns the mean training
-    loss over batches (not logged by the original)."""
-    model.train()
-    n_batches = len(loader)
-    total = torch.zeros((), device=device)
-    bar = tqdm(loader, desc=f'Epoch {epoch}', leave=False, dynamic_ncols=True, file=sys.stderr,
-               mininterval=0.1 if sys.stderr.isatty() else 30.0)
-    for i, (x, y) in enumerate(bar):
-        x, y = x.to(device), y.to(device)
-        if args.optimizer == 'SGDmom':
-            opt.param_groups[0].update(lr=step_lr(args.lr_max, epoch + (i + 1) / n_batches))
-        loss = train_loss(model, attack, x, y, args, num_classes, bound, objective)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if scheduler is not None:
-            scheduler.step()
-        total += loss.detach()
-        if i % 20 == 0:
-            bar.set_postfix(loss=f'{total.item() / (i + 1):.4f}', refresh=False)
-    bar.close()
-    return total.item() / max(1, n_batches)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Per-epoch evaluation
-# ---------------------------------------------------------------------------------------------------------------
-
-def evaluate(model, loader, args, num_classes, device):
-    """Correct counts on the test set in eval mode: (clean, CE-PGD, divergence-PGD, n).
-
-    Per batch: CE-PGD (R restarts, the per-sample best by CE), then DivergencePGD with --divergence (the last
-    restart), both with --attack-iters, --restarts, --norm, eps --test_epsilon/255, step --test-pgd-alpha/255
-    (the training --attack-iters and --restarts, as the original: docs/differences.md items 61 and 64); then the
-    forwards of the clean and attacked images under no_grad (docs/differences.md item 71). Accuracy = correct / n.
-    """
+def eval_attacks(model, args, num_classes):
+    """The per-epoch test attacks: CE-PGD, then DivergencePGD with --divergence, with the training --attack-iters
+    and --restarts at --test_epsilon / --test-pgd-alpha (as the original: docs/differences.md items 61 and 64)."""
     eps, alpha = args.test_epsilon / 255., args.test_pgd_alpha / 255.
-    ce_attack = CEPGD(model, eps, alpha, args.attack_iters, args.restarts, args.norm, 'ce')
-    new_attack = DivergencePGD(model, eps, alpha, args.attack_iters, args.restarts, args.norm, args.divergence,
-                               num_classes)
-    model.eval()
-    counts = torch.zeros(3, dtype=torch.long, device=device)
-    n = 0
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
-        x_ce = ce_attack(x, y)
-        x_new = new_attack(x, y)
-        with torch.no_grad():
-            for j, inputs in enumerate((x, x_ce, x_new)):
-                counts[j] += (model(inputs).argmax(dim=1) == y).sum()
-        n += len(y)
-    clean, ce, new = counts.tolist()
-    return clean, ce, new, n
+    return (CEPGD(model, eps, alpha, args.attack_iters, args.restarts, args.norm, 'ce'),
+            DivergencePGD(model, eps, alpha, args.attack_iters, args.restarts, args.norm, args.divergence,
+                          num_classes))
+
+
+def build_trainer(model, objective, args, num_classes, runtime, steps_per_epoch):
+    """The one trainer with --attack's objective, its attack (built once) and --optimizer's per-batch schedule."""
+    opt, scheduler = make_optimizer(model.parameters(), args.optimizer, args.lr_max, args.weight_decay, args.epochs,
+                                    steps_per_epoch)
+    attack = objective.make_attack(model, args, num_classes)
+    return AdversarialTrainer(model, opt, scheduler, bind(objective.loss, model, args, num_classes, attack), None,
+                              runtime, per_batch_scheduler=True)
