@@ -14,6 +14,9 @@ import pytest
 import torch
 from train_helpers import CSV_COLUMNS, SCRIPT, assert_same_weights, load, make_data_dir, read_csv, run, tiny_args
 
+from core.run.parser import check_radius, parser_train
+from core.utils.errors import UserError
+
 
 @pytest.fixture(scope='module')
 def data_dir(tmp_path_factory):
@@ -35,6 +38,28 @@ def test_bad_numeric_flag_one_line_exit_2_nothing_written(data_dir, tmp_path, ca
     err = capsys.readouterr().err
     assert err.startswith(f'error: {flag} ') and err.count('\n') == 1, err
     assert not log_dir.exists()
+
+
+@pytest.mark.parametrize('flags, hint', [
+    (['--attack-eps', '8'], '--attack-eps 8: an L-inf radius or step above 1 covers the whole image range [0, 1] '
+                            '(images are in [0, 1]); did you mean 8/255?'),
+    (['--attack-step', '2'], 'did you mean 2/255?'),
+    (['--attack-eps', '8/0'], "argument --attack-eps: '8/0': the divisor is 0 (e.g. 8/255)."),  # argparse's usage first
+])
+def test_a_radius_in_pixel_units_or_a_zero_divisor_gets_one_line(data_dir, tmp_path, capsys, flags, hint):
+    log_dir = tmp_path / 'logs'
+    assert run(tiny_args(data_dir, log_dir, 'x', *flags)) == 2
+    err = capsys.readouterr().err
+    assert hint in err.strip().splitlines()[-1] and 'Traceback' not in err, err
+    assert '/0' in flags[1] or err.count('\n') == 1
+    assert not log_dir.exists()
+
+
+def test_an_l2_radius_above_1_is_a_radius():
+    args = parser_train().parse_args(['--desc', 'x', '--attack', 'l2-pgd', '--attack-eps', '2.0'])
+    assert check_radius('--attack-eps', args.attack_eps, False, '0.5') == 2.0
+    with pytest.raises(UserError, match='did you mean 2/255'):
+        check_radius('--attack-eps', args.attack_eps, True, '8/255')
 
 
 def test_non_finite_loss_stops_keeps_the_last_epoch_and_resumes_with_another_lr(data_dir, tmp_path, capsys):

@@ -319,7 +319,11 @@ def test_run_files_resume_and_refusal(data_root, tmp_path, monkeypatch, capsys):
     (['--optimizer', 'SGD'], 'invalid choice'),
     (['--dataset', 'SVHN'], 'invalid choice'),
     (['--activation', 'Mish'], 'invalid choice'),
-    (['--epsilon', '-1'], '--epsilon -1: must be >= 0'),
+    (['--epsilon', '-1'], '--epsilon -1: must be an integer in [0, 255]'),
+    (['--lr-max', 'nan'], '--lr-max nan: must be a finite number >= 0'),     # issue: NaN passed `< 0`
+    (['--weight_decay', 'inf'], '--weight_decay inf: must be a finite number >= 0'),
+    (['--pgd-alpha', 'nan'], '--pgd-alpha nan: must be a finite number in [0, 255]'),
+    (['--clip_loss', '1'], '--clip_loss 1.0: must be a finite number in [0, 1)'),
     (['--attack', 'TRADES', '--norm', 'l2'], 'no L2 step'),
     (['--activation', 'GELU'], 'WideResNet has ReLU, Swish, Softplus only'),
     (['--resume'], 'state-last.pt not found'),
@@ -338,3 +342,15 @@ def test_missing_data_exits_2_and_writes_nothing(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.startswith('error: cifar10 ') and 'data not found' in err and len(err.strip().splitlines()) == 1
     assert os.listdir(tmp_path) == []
+
+
+def test_a_non_finite_loss_stops_the_run_with_one_line(data_root, tmp_path, monkeypatch, capsys):
+    """The original trained on and saved NaN weights as model_best.pth; now the first non-finite loss stops the
+    run before its epoch is saved (the same stop as train-wa.py's: one trainer)."""
+    monkeypatch.chdir(tmp_path)
+    assert run(TRAIN, tiny(data_root, '--lr-max', '1e38', '--fname', 'nan-run')) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert 'the training loss is' in err[-1] and '(not finite) with --lr-max 1e+38: stopped' in err[-1]
+    assert 'no epoch was completed' in err[-1] and 'Traceback' not in '\n'.join(err)
+    folder = os.path.join('trained_models', 'Triangle', 'CIFAR-10', 'nan-run')
+    assert not any(f.endswith('.pth') or f == 'state-last.pt' for f in os.listdir(folder))

@@ -41,7 +41,7 @@ from core.utils.atomic import write_atomic  # noqa: E402
 from core.utils.checkpoint import save_atomic  # noqa: E402
 from core.utils.compute import format_line  # noqa: E402
 from core.utils.distributed import add_device_argument, setup  # noqa: E402
-from core.utils.errors import UserError, exit_on_user_error  # noqa: E402
+from core.utils.errors import SEED_MAX, UserError, check_number, exit_on_user_error  # noqa: E402
 from core.utils.logger import Logger  # noqa: E402
 from core.utils.utils import seed  # noqa: E402
 
@@ -98,23 +98,19 @@ def get_args(argv=None):
 
 
 def validate(args):
-    """Bad input the original accepted and crashed on late (or trained through): one UserError line each (the
-    objective's own rules, e.g. --attack TRADES with --norm l2, are checked by resolve_without_ddpm)."""
-    for flag in ('--epsilon', '--test_epsilon', '--pgd-alpha', '--test-pgd-alpha', '--lr-max', '--weight_decay',
-                 '--TRADESlambda', '--clip_loss', '--label_smoothing'):
-        value = getattr(args, flag[2:].replace('-', '_'))
-        if value < 0:
-            raise UserError(f'{flag} {value}: must be >= 0.')
+    """Bad input the original accepted and crashed on late (or trained through, e.g. a NaN --lr-max): one UserError
+    line each (the objective's own rules, e.g. --attack TRADES with --norm l2, are checked by resolve_without_ddpm)."""
+    for flag in ('--epsilon', '--test_epsilon', '--pgd-alpha', '--test-pgd-alpha'):  # in units of 1/255
+        check_number(flag, getattr(args, flag[2:].replace('-', '_')), 0, 255, example=8)
+    for flag in ('--lr-max', '--weight_decay', '--TRADESlambda'):
+        check_number(flag, getattr(args, flag[2:].replace('-', '_')), 0)
+    check_number('--clip_loss', args.clip_loss, 0, 1, high_open=True, example=0.4)
+    check_number('--label_smoothing', args.label_smoothing, 0, 1, high_open=True, example=0.1)
     for flag in ('epochs', 'batch_size', 'restarts'):
-        if getattr(args, flag) < 1:
-            raise UserError(f'--{flag.replace("_", "-")} {getattr(args, flag)}: must be >= 1.')
-    if args.attack_iters < 0 or args.num_workers < 0:
-        raise UserError('--attack-iters and --num-workers must be >= 0.')
-    if not args.clip_loss < 1:
-        raise UserError(f'--clip_loss {args.clip_loss}: must be < 1 (the clip bound is the loss of a prediction '
-                        f'with 1 - r on the true class).')
-    if not args.label_smoothing < 1:
-        raise UserError(f'--label_smoothing {args.label_smoothing}: must be < 1.')
+        check_number(f'--{flag.replace("_", "-")}', getattr(args, flag), 1)
+    check_number('--attack-iters', args.attack_iters, 0)
+    check_number('--num-workers', args.num_workers, 0)
+    check_number('--seed', args.seed, 0, SEED_MAX, example=1)
     if args.model == 'WideResNet' and args.activation not in WRN_ACTIVATIONS:
         raise UserError(f'--activation {args.activation}: the WideResNet has {", ".join(WRN_ACTIVATIONS)} only.')
     if args.wrn_depth < 10 or (args.wrn_depth - 4) % 6:

@@ -7,7 +7,7 @@ parser.
 import argparse
 import os
 
-from core.attacks import ATTACKS
+from core.attacks import ATTACKS, attack_norm
 from core.data import AUGMENTATIONS, DATASETS, SEMISUP_DATASETS, augment_arg, validate_unsup_fraction
 from core.models import check_model_name
 from core.run.run_dir import RESUME_CHANGEABLE_FLAGS
@@ -119,13 +119,23 @@ def parser_train(tau=True):
     return parser
 
 
+def check_radius(flag, value, linf, example):
+    """A radius or step > 0; an L-inf one above 1 spans all of [0, 1], so it was meant in pixel units."""
+    check_number(flag, value, 0, low_open=True, example=example)
+    if linf and value > 1:
+        raise UserError(f'{flag} {value:g}: an L-inf radius or step above 1 covers the whole image range [0, 1] '
+                        f'(images are in [0, 1]); did you mean {value:g}/255?')
+    return value
+
+
 def check_train_flags(args):
     """Bad flags and combinations of parser_train the reference silently ignores or fails on late: one UserError
     line each, before anything is written (train-wa.py; train.py with its ignored flags switched off;
     docs/differences.md item 43). Returns the training objective the flags ask for (`core.training.objectives.resolve`,
     the one resolution of a run: the scripts hand it to `build_trainer`)."""
-    check_number('--attack-eps', args.attack_eps, 0, low_open=True, example='8/255')
-    check_number('--attack-step', args.attack_step, 0, low_open=True, example='2/255')
+    linf = attack_norm(args.attack) == 'Linf'
+    check_radius('--attack-eps', args.attack_eps, linf, example='8/255')
+    check_radius('--attack-step', args.attack_step, linf, example='2/255')
     check_number('--attack-iter', args.attack_iter, 1, example=10)
     check_number('--lr', args.lr, 0, low_open=True, example=0.4)
     check_number('--weight-decay', args.weight_decay, 0, example='5e-4')

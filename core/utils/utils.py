@@ -25,6 +25,8 @@ def str2float(x):
     try:
         if '/' in x:
             num, den = x.split('/')
+            if float(den) == 0:
+                raise argparse.ArgumentTypeError(f'{x!r}: the divisor is 0 (e.g. 8/255).')
             return float(num) / float(den)
         return float(x)
     except ValueError:
