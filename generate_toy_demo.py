@@ -35,12 +35,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from core.losses import divergences
 from core.toy import fast as toy_fast
 from core.toy.cli import Recorder, build_parser, check_run, prepare_folder, save_arrays, set_runtime
 from core.utils.errors import UserError, exit_on_user_error
 
 DEMOS = ('PGDAT', 'PGDATconsistent', 'TRADES', 'Standard')
 DIVERGENCES = ('KL', 'JSsqrt', 'LSE', 'L2', 'L1', 'Linf')
+# The toy's names -> core/losses/divergences.py's (JSsqrt: the per-row JS, see divergence_per_sample).
+CORE_DIVERGENCE = {'KL': 'KL', 'LSE': 'LSE', 'L2': '2', 'L1': '1', 'Linf': 'inf'}
 
 # Constants of the reference implementation (the paper's setting).
 ITERATIONS = 500
@@ -108,25 +111,14 @@ def build_model(hidden=HIDDEN):
 
 
 def divergence_per_sample(o, t, div):
-    """(N,) divergences between (N, K) probability rows o (model) and t (target), before `distance`'s batch mean.
-
-    KL: sum_k t (log t - log o) (= KL(t || o)); JSsqrt: the per-row JS divergence 0.5 (KL(o||M) + KL(t||M)),
-    M = (o + t) / 2, without the sqrt; LSE: sum_k (o - t)^2; L2: ||o - t||_2; L1: ||o - t||_1; Linf: max_k |o - t|.
-    """
-    if div == 'KL':
-        return F.kl_div(torch.log(o), t, reduction='none').sum(1)
-    if div == 'JSsqrt':
+    """(N,) divergences between (N, K) probability rows o (model) and t (target), before `distance`'s batch mean:
+    core/losses/divergences.py's table with the unmasked F.kl_div kernel (`kl_torch`)."""
+    if div == 'JSsqrt':  # kept local: core's JS takes log(m) twice, which rounds the gradient differently
         log_m = torch.log((o + t) / 2)
         return 0.5 * (F.kl_div(log_m, o, reduction='none').sum(1) + F.kl_div(log_m, t, reduction='none').sum(1))
-    if div == 'LSE':
-        return ((o - t) ** 2).sum(1)
-    if div == 'L2':
-        return torch.linalg.vector_norm(o - t, ord=2, dim=1)
-    if div == 'L1':
-        return (o - t).abs().sum(1)
-    if div == 'Linf':
-        return (o - t).abs().amax(1)
-    raise UserError(f'unknown divergence {div!r}: choose one of {", ".join(DIVERGENCES)}.')
+    if div not in CORE_DIVERGENCE:
+        raise UserError(f'unknown divergence {div!r}: choose one of {", ".join(DIVERGENCES)}.')
+    return divergences.distance(o, t, CORE_DIVERGENCE[div], kl=divergences.kl_torch)
 
 
 def distance(o, t, div):
