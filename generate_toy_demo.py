@@ -99,9 +99,7 @@ class PlainAutograd:
     def softmax(z):
         return F.softmax(z, dim=1)
 
-    @staticmethod
-    def ground_truth(x):
-        return ground_truth(x)
+    ground_truth = staticmethod(ground_truth)
 
     def predict(self, model, x):
         return self.softmax(model(x))
@@ -133,8 +131,7 @@ def compute_C(ops, x, div):
     return pgd(ops, None, x, ops.ground_truth(x).detach(), div)
 
 
-def attack_pgd(ops, model, x, y, div):
-    return pgd(ops, model, x, y, div)
+attack_pgd = pgd  # PGD-AT's attack: (ops, model, x, y, div), the target y = P(Y|x) fixed
 
 
 def attack_pgd_consistent(ops, model, x, div):

@@ -78,20 +78,17 @@ def draw_posterior(ax, folder, ite=None, fontsize=23):
 
 def plot_posterior(folder, png, ite=None, fontsize=23):
     """The panel of one run as a 640 x 480 PNG."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 6), dpi=80)
-    draw_posterior(ax, folder, ite, fontsize)
-    _save(plt, fig, png)
+    plot_grid([folder], [ite], png, size=(8, 6), dpi=80, fontsize=fontsize)
 
 
-def plot_grid(folders, ites, png):
-    """A row per run folder, a column per iteration (None = the final model)."""
+def plot_grid(folders, ites, png, size=(5, 3.75), dpi=64, fontsize=14):
+    """A row per run folder, a column per iteration (None = the final model), each panel `size` inches."""
     plt = _pyplot()
-    fig, axes = plt.subplots(len(folders), len(ites), figsize=(5 * len(ites), 3.75 * len(folders)), dpi=64,
+    fig, axes = plt.subplots(len(folders), len(ites), figsize=(size[0] * len(ites), size[1] * len(folders)), dpi=dpi,
                              squeeze=False)
     for r, folder in enumerate(folders):
         for c, ite in enumerate(ites):
-            draw_posterior(axes[r][c], folder, ite, fontsize=14)
+            draw_posterior(axes[r][c], folder, ite, fontsize)
     _save(plt, fig, png)
 
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import generate_toy_demo as toy  # noqa: E402
+from core.toy.cli import Recorder  # noqa: E402
 
 DEMO, DIVERGENCE, SAMPLES = 'PGDATconsistent', 'KL', 60000
 REFERENCE = "bench/toy.py's reference-style loop"
@@ -43,7 +44,7 @@ def _ref_pgd(loss_fn, x):
 
 
 def reference_run(iterations):
-    """The reference-style loop; returns generate_toy_demo.run's records (no files written)."""
+    """The reference-style loop; returns generate_toy_demo.run's records (no files written), timed alike."""
     np.random.seed(toy.SEED)
     torch.manual_seed(toy.SEED)
     n0, n1 = toy.split_samples(SAMPLES)
@@ -56,10 +57,8 @@ def reference_run(iterations):
         y = truth(x)
         d = _ref_pgd(lambda xd, y=y: _ref_distance(truth(xd), y), x)
         c = c + _ref_distance(truth(x + d), y)        # a float32 tensor, as the original
-    res = {'train_loss': [], 'score_loss': [], 'standard_loss': [], 'seconds': [], 'cpu_seconds': [],
-           'C_L': (c / toy.C_ROUNDS).item()}
-    for _ in range(iterations):
-        t0, c0 = time.perf_counter(), time.process_time()
+    records = Recorder('reference', iterations, log=lambda s: None)
+    for ite in records:
         x = toy.draw_samples(n0, n1, 'cpu')
         opt.zero_grad()
         d = _ref_pgd(lambda xd: _ref_distance(p(xd), truth(xd)), x)
@@ -68,12 +67,9 @@ def reference_run(iterations):
         loss.backward()
         opt.step()
         d2 = _ref_pgd(lambda xd: _ref_distance(p(xd), truth(xd)), x)
-        res['score_loss'].append(_ref_distance(p(x + d2), truth(x + d2)).item())
-        res['standard_loss'].append(_ref_distance(p(x), truth(x)).item())
-        res['train_loss'].append(loss.item())
-        res['seconds'].append(time.perf_counter() - t0)
-        res['cpu_seconds'].append(time.process_time() - c0)
-    return res
+        records.add(ite, loss.item(), _ref_distance(p(x + d2), truth(x + d2)).item(),
+                    _ref_distance(p(x), truth(x)).item())
+    return {**records.res, 'C_L': (c / toy.C_ROUNDS).item()}
 
 
 def main():

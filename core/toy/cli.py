@@ -42,13 +42,11 @@ def build_parser(demos, divergences, iterations, samples, seed):
                         help='Move the results already in OUT/<demo>_<divergence>/ into a dated subfolder of it and '
                              'run (nothing is deleted); without it such a folder is refused.')
     parser.add_argument('--threads', type=int, default=1,
-                        help='CPU threads (torch.set_num_threads); 0 = PyTorch\'s default (all cores). 1 is the '
-                             'default because the blocked CPU path runs thousands of small parallel regions per '
-                             'iteration, and on cores busy with other jobs every region waits for its slowest '
-                             'thread; more threads can pay off on an otherwise idle machine.')
+                        help='CPU threads (torch.set_num_threads); 0 = PyTorch\'s default (all cores); see '
+                             'docs/benchmarks.md.')
     parser.add_argument('--plain-autograd', action='store_true',
-                        help='Run the algorithm as written in generate_toy_demo.py, with plain autograd, instead of '
-                             'the hand-written fast path of core/toy/fast.py (same losses up to rounding, slower).')
+                        help='Run the algorithm as written in generate_toy_demo.py instead of core/toy/fast.py\'s '
+                             'fast path (same losses up to rounding, slower).')
     parser.add_argument('--no-progress', action='store_true', help='No progress bar.')
     parser.add_argument('--compact', action='store_true',
                         help='One line per iteration instead of the reference\'s six (ite:, Train loss:, '
@@ -121,7 +119,7 @@ class Recorder:
 
     def __init__(self, desc, iterations, progress=False, log=print, compact=False):
         self.desc, self.iterations, self.progress, self.log, self.compact = desc, iterations, progress, log, compact
-        self.train_loss, self.score_loss, self.standard_loss, self.seconds, self.cpu_seconds = [], [], [], [], []
+        self.res = {k: [] for k in ('train_loss', 'score_loss', 'standard_loss', 'seconds', 'cpu_seconds')}
         self._clocks = None
 
     def __iter__(self):
@@ -133,20 +131,14 @@ class Recorder:
         bar.close()
 
     def add(self, ite, train_loss, r_score, r_standard):
-        self.train_loss.append(train_loss)
-        self.score_loss.append(r_score)
-        self.standard_loss.append(r_standard)
-        self.seconds.append(time.perf_counter() - self._clocks[0])
-        self.cpu_seconds.append(time.process_time() - self._clocks[1])
+        seconds = time.perf_counter() - self._clocks[0], time.process_time() - self._clocks[1]
+        for key, value in zip(self.res, (train_loss, r_score, r_standard, *seconds)):
+            self.res[key].append(value)
         for line in iteration_lines(ite, train_loss, r_score, r_standard, self.compact):
-            if self.progress:
-                tqdm.write(line)
-            else:
-                self.log(line)
+            (tqdm.write if self.progress else self.log)(line)
 
     def finish(self, folder, c_l):
-        for name, rec in (('train', self.train_loss), ('SCORE', self.score_loss), ('Standard', self.standard_loss)):
-            _savetxt(os.path.join(folder, f'record_{name}_loss.txt'), np.array(rec))
+        for key, name in (('train_loss', 'train'), ('score_loss', 'SCORE'), ('standard_loss', 'Standard')):
+            _savetxt(os.path.join(folder, f'record_{name}_loss.txt'), np.array(self.res[key]))
         self.log(f'C_L: {c_l}')
-        return {'train_loss': self.train_loss, 'score_loss': self.score_loss, 'standard_loss': self.standard_loss,
-                'C_L': c_l, 'seconds': self.seconds, 'cpu_seconds': self.cpu_seconds, 'folder': folder}
+        return {**self.res, 'C_L': c_l, 'folder': folder}
