@@ -113,9 +113,7 @@ class FastPath:
         self.bayes_logits, self.divergence = bayes_logits, divergence
         self.chunk = (CPU_CHUNK if torch.device(device).type == 'cpu' else None) if chunk == 'auto' else chunk
 
-    @staticmethod
-    def softmax(z):
-        return softmax2(z)
+    softmax = staticmethod(softmax2)
 
     def ground_truth(self, x):
         return softmax2(self.bayes_logits(x))
