@@ -166,14 +166,9 @@ def objective(ops, model, demo, x, div):
 
 
 def robust_errors(ops, model, x, div_c):
-    """(R_SCORE, R_Standard) floats: the SCORE attack's distance(p(x + delta), P(Y|x + delta)) and distance(p(x),
-    P(Y|x))."""
-    p, truth = ops.predict, ops.ground_truth
-    delta = attack_pgd_consistent(ops, model, x, div_c)
+    """(R_SCORE, R_Standard) floats: the SCORE and the standard objective measured with div_c."""
     with torch.no_grad():
-        r_score = distance(p(model, x + delta), truth(x + delta), div_c).item()
-        r_standard = distance(p(model, x), truth(x), div_c).item()
-    return r_score, r_standard
+        return tuple(objective(ops, model, demo, x, div_c).item() for demo in ('PGDATconsistent', 'Standard'))
 
 
 def save_predictions(ops, model, x_test, folder, suffix=''):
