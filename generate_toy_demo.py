@@ -1,32 +1,6 @@
-"""The paper's 1-D toy demo: why the standard robust error over-smooths and SCORE does not.
-
-Pang, Lin, Yang, Zhu, Yan. "Robustness and Accuracy Could Be Reconcilable by (Proper) Definition", ICML 2022,
-Figures 1 and 2. Two Gaussian classes on the real line, class 0 ~ N(-1, 2) (50000 samples per draw) and class 1 ~
-N(1, 1) (10000 samples), so the ground-truth posterior P(Y|X) is known in closed form. A 1-100-100-2 tanh network
-is trained to match it under an L-inf threat model of radius eps = 1 around each x, with
-
-    PGDAT            min E[ max_delta D(p(x + delta), P(Y|x)) ]            (the standard robust error)
-    PGDATconsistent  min E[ max_delta D(p(x + delta), P(Y|x + delta)) ]    (SCORE: the target moves with x)
-    TRADES           min E[ D(p(x), P(Y|x)) + 1.0 * D(p(x + delta), P(Y|x)) ], delta from the TRADES attack
-    Standard         min E[ D(p(x), P(Y|x)) ]
-
-for a divergence D in {KL, JSsqrt, LSE, L2, L1, Linf}. Every iteration it prints the training loss, the
-SCORE-style robust error R_SCORE and the standard error R_Standard (both measured with --divergence_C), and
-at the end writes the learned posterior on 10000 test points to TOY_RESULTS/<demo>_<divergence>/.
-
-    python generate_toy_demo.py --demo PGDAT --divergence KL
-    python generate_toy_demo.py --demo PGDATconsistent --divergence KL
-    python plot_toy_demo.py toy_results/PGDAT_KL toy_results/PGDATconsistent_KL
-
-On the CPU it reproduces the reference's random stream, hence its printed numbers. On a GPU the perturbation
-starts are drawn from the CUDA generator (the samples from the CPU one), as in the reference.
-
-This file states the algorithm with plain autograd, in the paper's notation: probabilities are
-F.softmax(logits, dim=1) of (N, 2) logits. Every function that evaluates the network or a posterior takes a strategy
-`ops` (softmax, ground_truth, predict, input_grad): `PlainAutograd` below computes them as written
-(`--plain-autograd`); by default the script passes core/toy/fast.py's `FastPath`, the same quantities computed by
-hand in cache-sized blocks, faster on the CPU (bench/toy.py times both). The command line, the printout and the
-output files are in core/toy/cli.py.
+"""The paper's 1-D toy demo (Pang et al., ICML 2022, Figures 1-2): PGD-AT, SCORE, TRADES and standard training of a
+1-100-100-2 tanh network on two Gaussian classes, eps = 1; docs/toy.md. The algorithm with plain autograd; its
+default strategy `ops` is core/toy/fast.py's FastPath, the command line and records are in core/toy/cli.py.
 """
 import os
 
@@ -35,14 +9,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from core.losses import divergences
 from core.toy import fast as toy_fast
 from core.toy.cli import Recorder, build_parser, check_run, prepare_folder, save_arrays, set_runtime
 from core.utils.errors import UserError, exit_on_user_error
 
 DEMOS = ('PGDAT', 'PGDATconsistent', 'TRADES', 'Standard')
 DIVERGENCES = ('KL', 'JSsqrt', 'LSE', 'L2', 'L1', 'Linf')
+# The toy's names -> core/losses/divergences.py's (JSsqrt: the per-row JS, see divergence_per_sample).
+CORE_DIVERGENCE = {'KL': 'KL', 'LSE': 'LSE', 'L2': '2', 'L1': '1', 'Linf': 'inf'}
 
-# Constants of the reference implementation (the paper's setting).
+# The reference implementation's constants.
 ITERATIONS = 500
 HIDDEN = 100
 LR = 1e-3
@@ -59,102 +36,70 @@ TEST_LOW, TEST_HIGH = -10.0, 10.0
 SEED = 2
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# The problem: data, ground truth, model, divergences
-# ----------------------------------------------------------------------------------------------------------------
-
 def bayes_logits(x):
-    """l_c = -(x - mu_c)^2 / (2 sigma_c^2) - log sigma_c + log n_c, c = 0, 1: (N, 1) points -> (N, 2) logits of the
-    Bayes posterior, with the reference's counts n0 = 50000, n1 = 10000 as priors (whatever --samples is)."""
+    """(N, 1) -> (N, 2) Bayes logits -(x - mu_c)^2 / (2 sigma_c^2) - log sigma_c + log n_c, with the reference's
+    n0, n1 as priors whatever --samples is."""
     l0 = -(x - MU0) ** 2 / (2 * SIGMA0 ** 2) - np.log(SIGMA0) + np.log(N0)
     l1 = -(x - MU1) ** 2 / (2 * SIGMA1 ** 2) - np.log(SIGMA1) + np.log(N1)
     return torch.cat([l0, l1], dim=1)
 
 
 def ground_truth(x):
-    """P(Y|X), the reference's `Softmax`: (N, 1) points -> (N, 2) probabilities, differentiable in x."""
+    """P(Y|X) (the reference's `Softmax`), differentiable in x."""
     return F.softmax(bayes_logits(x), dim=1)
 
 
 def split_samples(samples):
-    """Total samples per draw -> (n0, n1) in the reference's 5:1 ratio (60000 -> 50000, 10000)."""
+    """Samples per draw -> (n0, n1) in the reference's 5:1 ratio."""
     n0 = int(round(samples * N0 / (N0 + N1)))
     return n0, samples - n0
 
 
 def draw_samples(n0, n1, device):
-    """One draw of training points: n0 from class 0 then n1 from class 1 (CPU generator), (n0 + n1, 1) on device.
-
-    `Normal(mu, sigma).sample((n, 1))` as in the reference (on the CPU this is mu + sigma * randn).
-    """
+    """n0 class-0 then n1 class-1 points, (n0 + n1, 1), drawn from the CPU generator as the reference."""
     x0 = torch.distributions.Normal(MU0, SIGMA0).sample((n0, 1))
     x1 = torch.distributions.Normal(MU1, SIGMA1).sample((n1, 1))
     return torch.cat([x0, x1], dim=0).to(device)
 
 
-def draw_test_points(n=N_TEST, generator=None):
-    """x_test ~ U(-10, 10), (n, 1), CPU. With `generator=None` this is the reference's draw from the global stream."""
+def draw_test_points(generator=None):
+    """x_test ~ U(-10, 10), (10000, 1); without `generator` from the global stream, as the reference."""
     if generator is None:
-        return torch.distributions.Uniform(TEST_LOW, TEST_HIGH).sample((n, 1))
-    return torch.empty(n, 1).uniform_(TEST_LOW, TEST_HIGH, generator=generator)
+        return torch.distributions.Uniform(TEST_LOW, TEST_HIGH).sample((N_TEST, 1))
+    return torch.empty(N_TEST, 1).uniform_(TEST_LOW, TEST_HIGH, generator=generator)
 
 
-def build_model(hidden=HIDDEN):
-    """Linear(1, 100) -> Tanh -> Linear(100, 100) -> Tanh -> Linear(100, 2), PyTorch default init (on the CPU).
-
-    The layers are built (and so initialised) in this order, which fixes the random stream.
-    """
-    return nn.Sequential(nn.Linear(1, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 2))
+def build_model():
+    """Linear(1, 100) -> Tanh -> Linear(100, 100) -> Tanh -> Linear(100, 2), initialised in this order."""
+    return nn.Sequential(nn.Linear(1, HIDDEN), nn.Tanh(), nn.Linear(HIDDEN, HIDDEN), nn.Tanh(), nn.Linear(HIDDEN, 2))
 
 
 def divergence_per_sample(o, t, div):
-    """(N,) divergences between (N, K) probability rows o (model) and t (target), before `distance`'s batch mean.
-
-    KL: sum_k t (log t - log o) (= KL(t || o)); JSsqrt: the per-row JS divergence 0.5 (KL(o||M) + KL(t||M)),
-    M = (o + t) / 2, without the sqrt; LSE: sum_k (o - t)^2; L2: ||o - t||_2; L1: ||o - t||_1; Linf: max_k |o - t|.
-    """
-    if div == 'KL':
-        return F.kl_div(torch.log(o), t, reduction='none').sum(1)
-    if div == 'JSsqrt':
+    """(N,) divergences between (N, K) probability rows o (model) and t (target), before `distance`'s batch mean:
+    core/losses/divergences.py's table with the unmasked F.kl_div kernel (`kl_torch`)."""
+    if div == 'JSsqrt':  # kept local: core's JS takes log(m) twice, which rounds the gradient differently
         log_m = torch.log((o + t) / 2)
         return 0.5 * (F.kl_div(log_m, o, reduction='none').sum(1) + F.kl_div(log_m, t, reduction='none').sum(1))
-    if div == 'LSE':
-        return ((o - t) ** 2).sum(1)
-    if div == 'L2':
-        return torch.linalg.vector_norm(o - t, ord=2, dim=1)
-    if div == 'L1':
-        return (o - t).abs().sum(1)
-    if div == 'Linf':
-        return (o - t).abs().amax(1)
-    raise UserError(f'unknown divergence {div!r}: choose one of {", ".join(DIVERGENCES)}.')
+    if div not in CORE_DIVERGENCE:
+        raise UserError(f'unknown divergence {div!r}: choose one of {", ".join(DIVERGENCES)}.')
+    return divergences.distance(o, t, CORE_DIVERGENCE[div], kl=divergences.kl_torch)
 
 
 def distance(o, t, div):
-    """The reference's `distance(o, t, div)`: the batch mean of `divergence_per_sample`, a scalar tensor. Kept
-    from the reference: JSsqrt is the sqrt of the batch-mean JS divergence, not the mean of the per-row sqrt-JS."""
+    """The reference's batch-mean distance; JSsqrt is the sqrt of the mean JS (docs/differences.md item 33)."""
     d = divergence_per_sample(o, t, div).mean()
     return torch.sqrt(d) if div == 'JSsqrt' else d
 
 
 class PlainAutograd:
-    """The strategy `ops` of the functions below as written, with plain autograd (`--plain-autograd`).
-
-    softmax(z) = F.softmax(z, dim=1); ground_truth(x) = P(Y|x); predict(model, x) = p(x), the model's softmax
-    probabilities, (N, 1) -> (N, 2); input_grad(model, x, target, div) = the attacks' ascent direction at the
-    points x (N, 1), the gradient of distance(p(x), target) in x. There p is the model's prediction, or the ground
-    truth itself for model=None; target is an (N, 2) constant, or None for the ground truth at the same point,
-    P(Y|x), through which the gradient also flows (the SCORE attack). core/toy/fast.py's `FastPath` (the default)
-    has the same methods; its input gradient is this one divided by a positive factor, so the attacks take the
-    same steps.
-    """
+    """The strategy `ops` as written (`--plain-autograd`). input_grad is the gradient in x of distance(p(x),
+    target), p the model's prediction or, for model=None, the ground truth; target None means P(Y|x) itself."""
 
     @staticmethod
     def softmax(z):
         return F.softmax(z, dim=1)
 
-    @staticmethod
-    def ground_truth(x):
-        return ground_truth(x)
+    ground_truth = staticmethod(ground_truth)
 
     def predict(self, model, x):
         return self.softmax(model(x))
@@ -167,66 +112,43 @@ class PlainAutograd:
 
 
 def strategy(plain_autograd=False, device='cpu'):
-    """The `ops` of a run: PlainAutograd, or (the default) core/toy/fast.py's FastPath for `device`."""
-    if plain_autograd:
-        return PlainAutograd()
-    return toy_fast.FastPath(bayes_logits, divergence_per_sample, device)
+    return PlainAutograd() if plain_autograd else toy_fast.FastPath(bayes_logits, divergence_per_sample, device)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Attacks: L-inf PGD on the 1-D input, 10 steps of 0.1 from a uniform start, delta clamped to [-1, 1]
-# ----------------------------------------------------------------------------------------------------------------
-
-def pgd(ops, model, x, target, div, eps=EPS, alpha=ALPHA, steps=ATTACK_ITERS):
-    """Sign-gradient ascent on distance(p(x + delta), target), the reference's attack loop; returns delta (N, 1).
-
-    Threat model: L-inf ball of radius eps around each scalar x, no clamp on x + delta. delta starts at
-    U(-eps, eps) (drawn on x's device, `uniform_` on a zeros tensor) and takes `steps` steps of
-    delta <- clamp(delta + alpha * sign(grad), -eps, eps), grad = ops.input_grad. model: `build_model()`'s, or
-    None to attack the ground truth itself (the C constant); target: (N, 2), or None for P(Y|x + delta). Unlike
-    the reference, no parameter gradients are accumulated (numerically irrelevant: it cleared them).
-    """
-    delta = torch.zeros_like(x).uniform_(-eps, eps)
+def pgd(ops, model, x, target, div):
+    """The reference's L-inf sign ascent on distance(p(x + delta), target) from U(-eps, eps) drawn on x's device;
+    returns delta. Unlike the reference it accumulates no parameter gradients (it cleared them)."""
+    delta = torch.zeros_like(x).uniform_(-EPS, EPS)
     with torch.no_grad():
-        for _ in range(steps):
+        for _ in range(ATTACK_ITERS):
             grad = ops.input_grad(model, x + delta, target, div)
-            delta = torch.clamp(delta + alpha * grad.sign(), -eps, eps)
+            delta = torch.clamp(delta + ALPHA * grad.sign(), -EPS, EPS)
     return delta
 
 
 def compute_C(ops, x, div):
-    """delta maximising distance(P(Y|x + delta), P(Y|x)): how far the ground truth itself moves in the ball."""
+    """How far the ground truth itself moves in the ball: delta maximising distance(P(Y|x + delta), P(Y|x))."""
     return pgd(ops, None, x, ops.ground_truth(x).detach(), div)
 
 
-def attack_pgd(ops, model, x, y, div):
-    """PGD-AT's attack: delta maximising distance(p(x + delta), y), y = P(Y|x) fixed."""
-    return pgd(ops, model, x, y, div)
+attack_pgd = pgd  # PGD-AT's attack: (ops, model, x, y, div), the target y = P(Y|x) fixed
 
 
 def attack_pgd_consistent(ops, model, x, div):
-    """SCORE's attack: delta maximising distance(p(x + delta), P(Y|x + delta)); the target moves with delta."""
+    """SCORE's attack: the target P(Y|x + delta) moves with delta."""
     return pgd(ops, model, x, None, div)
 
 
 def attack_trades(ops, model, x, div):
-    """TRADES' attack: delta maximising distance(p(x + delta), p(x)), p(x) detached."""
     with torch.no_grad():
         clean = ops.predict(model, x)
     return pgd(ops, model, x, clean, div)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Training
-# ----------------------------------------------------------------------------------------------------------------
-
 def objective(ops, model, demo, x, div):
-    """The training loss of `demo` on the clean batch x (N, 1), as a scalar tensor with a graph to the model.
-
-    TRADES: the robust term targets the ground truth P(Y|x), not the clean output p(x) as TRADES proper would
-    (kept from the reference).
-    """
-    p, truth = ops.predict, ops.ground_truth            # p(x) and P(Y|x)
+    """The training loss of `demo` on the batch x. TRADES' robust term targets P(Y|x), not p(x), as the
+    reference (docs/differences.md item 33)."""
+    p, truth = ops.predict, ops.ground_truth
     if demo == 'PGDAT':
         y = truth(x)
         delta = attack_pgd(ops, model, x, y, div)
@@ -244,22 +166,12 @@ def objective(ops, model, demo, x, div):
 
 
 def robust_errors(ops, model, x, div_c):
-    """(R_SCORE, R_Standard) on x with divergence div_c, as floats.
-
-    R_SCORE = distance(p(x + delta'), P(Y|x + delta')), delta' from the SCORE attack; R_Standard = distance(p(x),
-    P(Y|x)).
-    """
-    p, truth = ops.predict, ops.ground_truth
-    delta = attack_pgd_consistent(ops, model, x, div_c)
+    """(R_SCORE, R_Standard) floats: the SCORE and the standard objective measured with div_c."""
     with torch.no_grad():
-        r_score = distance(p(model, x + delta), truth(x + delta), div_c).item()
-        r_standard = distance(p(model, x), truth(x), div_c).item()
-    return r_score, r_standard
+        return tuple(objective(ops, model, demo, x, div_c).item() for demo in ('PGDATconsistent', 'Standard'))
 
 
 def save_predictions(ops, model, x_test, folder, suffix=''):
-    """Write x_test.txt, y_test.txt (ground truth) and pre_test.txt (the model's softmax, unblocked) with numpy's
-    savetxt defaults."""
     with torch.no_grad():
         x = x_test.to(next(model.parameters()).device)
         save_arrays(folder, suffix, x_test=x, y_test=ops.ground_truth(x), pre_test=ops.softmax(model(x)))
@@ -268,20 +180,13 @@ def save_predictions(ops, model, x_test, folder, suffix=''):
 def run(demo='PGDATconsistent', divergence='KL', divergence_C='KL', iterations=ITERATIONS, samples=N0 + N1,
         seed=SEED, device='cpu', out='toy_results', save_every=0, progress=False, log=print, compact=False,
         plain_autograd=False, overwrite=None):
-    """Train one toy demo and write its files; returns a dict of the records, C_L, the output folder and the wall
-    and CPU (process) seconds of every iteration. Each printed line goes through `log` (core.toy.cli.iteration_lines).
-
-    The strategy `ops` is `strategy(plain_autograd, device)`: PlainAutograd, or core/toy/fast.py's FastPath (in
-    blocks of toy_fast.CPU_CHUNK rows on the CPU, the module under autograd with a one-block input gradient on
-    other devices). Both draw the same random numbers.
-
-    Random stream, in the reference's order: seeds; model init; 10 C rounds (samples, delta); per iteration
-    (samples, training-attack delta, R_SCORE-attack delta); x_test. Snapshot test points (--save-every) come from a
-    separate generator seeded with `seed`, so they leave the stream, hence the printed numbers, unchanged.
-    """
+    """Train one demo and write its files; returns Recorder.finish's dict. The random stream follows the
+    reference's order (model init, C rounds, per iteration samples and two attack starts, x_test); --save-every's
+    test points come from their own generator, so they leave it unchanged."""
     check_run(demo, (divergence, divergence_C), samples, iterations, save_every, seed, DEMOS, DIVERGENCES, SEED)
+    folder = os.path.join(out, f'{demo}_{divergence}')
     if overwrite is not None:  # the command line: an earlier result folder is refused or moved aside
-        prepare_folder(os.path.join(out, f'{demo}_{divergence}'), overwrite, log)
+        prepare_folder(folder, overwrite, log)
     device = torch.device(device)
     ops = strategy(plain_autograd, device)
     n0, n1 = split_samples(samples)
@@ -293,9 +198,7 @@ def run(demo='PGDATconsistent', divergence='KL', divergence_C='KL', iterations=I
     model = build_model().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
 
-    # The C constant: how much the ground truth itself varies in the eps-ball (uses --divergence). Accumulated
-    # as the reference does, in a float32 tensor (0 + d_1 + ... + d_10, then / 10).
-    c_sum = 0
+    c_sum = 0  # a float32 tensor after the first round, as the reference
     for _ in range(C_ROUNDS):
         x = draw_samples(n0, n1, device)
         delta = compute_C(ops, x, divergence)
@@ -303,7 +206,6 @@ def run(demo='PGDATconsistent', divergence='KL', divergence_C='KL', iterations=I
             c_sum = c_sum + distance(ops.ground_truth(x + delta), ops.ground_truth(x), divergence)
     c_l = (c_sum / C_ROUNDS).item()
 
-    folder = os.path.join(out, f'{demo}_{divergence}')
     os.makedirs(folder, exist_ok=True)
     snapshot_gen = torch.Generator().manual_seed(seed) if save_every else None
 

@@ -1,16 +1,7 @@
-"""Figures of the toy demo without MATLAB: the panels of the paper's Figures 1-2 and the loss curves.
+"""The toy demo's figures without MATLAB: plot_toy_demo.m's panel (plus legend and labels) per run folder, the
+loss curves and, with --grid, every panel in one PNG (docs/toy.md).
 
-Mirrors plot_toy_demo.m: a filled scatter of the ground-truth P(Y=0|x) (colour (0,139,139)/255)
-and of the learned P(Y=0|x) (colour (0.85,0.325,0.098)) over the 10000 test points, marker area 80, grid on,
-x in [-5, 8] with integer ticks, y in [0, 1] with ticks every 0.1, Times New Roman 23 when installed. Unlike the
-.m file it also draws the legend and axis labels (commented out there), and the recorded loss curves.
-
-    python plot_toy_demo.py toy_results/PGDAT_KL toy_results/PGDATconsistent_KL            # final models
-    python plot_toy_demo.py toy_results/PGDAT_KL --ite 100 200 300 --out-dir docs/figures  # --save-every dumps
     python plot_toy_demo.py toy_results/PGDAT_KL toy_results/PGDATconsistent_KL --ite 100 300 final --grid all.png
-
-For each FOLDER it writes <out-dir>/<folder name>[_<ite>]_posterior.png and <folder name>_losses.png (out-dir
-defaults to the folder itself) and prints the mean |learned - true| P(Y=0|X) over the test points.
 """
 import argparse
 import os
@@ -24,6 +15,12 @@ GROUND_TRUTH_COLOUR = (0 / 255, 139 / 255, 139 / 255)
 LEARNED_COLOUR = (0.85, 0.325, 0.098)
 LABELS = {'PGDAT': 'PGD-AT', 'PGDATconsistent': 'SCORE (PGD-AT consistent)', 'TRADES': 'TRADES',
           'Standard': 'standard training'}
+
+
+def _save(plt, fig, png):
+    fig.tight_layout()
+    save_figure(fig, png, dpi='figure')
+    plt.close(fig)
 
 
 def _pyplot():
@@ -62,7 +59,6 @@ def _name(folder):
 
 
 def draw_posterior(ax, folder, ite=None, fontsize=23):
-    """The plot_toy_demo.m panel for one run, on the matplotlib axes `ax`."""
     x, y, pre = load_predictions(folder, ite)
     demo = _name(folder).rsplit('_', 1)[0]
     ax.scatter(x, y, s=80, color=GROUND_TRUTH_COLOUR, label=' Ground truth')
@@ -81,26 +77,19 @@ def draw_posterior(ax, folder, ite=None, fontsize=23):
 
 
 def plot_posterior(folder, png, ite=None, fontsize=23):
-    """The plot_toy_demo.m panel for one run, written to `png` (640 x 480)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 6), dpi=80)
-    draw_posterior(ax, folder, ite, fontsize)
-    fig.tight_layout()
-    save_figure(fig, png, dpi='figure')
-    plt.close(fig)
+    """The panel of one run as a 640 x 480 PNG."""
+    plot_grid([folder], [ite], png, size=(8, 6), dpi=80, fontsize=fontsize)
 
 
-def plot_grid(folders, ites, png):
-    """All panels in one PNG: one row per run folder, one column per iteration (None = the final model)."""
+def plot_grid(folders, ites, png, size=(5, 3.75), dpi=64, fontsize=14):
+    """A row per run folder, a column per iteration (None = the final model), each panel `size` inches."""
     plt = _pyplot()
-    fig, axes = plt.subplots(len(folders), len(ites), figsize=(5 * len(ites), 3.75 * len(folders)), dpi=64,
+    fig, axes = plt.subplots(len(folders), len(ites), figsize=(size[0] * len(ites), size[1] * len(folders)), dpi=dpi,
                              squeeze=False)
     for r, folder in enumerate(folders):
         for c, ite in enumerate(ites):
-            draw_posterior(axes[r][c], folder, ite, fontsize=14)
-    fig.tight_layout()
-    save_figure(fig, png, dpi='figure')
-    plt.close(fig)
+            draw_posterior(axes[r][c], folder, ite, fontsize)
+    _save(plt, fig, png)
 
 
 def plot_losses(folder, png):
@@ -120,9 +109,7 @@ def plot_losses(folder, png):
     ax.set_ylabel('loss', fontsize=16)
     ax.set_title(_name(folder), fontsize=16)
     ax.legend(fontsize=14)
-    fig.tight_layout()
-    save_figure(fig, png, dpi='figure')
-    plt.close(fig)
+    _save(plt, fig, png)
 
 
 def _ite(v):

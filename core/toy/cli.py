@@ -1,15 +1,5 @@
-"""The toy demo's command line, printout and files; generate_toy_demo.py holds the algorithm itself.
-
-- `build_parser(...)`: the reference's flags (--demo, --divergence, --divergence_C) and this project's additions.
-- `check_run(...)`: a UserError for a bad value, before anything is seeded or written.
-- `set_runtime(device, threads)`: refuses a CUDA device without CUDA, sets the CPU threads.
-- `Recorder`: the per-iteration records (training loss, R_SCORE, R_Standard, wall and CPU seconds), the printout
-  (the reference's six lines per iteration, or one with --compact) and the record_*_loss.txt files.
-- `save_arrays(folder, suffix, **arrays)`: one `<name><suffix>.txt` per array, with numpy's savetxt defaults,
-  written atomically (core/utils/atomic.py), as are the record files.
-
-core/toy/fast.py holds `FastPath`, the demo's default strategy (its network and attacks by hand, in blocks).
-"""
+"""The toy demo's command line, run checks, printout and files (written atomically); generate_toy_demo.py holds the
+algorithm."""
 import argparse
 import datetime
 import os
@@ -28,12 +18,10 @@ __all__ = ['Recorder', 'build_parser', 'check_run', 'iteration_lines', 'save_arr
 
 
 def build_parser(demos, divergences, iterations, samples, seed):
-    """The demo's argparse parser; `demos`, `divergences` are the choices, the rest the defaults."""
     parser = argparse.ArgumentParser(
         description='The 1-D toy demo of SCORE (Pang et al., ICML 2022, Figures 1-2).',
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    # The reference's flags. Its --demo default, 'PGDconsistent', is not a handled value (the run dies); the
-    # default here is the SCORE demo it evidently meant, and any other value is refused by argparse.
+    # The reference's flags; its --demo default 'PGDconsistent' crashed (docs/differences.md item 33).
     parser.add_argument('--demo', type=str, default='PGDATconsistent', choices=demos,
                         help='Training objective (PGDATconsistent = SCORE).')
     parser.add_argument('--divergence', type=str, default='KL', choices=divergences,
@@ -54,13 +42,11 @@ def build_parser(demos, divergences, iterations, samples, seed):
                         help='Move the results already in OUT/<demo>_<divergence>/ into a dated subfolder of it and '
                              'run (nothing is deleted); without it such a folder is refused.')
     parser.add_argument('--threads', type=int, default=1,
-                        help='CPU threads (torch.set_num_threads); 0 = PyTorch\'s default (all cores). 1 is the '
-                             'default because the blocked CPU path runs thousands of small parallel regions per '
-                             'iteration, and on cores busy with other jobs every region waits for its slowest '
-                             'thread; more threads can pay off on an otherwise idle machine.')
+                        help='CPU threads (torch.set_num_threads); 0 = PyTorch\'s default (all cores); see '
+                             'docs/benchmarks.md.')
     parser.add_argument('--plain-autograd', action='store_true',
-                        help='Run the algorithm as written in generate_toy_demo.py, with plain autograd, instead of '
-                             'the hand-written fast path of core/toy/fast.py (same losses up to rounding, slower).')
+                        help='Run the algorithm as written in generate_toy_demo.py instead of core/toy/fast.py\'s '
+                             'fast path (same losses up to rounding, slower).')
     parser.add_argument('--no-progress', action='store_true', help='No progress bar.')
     parser.add_argument('--compact', action='store_true',
                         help='One line per iteration instead of the reference\'s six (ite:, Train loss:, '
@@ -69,7 +55,7 @@ def build_parser(demos, divergences, iterations, samples, seed):
 
 
 def check_run(demo, divergence_names, samples, iterations, save_every, seed, demos, divergences, example_seed):
-    """A UserError naming the first bad value of a run (`divergence_names`: --divergence and --divergence_C)."""
+    """A UserError naming the first bad value, before anything is seeded or written."""
     if demo not in demos:
         raise UserError(f'unknown demo {demo!r}: choose one of {", ".join(demos)}.')
     for d in divergence_names:
@@ -85,7 +71,7 @@ def check_run(demo, divergence_names, samples, iterations, save_every, seed, dem
 
 
 def prepare_folder(folder, overwrite, log=print):
-    """Refuse a result folder that holds files unless `overwrite`; then move them into folder/previous-<date>/."""
+    """Refuse a folder holding results unless `overwrite`; then move them into folder/previous-<date>/."""
     old = sorted(f for f in os.listdir(folder) if not f.startswith('previous-')) if os.path.isdir(folder) else []
     if old and not overwrite:
         raise UserError(f'{folder} holds the results of an earlier run ({old[0]}, ...): pass --overwrite to move them '
@@ -100,8 +86,7 @@ def prepare_folder(folder, overwrite, log=print):
 
 
 def set_runtime(device, threads):
-    """--device and --threads: the device `core.utils.distributed.setup` resolves (a UserError for CUDA without
-    CUDA), and the number of threads (a UserError if negative; > 0 is set). Returns the torch.device."""
+    """The torch.device of --device (a UserError for CUDA without CUDA); sets --threads (0: PyTorch's default)."""
     if threads < 0:
         raise UserError(f'--threads {threads} must be >= 0 (0 = PyTorch\'s default).')
     if threads:
@@ -110,24 +95,17 @@ def set_runtime(device, threads):
 
 
 def save_arrays(folder, suffix='', **arrays):
-    """Write each (N, d) tensor as folder/<name><suffix>.txt with numpy's savetxt defaults ('%.18e', spaces),
-    each file atomically (a crash leaves the previous file of that name intact)."""
+    """Each tensor as folder/<name><suffix>.txt with numpy's savetxt defaults."""
     for name, a in arrays.items():
         _savetxt(os.path.join(folder, f'{name}{suffix}.txt'), a.cpu().numpy())
 
 
 def _savetxt(path, array):
-    """np.savetxt(path, array) with its defaults, through the project's atomic writer."""
     write_atomic(path, lambda f: np.savetxt(f, array))
 
 
 def iteration_lines(ite, train_loss, r_score, r_standard, compact=False):
-    """The printout of iteration `ite` (0-based, as the reference counts): the reference's six lines
-
-        ite: 0 / Train loss: 0.2431... / R_SCORE loss: ... / R_Standard loss: ... / diff: R_SCORE - R_Standard / ***
-
-    (values as Python floats), or with `compact` one line `ite    0 | train loss ... | ...` (6 decimals).
-    """
+    """The reference's six lines of iteration `ite` (counted from 0), or one with `compact`."""
     if compact:
         return [f'ite {ite:4d} | train loss {train_loss:.6f} | R_SCORE {r_score:.6f} | '
                 f'R_Standard {r_standard:.6f} | R_SCORE - R_Standard {r_score - r_standard:.6f}']
@@ -136,17 +114,12 @@ def iteration_lines(ite, train_loss, r_score, r_standard, compact=False):
 
 
 class Recorder:
-    """The iterations of a run and what it records and prints.
-
-    `for ite in recorder:` yields 0 .. iterations - 1 behind a tqdm bar (shown with `progress`) and starts the
-    iteration's clocks; `add(ite, train_loss, r_score, r_standard)` records the iteration's values and seconds
-    and prints `iteration_lines` (through tqdm.write under the bar, else `log`); `finish(folder, c_l)` writes
-    record_{train,SCORE,Standard}_loss.txt, logs `C_L: ...` and returns the run's dict.
-    """
+    """`for ite in recorder:` runs the iterations behind a tqdm bar and times each; `add` records and prints one,
+    `finish` writes record_*_loss.txt, logs C_L and returns the run's dict."""
 
     def __init__(self, desc, iterations, progress=False, log=print, compact=False):
         self.desc, self.iterations, self.progress, self.log, self.compact = desc, iterations, progress, log, compact
-        self.train_loss, self.score_loss, self.standard_loss, self.seconds, self.cpu_seconds = [], [], [], [], []
+        self.res = {k: [] for k in ('train_loss', 'score_loss', 'standard_loss', 'seconds', 'cpu_seconds')}
         self._clocks = None
 
     def __iter__(self):
@@ -158,21 +131,14 @@ class Recorder:
         bar.close()
 
     def add(self, ite, train_loss, r_score, r_standard):
-        self.train_loss.append(train_loss)
-        self.score_loss.append(r_score)
-        self.standard_loss.append(r_standard)
-        self.seconds.append(time.perf_counter() - self._clocks[0])
-        self.cpu_seconds.append(time.process_time() - self._clocks[1])
+        seconds = time.perf_counter() - self._clocks[0], time.process_time() - self._clocks[1]
+        for key, value in zip(self.res, (train_loss, r_score, r_standard, *seconds)):
+            self.res[key].append(value)
         for line in iteration_lines(ite, train_loss, r_score, r_standard, self.compact):
-            if self.progress:
-                tqdm.write(line)
-            else:
-                self.log(line)
+            (tqdm.write if self.progress else self.log)(line)
 
     def finish(self, folder, c_l):
-        """Write the record files, log C_L; returns the records, C_L, the folder and the seconds per iteration."""
-        for name, rec in (('train', self.train_loss), ('SCORE', self.score_loss), ('Standard', self.standard_loss)):
-            _savetxt(os.path.join(folder, f'record_{name}_loss.txt'), np.array(rec))
+        for key, name in (('train_loss', 'train'), ('score_loss', 'SCORE'), ('standard_loss', 'Standard')):
+            _savetxt(os.path.join(folder, f'record_{name}_loss.txt'), np.array(self.res[key]))
         self.log(f'C_L: {c_l}')
-        return {'train_loss': self.train_loss, 'score_loss': self.score_loss, 'standard_loss': self.standard_loss,
-                'C_L': c_l, 'seconds': self.seconds, 'cpu_seconds': self.cpu_seconds, 'folder': folder}
+        return {**self.res, 'C_L': c_l, 'folder': folder}

@@ -1,21 +1,6 @@
-"""The default strategy of generate_toy_demo.py: `FastPath`, the toy network's forward and backward by hand, in
-cache-sized blocks.
-
-generate_toy_demo.py states the paper's algorithm with plain autograd; every function of it that evaluates the
-network or a posterior takes a strategy `ops` with four methods, `softmax(z)`, `ground_truth(x)`, `predict(model,
-x)` and `input_grad(model, x, target, div)`. `--plain-autograd` passes the script's own `PlainAutograd`; by default
-it passes a `FastPath`, which computes the same quantities faster on the CPU (bench/toy.py times both):
-
-- `softmax2(z)`: softmax over a contiguous class axis (PyTorch's last-dim softmax kernel is slow for 2 classes);
-  equal to F.softmax(z, dim=1) up to one float32 ulp.
-- `ToyLogits`: an autograd Function that evaluates the network in blocks of rows and recomputes each block's
-  hidden layers in the backward, so the activations stay in the cache.
-- `FastPath.input_grad`: the attacks' per-row input gradient, with the network's dz/dx taken in forward mode (one
-  extra matrix product per block) and autograd only for the cheap (N, 2) part after the logits; no parameter
-  gradients.
-
-All of it is written for `build_model()`'s Linear(1, H) -> Tanh -> Linear(H, H) -> Tanh -> Linear(H, K) network
-and refuses any other (`check_toy_model`). tests/test_toy_demo.py checks it against plain autograd in float64.
+"""generate_toy_demo.py's default strategy `FastPath`: the toy network's forward and backward by hand, in
+cache-sized blocks, and the attacks' input gradient in forward mode (docs/benchmarks.md#toy-demo-benchtoypy).
+Written for `build_model()`'s Linear(1, H)-Tanh-Linear(H, H)-Tanh-Linear(H, K) network only.
 """
 import torch
 import torch.nn as nn
@@ -25,47 +10,35 @@ CPU_CHUNK = 2048               # points per block on the CPU (the hidden activat
 
 
 def softmax2(z):
-    """F.softmax(z, dim=1) for (N, K) logits with few classes, computed along a contiguous class axis.
-
-    The same formula (max, exp, sum, divide) and equal to F.softmax(z, 1) up to one float32 ulp, but faster on
-    the CPU for K = 2, where PyTorch's last-dim softmax kernel is slow. Returns an (N, K) view of (K, N) storage.
-    """
+    """F.softmax(z, dim=1) along a contiguous class axis (within one float32 ulp): PyTorch's last-dim kernel is
+    slow for K = 2. An (N, K) view of (K, N) storage."""
     return F.softmax(z.t().contiguous(), dim=0).t()
 
 
 def check_toy_model(model):
-    """The fast path (`_logits`, `ToyLogits`, `FastPath`) is written for `build_model()`'s layout only."""
     kinds = (nn.Linear, nn.Tanh, nn.Linear, nn.Tanh, nn.Linear)
     if not (isinstance(model, nn.Sequential) and len(model) == 5
             and all(isinstance(m, k) for m, k in zip(model, kinds)) and model[0].in_features == 1):
         raise TypeError('the toy attacks need build_model()\'s Linear(1,H)-Tanh-Linear(H,H)-Tanh-Linear(H,K) network.')
 
 
-# The fast path. Every row's logits depend on its own x only, so the network is evaluated in blocks of rows
-# small enough for the hidden activations to stay in the cache (on the CPU), without autograd, through buffers
-# allocated once per call. Activations are stored feature-major, (H, rows): the H x H products, the only real
-# work, are ~13% faster that way in MKL, and the logits come out class-major, the layout `softmax2` wants.
+# Activations are feature-major, (H, rows): the H x H products are ~13% faster that way in MKL, and the logits
+# come out class-major, the layout `softmax2` wants.
 
 def _blocks(n, chunk):
-    """(start, size) of consecutive row blocks of at most `chunk` rows (None = one block)."""
     step = min(chunk or n, n)
     return [(s, min(step, n - s)) for s in range(0, n, step)]
 
 
 def _buffer(rows, cols, like):
-    """A function giving contiguous (rows, c) views, c <= cols, of one buffer allocated now (like `like`)."""
+    """Contiguous (rows, c) views, c <= cols, of one buffer allocated once."""
     buf = torch.empty(rows * cols, dtype=like.dtype, device=like.device)
     return lambda c: buf[:rows * c].view(rows, c)
 
 
 def _hidden(xb, w1, b1, w2, b2, a1, a2, slope):
-    """The two tanh layers on a block of b points xb (1, b), written feature-major into the buffers a1, a2.
-
-    Without slope, a1 and a2 are (H, b) and receive h1 = tanh(w1 x + b1) and h2 = tanh(W2 h1 + b2). With slope
-    they are (H, 2b): columns :b as before, columns b: the forward-mode derivatives dh1/dx = (1 - h1^2) w1 and
-    dh2/dx = (1 - h2^2) W2 dh1/dx, so that one matrix product maps both halves through W2. w1, b1, b2 are (H, 1).
-    Returns the (H, b) views h1, h2.
-    """
+    """h1, h2 of a block xb (1, b) into a1, a2 (H, b); with slope they are (H, 2b) and columns b: get the forward-mode
+    dh1/dx = (1 - h1^2) w1 and dh2/dx = (1 - h2^2) W2 dh1/dx (one product maps both halves through W2)."""
     b = xb.shape[1]
     h1, dh1 = a1[:, :b], a1[:, b:]
     torch.mul(w1, xb, out=h1).add_(b1).tanh_()      # w1 x + b1 (addcmul is slow on this broadcast, addmm copies)
@@ -80,11 +53,7 @@ def _hidden(xb, w1, b1, w2, b2, a1, a2, slope):
 
 
 def _logits(x, chunk, w1, b1, w2, b2, w3, b3, slope=False):
-    """z = W3 h2 + b3 for every point, and with slope also dz/dx = W3 dh2/dx (see `_hidden`); (N, K) each.
-
-    x is (N, 1), the parameters are the Linear layers' (w1 is (H, 1)). z and dz/dx are built as (K, N) matrices
-    and returned as (N, K) views (dz is None without slope).
-    """
+    """(N, K) views of the (K, N) logits z and, with slope, dz/dx (else None), block by block."""
     n, hidden, k, m = x.shape[0], w2.shape[0], w3.shape[0], 2 if slope else 1
     step = min(chunk or n, n)
     a1, a2, out = (_buffer(r, m * step, x) for r in (hidden, hidden, k))
@@ -101,13 +70,8 @@ def _logits(x, chunk, w1, b1, w2, b2, w3, b3, slope=False):
 
 
 class ToyLogits(torch.autograd.Function):
-    """model(x) for `build_model()`'s network, in blocks of points: apply(x, chunk, *model.parameters()) -> (N, K).
-
-    The backward recomputes each block's hidden layers instead of keeping two (H, N) activations (one more
-    matrix product per block, but everything stays in the cache) and accumulates the parameter gradients
-    block by block: dW3 = sum_i gz_i h2_i^T, g2 = (1 - h2^2) W3^T gz, dW2 = sum_i g2_i h1_i^T,
-    g1 = (1 - h1^2) W2^T g2, dW1 = sum_i g1_i x_i, the biases' the sums of gz, g2, g1, and dx = W1^T g1.
-    """
+    """apply(x, chunk, *model.parameters()) = model(x) in blocks; the backward recomputes each block's hidden layers
+    (kept in the cache) instead of storing two (H, N) activations."""
 
     @staticmethod
     def forward(ctx, x, chunk, *params):
@@ -141,32 +105,15 @@ class ToyLogits(torch.autograd.Function):
 
 
 class FastPath:
-    """How generate_toy_demo.py computes by default: its `PlainAutograd` strategy's four methods, the same
-    quantities computed faster on the CPU.
-
-    Arguments:
-        bayes_logits (callable): (N, 1) points -> (N, K) logits of the ground truth, differentiable in the points
-            (generate_toy_demo.py's `bayes_logits`).
-        divergence (callable): (o, t, div) -> (N,) per-row divergence of two (N, K) probability tensors
-            (generate_toy_demo.py's `divergence_per_sample`).
-        device (torch.device or str): the run's device; on the CPU the network runs in blocks of CPU_CHUNK rows,
-            elsewhere in one block (the module itself under autograd).
-        chunk (int or None): overrides the rows per block (None = all rows at once).
-
-    - `softmax(z)`: `softmax2`, F.softmax(z, dim=1) computed along a contiguous class axis.
-    - `ground_truth(x)`: softmax(bayes_logits(x)), P(Y|x).
-    - `predict(model, x)`: softmax(model(x)), p(x), through `ToyLogits` in blocks of `chunk` rows.
-    - `input_grad(model, x, target, div)`: the attacks' per-row input gradient, with the network's dz/dx in
-      forward mode and autograd only for the cheap (N, K) part after the logits; no parameter gradients.
-    """
+    """generate_toy_demo.py's PlainAutograd methods, computed faster: blocks of CPU_CHUNK rows on the CPU, one block
+    elsewhere (predict: the module under autograd); `chunk` overrides (None = one block). bayes_logits and divergence
+    are the script's `bayes_logits` and `divergence_per_sample`."""
 
     def __init__(self, bayes_logits, divergence, device='cpu', chunk='auto'):
         self.bayes_logits, self.divergence = bayes_logits, divergence
         self.chunk = (CPU_CHUNK if torch.device(device).type == 'cpu' else None) if chunk == 'auto' else chunk
 
-    @staticmethod
-    def softmax(z):
-        return softmax2(z)
+    softmax = staticmethod(softmax2)
 
     def ground_truth(self, x):
         return softmax2(self.bayes_logits(x))
@@ -178,19 +125,9 @@ class FastPath:
         return softmax2(ToyLogits.apply(x, self.chunk, *model.parameters()))
 
     def input_grad(self, model, x, target, div):
-        """d/dx_i of divergence(p(x)_i, target_i) for every row i, (N, 1).
-
-        model: `build_model()`'s network, or None to differentiate divergence(P(Y|x)_i, target_i) (the C-constant
-        attack); x: (N, 1) points; target: (N, K) constant, or None for the ground truth at the same point, P(Y|x),
-        through which the gradient also flows (the SCORE attack). generate_toy_demo.py's plain-autograd gradient
-        of the batch-mean distance is this per-row one times a positive factor (1/N, and 1 / (2 sqrt(mean)) for
-        JSsqrt): the same signs, hence the same attack steps.
-
-        The chain rule is split at the logits: autograd differentiates divergence(softmax(z), target), and
-        `_logits` gives dz/dx in forward mode, so the gradient is sum_k dL/dz_k * dz_k/dx (+ dL/dtarget *
-        dtarget/dx for the SCORE attack). The (N, K) probabilities are views of class-major (K, N) storage, the
-        layout in which autograd's gradients of `softmax2` then stay: no transposing copies.
-        """
+        """d/dx_i of divergence(p(x)_i, target_i), (N, 1): PlainAutograd's gradient of the batch mean divided by a
+        positive factor, so the attacks take the same signed steps. Autograd covers only divergence(softmax(z),
+        target) (and P(Y|x) for target None); dz/dx comes from `_logits` in forward mode."""
         with torch.enable_grad():
             xr = x.detach().requires_grad_(target is None or model is None)
             t = self.ground_truth(xr) if target is None else target
