@@ -55,6 +55,11 @@ class Attack:
         y = self._get_predicted_label(x) if y is None else replicate_input(y)
         return x, y
 
+    def _objective(self, y):
+        """logits -> the loss of y to ascend (descend if targeted)."""
+        sign = -1 if self.targeted else 1
+        return lambda logits: sign * self.loss_fn(logits, y)
+
     def _perturb(self, x, y):
         """The attack proper: x (B, C, H, W), y (B,) -> x_adv (B, C, H, W); called inside the guard."""
         raise NotImplementedError('Sub-classes must implement _perturb.')

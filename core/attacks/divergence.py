@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from core.losses.divergences import cw_margin, distance
 from core.utils.context import ctx_eval, ctx_noparamgrad
 
+from .utils import ascend
+
 __all__ = ['CEPGD', 'DivergencePGD', 'NORMS', 'TradesDivergencePGD']
 
 NORMS = ('linf', 'l2')
@@ -47,24 +49,21 @@ def _random_start(x, eps, norm):
     return _clamp_to_image(delta, x)
 
 
-def _step(delta, grad, x, eps, step, norm):
-    """One ascent step: linf sign step and clamp to [-eps, eps]; l2 normalised step and renorm to eps. Then [0, 1]."""
-    if norm == 'linf':
-        delta = torch.clamp(delta + step * torch.sign(grad), min=-eps, max=eps)
-    else:
+def _linf_step(x, eps, step):
+    """delta + step sign(grad), clamped to [-eps, eps] (delta space), then into [0, 1] around x."""
+    def update(delta, grad):
+        return _clamp_to_image(torch.clamp(delta + step * torch.sign(grad), min=-eps, max=eps), x)
+    return update
+
+
+def _l2_step(x, eps, step):
+    """delta + step grad / (||grad|| + 1e-10), renormed to eps, then into [0, 1] around x."""
+    def update(delta, grad):
         g_norm = torch.norm(grad.view(grad.shape[0], -1), dim=1).view(-1, 1, 1, 1)
         delta = (delta + grad / (g_norm + 1e-10) * step).view(delta.size(0), -1).renorm(
             p=2, dim=0, maxnorm=eps).view_as(delta)
-    return _clamp_to_image(delta, x)
-
-
-def _ascend(objective, delta, x, eps, step, iters, norm):
-    """`iters` steps on objective(delta) (a scalar); returns delta, detached."""
-    for _ in range(iters):
-        delta.requires_grad_(True)
-        grad, = torch.autograd.grad(objective(delta), [delta])
-        delta = _step(delta.detach(), grad, x, eps, step, norm)
-    return delta.detach()
+        return _clamp_to_image(delta, x)
+    return update
 
 
 class _Attack:
@@ -73,6 +72,10 @@ class _Attack:
             raise ValueError(f'unknown norm {norm!r}; use one of {", ".join(NORMS)}')
         self.model, self.eps, self.step, self.iters = model, eps, step, iters
         self.restarts, self.norm = restarts, norm
+
+    def _ascend(self, loss_of_logits, x, delta):
+        update = (_linf_step if self.norm == 'linf' else _l2_step)(x, self.eps, self.step)
+        return ascend(self.model, loss_of_logits, x, delta, update, self.iters)
 
     def __repr__(self):
         return (f'{type(self).__name__}(eps={self.eps:.5f}, alpha={self.step:.5f}, iters={self.iters}, '
@@ -97,13 +100,12 @@ class DivergencePGD(_Attack):
         x = x.detach()
         target = F.one_hot(y, self.num_classes).float()
 
-        def objective(delta):
-            return distance(F.softmax(self.model(x + delta), dim=1), target, self.div).mean()
+        def objective(logits):
+            return distance(F.softmax(logits, dim=1), target, self.div).mean()
 
         with ctx_noparamgrad(self.model):
             for _ in range(self.restarts):
-                delta = _ascend(objective, _random_start(x, self.eps, self.norm), x, self.eps, self.step,
-                                self.iters, self.norm)
+                delta = self._ascend(objective, x, _random_start(x, self.eps, self.norm))
         return torch.clamp(x + delta, 0, 1)
 
 
@@ -128,11 +130,11 @@ class TradesDivergencePGD(_Attack):
             with torch.no_grad():
                 clean = F.softmax(self.model(x), dim=1)
 
-            def objective(delta):
-                return distance(F.softmax(self.model(x + delta), dim=1), clean, self.div).mean()
+            def objective(logits):
+                return distance(F.softmax(logits, dim=1), clean, self.div).mean()
 
             delta = _clamp_to_image(0.001 * torch.randn(x.shape, device=x.device), x)
-            delta = _ascend(objective, delta, x, self.eps, self.step, self.iters, 'linf')
+            delta = self._ascend(objective, x, delta)
         return torch.clamp(x + delta, 0, 1)
 
 
@@ -157,8 +159,7 @@ class CEPGD(_Attack):
         best_delta = torch.zeros_like(x)
         with ctx_noparamgrad(self.model):
             for _ in range(self.restarts):
-                delta = _ascend(lambda d: step_loss(self.model(x + d), y), _random_start(x, self.eps, self.norm),
-                                x, self.eps, self.step, self.iters, self.norm)
+                delta = self._ascend(lambda z: step_loss(z, y), x, _random_start(x, self.eps, self.norm))
                 with torch.no_grad():
                     all_loss = F.cross_entropy(self.model(x + delta), y, reduction='none')
                 keep = all_loss >= best_loss

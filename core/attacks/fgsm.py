@@ -1,8 +1,9 @@
 """One-step attacks: FGSM (L-inf) and FGM (L2)."""
+import torch
 import torch.nn as nn
 
 from .base import Attack
-from .utils import clamp, input_gradient, normalize_by_pnorm
+from .utils import ascend, clamp, normalize_by_pnorm
 
 
 class FGSMAttack(Attack):
@@ -30,12 +31,12 @@ class FGSMAttack(Attack):
         if self.loss_fn is None:
             self.loss_fn = nn.CrossEntropyLoss(reduction='sum')
 
-    def _grad(self, x, y):
-        sign = -1 if self.targeted else 1  # autocast-safe input gradient (plain autograd in float32)
-        return input_gradient(self.model, lambda out: sign * self.loss_fn(out, y), x)
+    _direction = staticmethod(torch.sign)
 
     def _perturb(self, x, y):
-        return clamp(x + self.eps * self._grad(x, y).sign(), self.clip_min, self.clip_max)
+        def update(x, grad):
+            return clamp(x + self.eps * self._direction(grad), self.clip_min, self.clip_max)
+        return ascend(self.model, self._objective(y), x, x, update, 1, delta=False)
 
 
 class FGMAttack(FGSMAttack):
@@ -52,5 +53,4 @@ class FGMAttack(FGSMAttack):
     Shapes: x (B, C, H, W), y (B,) int64 -> x_adv (B, C, H, W).
     """
 
-    def _perturb(self, x, y):
-        return clamp(x + self.eps * normalize_by_pnorm(self._grad(x, y)), self.clip_min, self.clip_max)
+    _direction = staticmethod(normalize_by_pnorm)

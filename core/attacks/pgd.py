@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from .base import Attack
-from .utils import batch_clamp, clamp, clamp_by_pnorm, input_gradient, is_linf, normalize_by_pnorm, rand_init_delta
+from .utils import ascend, batch_clamp, clamp, clamp_by_pnorm, is_linf, normalize_by_pnorm, rand_init_delta
 
 
 class PGDAttack(Attack):
@@ -62,21 +62,21 @@ class PGDAttack(Attack):
         delta = rand_init_delta(x, self.ord, self.eps, self.clip_min, self.clip_max)
         return clamp(x + delta, min=self.clip_min, max=self.clip_max) - x
 
+    def _update(self, x):
+        lo, hi, eps, step = self.clip_min, self.clip_max, self.eps, self.eps_iter
+
+        def linf(delta, grad):
+            delta = batch_clamp(eps, delta + step * grad.sign())
+            return clamp(x + delta, lo, hi) - x
+
+        def l2(delta, grad):
+            delta = delta + step * normalize_by_pnorm(grad)
+            return clamp_by_pnorm(clamp(x + delta, lo, hi) - x, self.ord, eps)
+        return linf if is_linf(self.ord) else l2
+
     def _perturb(self, x, y):
-        delta = self._init_delta(x)
-        sign = -1 if self.targeted else 1
-        for _ in range(self.nb_iter):  # autocast-safe input gradient (plain autograd in float32)
-            grad = input_gradient(self.model, lambda out: sign * self.loss_fn(out, y), x + delta)
-            delta = delta.detach()
-            if is_linf(self.ord):
-                delta = delta + self.eps_iter * grad.sign()
-                delta = batch_clamp(self.eps, delta)
-                delta = clamp(x + delta, self.clip_min, self.clip_max) - x
-            else:
-                delta = delta + self.eps_iter * normalize_by_pnorm(grad)
-                delta = clamp(x + delta, self.clip_min, self.clip_max) - x
-                delta = clamp_by_pnorm(delta, self.ord, self.eps)
-        return clamp(x + delta.detach(), self.clip_min, self.clip_max)
+        delta = ascend(self.model, self._objective(y), x, self._init_delta(x), self._update(x), self.nb_iter)
+        return clamp(x + delta, self.clip_min, self.clip_max)
 
 
 class LinfPGDAttack(PGDAttack):

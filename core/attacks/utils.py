@@ -137,55 +137,49 @@ def input_gradient(model, loss_of_logits, z):
     return grad / scale
 
 
-def linf_sign_ascent(model, loss_of_logits, x, x_adv, eps, step, iters):
-    """The inner loop of TRADES, SCORE-LSE and MART: T sign-gradient ascent steps on
-    `loss_of_logits(model(x_adv))` (a scalar), each followed by projection to the eps-box around x and clamp01.
-
-    Args:
-        model: the network, run in whatever mode the caller set.
-        loss_of_logits: logits (B, K) -> scalar tensor to maximise.
-        x: (B, C, H, W) clean images in [0, 1], detached. x_adv: the starting point, same shape.
-        eps, step, iters: the L-inf radius, the step size and the number of steps.
-    Returns:
-        x_adv after the steps, detached. The gradient is taken w.r.t. x_adv only (no parameter .grad), with
-        `input_gradient` (fp16 / bf16 autocast safe; plain autograd in float32).
-    """
+def ascend(model, loss_of_logits, x, start, update, iters, delta=True):
+    """The one ascent loop of the attacks: `iters` steps s <- update(s, grad) from s = start, grad the
+    `input_gradient` of loss_of_logits(model(z)) at z = x + s (delta: s is a perturbation) or z = s; s detached."""
+    s = start
     for _ in range(iters):
-        grad = input_gradient(model, loss_of_logits, x_adv)
-        x_adv = x_adv.detach() + step * torch.sign(grad)
+        grad = input_gradient(model, loss_of_logits, x + s if delta else s)
+        s = update(s.detach(), grad)
+    return s.detach()
+
+
+def linf_box_step(x, eps, step):
+    """x_adv + step sign(grad), then min/max to the eps-box around x (in x_adv space) and [0, 1]."""
+    def update(x_adv, grad):
+        x_adv = x_adv + step * torch.sign(grad)
         x_adv = torch.min(torch.max(x_adv, x - eps), x + eps)
-        x_adv = torch.clamp(x_adv, 0.0, 1.0)
-    return x_adv.detach()
+        return torch.clamp(x_adv, 0.0, 1.0)
+    return update
 
 
-def l2_sgd_ascent(model, loss_of_logits, x, delta, eps, iters):
-    """The L2 inner loop of TRADES: plain SGD (no momentum, lr = 2 eps / T) on delta minimising
-    `-loss_of_logits(model(x + delta))`, with per-sample normalised gradients.
-
-    Each step: g = grad of the negated objective w.r.t. delta (`input_gradient`: fp16 / bf16 autocast safe, plain
-    autograd in float32), divided per sample by its L2 norm (a sample whose norm is 0 gets a fresh N(0, 1)
-    gradient, `redraw_zero_rows`); delta <- delta - lr * g; delta <- clamp01(x + delta) - x; delta <- per-sample
-    renorm to L2 <= eps (torch.renorm).
-
-    Args:
-        model: the network, run in whatever mode the caller set. loss_of_logits: logits (B, K) -> scalar to maximise.
-        x: (B, C, H, W) clean images in [0, 1], detached. delta: the starting perturbation (B, C, H, W).
-        eps: the L2 radius. iters: T (0: delta is returned as is).
-    Returns:
-        delta after the steps, detached. Gradients are taken w.r.t. the input only (no parameter .grad).
-    """
-    lr = eps / iters * 2 if iters > 0 else 0.0   # T = 0: the reference divides by zero
+def l2_sgd_step(x, eps, lr):
+    """SGD on delta minimising the negated objective with per-sample normalised gradients (a zero one redrawn,
+    `redraw_zero_rows`), then clamp01(x + delta) - x and per-sample renorm to L2 <= eps."""
     view = (-1,) + (1,) * (x.dim() - 1)
-    for _ in range(iters):
-        grad = input_gradient(model, lambda z: -1 * loss_of_logits(z), x + delta)
-        delta = delta.detach()
+
+    def update(delta, grad):
         grad_norms = grad.reshape(len(x), -1).norm(p=2, dim=1)  # reshape: channels_last gradients
         grad = grad.div(grad_norms.view(view))
         grad = redraw_zero_rows(grad, grad_norms == 0)
         delta = delta.add(grad, alpha=-lr)
         delta = torch.clamp(delta + x, 0.0, 1.0) - x
-        delta = torch.renorm(delta, p=2, dim=0, maxnorm=eps)
-    return delta.detach()
+        return torch.renorm(delta, p=2, dim=0, maxnorm=eps)
+    return update
+
+
+def linf_sign_ascent(model, loss_of_logits, x, x_adv, eps, step, iters):
+    """The inner loop of TRADES, SCORE-LSE and MART: `iters` `linf_box_step`s from x_adv; x_adv detached."""
+    return ascend(model, loss_of_logits, x, x_adv, linf_box_step(x, eps, step), iters, delta=False)
+
+
+def l2_sgd_ascent(model, loss_of_logits, x, delta, eps, iters):
+    """The L2 inner loop of TRADES: `iters` `l2_sgd_step`s at lr = 2 eps / iters from delta; delta detached."""
+    lr = eps / iters * 2 if iters > 0 else 0.0   # T = 0: the reference divides by zero
+    return ascend(model, lambda z: -1 * loss_of_logits(z), x, delta, l2_sgd_step(x, eps, lr), iters)
 
 
 def redraw_zero_rows(grad, zero):
