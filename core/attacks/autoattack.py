@@ -233,132 +233,159 @@ def run_autoattack(adversary, x, y, bs=250, state_path=None, chunk_batches=10, r
         `max_perturbation` (largest norm of an adversarial perturbation found in this call) and `x_adv` (x with
         the adversarial examples found in this call).
     """
-    n = x.shape[0]
     x = x.detach().cpu().contiguous()  # the packages' gradient checks `view` the input gradient
-    y = y.detach().cpu()
-    names = list(adversary.attacks_to_run)
-    log_path = _log_path(adversary)
-    start_time = time.time()
-    world = runtime.world_size if runtime is not None else 1
-    rank = runtime.rank if runtime is not None else 0
-    primary = rank == 0
+    run = _Evaluation(adversary, x, y.detach().cpu(), bs, state_path, runtime)
+    resumed = run.start()
+    for attack in run.names:
+        if attack not in run.after:
+            run.attack(attack, chunk_batches, progress)
+    return run.result(resumed)
 
-    def share(obj):
+
+class _Evaluation:
+    """The state of one `run_autoattack` call, the same on every process."""
+
+    def __init__(self, adversary, x, y, bs, state_path, runtime):
+        self.adversary, self.x, self.y, self.bs, self.state_path = adversary, x, y, bs, state_path
+        self.n, self.names = x.shape[0], list(adversary.attacks_to_run)
+        self.start_time = time.time()
+        self.runtime = runtime
+        self.world = runtime.world_size if runtime is not None else 1
+        self.rank = runtime.rank if runtime is not None else 0
+        self.primary = self.rank == 0
+        self.log = setup_logger('score-at.autoattack', _log_path(adversary), console='stdout',
+                                enabled=self.primary).info
+        self.max_pert = 0.0
+
+    def share(self, obj):
         """[obj of process 0, obj of process 1, ...] on every process."""
-        return all_gather_object(obj, runtime) if world > 1 else [obj]
+        return all_gather_object(obj, self.runtime) if self.world > 1 else [obj]
 
-    log = setup_logger('score-at.autoattack', log_path, console='stdout', enabled=primary).info
-
-    def save():
-        if state_path is not None and primary:
+    def save(self):
+        if self.state_path is not None and self.primary:
             text = json.dumps({
-                'format': STATE_FORMAT, 'n': n, 'attacks': names, 'clean': clean, 'robust': flags_to_str(robust),
-                'after': after, 'current': current,
-                'clean_flags': None if clean_flags is None else flags_to_str(clean_flags)})
-            write_atomic(state_path, lambda f: f.write(text.encode()))
+                'format': STATE_FORMAT, 'n': self.n, 'attacks': self.names, 'clean': self.clean,
+                'robust': flags_to_str(self.robust), 'after': self.after, 'current': self.current,
+                'clean_flags': None if self.clean_flags is None else flags_to_str(self.clean_flags)})
+            write_atomic(self.state_path, lambda f: f.write(text.encode()))
 
-    state = None
-    if state_path is not None:
-        if primary:  # read once and share, so that every process starts from the same state
-            try:
-                state = _read_state(state_path, n, names)
-            except ValueError as e:
-                state = e
-        state = share(state)[0]
-        if isinstance(state, ValueError):
-            raise state
-    if state is not None:
-        clean, robust, after, current = state['clean'], str_to_flags(state['robust']), state['after'], state['current']
-        clean_flags = str_to_flags(state['clean_flags']) if state.get('clean_flags') else None
-        log(f'resuming AutoAttack from {state_path}: clean {clean}/{n}, {int(robust.sum())}/{n} robust, '
-            f'finished: {", ".join(after) or "none"}')
-    else:
-        mine = {}
+    def start(self):
+        """Resume from the state file, or run the clean pass; True when resumed."""
+        n, state = self.n, None
+        if self.state_path is not None:
+            if self.primary:  # read once and share, so that every process starts from the same state
+                try:
+                    state = _read_state(self.state_path, n, self.names)
+                except ValueError as e:
+                    state = e
+            state = self.share(state)[0]
+            if isinstance(state, ValueError):
+                raise state
+        if state is not None:
+            self.clean, self.robust = state['clean'], str_to_flags(state['robust'])
+            self.after, self.current = state['after'], state['current']
+            self.clean_flags = str_to_flags(state['clean_flags']) if state.get('clean_flags') else None
+            self.log(f'resuming AutoAttack from {self.state_path}: clean {self.clean}/{n}, '
+                     f'{int(self.robust.sum())}/{n} robust, finished: {", ".join(self.after) or "none"}')
+        else:
+            self.robust = self._clean_pass()
+            self.clean_flags = self.robust.clone()
+            self.clean, self.after, self.current = int(self.robust.sum()), {}, None
+            self.save()
+        self.log(f'using {self.adversary.version} version including {", ".join(self.names)}.')
+        self.log(f'initial accuracy: {100 * self.clean / n:.2f}% ({self.clean}/{n})')
+        self.x_adv = self.x.clone()
+        return state is not None
+
+    def _clean_pass(self):
+        """The clean predictions' flags, the batches split round-robin over the processes."""
+        adversary, x, bs, mine = self.adversary, self.x, self.bs, {}
         with torch.no_grad():
-            for k, i in enumerate(range(0, n, bs)):
-                if k % world == rank:
+            for k, i in enumerate(range(0, self.n, bs)):
+                if k % self.world == self.rank:
                     mine[i] = adversary.get_logits(x[i:i + bs].to(adversary.device)).max(dim=1)[1].cpu()
-        pred = torch.empty(n, dtype=torch.long)
-        for part in share(mine):
+        pred = torch.empty(self.n, dtype=torch.long)
+        for part in self.share(mine):
             for i, p in part.items():
                 pred[i:i + len(p)] = p
-        robust = pred.eq(y)
-        clean_flags = robust.clone()
-        clean, after, current = int(robust.sum()), {}, None
-        save()
-    log(f'using {adversary.version} version including {", ".join(names)}.')
-    log(f'initial accuracy: {100 * clean / n:.2f}% ({clean}/{n})')
+        return pred.eq(self.y)
 
-    x_adv = x.clone()
-    max_pert = 0.0
-    for attack in names:
-        if attack in after:
-            continue
+    def attack(self, attack, chunk_batches, progress):
+        """`attack` on the points still robust, in rounds of one chunk per process."""
+        n, bs, world, current = self.n, self.bs, self.world, self.current
         if current is not None and current['attack'] == attack:
             todo, position = torch.nonzero(str_to_flags(current['start'])).flatten(), current['position']
         else:
-            todo, position = torch.nonzero(robust).flatten(), 0
-            current = {'attack': attack, 'start': flags_to_str(robust), 'position': 0}
+            todo, position = torch.nonzero(self.robust).flatten(), 0
+            self.current = {'attack': attack, 'start': flags_to_str(self.robust), 'position': 0}
         # a chunk per process and round: chunk_batches // world batches, fewer if that leaves a process idle
         batches = -(-len(todo) // bs)
         chunk = max(1, min(max(1, chunk_batches) // world, -(-batches // world))) * bs
         if len(todo) == 0:
-            log('no robust datapoints left, skipping remaining attacks')
+            self.log('no robust datapoints left, skipping remaining attacks')
         else:
-            log(f'running {attack} on {len(todo)} points')
+            self.log(f'running {attack} on {len(todo)} points')
         bar = tqdm(total=-(-len(todo) // chunk), initial=position // chunk, desc=attack, unit='chunk',
-                   disable=not (progress and primary) or len(todo) == 0, leave=False, dynamic_ncols=True,
+                   disable=not (progress and self.primary) or len(todo) == 0, leave=False, dynamic_ncols=True,
                    file=sys.stderr, mininterval=0.1 if sys.stderr.isatty() else 30.0)
         while position < len(todo):
             starts = [position + r * chunk for r in range(world) if position + r * chunk < len(todo)]
-            report = None
-            if rank < len(starts):  # this process's chunk of the round
-                idx = todo[starts[rank]:starts[rank] + chunk]
-                adv, y_adv = _attack_subset(adversary, attack, x[idx], y[idx], bs)
-                fooled = ~y_adv.detach().cpu().eq(y[idx])
-                report = (idx[fooled], adv.detach().cpu()[fooled])
+            n_fooled = self._round(attack, todo, starts, chunk)
             end = min(len(todo), position + len(starts) * chunk)
-            n_fooled = 0
-            for part in share(report):
-                if part is None:
-                    continue
-                hit, adv = part
-                robust[hit] = False
-                x_adv[hit] = adv
-                n_fooled += len(hit)
-                if len(hit):
-                    delta = (adv - x[hit]).flatten(1)
-                    norm = delta.abs().max(1)[0] if adversary.norm == 'Linf' else (
-                        delta.norm(p=2, dim=1) if adversary.norm == 'L2' else delta.abs().sum(1))
-                    max_pert = max(max_pert, norm.max().item())
             done, position = end - position, end
-            current['position'] = position
-            save()
-            log(f'{attack} - {position}/{len(todo)} points attacked, {n_fooled} of the last {done} '
-                f'fooled; robust: {int(robust.sum())}/{n} ({time.time() - start_time:.1f} s)')
+            self.current['position'] = position
+            self.save()
+            self.log(f'{attack} - {position}/{len(todo)} points attacked, {n_fooled} of the last {done} '
+                     f'fooled; robust: {int(self.robust.sum())}/{n} ({time.time() - self.start_time:.1f} s)')
             bar.update(len(starts))
-            bar.set_postfix_str(f'robust {100 * int(robust.sum()) / n:.2f}%')
+            bar.set_postfix_str(f'robust {100 * int(self.robust.sum()) / n:.2f}%')
         bar.close()
-        after[attack] = int(robust.sum())
-        current = None
-        save()
-        log(f'robust accuracy after {attack.upper()}: {100 * after[attack] / n:.2f}% ({after[attack]}/{n}, '
-            f'total time {time.time() - start_time:.1f} s)')
+        self.after[attack] = int(self.robust.sum())
+        self.current = None
+        self.save()
+        self.log(f'robust accuracy after {attack.upper()}: {100 * self.after[attack] / n:.2f}% '
+                 f'({self.after[attack]}/{n}, total time {time.time() - self.start_time:.1f} s)')
 
-    final = int(robust.sum())
-    log(f'max {adversary.norm} perturbation: {max_pert:.5f} (eps {adversary.epsilon:.5f}), nan in tensor: '
-        f'{int(torch.isnan(x_adv).sum())}, max: {x_adv.max().item():.5f}, min: {x_adv.min().item():.5f}')
-    log(f'robust accuracy: {100 * final / n:.2f}% ({final}/{n})')
-    return {
-        'n': n,
-        'clean': clean / n,
-        'attacks': {a: after[a] / n for a in names},
-        'robust': final / n,
-        'counts': {'clean': clean, 'attacks': {a: after[a] for a in names}, 'robust': final},
-        'clean_flags': clean_flags,
-        'robust_flags': robust,
-        'resumed': state is not None,
-        'backend': _backend_of(adversary),
-        'max_perturbation': max_pert,
-        'x_adv': x_adv,
-    }
+    def _round(self, attack, todo, starts, chunk):
+        """One chunk per process, then every process records all the fooled points; the number fooled."""
+        x, y, report = self.x, self.y, None
+        if self.rank < len(starts):  # this process's chunk of the round
+            idx = todo[starts[self.rank]:starts[self.rank] + chunk]
+            adv, y_adv = _attack_subset(self.adversary, attack, x[idx], y[idx], self.bs)
+            fooled = ~y_adv.detach().cpu().eq(y[idx])
+            report = (idx[fooled], adv.detach().cpu()[fooled])
+        n_fooled = 0
+        for part in self.share(report):
+            if part is None:
+                continue
+            hit, adv = part
+            self.robust[hit] = False
+            self.x_adv[hit] = adv
+            n_fooled += len(hit)
+            if len(hit):
+                delta = (adv - x[hit]).flatten(1)
+                norm = self.adversary.norm
+                size = delta.abs().max(1)[0] if norm == 'Linf' else (
+                    delta.norm(p=2, dim=1) if norm == 'L2' else delta.abs().sum(1))
+                self.max_pert = max(self.max_pert, size.max().item())
+        return n_fooled
+
+    def result(self, resumed):
+        n, names, after, x_adv, final = self.n, self.names, self.after, self.x_adv, int(self.robust.sum())
+        self.log(f'max {self.adversary.norm} perturbation: {self.max_pert:.5f} (eps {self.adversary.epsilon:.5f}), '
+                 f'nan in tensor: {int(torch.isnan(x_adv).sum())}, max: {x_adv.max().item():.5f}, '
+                 f'min: {x_adv.min().item():.5f}')
+        self.log(f'robust accuracy: {100 * final / n:.2f}% ({final}/{n})')
+        return {
+            'n': n,
+            'clean': self.clean / n,
+            'attacks': {a: after[a] / n for a in names},
+            'robust': final / n,
+            'counts': {'clean': self.clean, 'attacks': {a: after[a] for a in names}, 'robust': final},
+            'clean_flags': self.clean_flags,
+            'robust_flags': self.robust,
+            'resumed': resumed,
+            'backend': _backend_of(self.adversary),
+            'max_perturbation': self.max_pert,
+            'x_adv': x_adv,
+        }
