@@ -29,6 +29,8 @@ def _random_start(x, eps, norm):
     return _clamp_to_image(delta, x)
 
 
+# The original's order: step and clamp in delta space, then min/max into [0, 1] (PGDAttack clamps x + delta: not
+# the same rounding).
 def _linf_step(x, eps, step):
     def update(delta, grad):
         return _clamp_to_image(torch.clamp(delta + step * torch.sign(grad), min=-eps, max=eps), x)
