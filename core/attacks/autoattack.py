@@ -1,18 +1,6 @@
-"""One adapter over the two AutoAttack packages.
-
-The official package (`autoattack`, installed from git) is used when it can be imported;
-otherwise `pyautoattack` (PyPI), which carries the same attack code under another import name
-with a keyword-only wrapper API. Everything else in this project imports AutoAttack from here.
-
-    adversary = make_autoattack(model, norm='Linf', eps=8/255, version='standard', seed=1, log_path='log-aa.log')
-    result = run_autoattack(adversary, x, y, bs=128, state_path='aa-state.json')
-    result['clean'], result['attacks'], result['robust']      # accuracies in [0, 1]
-
-The two packages differ only in their call signatures and in how they log (the official one prints
-and appends to `log_path` through `autoattack.other_utils.Logger`; pyautoattack logs to
-`logging.getLogger('auto-attack')` at DEBUG). Both run the same attacks with the same settings,
-so a version, a seed and the same inputs give the same adversarial examples (docs/differences.md item 57).
-"""
+"""One adapter over the official `autoattack` package (used when importable) and `pyautoattack` (PyPI: the same
+attack code, another API and logging): the same version, seed and inputs give the same adversarial examples
+(docs/differences.md item 57). `make_autoattack` builds it, `run_autoattack` runs it with exact counts."""
 import contextlib
 import inspect
 import json
@@ -29,17 +17,17 @@ from core.utils.logger import routed, setup_logger
 
 try:  # the official package first
     from autoattack import AutoAttack as _AutoAttack
-    from autoattack.autopgd_base import APGDAttack, APGDAttack_targeted
+    from autoattack.autopgd_base import APGDAttack
 
     BACKEND = 'autoattack'
 except ImportError:  # pragma: no cover - depends on what is installed
     try:
         from pyautoattack import AutoAttack as _AutoAttack
-        from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
+        from pyautoattack.autopgd_base import APGDAttack
 
         BACKEND = 'pyautoattack'
     except ImportError:
-        _AutoAttack = APGDAttack = APGDAttack_targeted = None
+        _AutoAttack = APGDAttack = None
         BACKEND = None
 
 VERSIONS = ('standard', 'plus', 'custom', 'rand')
@@ -49,24 +37,18 @@ STATE_FORMAT = 'score-at eval-aa state 1'
 
 
 def require_autoattack():
-    """Raise a clear ImportError when neither package is installed."""
     if BACKEND is None:
         raise ImportError('AutoAttack is not installed: pip install pyautoattack '
                           '(or the official package: pip install git+https://github.com/fra31/auto-attack)')
 
 
 def _backend_of(adversary):
-    """'autoattack' or 'pyautoattack': the package whose AutoAttack class built `adversary`."""
     root = type(adversary).__module__.split('.')[0]
     return 'pyautoattack' if root == 'pyautoattack' else 'autoattack'
 
 
 def set_apgd_iterations(attack, n_iter):
-    """Set the iteration budget of an APGD attack after construction, with its derived checkpoints.
-
-    APGD derives its step-size checkpoints from `n_iter` in `__init__` (n_iter_2 = 0.22 n, n_iter_min = 0.06 n,
-    size_decr = 0.03 n), so all of them are reset here exactly as the constructor would have set them.
-    """
+    """APGD's iteration budget with the checkpoints its constructor derives from it."""
     attack.n_iter = n_iter
     attack.n_iter_orig = n_iter
     attack.n_iter_2 = max(int(0.22 * n_iter), 1)
@@ -82,8 +64,7 @@ def _log_path(adversary):
 
 @contextlib.contextmanager
 def _package_quiet(adversary):
-    """Keep only the package's warnings (its checks) during a call: its progress lines are relative to the subset
-    it is given, so `run_autoattack` prints its own, over the whole evaluation."""
+    """Only the package's warnings during a call: its progress lines count the subset it is given."""
     if _backend_of(adversary) == 'pyautoattack':
         with routed(PYAA_LOGGER, _log_path(adversary), level=logging.WARNING):
             yield
@@ -96,37 +77,21 @@ def _package_quiet(adversary):
         adversary.verbose = verbose
 
 
-def make_autoattack(model, norm, eps, version='standard', seed=None, device=None, log_path=None,
-                    attacks_to_run=None, n_iter=None):
-    """Build AutoAttack (Croce & Hein, ICML 2020) as eval-aa.py configures it, with whichever package is installed.
+def make_autoattack(model, norm, eps, version='standard', seed=None, device=None, log_path=None, n_iter=None):
+    """AutoAttack (Croce & Hein, ICML 2020) as eval-aa.py configures it, images in [0, 1], model in eval mode.
 
-    Threat model: `norm`-ball ('Linf' or 'L2') of radius `eps` around images in [0, 1].
-
-    Args:
-        model: classifier, NCHW images in [0, 1] -> logits (N, K); put it in eval mode first.
-        norm: 'Linf', 'L2' (or 'L1').
-        eps: radius of the threat model.
-        version: 'standard' (apgd-ce, apgd-t, fab-t, square), 'plus', 'rand', or 'custom': the reference's
-            custom set, apgd-ce + apgd-t with `n_restarts = 1` each and every other setting at the
-            AutoAttack constructor's defaults (100 iterations, rho 0.75, eot 1, 9 target classes).
-        seed: the attacks' seed (None: AutoAttack draws it from the clock).
-        device: where AutoAttack moves each batch; default the device of the model's parameters (never the
-            official package's default 'cuda', docs/differences.md item 54).
-        log_path: AutoAttack's log file, appended to (None: stdout only).
-        attacks_to_run: for version 'custom' only; default `CUSTOM_ATTACKS`.
-        n_iter: testing aid, version 'custom' only: the APGD iteration budget (default: the constructor's 100).
-    Returns:
-        The package's `AutoAttack` object (attributes apgd, apgd_targeted, fab, square, attacks_to_run), to be
-        passed to `run_autoattack`.
+    version 'custom' is the reference's set: apgd-ce + apgd-t, one restart each, the constructor's other defaults
+    (n_iter, a testing aid, sets the APGD budget). device: default the model's (never the official package's
+    'cuda', docs/differences.md item 54). log_path: appended to (None: stdout only).
     """
     require_autoattack()
     if version not in VERSIONS:
         raise ValueError(f'unknown AutoAttack version {version!r}: choose one of {", ".join(VERSIONS)}')
-    if version != 'custom' and (attacks_to_run is not None or n_iter is not None):
-        raise ValueError("attacks_to_run and n_iter can only be set with version='custom'")
+    if version != 'custom' and n_iter is not None:
+        raise ValueError("n_iter can only be set with version='custom'")
     if device is None:
         device = next(model.parameters()).device
-    attacks = list(attacks_to_run or CUSTOM_ATTACKS) if version == 'custom' else None
+    attacks = list(CUSTOM_ATTACKS) if version == 'custom' else None
 
     if BACKEND == 'autoattack':
         adversary = _AutoAttack(model, norm=norm, eps=eps, seed=seed, verbose=True, attacks_to_run=attacks or [],
@@ -162,7 +127,7 @@ def _read_state(path, n, names):
 
 
 def flags_to_str(flags):
-    """Per-image bool flags -> '0110...' (the state file's and eval-aa.json's per-image encoding)."""
+    """Per-image bool flags -> '0110...' (the state file's and eval-aa.json's encoding)."""
     return ''.join('1' if f else '0' for f in flags.tolist())
 
 
@@ -190,175 +155,159 @@ def _attack_subset(adversary, attack, x, y, bs):
 
 
 def run_autoattack(adversary, x, y, bs=250, state_path=None, chunk_batches=10, runtime=None, progress=True):
-    """Run AutoAttack as the package's `run_standard_evaluation(x, y, bs)` does, and return its accuracies as numbers.
+    """AutoAttack as the package's `run_standard_evaluation(x, y, bs)`, with exact accuracies as numbers.
 
-    Same computation as one package call: the clean accuracy, then each attack of `adversary.attacks_to_run` on
-    the points still robust, in batches of `bs` over those points in index order, every batch seeded by the
-    attack itself. Here each attack is run by the package on consecutive chunks of whole batches of those points
-    (same batches, same seeds, hence the same adversarial examples; docs/differences.md item 56), so that
-
-    - the robust accuracy after every attack is exact (the packages only log it as a rounded percentage),
-    - with `state_path`, the robust flags, finished attacks and position in the current attack are saved (JSON,
-      atomically) after every round of chunks; a rerun with the same state file continues from there. (The
-      packages' own `state_path` cannot restore: their state file writes the attack set as a string that their
-      loader never converts back, and the restore path references labels it never set; docs/differences.md
-      item 55.)
-    - several processes can share the work (`runtime` from `core.utils.distributed.setup` under torchrun): every
-      process holds the same x, y and adversary; the clean pass splits its batches round-robin; each attack goes
-      in rounds of one chunk per process (`chunk_batches // world_size` batches each, at least 1, and no more
-      than an even share of the attack's batches, so that a small attack still keeps every process busy); after every
-      round the fooled points are gathered on all processes, so all hold the same robust flags before the next
-      round, and the primary process alone saves the state and logs. Each chunk starts at a multiple of `bs` in
-      the list of points to attack, so every batch holds the same points as in a single process, with the same
-      seed: the robust flags equal the single-process ones, for any number of processes (and a state file
-      written with N processes resumes with M; docs/differences.md item 57).
-
-    Progress (which attack runs, how many points remain robust) is printed and appended to the adversary's log file,
-    and a tqdm bar over the chunks of each attack (running robust accuracy, ETA) goes to stderr; the package's own
-    lines are limited to its warnings.
-
-    Args:
-        adversary: from `make_autoattack`.
-        x: (N, C, H, W) images in [0, 1] (moved batch by batch to the adversary's device).
-        y: (N,) int64 labels.
-        bs: batch size.
-        state_path: JSON state file, or None.
-        chunk_batches: batches per round (per state save and log line).
-        runtime: a `core.utils.distributed.Runtime`; None: one process.
-        progress: show the progress bar (on the primary process).
-    Returns:
-        dict with `n`, `clean` (accuracy), `attacks` ({attack: robust accuracy after it}, in order), `robust` (final
-        robust accuracy), `counts` (the same as numbers of images), `clean_flags` and `robust_flags` (per image,
-        bool; `clean_flags` is None after resuming a state file of an older version), `resumed`, `backend`,
-        `max_perturbation` (largest norm of an adversarial perturbation found in this call) and `x_adv` (x with
-        the adversarial examples found in this call).
+    Each attack runs on the points still robust, on consecutive chunks of whole batches of `bs` (the same batches
+    and seeds, hence the same adversarial examples; docs/differences.md item 56). With `state_path` the state is
+    saved (JSON, atomically) after every round of chunks and a rerun continues from there (docs/differences.md
+    item 55). Under torchrun (`runtime`) each round gives one chunk to every process, all gather the fooled points:
+    the flags equal the single-process ones for any number of processes (docs/differences.md item 57). Returns
+    `n`, `clean`, `attacks`, `robust` (accuracies), `counts`, `clean_flags`, `robust_flags`, `resumed`, `backend`,
+    `max_perturbation`, `x_adv`.
     """
-    n = x.shape[0]
     x = x.detach().cpu().contiguous()  # the packages' gradient checks `view` the input gradient
-    y = y.detach().cpu()
-    names = list(adversary.attacks_to_run)
-    log_path = _log_path(adversary)
-    start_time = time.time()
-    world = runtime.world_size if runtime is not None else 1
-    rank = runtime.rank if runtime is not None else 0
-    primary = rank == 0
+    run = _Evaluation(adversary, x, y.detach().cpu(), bs, state_path, runtime)
+    resumed = run.start()
+    for attack in run.names:
+        if attack not in run.after:
+            run.attack(attack, chunk_batches, progress)
+    return run.result(resumed)
 
-    def share(obj):
+
+class _Evaluation:
+    """The state of one `run_autoattack` call, the same on every process."""
+
+    def __init__(self, adversary, x, y, bs, state_path, runtime):
+        self.adversary, self.x, self.y, self.bs, self.state_path = adversary, x, y, bs, state_path
+        self.n, self.names = x.shape[0], list(adversary.attacks_to_run)
+        self.start_time = time.time()
+        self.runtime = runtime
+        self.world, self.rank = (runtime.world_size, runtime.rank) if runtime is not None else (1, 0)
+        self.primary = self.rank == 0
+        self.log = setup_logger('score-at.autoattack', _log_path(adversary), console='stdout',
+                                enabled=self.primary).info
+        self.max_pert = 0.0
+
+    def share(self, obj):
         """[obj of process 0, obj of process 1, ...] on every process."""
-        return all_gather_object(obj, runtime) if world > 1 else [obj]
+        return all_gather_object(obj, self.runtime) if self.world > 1 else [obj]
 
-    log = setup_logger('score-at.autoattack', log_path, console='stdout', enabled=primary).info
-
-    def save():
-        if state_path is not None and primary:
+    def save(self):
+        if self.state_path is not None and self.primary:
             text = json.dumps({
-                'format': STATE_FORMAT, 'n': n, 'attacks': names, 'clean': clean, 'robust': flags_to_str(robust),
-                'after': after, 'current': current,
-                'clean_flags': None if clean_flags is None else flags_to_str(clean_flags)})
-            write_atomic(state_path, lambda f: f.write(text.encode()))
+                'format': STATE_FORMAT, 'n': self.n, 'attacks': self.names, 'clean': self.clean,
+                'robust': flags_to_str(self.robust), 'after': self.after, 'current': self.current,
+                'clean_flags': None if self.clean_flags is None else flags_to_str(self.clean_flags)})
+            write_atomic(self.state_path, lambda f: f.write(text.encode()))
 
-    state = None
-    if state_path is not None:
-        if primary:  # read once and share, so that every process starts from the same state
-            try:
-                state = _read_state(state_path, n, names)
-            except ValueError as e:
-                state = e
-        state = share(state)[0]
-        if isinstance(state, ValueError):
-            raise state
-    if state is not None:
-        clean, robust, after, current = state['clean'], str_to_flags(state['robust']), state['after'], state['current']
-        clean_flags = str_to_flags(state['clean_flags']) if state.get('clean_flags') else None
-        log(f'resuming AutoAttack from {state_path}: clean {clean}/{n}, {int(robust.sum())}/{n} robust, '
-            f'finished: {", ".join(after) or "none"}')
-    else:
-        mine = {}
+    def start(self):
+        """Resume from the state file, or run the clean pass; True when resumed."""
+        n, state = self.n, None
+        if self.state_path is not None:
+            if self.primary:  # read once and share, so that every process starts from the same state
+                try:
+                    state = _read_state(self.state_path, n, self.names)
+                except ValueError as e:
+                    state = e
+            state = self.share(state)[0]
+            if isinstance(state, ValueError):
+                raise state
+        if state is not None:
+            self.clean, self.robust = state['clean'], str_to_flags(state['robust'])
+            self.after, self.current = state['after'], state['current']
+            self.clean_flags = str_to_flags(state['clean_flags']) if state.get('clean_flags') else None
+            self.log(f'resuming AutoAttack from {self.state_path}: clean {self.clean}/{n}, '
+                     f'{int(self.robust.sum())}/{n} robust, finished: {", ".join(self.after) or "none"}')
+        else:
+            self.robust = self._clean_pass()
+            self.clean_flags = self.robust.clone()
+            self.clean, self.after, self.current = int(self.robust.sum()), {}, None
+            self.save()
+        self.log(f'using {self.adversary.version} version including {", ".join(self.names)}.')
+        self.log(f'initial accuracy: {100 * self.clean / n:.2f}% ({self.clean}/{n})')
+        self.x_adv = self.x.clone()
+        return state is not None
+
+    def _clean_pass(self):
+        """The clean predictions' flags, the batches split round-robin over the processes."""
+        adversary, x, bs, mine = self.adversary, self.x, self.bs, {}
         with torch.no_grad():
-            for k, i in enumerate(range(0, n, bs)):
-                if k % world == rank:
+            for k, i in enumerate(range(0, self.n, bs)):
+                if k % self.world == self.rank:
                     mine[i] = adversary.get_logits(x[i:i + bs].to(adversary.device)).max(dim=1)[1].cpu()
-        pred = torch.empty(n, dtype=torch.long)
-        for part in share(mine):
+        pred = torch.empty(self.n, dtype=torch.long)
+        for part in self.share(mine):
             for i, p in part.items():
                 pred[i:i + len(p)] = p
-        robust = pred.eq(y)
-        clean_flags = robust.clone()
-        clean, after, current = int(robust.sum()), {}, None
-        save()
-    log(f'using {adversary.version} version including {", ".join(names)}.')
-    log(f'initial accuracy: {100 * clean / n:.2f}% ({clean}/{n})')
+        return pred.eq(self.y)
 
-    x_adv = x.clone()
-    max_pert = 0.0
-    for attack in names:
-        if attack in after:
-            continue
+    def attack(self, attack, chunk_batches, progress):
+        """`attack` on the points still robust, in rounds of one chunk per process."""
+        n, bs, world, current = self.n, self.bs, self.world, self.current
         if current is not None and current['attack'] == attack:
             todo, position = torch.nonzero(str_to_flags(current['start'])).flatten(), current['position']
         else:
-            todo, position = torch.nonzero(robust).flatten(), 0
-            current = {'attack': attack, 'start': flags_to_str(robust), 'position': 0}
+            todo, position = torch.nonzero(self.robust).flatten(), 0
+            self.current = {'attack': attack, 'start': flags_to_str(self.robust), 'position': 0}
         # a chunk per process and round: chunk_batches // world batches, fewer if that leaves a process idle
         batches = -(-len(todo) // bs)
         chunk = max(1, min(max(1, chunk_batches) // world, -(-batches // world))) * bs
         if len(todo) == 0:
-            log('no robust datapoints left, skipping remaining attacks')
+            self.log('no robust datapoints left, skipping remaining attacks')
         else:
-            log(f'running {attack} on {len(todo)} points')
+            self.log(f'running {attack} on {len(todo)} points')
         bar = tqdm(total=-(-len(todo) // chunk), initial=position // chunk, desc=attack, unit='chunk',
-                   disable=not (progress and primary) or len(todo) == 0, leave=False, dynamic_ncols=True,
+                   disable=not (progress and self.primary) or len(todo) == 0, leave=False, dynamic_ncols=True,
                    file=sys.stderr, mininterval=0.1 if sys.stderr.isatty() else 30.0)
         while position < len(todo):
             starts = [position + r * chunk for r in range(world) if position + r * chunk < len(todo)]
-            report = None
-            if rank < len(starts):  # this process's chunk of the round
-                idx = todo[starts[rank]:starts[rank] + chunk]
-                adv, y_adv = _attack_subset(adversary, attack, x[idx], y[idx], bs)
-                fooled = ~y_adv.detach().cpu().eq(y[idx])
-                report = (idx[fooled], adv.detach().cpu()[fooled])
+            n_fooled = self._round(attack, todo, starts, chunk)
             end = min(len(todo), position + len(starts) * chunk)
-            n_fooled = 0
-            for part in share(report):
-                if part is None:
-                    continue
-                hit, adv = part
-                robust[hit] = False
-                x_adv[hit] = adv
-                n_fooled += len(hit)
-                if len(hit):
-                    delta = (adv - x[hit]).flatten(1)
-                    norm = delta.abs().max(1)[0] if adversary.norm == 'Linf' else (
-                        delta.norm(p=2, dim=1) if adversary.norm == 'L2' else delta.abs().sum(1))
-                    max_pert = max(max_pert, norm.max().item())
             done, position = end - position, end
-            current['position'] = position
-            save()
-            log(f'{attack} - {position}/{len(todo)} points attacked, {n_fooled} of the last {done} '
-                f'fooled; robust: {int(robust.sum())}/{n} ({time.time() - start_time:.1f} s)')
+            self.current['position'] = position
+            self.save()
+            self.log(f'{attack} - {position}/{len(todo)} points attacked, {n_fooled} of the last {done} '
+                     f'fooled; robust: {int(self.robust.sum())}/{n} ({time.time() - self.start_time:.1f} s)')
             bar.update(len(starts))
-            bar.set_postfix_str(f'robust {100 * int(robust.sum()) / n:.2f}%')
+            bar.set_postfix_str(f'robust {100 * int(self.robust.sum()) / n:.2f}%')
         bar.close()
-        after[attack] = int(robust.sum())
-        current = None
-        save()
-        log(f'robust accuracy after {attack.upper()}: {100 * after[attack] / n:.2f}% ({after[attack]}/{n}, '
-            f'total time {time.time() - start_time:.1f} s)')
+        self.after[attack] = int(self.robust.sum())
+        self.current = None
+        self.save()
+        self.log(f'robust accuracy after {attack.upper()}: {100 * self.after[attack] / n:.2f}% '
+                 f'({self.after[attack]}/{n}, total time {time.time() - self.start_time:.1f} s)')
 
-    final = int(robust.sum())
-    log(f'max {adversary.norm} perturbation: {max_pert:.5f} (eps {adversary.epsilon:.5f}), nan in tensor: '
-        f'{int(torch.isnan(x_adv).sum())}, max: {x_adv.max().item():.5f}, min: {x_adv.min().item():.5f}')
-    log(f'robust accuracy: {100 * final / n:.2f}% ({final}/{n})')
-    return {
-        'n': n,
-        'clean': clean / n,
-        'attacks': {a: after[a] / n for a in names},
-        'robust': final / n,
-        'counts': {'clean': clean, 'attacks': {a: after[a] for a in names}, 'robust': final},
-        'clean_flags': clean_flags,
-        'robust_flags': robust,
-        'resumed': state is not None,
-        'backend': _backend_of(adversary),
-        'max_perturbation': max_pert,
-        'x_adv': x_adv,
-    }
+    def _round(self, attack, todo, starts, chunk):
+        """One chunk per process, then every process records all the fooled points; the number fooled."""
+        x, y, report = self.x, self.y, None
+        if self.rank < len(starts):  # this process's chunk of the round
+            idx = todo[starts[self.rank]:starts[self.rank] + chunk]
+            adv, y_adv = _attack_subset(self.adversary, attack, x[idx], y[idx], self.bs)
+            fooled = ~y_adv.detach().cpu().eq(y[idx])
+            report = (idx[fooled], adv.detach().cpu()[fooled])
+        n_fooled = 0
+        for part in self.share(report):
+            if part is None:
+                continue
+            hit, adv = part
+            self.robust[hit] = False
+            self.x_adv[hit] = adv
+            n_fooled += len(hit)
+            if len(hit):
+                delta = (adv - x[hit]).flatten(1)
+                norm = self.adversary.norm
+                size = delta.abs().max(1)[0] if norm == 'Linf' else (
+                    delta.norm(p=2, dim=1) if norm == 'L2' else delta.abs().sum(1))
+                self.max_pert = max(self.max_pert, size.max().item())
+        return n_fooled
+
+    def result(self, resumed):
+        n, names, after, x_adv, final = self.n, self.names, self.after, self.x_adv, int(self.robust.sum())
+        self.log(f'max {self.adversary.norm} perturbation: {self.max_pert:.5f} (eps {self.adversary.epsilon:.5f}), '
+                 f'nan in tensor: {int(torch.isnan(x_adv).sum())}, max: {x_adv.max().item():.5f}, '
+                 f'min: {x_adv.min().item():.5f}')
+        self.log(f'robust accuracy: {100 * final / n:.2f}% ({final}/{n})')
+        counts = {'clean': self.clean, 'attacks': {a: after[a] for a in names}, 'robust': final}
+        return dict(n=n, clean=self.clean / n, attacks={a: after[a] / n for a in names}, robust=final / n,
+                    counts=counts, clean_flags=self.clean_flags, robust_flags=self.robust, resumed=resumed,
+                    backend=_backend_of(self.adversary), max_perturbation=self.max_pert, x_adv=x_adv)

@@ -1,36 +1,18 @@
-"""The attacks of the without_DDPM experiments: `attack(x, y) -> x_adv`, images in [0, 1], NCHW.
-
-- `DivergencePGD`: PGD (Madry et al., ICLR 2018) maximising mean_i D(p(x + delta)_i, e_y,i) for a distance D of
-  core.losses.divergences; the PGD-AT training attack and the per-epoch "new divergence" test attack.
-  **It keeps the model's mode**: during training the model is in train mode, so each of the R*T forwards uses
-  batch statistics and updates the BatchNorm running statistics (as the original, docs/differences.md item 58).
-  Returns the last restart (docs/differences.md item 61).
-- `TradesDivergencePGD`: the TRADES inner maximisation (Zhang et al., ICML 2019) with a distance D:
-  maximise mean_i D(p(x + delta)_i, p(x)_i) in eval mode from delta = 0.001 N(0, 1) (docs/differences.md item
-  58). L-inf only.
-- `CEPGD`: evaluation PGD (Rice et al., "Overfitting in adversarially robust deep learning", ICML 2020) on the
-  mean cross-entropy or the CW margin; keeps, per sample, the restart with the highest cross-entropy, also for
-  the CW margin (docs/differences.md item 61).
-
-Threat models: `linf` (box of radius eps) or `l2` (ball of radius eps); x_adv is always in [0, 1]. The random
-starts are drawn from the generator of x's device (torch's CPU generator on the CPU, the CUDA one on a GPU;
-docs/differences.md item 65). Gradients are taken with respect to the perturbation only: no parameter `.grad`
-is written (the original accumulated parameter gradients during attacks and cleared them later; the numbers are
-the same; docs/differences.md item 71).
-"""
+"""The without_DDPM attacks, `attack(x, y) -> x_adv` in [0, 1], threat model `linf` or `l2`. Random starts use
+the generator of x's device (docs/differences.md item 65); gradients are taken w.r.t. the input only, no parameter
+`.grad` is written (docs/differences.md item 71)."""
 import torch
 import torch.nn.functional as F
 
 from core.losses.divergences import cw_margin, distance
 from core.utils.context import ctx_eval, ctx_noparamgrad
 
-__all__ = ['CEPGD', 'DivergencePGD', 'NORMS', 'TradesDivergencePGD']
+from .utils import ascend
 
 NORMS = ('linf', 'l2')
 
 
 def _clamp_to_image(delta, x):
-    """delta such that x + delta lies in [0, 1] (elementwise min/max with -x and 1 - x)."""
     return torch.max(torch.min(delta, 1 - x), -x)
 
 
@@ -47,24 +29,21 @@ def _random_start(x, eps, norm):
     return _clamp_to_image(delta, x)
 
 
-def _step(delta, grad, x, eps, step, norm):
-    """One ascent step: linf sign step and clamp to [-eps, eps]; l2 normalised step and renorm to eps. Then [0, 1]."""
-    if norm == 'linf':
-        delta = torch.clamp(delta + step * torch.sign(grad), min=-eps, max=eps)
-    else:
+# The original's order: step and clamp in delta space, then min/max into [0, 1] (PGDAttack clamps x + delta: not
+# the same rounding).
+def _linf_step(x, eps, step):
+    def update(delta, grad):
+        return _clamp_to_image(torch.clamp(delta + step * torch.sign(grad), min=-eps, max=eps), x)
+    return update
+
+
+def _l2_step(x, eps, step):
+    def update(delta, grad):
         g_norm = torch.norm(grad.view(grad.shape[0], -1), dim=1).view(-1, 1, 1, 1)
         delta = (delta + grad / (g_norm + 1e-10) * step).view(delta.size(0), -1).renorm(
             p=2, dim=0, maxnorm=eps).view_as(delta)
-    return _clamp_to_image(delta, x)
-
-
-def _ascend(objective, delta, x, eps, step, iters, norm):
-    """`iters` steps on objective(delta) (a scalar); returns delta, detached."""
-    for _ in range(iters):
-        delta.requires_grad_(True)
-        grad, = torch.autograd.grad(objective(delta), [delta])
-        delta = _step(delta.detach(), grad, x, eps, step, norm)
-    return delta.detach()
+        return _clamp_to_image(delta, x)
+    return update
 
 
 class _Attack:
@@ -74,20 +53,15 @@ class _Attack:
         self.model, self.eps, self.step, self.iters = model, eps, step, iters
         self.restarts, self.norm = restarts, norm
 
-    def __repr__(self):
-        return (f'{type(self).__name__}(eps={self.eps:.5f}, alpha={self.step:.5f}, iters={self.iters}, '
-                f'restarts={self.restarts}, norm={self.norm})')
+    def _ascend(self, loss_of_logits, x, delta):
+        update = (_linf_step if self.norm == 'linf' else _l2_step)(x, self.eps, self.step)
+        return ascend(self.model, loss_of_logits, x, delta, update, self.iters)
 
 
 class DivergencePGD(_Attack):
-    """PGD on mean_i D(p(model(x + delta))_i, e_y,i), in the model's current mode; returns the last restart.
-
-    Args:
-        model: (N, 3, H, W) in [0, 1] -> logits (N, K). eps, step: radius and step size (e.g. 8/255, 2/255).
-        iters: T. restarts: R (each restart starts afresh; the last one is returned). norm: 'linf' or 'l2'.
-        div: a distance of core.losses.divergences. num_classes: K.
-    Call: attack(x, y) with x (B, C, H, W) in [0, 1], y (B,) int64 -> x_adv = clamp01(x + delta), detached.
-    """
+    """PGD (Madry et al., ICLR 2018) on mean_i D(p(model(x + delta))_i, e_y,i), D a distance of
+    core.losses.divergences. It keeps the model's mode: in training each of the R*T forwards updates the BatchNorm
+    statistics, as the original; the last restart is returned (docs/differences.md items 58, 61)."""
 
     def __init__(self, model, eps, step, iters, restarts=1, norm='linf', div='KL', num_classes=10):
         super().__init__(model, eps, step, iters, restarts, norm)
@@ -97,26 +71,18 @@ class DivergencePGD(_Attack):
         x = x.detach()
         target = F.one_hot(y, self.num_classes).float()
 
-        def objective(delta):
-            return distance(F.softmax(self.model(x + delta), dim=1), target, self.div).mean()
+        def objective(logits):
+            return distance(F.softmax(logits, dim=1), target, self.div).mean()
 
         with ctx_noparamgrad(self.model):
             for _ in range(self.restarts):
-                delta = _ascend(objective, _random_start(x, self.eps, self.norm), x, self.eps, self.step,
-                                self.iters, self.norm)
+                delta = self._ascend(objective, x, _random_start(x, self.eps, self.norm))
         return torch.clamp(x + delta, 0, 1)
 
 
 class TradesDivergencePGD(_Attack):
-    """TRADES's inner maximisation of mean_i D(p(model(x + delta))_i, c_i), c = p(model(x)), in eval mode.
-
-    delta starts at 0.001 N(0, 1) (no eps projection at the start); each step is a sign step, the eps-box and
-    [0, 1]. The model's modes are restored afterwards.
-
-    Args:
-        model, eps, step, iters: as DivergencePGD. div: a distance of core.losses.divergences. L-inf only; y is unused.
-    Call: attack(x, y) -> x_adv = clamp01(x + delta), detached.
-    """
+    """TRADES's inner maximisation (Zhang et al., ICML 2019) of mean_i D(p(x + delta)_i, p(x)_i), in eval mode,
+    from delta = 0.001 N(0, 1), L-inf only (docs/differences.md item 58); y is unused."""
 
     def __init__(self, model, eps, step, iters, div='KL'):
         super().__init__(model, eps, step, iters, 1, 'linf')
@@ -128,21 +94,17 @@ class TradesDivergencePGD(_Attack):
             with torch.no_grad():
                 clean = F.softmax(self.model(x), dim=1)
 
-            def objective(delta):
-                return distance(F.softmax(self.model(x + delta), dim=1), clean, self.div).mean()
+            def objective(logits):
+                return distance(F.softmax(logits, dim=1), clean, self.div).mean()
 
             delta = _clamp_to_image(0.001 * torch.randn(x.shape, device=x.device), x)
-            delta = _ascend(objective, delta, x, self.eps, self.step, self.iters, 'linf')
+            delta = self._ascend(objective, x, delta)
         return torch.clamp(x + delta, 0, 1)
 
 
 class CEPGD(_Attack):
-    """Evaluation PGD on the batch-mean cross-entropy (`loss='ce'`) or CW margin (`loss='cw'`), R restarts.
-
-    After each restart, the per-sample CE at its final delta is computed; a sample keeps that restart's delta if
-    its CE is >= the best so far (starting at 0). The model's mode is kept (the scripts call it in eval mode).
-    Call: attack(x, y) -> x_adv = clamp01(x + delta), detached.
-    """
+    """Evaluation PGD (Rice et al., "Overfitting in adversarially robust deep learning", ICML 2020) on the mean CE
+    or CW margin, R restarts, keeping per sample the restart with the highest CE (docs/differences.md item 61)."""
 
     def __init__(self, model, eps, step, iters, restarts=1, norm='linf', loss='ce'):
         super().__init__(model, eps, step, iters, restarts, norm)
@@ -157,8 +119,7 @@ class CEPGD(_Attack):
         best_delta = torch.zeros_like(x)
         with ctx_noparamgrad(self.model):
             for _ in range(self.restarts):
-                delta = _ascend(lambda d: step_loss(self.model(x + d), y), _random_start(x, self.eps, self.norm),
-                                x, self.eps, self.step, self.iters, self.norm)
+                delta = self._ascend(lambda z: step_loss(z, y), x, _random_start(x, self.eps, self.norm))
                 with torch.no_grad():
                     all_loss = F.cross_entropy(self.model(x + delta), y, reduction='none')
                 keep = all_loss >= best_loss

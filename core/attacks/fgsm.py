@@ -1,56 +1,28 @@
 """One-step attacks: FGSM (L-inf) and FGM (L2)."""
-import torch.nn as nn
+import torch
 
 from .base import Attack
-from .utils import clamp, input_gradient, normalize_by_pnorm
+from .utils import ascend, normalize_by_pnorm
 
 
 class FGSMAttack(Attack):
-    r"""Fast gradient sign method.
+    """Fast gradient sign method (Goodfellow et al., "Explaining and Harnessing Adversarial Examples", ICLR 2015):
+    x_adv = clamp01(x + eps sign(grad_x loss_fn(model(x), y)))."""
 
-    Goodfellow et al., "Explaining and Harnessing Adversarial Examples", ICLR 2015.
+    _direction = staticmethod(torch.sign)
 
-    Threat model: ||x_adv - x||_inf <= eps, x_adv in [clip_min, clip_max].
-    x_adv = clamp(x + eps * sign(grad_x loss(model(x), y)), clip_min, clip_max); no random start.
-
-    Arguments:
-        model (nn.Module): images (B, C, H, W) -> logits (B, K).
-        loss_fn (callable): loss(logits, y) -> scalar. Default: None = CrossEntropyLoss(reduction='sum').
-        eps (float): step size = radius of the ball. Default: 0.3.
-        clip_min (float): lower image bound. Default: 0.
-        clip_max (float): upper image bound. Default: 1.
-        targeted (bool): step down the loss of y instead. Default: False.
-
-    Shapes: x (B, C, H, W), y (B,) int64 -> x_adv (B, C, H, W).
-    """
-
-    def __init__(self, model, loss_fn=None, eps=0.3, clip_min=0., clip_max=1., targeted=False):
-        super().__init__(model, loss_fn, clip_min, clip_max, targeted)
+    def __init__(self, model, loss_fn=None, eps=0.3):
+        super().__init__(model, loss_fn)
         self.eps = eps
-        if self.loss_fn is None:
-            self.loss_fn = nn.CrossEntropyLoss(reduction='sum')
-
-    def _grad(self, x, y):
-        sign = -1 if self.targeted else 1  # autocast-safe input gradient (plain autograd in float32)
-        return input_gradient(self.model, lambda out: sign * self.loss_fn(out, y), x)
 
     def _perturb(self, x, y):
-        return clamp(x + self.eps * self._grad(x, y).sign(), self.clip_min, self.clip_max)
+        def update(x, grad):
+            return torch.clamp(x + self.eps * self._direction(grad), 0., 1.)
+        return ascend(self.model, self._objective(y), x, x, update, 1, delta=False)
 
 
 class FGMAttack(FGSMAttack):
-    r"""Fast gradient method, L2 version of FGSM.
+    """Fast gradient method, FGSM's L2 version: x + eps g / max(||g||_2, 1e-6) per sample, clamped (the reference
+    raises NameError here, docs/differences.md item 4)."""
 
-    Goodfellow et al., "Explaining and Harnessing Adversarial Examples", ICLR 2015; Miyato et al., 2017.
-
-    Threat model: ||x_adv - x||_2 <= eps, x_adv in [clip_min, clip_max].
-    x_adv = clamp(x + eps * g / max(||g||_2, 1e-6), clip_min, clip_max), g = grad_x loss, per sample.
-    (The reference raises NameError here: its normalisation helper is not imported. This is the formula;
-    docs/differences.md item 4.)
-
-    Arguments: as `FGSMAttack`.
-    Shapes: x (B, C, H, W), y (B,) int64 -> x_adv (B, C, H, W).
-    """
-
-    def _perturb(self, x, y):
-        return clamp(x + self.eps * normalize_by_pnorm(self._grad(x, y)), self.clip_min, self.clip_max)
+    _direction = staticmethod(normalize_by_pnorm)

@@ -2,98 +2,64 @@
 import math
 
 import torch
-import torch.nn as nn
 
 from .base import Attack
-from .utils import batch_clamp, clamp, clamp_by_pnorm, input_gradient, is_linf, normalize_by_pnorm, rand_init_delta
+from .utils import ascend, clamp_by_pnorm, normalize_by_pnorm
 
 
 class PGDAttack(Attack):
-    r"""PGD with a random start.
+    """PGD with a random start (Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks",
+    ICLR 2018): ||x_adv - x||_ord <= eps, ord inf or 2.
 
-    Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks", ICLR 2018.
-
-    Threat model: ||x_adv - x||_ord <= eps (ord = inf or 2), x_adv in [clip_min, clip_max].
-
-    Each step: ord inf: delta <- clamp(delta + eps_iter * sign(grad), -eps, eps);
-               ord 2:   delta <- delta + eps_iter * grad / max(||grad||_2, 1e-6);
-    then delta <- clamp(x + delta, clip_min, clip_max) - x, and for ord 2 the projection
-    delta <- delta * min(eps / ||delta||_2, 1). Finally x_adv = clamp(x + delta, clip_min, clip_max).
-
-    Arguments:
-        model (nn.Module): images (B, C, H, W) -> logits (B, K).
-        loss_fn (callable): loss(logits, y) -> scalar. Default: None = CrossEntropyLoss(reduction='sum').
-        eps (float): radius of the ball. Default: 0.3.
-        eps_iter (float): step size. Default: 0.01.
-        nb_iter (int): number of steps. Default: 40.
-        rand_init (bool): random start. Default: True.
-        clip_min (float): lower image bound. Default: 0.
-        clip_max (float): upper image bound. Default: 1.
-        ord (float): math.inf (np.inf) or 2. Default: math.inf.
-        targeted (bool): minimise the loss of y instead. Default: False.
-        rand_init_type (str): 'uniform' (see `rand_init_delta`, then one more box clamp) or 'normal'
-            (delta = 0.001 * N(0, 1), no clamp, as TRADES). Default: 'uniform'.
-
-    Shapes: x (B, C, H, W) in [clip_min, clip_max], y (B,) int64 -> x_adv (B, C, H, W).
-    The random start uses the generator of x's device.
+    loss_fn(logits, y) -> scalar. rand_init_type: 'uniform' (L-inf eps U(-1, 1); L2 U(0, 1) - x, into the ball)
+    or 'normal' (0.001 N(0, 1), as TRADES), drawn from the generator of x's device.
     """
 
-    def __init__(self, model, loss_fn=None, eps=0.3, eps_iter=0.01, nb_iter=40, rand_init=True, clip_min=0.,
-                 clip_max=1., ord=math.inf, targeted=False, rand_init_type='uniform'):
-        super().__init__(model, loss_fn, clip_min, clip_max, targeted)
-        if not (is_linf(ord) or ord == 2):
+    def __init__(self, model, loss_fn=None, eps=0.3, eps_iter=0.01, nb_iter=40, rand_init=True, ord=math.inf,
+                 rand_init_type='uniform'):
+        super().__init__(model, loss_fn)
+        if ord not in (math.inf, 2):
             raise NotImplementedError('Only ord=inf and ord=2 have been implemented.')
         if rand_init_type not in ('uniform', 'normal'):
             raise NotImplementedError('Only rand_init_type=normal and rand_init_type=uniform have been implemented.')
-        self.eps = eps
-        self.nb_iter = nb_iter
-        self.eps_iter = eps_iter
-        self.rand_init = rand_init
-        self.rand_init_type = rand_init_type
-        self.ord = ord
-        if self.loss_fn is None:
-            self.loss_fn = nn.CrossEntropyLoss(reduction='sum')
+        self.eps, self.nb_iter, self.eps_iter, self.ord = eps, nb_iter, eps_iter, ord
+        self.rand_init, self.rand_init_type = rand_init, rand_init_type
 
     def _init_delta(self, x):
         if not self.rand_init:
             return torch.zeros_like(x)
         if self.rand_init_type == 'normal':
             return 0.001 * torch.randn_like(x)
-        delta = rand_init_delta(x, self.ord, self.eps, self.clip_min, self.clip_max)
-        return clamp(x + delta, min=self.clip_min, max=self.clip_max) - x
+        delta = torch.zeros_like(x)
+        if self.ord == math.inf:
+            delta = self.eps * delta.uniform_(-1, 1)
+        else:
+            delta = clamp_by_pnorm(delta.uniform_(0., 1.) - x, 2, self.eps)
+        delta = torch.clamp(x + delta, min=0., max=1.) - x
+        return torch.clamp(x + delta, min=0., max=1.) - x
+
+    def _update(self, x):
+        eps, step = self.eps, self.eps_iter
+
+        def linf(delta, grad):
+            delta = torch.clamp(delta + step * grad.sign(), min=-eps, max=eps)
+            return torch.clamp(x + delta, 0., 1.) - x
+
+        def l2(delta, grad):
+            delta = delta + step * normalize_by_pnorm(grad)
+            return clamp_by_pnorm(torch.clamp(x + delta, 0., 1.) - x, 2, eps)
+        return linf if self.ord == math.inf else l2
 
     def _perturb(self, x, y):
-        delta = self._init_delta(x)
-        sign = -1 if self.targeted else 1
-        for _ in range(self.nb_iter):  # autocast-safe input gradient (plain autograd in float32)
-            grad = input_gradient(self.model, lambda out: sign * self.loss_fn(out, y), x + delta)
-            delta = delta.detach()
-            if is_linf(self.ord):
-                delta = delta + self.eps_iter * grad.sign()
-                delta = batch_clamp(self.eps, delta)
-                delta = clamp(x + delta, self.clip_min, self.clip_max) - x
-            else:
-                delta = delta + self.eps_iter * normalize_by_pnorm(grad)
-                delta = clamp(x + delta, self.clip_min, self.clip_max) - x
-                delta = clamp_by_pnorm(delta, self.ord, self.eps)
-        return clamp(x + delta.detach(), self.clip_min, self.clip_max)
+        delta = ascend(self.model, self._objective(y), x, self._init_delta(x), self._update(x), self.nb_iter)
+        return torch.clamp(x + delta, 0., 1.)
 
 
 class LinfPGDAttack(PGDAttack):
-    """PGD in the L-inf ball (see `PGDAttack`; ord = inf). Same arguments except `ord`."""
-
-    def __init__(self, model, loss_fn=None, eps=0.3, eps_iter=0.01, nb_iter=40, rand_init=True, clip_min=0.,
-                 clip_max=1., targeted=False, rand_init_type='uniform'):
-        super().__init__(model, loss_fn=loss_fn, eps=eps, eps_iter=eps_iter, nb_iter=nb_iter, rand_init=rand_init,
-                         clip_min=clip_min, clip_max=clip_max, ord=math.inf, targeted=targeted,
-                         rand_init_type=rand_init_type)
+    def __init__(self, model, loss_fn=None, **kwargs):
+        super().__init__(model, loss_fn, ord=math.inf, **kwargs)
 
 
 class L2PGDAttack(PGDAttack):
-    """PGD in the L2 ball (see `PGDAttack`; ord = 2). Same arguments except `ord`."""
-
-    def __init__(self, model, loss_fn=None, eps=0.3, eps_iter=0.01, nb_iter=40, rand_init=True, clip_min=0.,
-                 clip_max=1., targeted=False, rand_init_type='uniform'):
-        super().__init__(model, loss_fn=loss_fn, eps=eps, eps_iter=eps_iter, nb_iter=nb_iter, rand_init=rand_init,
-                         clip_min=clip_min, clip_max=clip_max, ord=2, targeted=targeted,
-                         rand_init_type=rand_init_type)
+    def __init__(self, model, loss_fn=None, **kwargs):
+        super().__init__(model, loss_fn, ord=2, **kwargs)
