@@ -23,12 +23,23 @@ import torch
 
 from core.attacks import VARIABLE_BATCH_ATTACKS
 from core.data import get_data_info, load_data
-from core.run.epoch import account, adversarial_test, final_record, save_epoch, start_meter, start_run, train_epoch
+from core.run.epoch import (
+    account,
+    adversarial_test,
+    final_record,
+    save_epoch,
+    save_stopped,
+    start_meter,
+    start_run,
+    train_epoch,
+)
 from core.run.parser import check_train_flags, parser_train
-from core.run.run_dir import STATE_FORMAT_VERSION, check_run_dir, load_resume_state, open_run, saved_lr
+from core.run.run_dir import STATE_FILE, STATE_FORMAT_VERSION, check_run_dir, load_resume_state, open_run, saved_lr
 from core.training.builder import build_trainer
+from core.training.trainer import Interrupted
 from core.utils.distributed import barrier, cleanup, setup
 from core.utils.errors import exit_on_user_error
+from core.utils.preemption import StopRequest
 from core.utils.utils import seed
 
 IGNORED_FLAGS = ('--LSE', '--ls', '--clip_value', '--CutMix', '--tensorboard')
@@ -54,6 +65,11 @@ def adversarial_test_epoch(epoch, num_epochs, freq):
 
 
 def main(argv=None):
+    with StopRequest(immediate=True) as stop:   # SIGTERM, SIGUSR1, Ctrl-C: core/utils/preemption.py
+        return run(stop, argv)
+
+
+def run(stop, argv=None):
     # ------------------------------------------------------------------ args
     argv = sys.argv[1:] if argv is None else argv
     args = parser_train(tau=False).parse_args(argv)
@@ -96,12 +112,22 @@ def main(argv=None):
                                              'Adversarial training for {} epochs')
     meter = start_meter(trainer, runtime, logger, test_dataloader, args.amp, state)
     test_adv_acc = 0.0 if state is None else state['test_adv_acc']  # the last measured one (stale in between)
+    partial = None if state is None else state.get('partial')   # a run stopped mid-epoch continues there
+    state = state or {'format_version': STATE_FORMAT_VERSION, 'epoch': 0, 'best': best, 'rows': rows,
+                      'test_adv_acc': 0.0, 'train_metrics': None, 'compute': (0.0, 0), 'args': dict(vars(args))}
+    trainer.stop, stop.immediate = stop, False   # from here a signal stops after the current step, then saves
+    stop_code = None
 
     # ------------------------------------------------------------------ loop
     for epoch in range(start_epoch, NUM_ADV_EPOCHS + 1):
         start = time.time()
-        res, test_acc, epoch_metrics = train_epoch(trainer, logger, train_dataloader, test_dataloader, epoch, args,
-                                                   LOG_DIR)
+        try:
+            res, test_acc, epoch_metrics = train_epoch(trainer, logger, train_dataloader, test_dataloader, epoch,
+                                                       args, LOG_DIR, resume=partial)
+        except Interrupted as e:
+            stop_code = save_stopped(trainer, runtime, logger, os.path.join(LOG_DIR, STATE_FILE), stop, state, e)
+            break
+        partial = None
         measured = adversarial_test(trainer, logger, test_dataloader, res, epoch_metrics,
                                     adversarial_test_epoch(epoch, NUM_ADV_EPOCHS, args.adv_eval_freq))
         test_adv_acc = test_adv_acc if measured is None else measured  # stale between evaluations
@@ -117,14 +143,18 @@ def main(argv=None):
                  'compute': (meter.seconds, meter.images), 'args': dict(vars(args))}
         save_epoch(trainer, runtime, logger, LOG_DIR, new_best, rows, state, start, args if args_changed else None)
         args_changed = False
+        if stop.signum is not None and epoch < NUM_ADV_EPOCHS:
+            stop_code = save_stopped(trainer, runtime, logger, os.path.join(LOG_DIR, STATE_FILE), stop, state)
+            break
         if args.stop_after is not None and epoch >= args.stop_after and epoch < NUM_ADV_EPOCHS:
             logger.log('Stopped after epoch {} (--stop-after).'.format(epoch))
-            cleanup()
-            return
+            stop_code = 0
+            break
 
-    # ------------------------------------------------------------------ final record
-    final_record(trainer, logger, train_dataloader, res, best, 'Test', meter)
+    if stop_code is None:
+        final_record(trainer, logger, train_dataloader, res, best, 'Test', meter)
     cleanup()
+    return stop_code
 
 
 if __name__ == '__main__':

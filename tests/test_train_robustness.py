@@ -15,6 +15,7 @@ import torch
 from train_helpers import CSV_COLUMNS, SCRIPT, assert_same_weights, load, make_data_dir, read_csv, run, tiny_args
 
 from core.run.parser import check_radius, parser_train
+from core.utils import faults
 from core.utils.errors import UserError
 
 
@@ -234,3 +235,52 @@ def test_tensorboard_missing_is_one_line_before_anything_is_written(data_dir, tm
     err = capsys.readouterr().err
     assert err.count('\n') == 1 and 'pip install tensorboard' in err
     assert not (tmp_path / 'tb').exists()
+
+
+def run_signalled(argv, at, signum):
+    """Run train-wa.py in a forked child that sends itself `signum` right after the optimizer step of batch `at`
+    = (epoch, batch), as a scheduler would; returns the child's exit code."""
+    pid = os.fork()
+    if pid == 0:  # the child: no pytest teardown, whatever happens
+        code = 98
+        try:
+            import core.training.trainer as trainer_module
+
+            def fault_point(name, batch=None, _at=(at[0], at[1])):
+                if name == 'train-batch' and (faults._epoch, batch) == _at:
+                    os.kill(os.getpid(), signum)
+            trainer_module.fault_point = fault_point
+            code = run(argv)
+        finally:
+            os._exit(code if isinstance(code, int) else 97)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status), status
+    return os.WEXITSTATUS(status)
+
+
+@pytest.mark.skipif(not hasattr(os, 'fork'), reason='needs os.fork')
+def test_preempted_mid_epoch_by_a_signal_saves_and_resumes_bit_identical(data_dir, tmp_path, one_thread, capfd):
+    """SIGUSR1 (Slurm's warning), Ctrl-C and SIGTERM in the middle of epochs: the step in progress finishes, the
+    state is saved mid-epoch, one line says where and how to continue, the exit code is 128 + the signal; each
+    --resume continues at the next batch and the run ends with the uninterrupted run's weights and CSV."""
+    flags = ('--beta', '5', '--adv-eval-freq', '1')
+    assert run(tiny_args(data_dir, tmp_path, 'full', *flags, data='cifar10')) == 0
+    argv = tiny_args(data_dir, tmp_path, 'stopped', *flags, data='cifar10')
+    run_dir = tmp_path / 'stopped'
+    capfd.readouterr()
+    resume = argv + ['--resume']
+    for args, at, signum, code in ((argv, (1, 2), signal.SIGUSR1, 138), (resume, (2, 1), signal.SIGINT, 130),
+                                   (resume, (2, 3), signal.SIGTERM, 143)):
+        assert run_signalled(args, at, signum) == code
+        err = capfd.readouterr().err.strip().splitlines()
+        name = signal.Signals(signum).name
+        assert err[-1].startswith(f'Stopped by {name} at batch {at[1]} of epoch {at[0]}: the run is saved in '
+                                  f'{run_dir / "state-last.pt"}; continue it with: python ')
+        assert err[-1].endswith(' --resume') and 'Traceback' not in '\n'.join(err)
+        state = load(run_dir / 'state-last.pt')
+        assert state['epoch'] == at[0] - 1 and state['partial']['batch'] == at[1]
+    assert run(argv + ['--resume']) == 0
+    for name in ('weights-last.pt', 'weights-best.pt'):
+        assert_same_weights(load(tmp_path / 'full' / name), load(run_dir / name))
+    assert read_csv(tmp_path / 'full' / 'stats_adv.csv', reproducible=True) == read_csv(run_dir / 'stats_adv.csv',
+                                                                               reproducible=True)

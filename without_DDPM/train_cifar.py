@@ -23,10 +23,17 @@ import numpy as np  # noqa: E402
 from core.attacks.divergence import NORMS  # noqa: E402
 from core.losses.divergences import check_divergence, clip_bound  # noqa: E402
 from core.models.without_ddpm import ACTIVATIONS, MODELS, WRN_ACTIVATIONS, create_without_ddpm_model  # noqa: E402
-from core.run.epoch import non_finite_message, restore_state, run_state, start_meter, train_or_stop  # noqa: E402
+from core.run.epoch import (  # noqa: E402
+    non_finite_message,
+    restore_state,
+    run_state,
+    save_stopped,
+    start_meter,
+    train_or_stop,
+)
 from core.run.run_dir import STATE_FILE, check_run_dir, load_resume_state  # noqa: E402
 from core.training.objectives import resolve_without_ddpm  # noqa: E402
-from core.training.trainer import evaluate  # noqa: E402
+from core.training.trainer import Interrupted, evaluate  # noqa: E402
 from core.training.without_ddpm import (  # noqa: E402
     ATTACKS,
     DATASETS,
@@ -43,6 +50,7 @@ from core.utils.compute import format_line  # noqa: E402
 from core.utils.distributed import add_device_argument, setup  # noqa: E402
 from core.utils.errors import SEED_MAX, UserError, check_number, exit_on_user_error  # noqa: E402
 from core.utils.logger import Logger  # noqa: E402
+from core.utils.preemption import StopRequest  # noqa: E402
 from core.utils.utils import seed  # noqa: E402
 
 STATE_FORMAT_VERSION = 2   # 2: the one trainer's state (1: this script's own loop, before it)
@@ -126,6 +134,11 @@ def save_weights(model, path, test_acc, rob_kl, rob_new):
 
 
 def main(argv=None):
+    with StopRequest(immediate=True) as stop:   # SIGTERM, SIGUSR1, Ctrl-C: core/utils/preemption.py
+        return run(stop, argv)
+
+
+def run(stop, argv=None):
     args = get_args(argv)
     validate(args)
     objective = resolve_without_ddpm(args)  # --attack: the training attack, the loss and their flag rules
@@ -171,8 +184,18 @@ def main(argv=None):
     def stop_message(e):
         return non_finite_message(e, folder, logger, args.lr_max, '--lr-max', can_change_lr=False, first_epoch=0)
 
+    partial = None if state is None else state.get('partial')   # a run stopped mid-epoch continues there
+    state = state or {'format_version': STATE_FORMAT_VERSION, 'epoch': 0, 'best': best, 'records': records,
+                      'compute': (0.0, 0), 'args': dict(vars(args))}
+    trainer.stop, stop.immediate = stop, False   # from here a signal stops after the current step, then saves
+    state_path, stop_code = os.path.join(folder, STATE_FILE), None
     for epoch in range(start_epoch, args.epochs):
-        loss = train_or_stop(trainer, train_loader, epoch, stop_message)['loss']
+        try:
+            loss = train_or_stop(trainer, train_loader, epoch, stop_message, resume=partial)['loss']
+        except Interrupted as e:
+            stop_code = save_stopped(trainer, runtime, logger, state_path, stop, state, e)
+            break
+        partial = None
         (_, test_acc), (_, rob_kl), (_, rob_new) = evaluate(model, test_loader, runtime, trainer.prepare,
                                                             test_attacks)
         logger.log('%d \t %.4f \t %.4f \t %.4f' % (epoch, test_acc, rob_kl, rob_new))
@@ -192,16 +215,21 @@ def main(argv=None):
         if robust > best:  # strict: ties keep the earlier epoch
             best = robust
             save_weights(model, os.path.join(folder, 'model_best.pth'), test_acc, rob_kl, rob_new)
-        save_atomic(run_state(trainer, runtime, format_version=STATE_FORMAT_VERSION, epoch=epoch + 1, best=best,
-                              records=records, compute=(meter.seconds, meter.images), args=dict(vars(args))),
-                    os.path.join(folder, STATE_FILE))
+        state = {'format_version': STATE_FORMAT_VERSION, 'epoch': epoch + 1, 'best': best, 'records': records,
+                 'compute': (meter.seconds, meter.images), 'args': dict(vars(args))}
+        save_atomic(run_state(trainer, runtime, **state), state_path)
+        if stop.signum is not None and epoch < args.epochs - 1:
+            stop_code = save_stopped(trainer, runtime, logger, state_path, stop, state)
+            break
         if args.stop_after is not None and epoch >= args.stop_after and epoch < args.epochs - 1:
             logger.log(f'Stopped after epoch {epoch} (--stop-after).')
+            stop_code = 0
             break
-    else:
+    if stop_code is None:
         logger.log('Compute-\t{:.2f} device-hours of training in all, {:.3g} FLOP.'.format(
             meter.seconds / 3600, meter.images * meter.flop_per_image))
     logger.close()
+    return stop_code
 
 
 if __name__ == '__main__':

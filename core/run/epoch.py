@@ -4,6 +4,8 @@ save_epoch (weights, stats_adv.csv, curves.png, the state file), and at the end 
 CSV row are the reference's.
 """
 import os
+import shlex
+import sys
 import time
 
 import pandas as pd
@@ -19,12 +21,13 @@ from core.utils.checkpoint import save_atomic
 from core.utils.compute import Meter, device_peak, format_line
 from core.utils.distributed import all_gather_object, barrier
 from core.utils.errors import UserError
+from core.utils.preemption import exit_code
 from core.utils.rng import rng_state, set_rng_state
 from core.utils.utils import format_time
 
 __all__ = ['COMPUTE_COLUMNS', 'start_meter', 'account', 'start_run', 'run_state', 'restore_state', 'resume_epoch',
-           'train_or_stop', 'train_epoch', 'adversarial_test', 'save_epoch', 'final_record', 'write_csv',
-           'non_finite_message']
+           'train_or_stop', 'resume_command', 'save_stopped', 'train_epoch', 'adversarial_test', 'save_epoch',
+           'final_record', 'write_csv', 'non_finite_message']
 
 
 def non_finite_message(e, log_dir, logger, lr, lr_flag='--lr', can_change_lr=True, first_epoch=1):
@@ -43,15 +46,39 @@ def non_finite_message(e, log_dir, logger, lr, lr_flag='--lr', can_change_lr=Tru
     return message
 
 
-def train_or_stop(trainer, loader, epoch, stop_message, on_step=None):
-    """`trainer.train` of epoch `epoch` (its loader's order set first); a non-finite loss becomes a UserError
-    with `stop_message(e)`."""
+def train_or_stop(trainer, loader, epoch, stop_message, on_step=None, resume=None):
+    """`trainer.train` of epoch `epoch` (its loader's order set first; `resume`: a stopped epoch's partial state);
+    a non-finite loss becomes a UserError with `stop_message(e)`."""
     faults.set_epoch(epoch)
     set_epoch(loader, epoch)
     try:
-        return trainer.train(loader, epoch=epoch, on_step=on_step)
+        return trainer.train(loader, epoch=epoch, on_step=on_step, resume=resume)
     except NonFiniteLoss as e:
         raise UserError(stop_message(e)) from None
+
+
+def resume_command(argv=None):
+    """The command line that continues this run: the same flags, --overwrite dropped, --resume added."""
+    argv = [a for a in (sys.argv if argv is None else argv) if a != '--overwrite']
+    return 'python ' + ' '.join(shlex.quote(a) for a in argv + ([] if '--resume' in argv else ['--resume']))
+
+
+def save_stopped(trainer, runtime, logger, path, stop, fields, interrupted=None):
+    """After a signal (core.utils.preemption): the run's state into `path` (mid-epoch with `interrupted`, the
+    trainer's Interrupted), one line saying what was saved and how to continue; returns the exit code."""
+    where = 'after the last finished epoch' if interrupted is None else f'at batch {interrupted.batch} of epoch ' \
+                                                                       f'{interrupted.epoch}'
+    if interrupted is not None:
+        fields = {k: v for k, v in fields.items() if k not in ('trainer', 'rng', 'global_step', 'partial')}
+        state = run_state(trainer, runtime, **fields, partial=interrupted.partial)
+        if runtime.is_primary:
+            save_atomic(state, path)
+        barrier(runtime)
+    message = (f'Stopped by {stop.name} {where}: the run is saved in {path}; continue it with: {resume_command()}')
+    logger.logger.info(message)
+    if runtime.is_primary:
+        print(message, file=sys.stderr, flush=True)
+    return exit_code(stop.signum)
 
 
 COMPUTE_COLUMNS = ('images_per_s', 'flop_per_image', 'flops_per_s', 'mfu')  # appended to stats_adv.csv
@@ -104,7 +131,9 @@ def resume_epoch(trainer, state, args, runtime, logger, num_epochs):
     """`restore_state`, logged; a --lr other than the saved one (--resume-changed-flags lr) scales every learning
     rate by new / old from this step on. Returns the first epoch to train."""
     restore_state(trainer, state, runtime)
-    logger.log('\nResuming from epoch {} of {}.'.format(state['epoch'] + 1, num_epochs))
+    partial = state.get('partial')
+    logger.log('\nResuming from epoch {} of {}{}.'.format(state['epoch'] + 1, num_epochs,
+                                                        f' at batch {partial["batch"] + 1}' if partial else ''))
     old_lr = state['args']['lr']
     if old_lr != args.lr:
         trainer.rescale_lr(args.lr / old_lr)
@@ -129,13 +158,14 @@ def start_run(trainer, state, args, runtime, logger, test_dataloader, num_epochs
     return 1, [0.0, 0.0], [], None
 
 
-def train_epoch(trainer, logger, train_dataloader, test_dataloader, epoch, args, log_dir, on_step=None):
+def train_epoch(trainer, logger, train_dataloader, test_dataloader, epoch, args, log_dir, on_step=None,
+                resume=None):
     """Train epoch `epoch` (a non-finite loss stops the run with one line), measure the clean test accuracy and
     log the epoch's first lines. Returns (train metrics, test accuracy, the epoch's CSV row so far)."""
     logger.log('======= Epoch {} ======='.format(epoch))
     last_lr = trainer.last_lr()
     res = train_or_stop(trainer, train_dataloader, epoch, lambda e: non_finite_message(e, log_dir, logger, args.lr),
-                        on_step)
+                        on_step, resume)
     test_acc = trainer.eval(test_dataloader)
 
     # the LR is the one read before the epoch (docs/differences.md item 39)

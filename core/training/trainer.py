@@ -11,6 +11,7 @@ Where the model lives: `model` is the plain network (a ModelWrapper: state-dict 
 torch.compile wrapper around it. Checkpoints and the optimiser's parameters always come from `model`; the
 attacks run on the plain `model` (or the averaged one).
 """
+import itertools
 import sys
 import time
 
@@ -25,7 +26,28 @@ from core.utils.distributed import all_reduce_sum, broadcast_buffers
 from core.utils.faults import fault_point
 from core.utils.metrics import accuracy, num_correct
 
-__all__ = ['AdversarialTrainer', 'evaluate', 'to_device']
+__all__ = ['AdversarialTrainer', 'Interrupted', 'evaluate', 'to_device']
+
+
+class Interrupted(Exception):
+    """A signal stopped epoch `epoch` after `batch` steps; `partial` is what `train(resume=...)` continues from."""
+
+    def __init__(self, epoch, batch, partial):
+        super().__init__(f'epoch {epoch}, batch {batch}')
+        self.epoch, self.batch, self.partial = epoch, batch, partial
+
+
+def _metrics_state(acc):
+    """An EpochMetrics' batches so far, as tensors (a mid-epoch state file)."""
+    rows = torch.stack(acc.rows).cpu() if acc.rows else torch.zeros(0)
+    return {'keys': acc.keys, 'rows': rows, 'streak': acc.streak.cpu(), 'first_bad': acc.first_bad.cpu(),
+            'bad_value': acc.bad_value.cpu()}
+
+
+def _load_metrics(acc, state):
+    device = acc.streak.device
+    acc.keys, acc.rows = state['keys'], [r.to(device) for r in state['rows']]
+    acc.streak, acc.first_bad, acc.bad_value = (state[k].to(device) for k in ('streak', 'first_bad', 'bad_value'))
 
 
 def to_device(x, y, device, channels_last=False):
@@ -66,6 +88,7 @@ class AdversarialTrainer:
         self.clip_grad, self.steps_per_epoch = clip_grad, steps_per_epoch
         self.eval_model = model if ema is None else ema.wa_model
         self.last_global_step = 0   # the global step after the last batch trained (saved with the run's state)
+        self.stop = None            # a core.utils.preemption.StopRequest, polled between steps
 
     @property
     def wa_model(self):
@@ -73,33 +96,34 @@ class AdversarialTrainer:
         return self.ema.wa_model
 
     # ------------------------------------------------------------------ one epoch
-    def train(self, dataloader, epoch=0, on_step=None):
+    def train(self, dataloader, epoch=0, on_step=None, resume=None):
         """Train one epoch; returns the unweighted mean over batches of each batch metric (as the reference logs,
         docs/differences.md items 7 and 28).
 
         One batch: the BN momentum trick (weight averaging), the batch preparation, the loss under autocast, zero
         the gradients, backward (scaled with fp16), optional global norm clipping, the optimiser step, the
-        per-batch scheduler step (`cyclic`), the weight-averaging update. After the epoch: the per-epoch scheduler
-        step (`step`, `cosine`, `cosinew`), rank 0's BatchNorm statistics to every process, and their copy into
-        the averaged model. Under DDP the means are also averaged over the processes.
+        per-batch scheduler step, the weight-averaging update. After the epoch: the per-epoch scheduler step,
+        rank 0's BatchNorm statistics to every process, and their copy into the averaged model.
 
-        `on_step(step, metrics)`, if given (train-wa.py --tensorboard), is called after every optimiser step with
-        step = (epoch - 1) * len(dataloader) + batch (1-based) and the batch's metrics plus the `lr` it used.
-
-        The batch metrics stay on the device (`EpochMetrics`): the host reads them only when the progress bar
-        redraws and at the end of the epoch. A loss that is not finite raises `NonFiniteLoss` naming the epoch
-        and the first such batch, before the epoch ends (so before anything of it is saved); it is noticed at
-        the next check (every batch on the CPU, every `NONFINITE_CHECK_EVERY` batches on a GPU). With fp16,
-        a step the GradScaler skips is not an error: only `FP16_SKIP_TOLERANCE` non-finite losses in a row are.
+        `on_step(step, metrics)` (train-wa.py --tensorboard) is called after every optimiser step, step =
+        (epoch - 1) * len(dataloader) + batch. A non-finite loss raises `NonFiniteLoss` before the epoch ends
+        (checked every batch on the CPU, every NONFINITE_CHECK_EVERY on a GPU; with fp16 only
+        FP16_SKIP_TOLERANCE in a row). A signal recorded in `self.stop` (core.utils.preemption) raises
+        `Interrupted` after the current step, carrying `partial`; `resume=partial` continues that epoch at the
+        same batch, so the run goes on as if never stopped.
         """
         ema, n = self.ema, len(dataloader)
         self.train_model.train()
         metrics_acc = EpochMetrics(self.device, FP16_SKIP_TOLERANCE if self.scaler.is_enabled() else 0)
         check_every = 1 if self.device.type == 'cpu' else NONFINITE_CHECK_EVERY
-        bar = self.progress(dataloader, epoch)
-        images, start = 0, time.time()
+        first, images, elapsed = 0, 0, 0.0
+        if resume is not None:
+            first, images, elapsed = resume['batch'], resume['images'], resume['seconds']
+            _load_metrics(metrics_acc, resume['metrics'])
+        bar = self.progress(itertools.islice(dataloader, first, None), epoch, n, first)
+        start = time.time() - elapsed
         try:
-            for i, (x, y) in enumerate(bar):
+            for i, (x, y) in enumerate(bar, start=first):
                 images += len(x)                                # loader images (before CutMix copies)
                 step = (epoch - 1) * self.steps_per_epoch + i   # optimiser steps taken before this batch
                 if ema is not None:
@@ -125,6 +149,10 @@ class AdversarialTrainer:
                 fault_point('train-batch', i + 1)
                 if (i + 1) % check_every == 0:
                     metrics_acc.check_finite(epoch, n, self.runtime)
+                if i + 1 < n and self.stop_requested(i + 1):
+                    metrics_acc.check_finite(epoch, n, self.runtime)
+                    raise Interrupted(epoch, i + 1, {'batch': i + 1, 'images': images, 'metrics':
+                                                     _metrics_state(metrics_acc), 'seconds': time.time() - start})
                 if bar_redraws_next(bar, i + 1):
                     bar.set_postfix({k: f'{v:.4f}' for k, v in metrics_acc.means().items()}, refresh=False)
         finally:
@@ -144,10 +172,21 @@ class AdversarialTrainer:
         self.last_epoch_seconds = time.time() - start
         return means
 
-    def progress(self, dataloader, epoch):
+    def stop_requested(self, batch):
+        """Whether a signal asks to stop now; under DDP every process decides alike (a collective, so polled only
+        every NONFINITE_CHECK_EVERY batches on GPUs)."""
+        if self.stop is None:
+            return False
+        if not self.runtime.distributed:
+            return self.stop.signum is not None
+        if self.device.type != 'cpu' and batch % NONFINITE_CHECK_EVERY:
+            return False
+        return all_reduce_sum([self.stop.signum is not None], self.runtime)[0] > 0
+
+    def progress(self, batches, epoch, total, initial=0):
         """A tqdm bar on the primary process; refreshed at most every 30 s when stderr is not a terminal."""
-        return tqdm(dataloader, desc=f'Epoch {epoch}', disable=not self.runtime.is_primary, leave=False,
-                    dynamic_ncols=True, mininterval=0.1 if sys.stderr.isatty() else 30.0, file=sys.stderr)
+        return tqdm(batches, desc=f'Epoch {epoch}', total=total, initial=initial, disable=not self.runtime.is_primary,
+                    leave=False, dynamic_ncols=True, mininterval=0.1 if sys.stderr.isatty() else 30.0, file=sys.stderr)
 
     # ------------------------------------------------------------------ learning rate
     def last_lr(self):

@@ -10,13 +10,29 @@ class UserError(ValueError):
     """Bad input from the user (a flag, a file, a checkpoint): the message names the problem and the fix."""
 
 
+class Stopped(Exception):
+    """A signal ended the script at once (core.utils.preemption): one line, exit code 128 + `signum`."""
+
+    def __init__(self, signum, message):
+        super().__init__(message)
+        self.signum = signum
+
+
 def exit_on_user_error(main):
-    """Run `main()`; a UserError becomes `error: <message>` on stderr and exit code 2."""
+    """Run `main()`; a UserError becomes `error: <message>` on stderr and exit code 2, a Ctrl-C (or a signal that
+    stops at once, core.utils.preemption) one line and 128 + the signal's number."""
     try:
         return main()
     except UserError as e:
         print(f'error: {e}', file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print('\ninterrupted (Ctrl-C): stopped; what was saved before stays (a run continues with --resume).',
+              file=sys.stderr)
+        sys.exit(130)
+    except Stopped as e:
+        print(f'\n{e}', file=sys.stderr)
+        sys.exit(128 + int(e.signum))
 
 
 SEED_MAX = 2 ** 32 - 1  # numpy's np.random.seed accepts [0, 2**32 - 1]
