@@ -1,14 +1,7 @@
 #!/usr/bin/env python3
 """Export the weight-averaged model of a run as safetensors (no pickle) and/or in RobustBench's key layout.
 
-    python scripts/export.py logs/score-lse score-lse.safetensors                        # reference keys
-    python scripts/export.py logs/score-lse score-lse-rb.safetensors --layout robustbench  # DMWideResNet keys
-    python scripts/export.py logs/score-lse/weights-last.pt rb.pt --layout robustbench     # torch.save, bare keys
-
-SRC is a run folder (its weights-best.pt is read, with args.txt for the metadata) or a weights file. OUT ends in
-.safetensors or .pt / .pth. `eval-aa.py --weights` and `train-wa.py --pretrained-file` read the .safetensors files;
-the RobustBench layout loads strictly into RobustBench's DMWideResNet (the constructor is printed). An existing
-OUT is kept unless --overwrite.
+    python scripts/export.py logs/score-lse score-lse-rb.safetensors --layout robustbench  # or OUT.pt, OUT.pth
 """
 import argparse
 import os

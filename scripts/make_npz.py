@@ -1,12 +1,7 @@
 #!/usr/bin/env python3
 """Write DATA_DIR/train.npz and DATA_DIR/test.npz from torchvision's CIFAR-10, CIFAR-100 or SVHN.
 
-    python scripts/make_npz.py data/cifar10        # also data/cifar100, data/svhn
-
-The dataset is DATA_DIR's basename, as the data layer reads it. Its torchvision files in DATA_DIR are read, or
-downloaded first; so on a machine without a network, run this where there is one and copy DATA_DIR over. Each
-file holds `image` (uint8, N x 32 x 32 x 3, RGB) and `label` (int64, N), uncompressed, the layout the data layer
-reads first and scripts/subset_npz.py cuts down. An existing .npz is never overwritten.
+    python scripts/make_npz.py data/cifar10    # downloads where the files are missing; never overwrites
 """
 import argparse
 import os

@@ -1,11 +1,7 @@
 #!/usr/bin/env python3
 """One Markdown (or --csv) row per evaluated run folder, matched against docs/published.csv.
 
-    python scripts/results_table.py logs/score logs/trades-kl [--csv table.csv]
-
-Each RUN_DIR needs args.txt (train-wa.py's flags) and eval-aa.json (eval-aa.py's result). A run matches a published
-row when data, model, objective, --beta, threat model, radius and AutoAttack version agree; a subset evaluation
-(fewer images than the published row's) is marked and never compared.
+    python scripts/results_table.py logs/score logs/trades-kl [--csv table.csv]    # args.txt and eval-aa.json each
 """
 import argparse
 import csv
@@ -47,7 +43,7 @@ def read_run(run_dir):
 
 
 def match(row, published):
-    """(the published row of the same setting or None, whether `row` evaluated fewer images than it)."""
+    """(the published row of the same setting or None, whether `row` is a subset evaluation, never compared)."""
     for p in published:
         beta = None if row['beta'] is None else float(row['beta'])
         if (p['data'] == row['data'] and p['model'] == row['model'] and p['objective'] == row['objective']

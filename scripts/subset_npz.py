@@ -1,12 +1,7 @@
 #!/usr/bin/env python3
 """Copy the first N images of an image/label .npz into a new uncompressed .npz (for small runs on a CPU).
 
-    python scripts/subset_npz.py data/cifar10/train.npz data-small/cifar10/train.npz 4096
-    python scripts/subset_npz.py data/cifar10/test.npz  data-small/cifar10/test.npz  1000
-
-The schema is that of the DDPM data files and of scripts/make_npz.py:
-`image` uint8 N x 32 x 32 x 3 and `label` int64 N. An existing output file is never overwritten
-(one that already holds N images is kept as it is).
+    python scripts/subset_npz.py data/cifar10/train.npz data-small/cifar10/train.npz 4096   # never overwrites
 """
 import argparse
 import os

@@ -1,9 +1,7 @@
-"""Data layer: DATASETS, SEMISUP_DATASETS, get_data_info, load_data, set_epoch, validate_unsup_fraction.
+"""Data layer: `load_data(DATA_DIR)` for DATA_DIR = join(--data-dir, name), name in DATASETS.
 
-`load_data(DATA_DIR, ...)` with DATA_DIR = join(--data-dir, name) returns the datasets and loaders of `name`
-(the basename of DATA_DIR). The semi-supervised sets cifar10s/cifar100s/svhns read their base data from the
-sibling folder (./data/cifar10s -> ./data/cifar10) and the generated data from `aux_data_filename`.
-See docs/data.md for the offline layout and core/data/semisup.py for the sampler's semantics.
+cifar10s/cifar100s/svhns read their base data from the sibling folder (./data/cifar10s -> ./data/cifar10) and the
+generated data from `aux_data_filename`; docs/data.md has the offline layout.
 """
 import math
 import os
@@ -36,12 +34,7 @@ __all__ = ['AUGMENTATIONS', 'augment_arg', 'DATASETS', 'SEMISUP_DATASETS', 'get_
 
 
 def get_data_info(data_dir):
-    """Dataset info `{data, classes, num_classes, mean, std}` of DATA_DIR, chosen from its basename.
-
-    The basename is tested for `cifar100`, `cifar10`, `svhn`, `tiny-imagenet` in that order (the reference tested
-    the whole path, so a parent folder named e.g. `svhn` misclassified it, docs/differences.md item 14). `data` is
-    the basename, e.g. `cifar10s`. Returns a fresh dict (the module's table is never mutated).
-    """
+    """A fresh `{data, classes, num_classes, mean, std}` of DATA_DIR, by its basename (docs/differences.md item 14)."""
     name = os.path.basename(os.path.normpath(str(data_dir)))
     for key, desc in _INFO:
         if key in name:
@@ -54,29 +47,12 @@ def get_data_info(data_dir):
 def load_data(data_dir, batch_size=256, batch_size_test=256, num_workers=4, use_augmentation='base',
               shuffle_train=True, aux_data_filename=None, unsup_fraction=None, validation=False, seed=1, rank=0,
               world_size=1, pin_memory=False, val_size=1024):
-    """Datasets and loaders of DATA_DIR's dataset.
+    """(train_dataset, test_dataset, train_loader, test_loader), with `validation` also val_dataset and val_loader
+    after each (the first `val_size` base training images).
 
-    Args:
-        data_dir (str): join(root, name), name in DATASETS (e.g. ./data/cifar10s).
-        batch_size (int): GLOBAL training batch size (each of `world_size` ranks yields its share).
-        batch_size_test (int): batch size of the test and validation loaders (last batch kept; under DDP each rank
-            gets every world_size-th batch, `RankBatches`).
-        num_workers (int): loader worker processes (4 as the reference; 0 loads in the main process).
-        use_augmentation (bool or str): True = 'base' (crop+flip), False = 'none', or a name in AUGMENTATIONS.
-        shuffle_train (bool): shuffle the plain training set (ignored for semi-supervised data, as the
-            reference: docs/differences.md item 35).
-        aux_data_filename (str): generated data for *s datasets: .npz / .pickle, comma-separated list or folder.
-        unsup_fraction (float or None): fraction of each batch from the generated data; None or negative -> one
-            merged pool. The CLI value is checked by `validate_unsup_fraction` (must be in [0, 1)).
-        validation (bool): carve the first `val_size` base training images out as a validation set.
-        seed (int): seed of the sampler's streams (batches and augmentations are functions of (seed, epoch)).
-        rank, world_size (int): DDP position; ranks with the same seed split every global batch.
-        pin_memory (bool): DataLoader pin_memory.
-        val_size (int): validation size (1024).
-
-    Returns:
-        (train_dataset, test_dataset, train_loader, test_loader), or with `validation`
-        (train_dataset, test_dataset, val_dataset, train_loader, test_loader, val_loader).
+    `batch_size` is the GLOBAL batch (each rank yields its share; the evaluation loaders give every world_size-th
+    batch); `shuffle_train` is ignored for semi-supervised data, as the reference (docs/differences.md item 35);
+    `unsup_fraction` None or negative: one merged pool (see `SemiSupervisedSampler`).
     """
     name = os.path.basename(os.path.normpath(str(data_dir)))
     if name not in DATASETS:
@@ -102,10 +78,7 @@ def load_data(data_dir, batch_size=256, batch_size_test=256, num_workers=4, use_
 
 
 def set_epoch(loader, epoch):
-    """Make `loader`'s next pass draw epoch `epoch` (batches, augmentations and worker seeds from (seed, epoch)).
-
-    Call it before iterating each epoch (any epoch numbering works, as long as resume uses the same one).
-    """
+    """Make `loader`'s next pass draw epoch `epoch` (batches, augmentations, worker seeds); call it every epoch."""
     sampler = loader.batch_sampler
     sampler.set_epoch(epoch)
     if loader.generator is not None:

@@ -1,5 +1,4 @@
-"""cifar10s: the cifar10 train split plus generated data; the base data are read from the sibling folder
-DATA_DIR/../cifar10 (e.g. ./data/cifar10s -> ./data/cifar10)."""
+"""cifar10s: the cifar10 train split plus generated data; base data from DATA_DIR/../cifar10."""
 from core.data.cifar10 import DATA_DESC
 from core.data.semisup import semisup_loader
 

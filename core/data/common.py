@@ -1,14 +1,6 @@
-"""Shared pieces of the data layer: offline reading of the base splits, transforms, the image dataset, loaders.
-
-Where the base data are read from (first match wins), for DATA_DIR = join(--data-dir, name):
-  1. `DATA_DIR/train.npz` and `DATA_DIR/test.npz`, each with `image` (uint8, N x 32 x 32 x 3, RGB) and `label`
-     (integers, N), e.g. written by `python scripts/make_npz.py DATA_DIR` (MAKE_NPZ_CMD; from torchvision's
-     files) or by any script that saves these two arrays. They must be uncompressed (np.savez) and are read
-     lazily, row by row.
-  2. torchvision's own files in DATA_DIR (`cifar-10-batches-py/`, `cifar-100-python/`, `train_32x32.mat` and
-     `test_32x32.mat`), read with `download=False`.
-  3. Otherwise torchvision downloads them into DATA_DIR; offline, this fails with a UserError naming the paths
-     tried and the command that makes the `.npz` files.
+"""Shared pieces of the data layer: the base splits (DATA_DIR/{split}.npz, else torchvision's files in DATA_DIR,
+else torchvision's download; offline, a UserError naming the paths tried and MAKE_NPZ_CMD), transforms, the image
+dataset and the loaders.
 """
 import argparse
 import os
@@ -25,7 +17,6 @@ from core.utils.errors import UserError
 from core.utils.utils import str2bool
 
 AUGMENTATIONS = ('none', 'base', 'cutout', 'autoaugment', 'randaugment')
-# The repository's command that writes DATA_DIR/{train,test}.npz (torchvision's files, downloaded where needed).
 MAKE_NPZ_CMD = 'python {script} {{dir}}'.format(script=os.path.normpath(os.path.join(
     os.path.dirname(os.path.abspath(__file__)), '..', '..', 'scripts', 'make_npz.py')))
 
@@ -36,10 +27,6 @@ _TORCHVISION = {
     'svhn': (torchvision.datasets.SVHN, '{split}_32x32.mat', 'split'),
 }
 
-
-# ---------------------------------------------------------------------------------------------------------------
-# Base splits
-# ---------------------------------------------------------------------------------------------------------------
 
 def _torchvision_split(name, data_dir, split, download):
     cls, _, how = _TORCHVISION[name]
@@ -56,10 +43,7 @@ def _download(name, data_dir, split):
 
 
 def load_split(name, data_dir, split, num_classes):
-    """Images (N x 32 x 32 x 3 uint8, NHWC) and labels (int array) of split `train`/`test` of cifar10/cifar100/svhn.
-
-    Looks for DATA_DIR/{split}.npz, then torchvision's files in DATA_DIR, then downloads (see the module doc).
-    """
+    """(N x 32 x 32 x 3 uint8 images, int labels) of split `train`/`test` of cifar10/cifar100/svhn."""
     npz = os.path.join(data_dir, f'{split}.npz')
     if os.path.isfile(npz):
         return open_image_label_file(npz, num_classes)
@@ -79,10 +63,6 @@ def load_split(name, data_dir, split, num_classes):
                         f'{data_dir}: `{MAKE_NPZ_CMD.format(dir=data_dir)}` writes both splits (run it where '
                         f'there is a network and copy the folder here).') from None
 
-
-# ---------------------------------------------------------------------------------------------------------------
-# Transforms
-# ---------------------------------------------------------------------------------------------------------------
 
 class Cutout:
     """Zero a size x size square (clipped at the border) at a uniformly random centre of a C x H x W tensor."""
@@ -104,7 +84,7 @@ class Cutout:
 
 
 def parse_augmentation(use_augmentation):
-    """The reference's bool (True -> 'base', False/None -> 'none'; also as text, e.g. 'yes') or one of AUGMENTATIONS."""
+    """The reference's bool (True -> 'base', False/None -> 'none'; also as text) or one of AUGMENTATIONS."""
     if use_augmentation is None:
         return 'none'
     try:
@@ -112,11 +92,11 @@ def parse_augmentation(use_augmentation):
     except argparse.ArgumentTypeError:
         raise UserError(f'unknown augmentation {use_augmentation!r}; choose one of {", ".join(AUGMENTATIONS)} '
                         f'(or a bool: true = base, false = none).') from None
-    return {True: 'base', False: 'none'}.get(aug, aug) if isinstance(aug, bool) else aug
+    return ('base' if aug else 'none') if isinstance(aug, bool) else aug
 
 
 def augment_arg(text):
-    """argparse type of `--augment`: the reference's bools (yes/true/1, no/false/0) or a name in AUGMENTATIONS."""
+    """argparse type of `--augment`: the reference's bools or a name in AUGMENTATIONS."""
     if isinstance(text, bool):
         return text
     if str(text).lower() in AUGMENTATIONS:
@@ -129,14 +109,8 @@ def augment_arg(text):
 
 
 def get_transforms(name, use_augmentation):
-    """(train transform, test transform) of dataset `name`. Test/val: ToTensor only.
-
-    base: cifar10 RandomCrop(32, 4) + flip; cifar100 also RandomRotation(15); tiny-imagenet RandomCrop(64, 4)
-    + flip; svhn: no augmentation whatever is asked (reference). Beyond the reference (off by default,
-    docs/differences.md item 52), for
-    cifar10/cifar100/tiny-imagenet: cutout = base + Cutout(18); autoaugment = crop, flip, AutoAugment(CIFAR-10
-    policy), ToTensor, Cutout(18); randaugment = RandAugment(2, 14) then base.
-    """
+    """(train, test) transforms of `name`: as the reference (svhn none), cutout/autoaugment/randaugment beyond it
+    (docs/differences.md item 52)."""
     aug = parse_augmentation(use_augmentation)
     test = T.ToTensor()
     if aug == 'none' or name == 'svhn':
@@ -155,16 +129,10 @@ def get_transforms(name, use_augmentation):
     return T.Compose(ops), test
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Dataset and loaders
-# ---------------------------------------------------------------------------------------------------------------
-
 class ArraySource:
-    """Images (N x H x W x 3 uint8 array or lazy `NpyMember`) and labels as a sequence of (image, label)."""
+    """Images (N x H x W x 3 uint8, maybe a lazy `NpyMember`) and labels as a sequence of (image, label)."""
 
     def __init__(self, images, labels):
-        if len(images) != len(labels):
-            raise ValueError(f'{len(images)} images but {len(labels)} labels')
         self.images, self.labels = images, labels
 
     def __len__(self):
@@ -175,16 +143,10 @@ class ArraySource:
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    """Concatenation of image sources (no copy) with a transform: `ds[i] -> (3 x H x W float in [0,1], int label)`.
+    """Image sources concatenated (no copy), transformed: `ds[i] -> (3 x H x W float in [0, 1], int label)`.
 
-    A key may also be `(index, seed)`, as the batch samplers of this package yield them: the transform's random
-    draws then come from torch's RNG seeded with `seed` (restored afterwards in the main process), so an item's
-    augmentation depends on (run seed, epoch, position in the epoch) only, not on the worker count or on the
-    global RNG.
-
-    Args:
-        sources (list): sequences of (H x W x 3 uint8 array or PIL image, label).
-        transform (callable): PIL image -> tensor.
+    A key `(index, seed)` (the samplers' items) seeds the transform's draws, so they depend on neither the worker
+    count nor the global RNG (restored afterwards in the main process).
     """
 
     def __init__(self, sources, transform):
@@ -220,10 +182,8 @@ class ImageDataset(torch.utils.data.Dataset):
 
 
 class RankBatches(torch.utils.data.Sampler):
-    """The batches of an unshuffled evaluation loader (consecutive indices, last partial batch kept) that belong to
-    process `rank` of `world_size`: batch i goes to rank i % world_size. Under DDP each process then loads and
-    decodes only its own share (instead of every batch, skipping the others'); together they are every batch once.
-    `per_rank` tells `Trainer.evaluate` that the loader is already this process's share."""
+    """Batch i of an unshuffled evaluation loader (last partial batch kept) for rank i % world_size only; `per_rank`
+    tells `Trainer.evaluate` the loader is already this process's share."""
     per_rank = True
 
     def __init__(self, num_items, batch_size, rank=0, world_size=1):
@@ -240,8 +200,7 @@ class RankBatches(torch.utils.data.Sampler):
 
 
 def eval_loader(dataset, batch_size, num_workers, pin_memory, rank=0, world_size=1):
-    """Unshuffled loader that keeps the last partial batch; with world_size > 1 only this rank's batches
-    (`RankBatches`)."""
+    """Unshuffled, last partial batch kept; with world_size > 1 only this rank's batches."""
     if world_size == 1:
         return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                           pin_memory=pin_memory)

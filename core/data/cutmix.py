@@ -1,10 +1,6 @@
-"""CutMix with soft labels and the x4 batch expansion of --CutMix (the reference's; docs/differences.md item 26).
+"""CutMix (Yun et al., ICCV 2019) with soft labels and the x4 expansion of --CutMix (docs/differences.md item 26).
 
-Paper: Yun et al., "CutMix: Regularization Strategy to Train Strong Classifiers with Localizable Features",
-ICCV 2019; used for adversarial training by Gowal et al. / Rebuffi et al. (2021).
-
-Randomness comes from numpy's global generator, consumed per copy in the reference's order:
-lambda ~ Beta(alpha, alpha), centre row i, centre column j, then the batch permutation.
+numpy's global generator, per copy in the reference's order: lambda ~ Beta(alpha, alpha), centre row, column, perm.
 """
 import numpy as np
 import torch
@@ -14,17 +10,7 @@ __all__ = ['cutmix', 'cutmix_expand']
 
 
 def cutmix(x, y, num_classes, alpha=1.0):
-    """One CutMix copy of a batch: paste a box of a permuted batch, mix the labels by area.
-
-    Args:
-        x: (B, C, H, W) images in [0, 1] (not modified).
-        y: (B,) int64 labels.
-        num_classes: K.
-        alpha: Beta(alpha, alpha) parameter of the mixing ratio. Default 1.0.
-    Returns:
-        x_mix (B, C, H, W) and soft labels (B, K) float32: lam' * onehot(y) + (1 - lam') * onehot(y[perm]),
-        where 1 - lam' is the area fraction of the pasted box [y1, y1+h) x [x1, x1+w).
-    """
+    """x (B, C, H, W) with a box of x[perm] pasted, and (B, K) float32 labels mixed by the box's area."""
     batch_size, height, width = x.shape[0], x.shape[-2], x.shape[-1]
     lam = np.random.beta(alpha, alpha)
     ratio = np.sqrt(1.0 - lam)
@@ -46,12 +32,6 @@ def cutmix(x, y, num_classes, alpha=1.0):
 
 
 def cutmix_expand(x, y, num_classes, copies=4, alpha=1.0):
-    """`copies` independent CutMix copies of the same batch, concatenated (the reference uses 4).
-
-    Args:
-        x: (B, C, H, W) images; y: (B,) int64 labels; num_classes: K; copies: default 4.
-    Returns:
-        (copies*B, C, H, W) images and (copies*B, K) float32 soft labels.
-    """
+    """`copies` independent CutMix copies of the batch, concatenated: (copies*B, C, H, W), (copies*B, K)."""
     pairs = [cutmix(x, y, num_classes, alpha) for _ in range(copies)]
     return torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])

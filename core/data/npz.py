@@ -1,16 +1,7 @@
-"""Lazy, file-backed access to image/label arrays stored in .npz (and .pickle) files, with cheap input checks.
+"""Lazy, checked access to image/label arrays in uncompressed .npz files (and the reference's .pickle).
 
-An `.npz` written by `np.savez` is a zip archive whose members (`image.npy`, `label.npy`) are stored
-uncompressed, so each member is a plain `.npy` file at a known offset inside the archive. `open_npz_member`
-parses the zip's local file header and the `.npy` header and returns a `NpyMember`: an array-like whose rows are
-read on access with one positional read (`os.pread`) at offset + i * row_bytes. Nothing is read up front and
-nothing stays resident, so memory does not grow with the size of the file nor with the number of images drawn.
-
-Why not `np.memmap`: the pages of a mapping that a process touches count in its RSS, and the kernel maps whole
-page-cache folios (fault-around, large folios) on each fault, so random access to a 300 MB mapped file raised
-RSS by 290 MB after 2,000 images here; with positional reads the page cache is the kernel's alone. A
-compressed member (`np.savez_compressed`) cannot be read this way; the error names the conversion command
-(`python -m core.data.convert`).
+Rows are read on access with one `os.pread` each: an `np.memmap`'s touched pages count in the process's RSS (a
+300 MB file raised it by 290 MB after 2,000 random images), positional reads leave the page cache to the kernel.
 """
 import os
 import pickle
@@ -26,13 +17,8 @@ _LOCAL_HEADER = struct.Struct('<4s2B4HL2L2H')  # zip local file header, 30 bytes
 _LABEL_CHUNK = 1 << 22  # labels are checked in chunks of 4M entries
 
 
-def _converted_name(path):
-    root, _ = os.path.splitext(path)
-    return root + '_uncompressed.npz'
-
-
 def npz_members(path):
-    """Names (without `.npy`) of the arrays in the `.npz` at `path`; UserError if it is not a readable npz."""
+    """Names (without `.npy`) of the arrays in the `.npz` at `path`."""
     if not os.path.isfile(path):
         raise UserError(f'{path}: no such file.')
     try:
@@ -42,11 +28,34 @@ def npz_members(path):
         raise UserError(f'{path}: not an .npz archive (expected np.savez output with image and label).') from None
 
 
-class NpyMember:
-    """Read-only array-like over C-ordered data at `offset` in file `path`: rows are read on access.
+def read_npy_header(f, path, key):
+    """(shape, fortran_order, dtype) of the .npy header at `f`'s position."""
+    try:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            return np.lib.format.read_array_header_1_0(f)
+        return np.lib.format.read_array_header_2_0(f)
+    except ValueError as e:
+        raise UserError(f'{path}: {key!r} is not a valid .npy member ({e}).') from None
 
-    `a[i]` -> ndarray row (one `os.pread`), `a[i:j]` -> a lazy NpyMember view of those rows, `np.asarray(a)` ->
-    all of it. Pickles as its location (DataLoader workers reopen the file).
+
+def load_pickle(path):
+    """(images, labels) of the reference's Tiny-Images `.pickle` (keys data and extrapolated_targets), in RAM."""
+    with open(path, 'rb') as f:
+        try:
+            d = pickle.load(f)
+        except Exception as e:  # noqa: BLE001 - any unpickling failure is bad input
+            raise UserError(f'{path}: cannot unpickle ({type(e).__name__}: {e}).') from None
+    if not isinstance(d, dict) or 'data' not in d or 'extrapolated_targets' not in d:
+        keys = sorted(d) if isinstance(d, dict) else type(d).__name__
+        raise UserError(f'{path}: expected a dict with keys data and extrapolated_targets, got {keys}.')
+    return np.asarray(d['data']), np.asarray(d['extrapolated_targets'])
+
+
+class NpyMember:
+    """Read-only array over C-ordered rows at `offset` in `path`: `a[i]` reads a row, `a[i:j]` is a lazy view.
+
+    Pickles as its location (DataLoader workers reopen the file).
     """
 
     def __init__(self, path, offset, shape, dtype):
@@ -110,8 +119,9 @@ def open_npz_member(path, key):
             raise UserError(f'{path}: no array {key!r} (has {npz_members(path)}); '
                             f'expected arrays image (N x 32 x 32 x 3 uint8) and label (N).') from None
         if info.compress_type != zipfile.ZIP_STORED:
+            dst = os.path.splitext(path)[0] + '_uncompressed.npz'
             raise UserError(f'{path}: {key!r} is compressed and cannot be memory-mapped; convert it once with '
-                            f'`{CONVERT_CMD.format(src=path, dst=_converted_name(path))}` and use the output.')
+                            f'`{CONVERT_CMD.format(src=path, dst=dst)}` and use the output.')
         with open(path, 'rb') as f:
             f.seek(info.header_offset)
             fields = _LOCAL_HEADER.unpack(f.read(_LOCAL_HEADER.size))
@@ -119,14 +129,7 @@ def open_npz_member(path, key):
                 raise UserError(f'{path}: corrupt zip header of {key!r}.')
             name_len, extra_len = fields[-2], fields[-1]
             f.seek(info.header_offset + _LOCAL_HEADER.size + name_len + extra_len)
-            try:
-                version = np.lib.format.read_magic(f)
-                if version == (1, 0):
-                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-                else:
-                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-            except ValueError as e:
-                raise UserError(f'{path}: {key!r} is not a valid .npy member ({e}).') from None
+            shape, fortran, dtype = read_npy_header(f, path, key)
             offset = f.tell()
         if dtype.hasobject:
             raise UserError(f'{path}: {key!r} holds Python objects; expected a numeric array.')
@@ -138,11 +141,7 @@ def open_npz_member(path, key):
 
 
 def read_labels(labels, path, num_classes):
-    """Check 1-D integer labels in [0, num_classes) chunk by chunk and return them as a compact in-RAM array.
-
-    The array is uint8/int16/int32 (1-4 bytes per image, whatever the file's integer type): a 50M-image file's
-    int64 labels (400 MB) are read in chunks and kept in 50 MB.
-    """
+    """Check 1-D integer labels in [0, num_classes) chunk by chunk; keep them in RAM as uint8/int16/int32."""
     if labels.ndim != 1:
         raise UserError(f'{path}: labels have shape {tuple(labels.shape)}; expected a 1-D array (N,).')
     if not np.issubdtype(labels.dtype, np.integer):
@@ -160,7 +159,7 @@ def read_labels(labels, path, num_classes):
 
 
 def check_images(images, path, size=32, key='image'):
-    """Check an image array's dtype and NHWC shape without reading it (N x size x size x 3, uint8)."""
+    """Check an image array's dtype and NHWC shape (N x size x size x 3, uint8) without reading it."""
     shape = tuple(images.shape)
     if images.ndim != 4:
         raise UserError(f'{path}: {key!r} has shape {shape}; expected N x {size} x {size} x 3 (NHWC) uint8.')
@@ -178,35 +177,22 @@ def check_images(images, path, size=32, key='image'):
                         f'(convert with (x * 255).round().astype(np.uint8) if they are floats in [0, 1]).')
 
 
-def open_image_label_file(path, num_classes, size=32, image_key='image', label_key='label'):
-    """Open an image/label file lazily and check it: `.npz` (read on access) or reference `.pickle` (in RAM).
-
-    Returns (images, labels): images an N x size x size x 3 uint8 array-like (a lazy `NpyMember` for .npz),
-    labels a compact in-RAM integer array. Only headers and labels are read here.
-    """
+def open_image_label_file(path, num_classes, size=32):
+    """Checked (images, labels) of a `.npz` (images a lazy `NpyMember`) or `.pickle`; labels compact, in RAM."""
     if not os.path.exists(path):
         raise UserError(f'{path}: no such file.')
-    if path.endswith('.pickle') or path.endswith('.pkl'):
-        with open(path, 'rb') as f:
-            try:
-                d = pickle.load(f)
-            except Exception as e:  # noqa: BLE001 - any unpickling failure is bad input
-                raise UserError(f'{path}: cannot unpickle ({type(e).__name__}: {e}).') from None
-        if not isinstance(d, dict) or 'data' not in d or 'extrapolated_targets' not in d:
-            keys = sorted(d) if isinstance(d, dict) else type(d).__name__
-            raise UserError(f'{path}: expected a dict with keys data and extrapolated_targets, got {keys}.')
-        images, labels, image_key, label_key = np.asarray(d['data']), np.asarray(d['extrapolated_targets']), \
-            'data', 'extrapolated_targets'
+    if path.endswith(('.pickle', '.pkl')):
+        images, labels = load_pickle(path)
+        image_key = 'data'
     else:
         members = npz_members(path)
-        for key in (image_key, label_key):
+        for key in ('image', 'label'):
             if key not in members:
-                raise UserError(f'{path}: no array {key!r} (has {members}); expected arrays {image_key} '
-                                f'(N x {size} x {size} x 3 uint8) and {label_key} (N).')
-        images = open_npz_member(path, image_key)
-        labels = open_npz_member(path, label_key)
+                raise UserError(f'{path}: no array {key!r} (has {members}); expected arrays image '
+                                f'(N x {size} x {size} x 3 uint8) and label (N).')
+        images, labels = open_npz_member(path, 'image'), open_npz_member(path, 'label')
+        image_key = 'image'
     check_images(images, path, size, image_key)
     if labels.ndim == 1 and len(labels) != len(images):
         raise UserError(f'{path}: {len(images)} images but {len(labels)} labels; the counts must match.')
-    labels = read_labels(labels, path, num_classes)
-    return images, labels
+    return images, read_labels(labels, path, num_classes)

@@ -1,5 +1,4 @@
-"""svhns: the svhn train split plus generated data; the base data are read from the sibling folder
-DATA_DIR/../svhn (e.g. ./data/svhns -> ./data/svhn)."""
+"""svhns: the svhn train split plus generated data; base data from DATA_DIR/../svhn."""
 from core.data.semisup import semisup_loader
 from core.data.svhn import DATA_DESC
 

@@ -1,5 +1,4 @@
-"""Tiny-ImageNet: ImageFolder(DATA_DIR/train) and ImageFolder(DATA_DIR/val), val already sorted into
-class sub-folders. 64 x 64 images; no download. The validation split is drawn per class (`per_class_split`)."""
+"""Tiny-ImageNet: ImageFolder(DATA_DIR/train) and ImageFolder(DATA_DIR/val) (val sorted into class folders)."""
 import os
 
 import torchvision
@@ -12,7 +11,6 @@ DATA_DESC = dataset_desc('tiny-imagenet', 200, mean=[0.4802, 0.4481, 0.3975], st
 
 
 class _FolderSource:
-    """(PIL image, label) items of an ImageFolder, decoded on access."""
 
     def __init__(self, folder, samples=None):
         self.folder = folder
@@ -27,15 +25,8 @@ class _FolderSource:
 
 
 def per_class_split(labels, val_size, path='the training set'):
-    """(validation indices, training indices) of a class-sorted list of labels: round-robin over the classes.
-
-    Round r takes the r-th image (in file order) of every class that still has more than r + 1 images, until
-    `val_size` are taken; so the validation set spreads over the classes (val_size / K each, +-1) and every class
-    keeps at least one training image. (The reference took the first `val_size` files of the class-sorted
-    ImageFolder: with 1024 of Tiny-ImageNet's 500 images per class, classes 0 and 1 lost all their training
-    images and class 2 most of them; docs/differences.md item 51.) E.g. labels [0, 0, 0, 0, 1, 1, 2, 2, 2],
-    val_size 5 -> validation [0, 4, 6, 1, 7], training [2, 3, 5, 8]. Both lists come back sorted by round, then class.
-    """
+    """(validation, training) indices: round r takes the r-th image of every class with more than r + 1, until
+    `val_size` (the reference's first files emptied classes 0 and 1, docs/differences.md item 51)."""
     by_class = {}
     for i, label in enumerate(labels):
         by_class.setdefault(label, []).append(i)
@@ -52,7 +43,6 @@ def per_class_split(labels, val_size, path='the training set'):
 
 
 def load_tinyimagenet(data_dir, use_augmentation='base', validation=False, val_size=1024):
-    """(train dataset, test dataset, val dataset or None, base train size)."""
     folders = {}
     for split in ('train', 'val'):
         path = os.path.join(data_dir, split)

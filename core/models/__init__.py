@@ -1,9 +1,8 @@
-"""Model zoo: `MODELS`, `create_model` and model-name validation.
+"""Model zoo: `MODELS`, `check_model_name`, `create_model`.
 
-`create_model` returns a `ModelWrapper` whose only child is `module`, an `nn.Sequential` of
-`[Normalization(info mean/std)] + [backbone]`. Its state-dict keys are therefore `module.0.*` without `--normalize`
-and `module.1.*` with it: exactly the keys of the reference's DataParallel checkpoints
-(docs/differences.md item 36), without wrapping in DataParallel.
+`create_model` returns a `ModelWrapper` whose only child `module` is nn.Sequential([Normalization] + [backbone]):
+keys `module.0.*`, or `module.1.*` with `--normalize`, those of the reference's DataParallel checkpoints
+(docs/differences.md item 36).
 """
 import argparse
 import re
@@ -13,14 +12,12 @@ import torch.nn as nn
 from core.utils.errors import UserError
 
 from .preact_resnet import PREACT_RESNET_CONFIGS, preact_resnet
-from .preact_resnetwithswish import preact_resnetwithswish
+from .preact_resnetwithswish import SWISH_PREACT_CONFIGS, preact_resnetwithswish
 from .resnet import RESNET_CONFIGS, Normalization, resnet
-from .ti_preact_resnet import ti_preact_resnet
-from .wideresnet import wideresnet
+from .wideresnet import WideResNet
 from .wideresnetwithswish import wideresnetwithswish
 
-__all__ = ['MODELS', 'ModelWrapper', 'Normalization', 'check_model_name', 'create_backbone', 'create_model',
-           'parse_wrn_name']
+__all__ = ['MODELS', 'ModelWrapper', 'Normalization', 'check_model_name', 'create_model']
 
 # The reference's list, in its order. `wrn-32-10` is listed but cannot be built ((32 - 4) % 6 != 0).
 MODELS = ('resnet18', 'resnet34', 'resnet50', 'resnet101',
@@ -29,28 +26,18 @@ MODELS = ('resnet18', 'resnet34', 'resnet50', 'resnet101',
           'preact-resnet18-swish', 'preact-resnet34-swish',
           'wrn-28-10-swish', 'wrn-34-20-swish', 'wrn-70-16-swish')
 
-_SWISH_PREACT = ('preact-resnet18-swish', 'preact-resnet34-swish')
 _WRN_RE = re.compile(r'^wrn-(\d+)-(\d+)(-swish)?$')
-
-
-def parse_wrn_name(name):
-    """`wrn-D-W[-swish]` -> (depth, width, swish: bool); None if `name` does not have that form."""
-    m = _WRN_RE.match(name)
-    if m is None:
-        return None
-    return int(m.group(1)), int(m.group(2)), m.group(3) is not None
 
 
 def _name_error(name):
     """The reason `name` cannot be built (one line, with the fix), or None if it can."""
-    if name in RESNET_CONFIGS or name in PREACT_RESNET_CONFIGS or name in _SWISH_PREACT:
+    if name in RESNET_CONFIGS or name in PREACT_RESNET_CONFIGS or name in SWISH_PREACT_CONFIGS:
         return None
-    wrn = parse_wrn_name(name) if isinstance(name, str) else None
-    if wrn is None:
+    m = _WRN_RE.match(name) if isinstance(name, str) else None
+    if m is None:
         return (f'unknown model {name!r}: use one of {", ".join(m for m in MODELS if m != "wrn-32-10")}, '
                 f'or wrn-D-W / wrn-D-W-swish with (D - 4) % 6 == 0')
-    depth, width, swish = wrn
-    suffix = '-swish' if swish else ''
+    depth, width, suffix = int(m.group(1)), int(m.group(2)), m.group(3) or ''
     if depth < 10:
         return (f'model {name!r} cannot be built: a WideResNet needs depth = 6n + 4 with n >= 1 block per group, '
                 f'so at least 10; use e.g. wrn-10-{width}{suffix}')
@@ -66,7 +53,7 @@ def _name_error(name):
 
 
 def check_model_name(name):
-    """argparse `type=` for `--model`: return `name` if it can be built, else raise argparse.ArgumentTypeError."""
+    """argparse `type=` of `--model`."""
     error = _name_error(name)
     if error is not None:
         raise argparse.ArgumentTypeError(error)
@@ -74,12 +61,7 @@ def check_model_name(name):
 
 
 class ModelWrapper(nn.Module):
-    """Holds `module` = nn.Sequential([Normalization] + [backbone]) so that parameter and state-dict names carry the
-    reference's `module.0.` / `module.1.` prefix.
-
-    Attributes (not modules): `name` (the architecture name), `num_classes`, `normalize`.
-    Input (N, 3, H, W) images in [0, 1]; output logits (N, num_classes).
-    """
+    """`module` = nn.Sequential([Normalization] + [backbone]); `name`, `num_classes`, `normalize` are attributes."""
 
     def __init__(self, module, name=None, num_classes=None, normalize=False):
         super().__init__()
@@ -95,42 +77,33 @@ class ModelWrapper(nn.Module):
         return f'name={self.name!r}, num_classes={self.num_classes}, normalize={self.normalize}'
 
 
-def create_backbone(name, info):
-    """The bare network for `name` and `info` (keys `data`, `num_classes`), dispatched as the reference."""
-    error = _name_error(name)
-    if error is not None:
-        raise UserError(error)
-    data, num_classes = info['data'], info['num_classes']
+def _backbone(name, data, num_classes):
     if data == 'tiny-imagenet':
         if name not in PREACT_RESNET_CONFIGS:
             raise UserError(f'model {name!r} is not available for tiny-imagenet: use one of '
                             f'{", ".join(PREACT_RESNET_CONFIGS)}')
-        return ti_preact_resnet(name, num_classes=num_classes)
-    if 'preact-resnet' in name and 'swish' not in name:
+        return preact_resnet(name, num_classes=num_classes, global_pool=True)
+    if name in PREACT_RESNET_CONFIGS:
         return preact_resnet(name, num_classes=num_classes)
-    if 'preact-resnet' in name and 'swish' in name:
+    if name in SWISH_PREACT_CONFIGS:
         return preact_resnetwithswish(name, dataset=data, num_classes=num_classes)
-    if 'resnet' in name and 'preact' not in name:
+    if name in RESNET_CONFIGS:
         return resnet(name, num_classes=num_classes)
-    if 'wrn' in name and 'swish' not in name:
-        return wideresnet(name, num_classes=num_classes)
-    if 'wrn' in name and 'swish' in name:
-        return wideresnetwithswish(name, dataset=data, num_classes=num_classes)
-    raise UserError(f'invalid model name {name!r}')  # unreachable: _name_error accepts only the names above
+    depth, width, swish = _WRN_RE.match(name).groups()
+    if swish:
+        return wideresnetwithswish(int(depth), int(width), dataset=data, num_classes=num_classes)
+    return WideResNet(depth=int(depth), num_classes=num_classes, widen_factor=int(width))
 
 
 def create_model(name, normalize, info, device):
-    """Build model `name` for the dataset described by `info` and move it to `device`.
+    """Model `name` for dataset info `info` (keys data, num_classes, mean, std) on `device`; UserError if unbuildable.
 
-    Arguments:
-        name: a MODELS entry (not wrn-32-10) or wrn-D-W[-swish] with (D - 4) % 6 == 0.
-        normalize: bool, put Normalization(info['mean'], info['std']) in front (state-dict prefix `module.1.`).
-        info: dict with keys `data` (e.g. 'cifar10s'), `num_classes`, and `mean`, `std` (read only if normalize).
-        device: a torch.device or string.
-    Returns a ModelWrapper; model(x) maps (N, 3, H, W) images in [0, 1] to logits (N, num_classes).
-    Raises UserError for a name that cannot be built.
+    normalize: put Normalization(info['mean'], info['std']) in front (state-dict prefix `module.1.`).
     """
-    backbone = create_backbone(name, info)
+    error = _name_error(name)
+    if error is not None:
+        raise UserError(error)
+    backbone = _backbone(name, info['data'], info['num_classes'])
     layers = [Normalization(info['mean'], info['std'])] if normalize else []
     model = ModelWrapper(nn.Sequential(*layers, backbone), name=name, num_classes=info['num_classes'],
                          normalize=bool(normalize))
