@@ -55,6 +55,20 @@ def dataparallel_note(runtime, gpus):
             f'train-wa.py ...` reproduces that.')
 
 
+def check_runtime(args, runtime):
+    """The device and process-count rules of the flags (one UserError each), and cudnn's autotuning."""
+    note = dataparallel_note(runtime, torch.cuda.device_count() if runtime.device.type == 'cuda' else 0)
+    if note:
+        print(note)
+    if runtime.distributed and args.batch_size % runtime.world_size:
+        raise UserError(f'--batch-size {args.batch_size} is the global batch: it must be divisible by the '
+                        f'{runtime.world_size} processes.')
+    if args.sync_bn and runtime.device.type != 'cuda':
+        raise UserError('--sync-bn needs CUDA (torch SyncBatchNorm runs on GPUs only); drop it on CPU.')
+    # APGD: new shapes every restart (docs/differences.md items 32 and 48)
+    torch.backends.cudnn.benchmark = args.attack not in VARIABLE_BATCH_ATTACKS
+
+
 def main():
     with StopRequest(immediate=True) as stop:   # SIGTERM, SIGUSR1, Ctrl-C: core/utils/preemption.py
         return run(stop)
@@ -74,19 +88,10 @@ def run(stop):
     # ------------------------------------------------------------------ device / AMP / DDP
     runtime = setup(args.device, args.amp)
     primary = runtime.is_primary
-    note = dataparallel_note(runtime, torch.cuda.device_count() if runtime.device.type == 'cuda' else 0)
-    if note:
-        print(note)
+    check_runtime(args, runtime)
     check_run_dir(LOG_DIR, args, resumable_without_state=('args.txt',))  # args.txt only: killed before epoch 1 ended
     state = load_resume_state(LOG_DIR, args, NUM_ADV_EPOCHS) if args.resume else None
     barrier(runtime)  # every process has checked before rank 0 writes anything
-    if runtime.distributed and args.batch_size % runtime.world_size:
-        raise UserError(f'--batch-size {args.batch_size} is the global batch: it must be divisible by the '
-                        f'{runtime.world_size} processes.')
-    if args.sync_bn and runtime.device.type != 'cuda':
-        raise UserError('--sync-bn needs CUDA (torch SyncBatchNorm runs on GPUs only); drop it on CPU.')
-    # APGD: new shapes every restart (docs/differences.md items 32 and 48)
-    torch.backends.cudnn.benchmark = args.attack not in VARIABLE_BATCH_ATTACKS
 
     # ------------------------------------------------------------------ data (data and model come before the run
     # folder, so that bad input leaves nothing behind)

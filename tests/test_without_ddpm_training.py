@@ -354,3 +354,41 @@ def test_a_non_finite_loss_stops_the_run_with_one_line(data_root, tmp_path, monk
     assert 'no epoch was completed' in err[-1] and 'Traceback' not in '\n'.join(err)
     folder = os.path.join('trained_models', 'Triangle', 'CIFAR-10', 'nan-run')
     assert not any(f.endswith('.pth') or f == 'state-last.pt' for f in os.listdir(folder))
+
+
+@pytest.mark.skipif(not hasattr(os, 'fork'), reason='needs os.fork')
+def test_sigterm_mid_epoch_saves_and_the_resume_is_bit_identical(data_root, tmp_path, monkeypatch, capfd, one_thread):
+    """The same preemption as train-wa.py's (one trainer): SIGTERM after batch 1 of epoch 1 saves a mid-epoch
+    state, exit 143, one line; --resume ends with the uninterrupted run's state."""
+    import signal
+
+    import core.training.trainer as trainer_module
+    from core.utils import faults
+    full, cut = tmp_path / 'full', tmp_path / 'cut'
+    for d in (full, cut):
+        d.mkdir()
+    monkeypatch.chdir(full)
+    assert run(TRAIN, tiny(data_root)) == 0
+    monkeypatch.chdir(cut)
+    pid = os.fork()
+    if pid == 0:
+        code = 98
+        try:
+            def fault_point(name, batch=None):
+                if name == 'train-batch' and (faults._epoch, batch) == (1, 1):
+                    os.kill(os.getpid(), signal.SIGTERM)
+            trainer_module.fault_point = fault_point
+            code = run(TRAIN, tiny(data_root))
+        finally:
+            os._exit(code if isinstance(code, int) else 97)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 143
+    err = capfd.readouterr().err.strip().splitlines()
+    assert err[-1].startswith('Stopped by SIGTERM at batch 1 of epoch 1: the run is saved in ')
+    assert torch.load(os.path.join(FOLDER, 'state-last.pt'), weights_only=True)['partial']['batch'] == 1
+    assert run(TRAIN, tiny(data_root, '--resume')) == 0
+    a = torch.load(full / FOLDER / 'state-last.pt', weights_only=True)
+    b = torch.load(cut / FOLDER / 'state-last.pt', weights_only=True)
+    assert a['records'] == b['records'] and a['epoch'] == b['epoch'] == 2
+    for k, v in a['trainer']['model'].items():
+        assert torch.equal(v, b['trainer']['model'][k]), k
