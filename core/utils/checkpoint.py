@@ -1,14 +1,6 @@
-"""Checkpoint I/O: unwrap, prefix-tolerant strict loading, atomic saves, safe loads (docs/differences.md item 36).
-
-The reference saved `DataParallel(Sequential([Normalization,] backbone)).state_dict()`, so every key starts with
-`module.0.` (no `--normalize`) or `module.1.` (with it). `create_model` returns a `ModelWrapper` whose state dict has
-exactly those keys. `load_state_dict` also accepts the usual variants of the same weights: no prefix at all
-(`0.init_conv.weight`, or bare backbone keys `init_conv.weight`), `module.module.` (DDP around the wrapper) and
-`_orig_mod.` (torch.compile), and loads them strictly. Every `torch.load` here uses `weights_only=True`, so a file
-that needs pickled code is refused and nothing in it is executed (docs/differences.md item 53). `.safetensors`
-exports (no pickle at all) are read here too (`read_safetensors`, the optional `safetensors` package);
-core/run/export.py writes them.
-"""
+"""Checkpoint I/O (docs/differences.md item 36): unwrap, strict loading of the reference's `module.0.` / `module.1.`
+keys and their usual variants (no prefix, DDP's `module.module.`, torch.compile's `_orig_mod.`), atomic saves, loads
+with weights_only=True (item 53) and .safetensors exports."""
 import os
 import pickle
 import re
@@ -21,18 +13,13 @@ import torch.nn as nn
 from core.utils.atomic import write_atomic
 from core.utils.errors import UserError
 
-__all__ = ['SAFETENSORS_SUFFIX', 'canonical_state_dict', 'describe_state_dict', 'import_safetensors', 'is_safetensors',
-           'load_checkpoint', 'load_state_dict', 'load_weights', 'read_safetensors', 'safetensors_metadata',
-           'save_atomic', 'strip_wrapper_prefixes', 'to_cpu', 'unwrap_model']
-
 SAFETENSORS_SUFFIX = '.safetensors'
 _WRAPPER_PREFIXES = ('module.', '_orig_mod.')
 _INDEX_RE = re.compile(r'^(\d+)\.')
 
 
 def unwrap_model(model):
-    """Strip DistributedDataParallel / DataParallel (`.module`) and torch.compile (`._orig_mod`) wrappers, in any
-    nesting, down to the model itself (the ModelWrapper of `create_model`, whose own `.module` is kept)."""
+    """Strip (Distributed)DataParallel and torch.compile wrappers down to create_model's ModelWrapper."""
     while True:
         if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
             model = model.module
@@ -43,11 +30,7 @@ def unwrap_model(model):
 
 
 def strip_wrapper_prefixes(state_dict):
-    """Remove leading `module.` / `_orig_mod.` prefixes while every key has the same one.
-
-    Returns (stripped state dict, the removed prefix string). E.g. `module.0.init_conv.weight` -> `0.init_conv.weight`
-    with prefix `module.`; `_orig_mod.module.module.1.x` -> `1.x` with prefix `_orig_mod.module.module.`.
-    """
+    """(state dict, removed prefix): leading `module.` / `_orig_mod.` removed while every key has the same one."""
     sd = dict(state_dict)
     removed = ''
     while sd:
@@ -70,12 +53,8 @@ def _sequential_index(keys):
 
 
 def canonical_state_dict(state_dict, backbone_index=0):
-    """Rewrite `state_dict` to the ModelWrapper / reference layout `module.P.<backbone key>`.
-
-    Accepted inputs: `module.P.*` (the reference and this project), `module.module.P.*` (DDP), `_orig_mod.` anywhere
-    in the wrapper chain (torch.compile), `P.*` (a Sequential), and bare backbone keys (`init_conv.weight`), which get
-    P = `backbone_index` (0 without --normalize, 1 with it). Values are not copied.
-    """
+    """`state_dict` in the reference layout `module.P.<backbone key>`; bare backbone keys get P = `backbone_index`
+    (0 without --normalize, 1 with it). Values are not copied."""
     sd, _ = strip_wrapper_prefixes(state_dict)
     if sd and _sequential_index(sd) is None:
         sd = {f'{backbone_index}.{k}': v for k, v in sd.items()}
@@ -128,11 +107,8 @@ def _infer_architecture(sd):
 
 
 def describe_state_dict(state_dict):
-    """A short human description of the architecture a state dict holds, e.g. 'a wrn-28-10-swish (10 classes)'.
-
-    Works for every family of `core.models` (any prefix). WRN-Swish weights are named `-swish` (the weights of the
-    ReLU variant of that family are the same). Falls back to 'a different architecture (N tensors)'.
-    """
+    """E.g. 'a wrn-28-10-swish (10 classes)' (that family's ReLU variant has the same weights), else 'a different
+    architecture (N tensors)'."""
     sd, _ = strip_wrapper_prefixes(state_dict)
     if sd and _sequential_index(sd) is not None:
         sd = {_INDEX_RE.sub('', k, count=1): v for k, v in sd.items()}
@@ -151,16 +127,8 @@ def _describe_model(model):
 
 def load_state_dict(model, state_dict, source=None, model_from='--model',
                     fix='pass the --model and data set the weights were trained with'):
-    """Load `state_dict` strictly into `model` (a ModelWrapper, possibly wrapped in DDP / torch.compile).
-
-    Arguments:
-        model: the model from `create_model` (any wrapper is stripped with `unwrap_model`).
-        state_dict: weights with any accepted prefix (see `canonical_state_dict`).
-        source: a name for error messages (e.g. the checkpoint path), default 'the checkpoint'.
-        model_from, fix: where the model's architecture came from and the fix, for the mismatch message.
-    Raises UserError (one line) when the weights do not fit: a different architecture or number of classes (naming
-    both), or a different --normalize setting; or when a weight is NaN or inf. Returns the unwrapped model.
-    """
+    """Load `state_dict` (any accepted prefix) strictly into the unwrapped `model` and return it; a one-line UserError
+    for another architecture (naming both), another --normalize or NaN/inf weights."""
     target = unwrap_model(model)
     source = f'checkpoint {source}' if source is not None else 'the checkpoint'
     target_sd = target.state_dict()
@@ -208,8 +176,7 @@ def load_state_dict(model, state_dict, source=None, model_from='--model',
 
 
 def to_cpu(obj):
-    """`obj` with every tensor in its (nested) dicts, lists and tuples moved to the CPU (CPU tensors are kept as
-    they are, not copied; a state dict keeps its `_metadata`); other values unchanged."""
+    """`obj` with every tensor of its nested dicts, lists and tuples on the CPU (CPU tensors not copied)."""
     if isinstance(obj, torch.Tensor):
         return obj.cpu()
     if isinstance(obj, dict):
@@ -223,20 +190,13 @@ def to_cpu(obj):
 
 
 def save_atomic(obj, path):
-    """torch.save `obj` to `path` atomically (`core.utils.atomic.write_atomic`): a crash mid-save leaves any
-    previous file at `path` intact; the file gets the usual permissions (umask), not mkstemp's 0600.
-
-    Tensors are saved as CPU tensors (`to_cpu`), so a GPU run's files load with a plain `torch.load` on a host
-    without CUDA; loading them back moves them where they belong (`load_state_dict`, the optimizer)."""
+    """torch.save `obj` atomically, as CPU tensors (a GPU run's files load on a host without CUDA)."""
     write_atomic(path, lambda f: torch.save(to_cpu(obj), f))
 
 
 def load_checkpoint(path, map_location='cpu'):
-    """torch.load(path, map_location, weights_only=True), with one-line UserErrors.
-
-    A missing path, a corrupt or truncated file (garbage, a partial copy), and a file that needs pickled code (refused
-    by weights_only; nothing in it is executed) each raise a different UserError naming the path.
-    """
+    """torch.load(path, map_location, weights_only=True); a missing, corrupt or refused (pickled code) file is a
+    one-line UserError of its own."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         what = 'is a directory, not a file' if os.path.isdir(path) else 'does not exist'
@@ -260,12 +220,10 @@ def load_checkpoint(path, map_location='cpu'):
 
 
 def is_safetensors(path):
-    """Whether `path` names a .safetensors file (by its suffix)."""
     return os.fspath(path).endswith(SAFETENSORS_SUFFIX)
 
 
 def import_safetensors():
-    """The optional `safetensors` package, or a UserError naming the pip command."""
     try:
         import safetensors.torch
     except ImportError:
@@ -275,12 +233,7 @@ def import_safetensors():
 
 
 def read_safetensors(path, key='model_state_dict'):
-    """The state dict stored in the .safetensors file `path` (CPU tensors).
-
-    A file holds one model; asking for `unaveraged_model_state_dict` (eval-aa.py --unaveraged) is an error, since
-    the unaveraged weights of a run are exported into a file of their own. Raises UserError for a missing or
-    unreadable file.
-    """
+    """The one model of a .safetensors file (CPU tensors); --unaveraged weights are exported to files of their own."""
     st = import_safetensors()
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -296,7 +249,6 @@ def read_safetensors(path, key='model_state_dict'):
 
 
 def safetensors_metadata(path):
-    """The string metadata of a .safetensors file ({} if none)."""
     st = import_safetensors()
     with st.safe_open(os.fspath(path), framework='pt') as f:
         return dict(f.metadata() or {})
@@ -306,7 +258,6 @@ _LEGACY_MAGIC = b'\x80\x02\x8a\x0a'  # pickle protocol 2, then the 10-byte long 
 
 
 def _is_torch_file(path):
-    """Whether `path` starts as a torch.save file does: a zip archive (torch >= 1.6) or the legacy pickle magic."""
     if zipfile.is_zipfile(path):
         return True
     with open(path, 'rb') as f:
@@ -314,17 +265,8 @@ def _is_torch_file(path):
 
 
 def load_weights(path, key='model_state_dict', map_location='cpu'):
-    """The model weights stored at `path`, the one loader of every script.
-
-    - a `.safetensors` export of scripts/export.py: its one model (only `key='model_state_dict'`);
-    - a checkpoint dict: `ckpt[key]` (`model_state_dict`, the averaged weights of weights-best.pt / weights-last.pt;
-      `unaveraged_model_state_dict`, the trained model of a weight-averaged run; `state_dict` of without_DDPM);
-    - a bare state dict of tensors (a torch.save(model.state_dict())): the file itself, unless `key` asks for the
-      unaveraged weights, which a file of one model does not hold.
-
-    Every torch.load is `load_checkpoint`'s (weights_only=True). Raises UserError (one line, naming the path) for
-    a missing, corrupt or refused file and for a file without the weights asked for.
-    """
+    """The one weights loader of every script: a .safetensors export, `ckpt[key]` of a checkpoint dict
+    (`model_state_dict`, `unaveraged_model_state_dict`, without_DDPM's `state_dict`) or a bare state dict."""
     if is_safetensors(path):
         return read_safetensors(path, key)
     ckpt = load_checkpoint(path, map_location=map_location)
