@@ -78,23 +78,17 @@ def _count(keys, pattern):
 def _infer_architecture(sd):
     """(architecture name, num_classes) from the keys and shapes of a backbone state dict, or (None, None)."""
     keys = list(sd)
-    if 'init_conv.weight' in sd and 'logits.weight' in sd:  # WRN-Swish
-        blocks = _count(keys, r'^layer\.(\d+)\.block\.(\d+)\.')
+    for stem, head, pattern, first, suffix in (  # WRN-Swish, WRN (ReLU)
+            ('init_conv.weight', 'logits.weight', r'^layer\.(\d+)\.block\.(\d+)\.', '0', '-swish'),
+            ('conv1.weight', 'fc.weight', r'^block(\d)\.layer\.(\d+)\.', '1', '')):
+        blocks = _count(keys, pattern) if stem in sd and head in sd else {}
         if len(blocks) == 3:
-            n = blocks['0']
-            width = sd['logits.weight'].shape[1] // 64
-            return f'wrn-{6 * n + 4}-{width}-swish', _head_classes(sd, 'logits.weight')
+            return f'wrn-{6 * blocks[first] + 4}-{sd[head].shape[1] // 64}{suffix}', _head_classes(sd, head)
     if 'conv_2d.weight' in sd and 'logits.weight' in sd:  # PreAct ResNet-Swish
         blocks = _count(keys, r'^layer_(\d+)\.(\d+)\.')
         depth = {(2, 2, 2, 2): 18, (3, 4, 6, 3): 34}.get(tuple(blocks[str(i)] for i in range(4)))
         if depth:
             return f'preact-resnet{depth}-swish', _head_classes(sd, 'logits.weight')
-    if 'conv1.weight' in sd and 'fc.weight' in sd:  # WRN (ReLU)
-        blocks = _count(keys, r'^block(\d)\.layer\.(\d+)\.')
-        if len(blocks) == 3:
-            n = blocks['1']
-            width = sd['fc.weight'].shape[1] // 64
-            return f'wrn-{6 * n + 4}-{width}', _head_classes(sd, 'fc.weight')
     if 'conv1.weight' in sd and 'linear.weight' in sd:  # ResNet / PreAct ResNet
         blocks = tuple(_count(keys, r'^layer(\d)\.(\d+)\.')[str(i)] for i in range(1, 5))
         bottleneck = any('.conv3.' in k for k in keys)
@@ -116,13 +110,6 @@ def describe_state_dict(state_dict):
     if name is None:
         return f'a different architecture ({len(state_dict)} tensors)'
     return f'a {name} ({classes} classes)' if classes is not None else f'a {name}'
-
-
-def _describe_model(model):
-    name, classes = getattr(model, 'name', None), getattr(model, 'num_classes', None)
-    if isinstance(name, str) and classes is not None:
-        return f'{name} ({classes} classes)'
-    return describe_state_dict(model.state_dict())[2:]
 
 
 def load_state_dict(model, state_dict, source=None, model_from='--model',
@@ -151,7 +138,10 @@ def load_state_dict(model, state_dict, source=None, model_from='--model',
     unexpected = [k for k in sd if k not in target_sd]
     wrong_shape = [k for k in target_sd if k in sd and tuple(sd[k].shape) != tuple(target_sd[k].shape)]
     if missing or unexpected or wrong_shape:
-        have, want = describe_state_dict(state_dict), _describe_model(target)
+        name, classes = getattr(target, 'name', None), getattr(target, 'num_classes', None)
+        known = isinstance(name, str) and classes is not None
+        have = describe_state_dict(state_dict)
+        want = f'{name} ({classes} classes)' if known else describe_state_dict(target_sd)[2:]
         detail = []
         if missing:
             detail.append(f'{len(missing)} missing keys (e.g. {missing[0]})')
@@ -205,10 +195,13 @@ def load_checkpoint(path, map_location='cpu'):
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         m = re.search(r'Unsupported global: GLOBAL (\S+)', str(e))
-        if m is None and not _is_torch_file(path):
-            raise UserError(f'checkpoint {path} is corrupt or truncated: it is not a PyTorch checkpoint file '
-                            f'(neither a torch.save zip archive nor a legacy one); copy it again or pass another '
-                            f'file') from None
+        if m is None and not zipfile.is_zipfile(path):
+            with open(path, 'rb') as f:  # pickle protocol 2, then the 10-byte long of torch's legacy magic number
+                legacy = f.read(4) == b'\x80\x02\x8a\x0a'
+            if not legacy:
+                raise UserError(f'checkpoint {path} is corrupt or truncated: it is not a PyTorch checkpoint file '
+                                f'(neither a torch.save zip archive nor a legacy one); copy it again or pass another '
+                                f'file') from None
         needs = f'needs the pickled code {m.group(1)}' if m else 'is not a plain tensor/dict checkpoint'
         raise UserError(f'checkpoint {path} was refused: it {needs}, which torch.load(weights_only=True) never '
                         f'executes (nothing in it was run); re-save only its tensors (model.state_dict()) from a '
@@ -252,16 +245,6 @@ def safetensors_metadata(path):
     st = import_safetensors()
     with st.safe_open(os.fspath(path), framework='pt') as f:
         return dict(f.metadata() or {})
-
-
-_LEGACY_MAGIC = b'\x80\x02\x8a\x0a'  # pickle protocol 2, then the 10-byte long of torch's legacy magic number
-
-
-def _is_torch_file(path):
-    if zipfile.is_zipfile(path):
-        return True
-    with open(path, 'rb') as f:
-        return f.read(len(_LEGACY_MAGIC)) == _LEGACY_MAGIC
 
 
 def load_weights(path, key='model_state_dict', map_location='cpu'):

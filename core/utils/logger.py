@@ -57,14 +57,13 @@ def close_logger(logger):
         h.close()
 
 
-def setup_logger(name, path=None, mode='a', console=None, fmt='%(message)s', datefmt=None, enabled=True,
-                 level=logging.INFO):
+def setup_logger(name, path=None, mode='a', console=None, fmt='%(message)s', datefmt=None, enabled=True):
     """The logger `name`, its previous handlers replaced; `enabled=False` (non-primary processes) drops every message
     and touches no file."""
     logger = logging.getLogger(name)
     close_logger(logger)
     logger.propagate = False
-    logger.setLevel(level)
+    logger.setLevel(logging.INFO)
     logger.disabled = not enabled
     if enabled:
         for h in _handlers(path, mode, console, fmt, datefmt):
@@ -73,11 +72,11 @@ def setup_logger(name, path=None, mode='a', console=None, fmt='%(message)s', dat
 
 
 @contextlib.contextmanager
-def routed(name, path=None, console='stdout', level=logging.DEBUG, fmt='%(message)s'):
-    """During the block, another library's logger `name` also writes to `path` and the console, not to the root."""
+def routed(name, path=None, level=logging.DEBUG):
+    """During the block, another library's logger `name` also writes to `path` and stdout, not to the root."""
     logger = logging.getLogger(name)
     old_level, old_propagate = logger.level, logger.propagate
-    handlers = _handlers(path, 'a', console, fmt, None)
+    handlers = _handlers(path, 'a', 'stdout', '%(message)s', None)
     for h in handlers:
         logger.addHandler(h)
     logger.setLevel(level)
@@ -97,7 +96,6 @@ class Logger:
     appends it to `path`; `mode='w'` truncates it once, as the reference's 'w+'."""
 
     def __init__(self, path, mode='w', enabled=True, fmt='%(message)s', datefmt=None, stream=None):
-        self.path = path
         self.enabled = enabled
         self.stream = stream
         self.logger = setup_logger(f'score-at.run.{path}', path, mode=mode, console=stream, fmt=fmt, datefmt=datefmt,
