@@ -1,20 +1,8 @@
-"""AutoAttack evaluation of a run, or of a released checkpoint.
+"""AutoAttack evaluation of a run (LOGS/NAME/args.txt and weights-best.pt) or of a released checkpoint, in the run's
+threat model; results in log-aa.log, eval-aa.json and eval-aa.jsonl (docs/evaluation.md). docs/differences.md items
+6, 10, 11, 23, 29, 53-57.
 
     python eval-aa.py --data-dir DATA --log-dir LOGS --desc NAME [--version standard|plus|custom|rand]
-    torchrun --nproc_per_node N eval-aa.py ...      # the images split over N processes (nccl on GPUs, gloo on CPU)
-
-reads LOGS/NAME/args.txt (the training flags, JSON) and LOGS/NAME/weights-best.pt, rebuilds the model the run was
-trained with, and runs AutoAttack on the test set (`--train`: the training set). The threat model is the run's:
-L-inf when its attack was fgsm or an L-inf attack, else L2, with eps = its `attack_eps`. Everything goes to
-stdout and is appended to LOGS/NAME/log-aa.log; the numbers also to LOGS/NAME/eval-aa.json (the latest) and
-appended to eval-aa.jsonl (every evaluation); `--out-dir DIR` puts these files in DIR (a read-only run folder).
-
-Differences from the reference (docs/evaluation.md; the items of docs/differences.md): flags given on the command
-line override args.txt (item 6); `--num-samples` (10), `--batch-size` (11), `--weights`, `--unaveraged`,
-`--device` (54); linf-apgd runs are evaluated in L-inf (23); checkpoints load with weights_only=True (53); an
-interrupted evaluation resumes from its AutoAttack state file (55); the log is appended to, never truncated (29);
-several processes (torchrun) share the work with the single-process result (57); the per-image results are in
-eval-aa.json (56).
 """
 import argparse
 import datetime
@@ -39,35 +27,22 @@ from core.utils.errors import SEED_MAX, UserError, check_number, exit_on_user_er
 from core.utils.logger import setup_logger
 from core.utils.utils import format_time, seed
 
-# Keys the reference's eval parser shares with args.txt: there the saved value won; here an explicit flag wins
-# (docs/differences.md item 6).
+# args.txt wins for these unless the flag is given (the reference let it win always: docs/differences.md item 6)
 SHARED_KEYS = ('data_dir', 'log_dir', 'desc', 'seed')
-# Keys eval-aa.py needs from args.txt.
 REQUIRED_KEYS = ('data', 'model', 'normalize', 'attack', 'attack_eps')
-# args.data -> the folder under --data-dir holding the plain dataset.
 DATA_FOLDERS = {'cifar10': 'cifar10', 'cifar10s': 'cifar10', 'cifar100': 'cifar100', 'cifar100s': 'cifar100',
                 'svhn': 'svhn', 'svhns': 'svhn', 'tiny-imagenet': 'tiny-imagenet'}
 
 
-# ----------------------------------------------------------------------------------------------- arguments
-def explicit_flags(argv):
-    """The flags given on the command line, as {dest: value} (a second parse with every default suppressed)."""
-    parser = eval_parser()
-    for action in parser._actions:
-        action.default = argparse.SUPPRESS
-    return vars(parser.parse_args(argv))
-
-
 def resolve_args(argv=None):
-    """Command line + LOG_DIR/DESC/args.txt -> (args, run folder, {key: 'args.txt' or 'command line'}).
-
-    The run folder is LOG_DIR/DESC from the command line (defaults included), as in the reference. Values: the eval
-    parser's defaults, then args.txt (it wins for the keys of the training run and for the four keys the reference
-    let it win: data_dir, log_dir, desc, seed), then every flag given explicitly on the command line.
-    """
+    """(args, LOG_DIR/DESC, {key: source}): the defaults, then args.txt (its training keys and SHARED_KEYS), then
+    every flag given explicitly."""
     argv = sys.argv[1:] if argv is None else argv
     cli = vars(eval_parser().parse_args(argv))
-    explicit = explicit_flags(argv)
+    quiet = eval_parser()
+    for action in quiet._actions:  # parsed again without defaults: the flags given explicitly
+        action.default = argparse.SUPPRESS
+    explicit = vars(quiet.parse_args(argv))
     run_dir = os.path.join(cli['log_dir'], cli['desc'])
     saved = read_args(run_dir, fix='pass --log-dir and --desc so that LOG_DIR/DESC holds the run (args.txt and '
                                    'weights-best.pt)')
@@ -86,34 +61,22 @@ def resolve_args(argv=None):
 
 
 def data_folder(data):
-    """args.data -> folder name under the data root (cifar10s -> cifar10, ...)."""
     if data not in DATA_FOLDERS:
         raise UserError(f'args.txt: unknown data {data!r}; eval-aa.py evaluates {", ".join(DATA_FOLDERS)}.')
     return DATA_FOLDERS[data]
 
 
-def sha256_of(path, chunk=1 << 22):
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(chunk), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def collect(loader, limit):
     """All (or the first `limit`) images and labels of a loader, as two CPU tensors."""
-    xs, ys, count = [], [], 0
-    for x, y in loader:
-        xs.append(x)
-        ys.append(y)
-        count += len(y)
+    batches, count = [], 0
+    for batch in loader:
+        batches.append(batch)
+        count += len(batch[1])
         if limit is not None and count >= limit:
             break
-    x, y = torch.cat(xs), torch.cat(ys)
-    return (x, y) if limit is None else (x[:limit], y[:limit])
+    return tuple(torch.cat(parts)[:limit] for parts in zip(*batches))
 
 
-# ----------------------------------------------------------------------------------------------- main
 def eval_parser():
     parser = parser_eval()
     parser.add_argument('--out-dir', type=str, default=None,
@@ -123,7 +86,7 @@ def eval_parser():
 
 
 def check_inputs(args, run_dir):
-    """The checkpoint path, after every flag and number was checked (nothing is written before)."""
+    """The checkpoint path, once every flag and number is checked (before anything is written)."""
     weights = args.weights if args.weights is not None else os.path.join(run_dir, 'weights-best.pt')
     if not os.path.isfile(weights):
         hint = ''
@@ -186,18 +149,17 @@ def read_model(args, info, weights, device, notes):
 
 
 def open_out_dir(out_dir):
-    """Create `out_dir` and try appending to its log: a read-only place is one UserError, before any attack."""
+    """A read-only `out_dir` is one UserError, before any attack."""
     try:
         os.makedirs(out_dir, exist_ok=True)
-        with open(os.path.join(out_dir, 'log-aa.log'), 'a'):
-            pass
+        open(os.path.join(out_dir, 'log-aa.log'), 'a').close()
     except OSError as e:
         raise UserError(f'{out_dir} cannot be written ({e.strerror}): pass --out-dir DIR, a folder you can '
                         'write, for log-aa.log and eval-aa.json') from None
 
 
 def write_results(out_dir, summary, state_path):
-    """eval-aa.json: the latest evaluation; eval-aa.jsonl: every evaluation, one line each."""
+    """eval-aa.json: the latest evaluation; eval-aa.jsonl: one line per evaluation."""
     json_path = os.path.join(out_dir, 'eval-aa.json')
     write_atomic(json_path, lambda f: f.write((json.dumps(summary, indent=2) + '\n').encode()))
     with open(os.path.join(out_dir, 'eval-aa.jsonl'), 'a') as f:
@@ -249,7 +211,11 @@ def attack(args, model, key, weights, info, x_test, y_test, runtime, out_dir, lo
     seed(args.seed)
     norm = attack_norm(args.attack)
     eps = float(args.attack_eps)
-    checkpoint_sha256 = sha256_of(weights)
+    digest = hashlib.sha256()
+    with open(weights, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 22), b''):
+            digest.update(block)
+    checkpoint_sha256 = digest.hexdigest()
     config = dict(checkpoint_sha256=checkpoint_sha256, state_dict=key, split='train' if args.train else 'test',
                   n=len(y_test), data=info['data'], norm=norm, eps=eps, version=args.version, seed=args.seed,
                   batch_size=args.batch_size, n_iter=args.n_iter)

@@ -2,10 +2,6 @@
 """Training curves of one or more train-wa.py runs, overlaid, from their stats_adv.csv.
 
     python plot_stats.py logs/small-trades-kl logs/small-score-lse -o curves.png
-
-Panels: train loss; train clean / adversarial accuracy; test clean / adversarial accuracy; validation adversarial
-accuracy; learning rate; one colour per run, labelled with its --desc (args.txt). train-wa.py draws the same figure
-for its own run into LOG_DIR/curves.png after every epoch.
 """
 import argparse
 import os

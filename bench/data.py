@@ -1,13 +1,9 @@
 """Benchmark of the generated-data path: peak memory and throughput of the cifar10s training loader.
 
-    python bench/data.py [--size 1000000] [--batches 50] [--batch-size 512] [--workers 2] [--data-dir ./data]
+The loader reads a synthetic uncompressed .npz of SIZE generated images (SIZE x 3 KiB); the reference held about
+2 x SIZE x 3 KiB in RAM (6 GB for 1M images).
 
-Writes a synthetic uncompressed .npz of SIZE generated images (SIZE x 3 KiB on disk: ~3 GB for 1M) in a temporary
-folder (or --aux-dir, reused if the file is there), builds the cifar10s training loader over it (base data from
-DATA_DIR/cifar10 when present, e.g. the make_npz.py output, else a synthetic 50,000-image base set), iterates
-BATCHES batches with crop+flip augmentation and prints the process's RSS before the loader was built, its peak
-while loading, the difference, and images/s. The reference reads the whole file into RAM and then concatenates
-a second copy: about 2 x SIZE x 3 KiB (6 GB for 1M images).
+    python bench/data.py [--size 1000000] [--batches 50] [--batch-size 512] [--workers 2] [--data-dir ./data]
 """
 import argparse
 import os
@@ -24,8 +20,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from core.data import load_data, set_epoch  # noqa: E402
 from core.data.convert import _write_member  # noqa: E402
 
-MiB = 1 << 20
-
 
 def rss_mib(field='VmRSS'):
     """Current (VmRSS) or peak (VmHWM) resident memory of this process in MiB."""
@@ -33,7 +27,6 @@ def rss_mib(field='VmRSS'):
         for line in f:
             if line.startswith(field + ':'):
                 return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def reset_peak():
@@ -119,7 +112,7 @@ def main():
         print(f'loader built in {t_build:.1f} s; first batch after {first:.2f} s')
         print(f'baseline RSS: {baseline:.0f} MiB')
         print(f'peak RSS:     {peak:.0f} MiB{"" if exact_peak else " (ru_maxrss: process lifetime)"}')
-        print(f'difference:   {peak - baseline:.0f} MiB (the reference: ~{2 * args.size * 3072 / MiB:.0f} MiB)')
+        print(f'difference:   {peak - baseline:.0f} MiB (the reference: ~{2 * args.size * 3072 / 2 ** 20:.0f} MiB)')
         if args.workers:
             print(f'largest child-process peak RSS: {child:.0f} MiB (workers share the parent\'s pages)')
         print(f'throughput:   {n_images / elapsed:.0f} images/s overall, {steady:.0f} images/s after the first batch')

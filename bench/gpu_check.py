@@ -1,26 +1,9 @@
 #!/usr/bin/env python3
 """GPU acceptance check: one command that exercises the CUDA paths of train-wa.py and eval-aa.py in minutes.
 
-    python bench/gpu_check.py            # on a GPU host: everything (about 5 minutes on one GPU)
-    python bench/gpu_check.py --quick    # the gradient check and one tiny training run (what the test runs)
+    python bench/gpu_check.py [--quick]   # --quick: the gradient check and one tiny training run (what the test runs)
 
-Prints one table row per check (PASS / FAIL / SKIP and what was measured) and exits 1 if any check failed.
-On a machine without CUDA it runs the CPU parts (the same code paths with --device cpu, bf16 autocast on CPU)
-and says which checks it skipped and why; it then exits 0.
-
-Checks (all on synthetic 32x32 data written to a temporary folder, learnable by colour):
-  grad-<dtype>   fp16 / bf16 autocast attack gradients (TRADES KL, SCORE LSE, MART CE, plain TRADES KL sum) on
-                 wrn-10-2-swish: fraction of exact zeros and sign agreement with float32
-                 (docs/differences.md item 47: fp16 used to underflow to zero input gradients).
-  train-*        2-epoch train-wa.py runs: fp32, --amp bf16, --amp fp16, --channels-last, --compile (recompiles
-                 counted from TORCH_LOGS=recompiles), MART with --tau 0; loss finite, train adversarial accuracy
-                 below clean.
-  resume-*       a run stopped after epoch 1 and resumed (on CUDA, and the CUDA run's state resumed with
-                 --device cpu); on CPU the resume must be bit-identical to the uninterrupted run.
-  eval-aa-*      eval-aa.py --version custom --num-samples 200 on CUDA and on CPU: equal counts +- 1 image.
-  step-*         images/s and peak GPU memory of one TRADES-KL and one SCORE-LSE step of wrn-28-10-swish at
-                 batch 512: fp32, bf16 + channels_last, compiled, as ratios to fp32 timed alternately in this run.
-  ddp-*          with >= 2 GPUs: torchrun nccl runs with and without --sync-bn.
+One PASS / FAIL / SKIP row per check on synthetic data, exit 1 if any failed; without CUDA, the CPU parts run.
 """
 import argparse
 import csv
@@ -44,6 +27,7 @@ from core.attacks.utils import input_gradient  # noqa: E402
 from core.data import get_data_info  # noqa: E402
 from core.losses.divergences import kl_div_batchmean, squared_error_sum  # noqa: E402
 from core.models import create_model  # noqa: E402
+from core.utils.compute import timed  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 NO_CUDA = 'no CUDA device'
@@ -53,7 +37,6 @@ class Skip(Exception):
     """A check that cannot run here; its message says why."""
 
 
-# ------------------------------------------------------------------------------------------------ helpers
 def make_data(root, n_train, n_test):
     """cifar10/{train,test}.npz: class = one of 10 colours + uniform noise (learnable in one or two epochs)."""
     rng = np.random.RandomState(0)
@@ -74,8 +57,8 @@ def run_script(argv, env=None, timeout=900):
     return proc.returncode, proc.stdout + proc.stderr
 
 
-def train(ctx, desc, *flags, epochs=2, env=None):
-    argv = [os.path.join(ROOT, 'train-wa.py'), '--data-dir', ctx.data, '--log-dir', ctx.logs, '--desc', desc,
+def train(ctx, desc, *flags, epochs=2, env=None, launcher=()):
+    argv = [*launcher, os.path.join(ROOT, 'train-wa.py'), '--data-dir', ctx.data, '--log-dir', ctx.logs, '--desc', desc,
             '--data', 'cifar10', '--model', ctx.model, '--batch-size', str(ctx.batch), '--batch-size-validation',
             str(ctx.batch), '--num-adv-epochs', str(epochs), '--attack-iter', str(ctx.iters), '--num-workers', '0',
             '--validation-size', str(ctx.batch), '--beta', '6'] + list(flags)
@@ -87,29 +70,9 @@ def train(ctx, desc, *flags, epochs=2, env=None):
     return rows, out
 
 
-def check_rows(rows, order='<'):
-    """The last epoch's loss is finite and its train adversarial accuracy below the clean one (`order` '<'; '<=' for
-    the small CPU runs, where a tie is one image per batch; None for the --quick runs of 2 steps, whose
-    accuracies are noise)."""
-    last = rows[-1]
-    loss, clean, adv = float(last['train_loss']), float(last['train_clean_acc']), float(last['train_adversarial_acc'])
-    assert math.isfinite(loss), f'loss {loss}'
-    ok = {'<': adv < clean, '<=': adv <= clean, None: True}[order]
-    assert ok, f'train adversarial accuracy {adv:.3f} not {order} clean {clean:.3f}'
-    return f'loss {loss:.4f}, train clean {clean:.3f}, adversarial {adv:.3f}'
-
-
-def weights(ctx, desc):
-    return torch.load(os.path.join(ctx.logs, desc, 'weights-last.pt'), weights_only=True)  # no map_location
-
-
-def max_diff(a, b):
-    return max((x.float() - y.float()).abs().max().item() for x, y in zip(a.values(), b.values()))
-
-
-# ------------------------------------------------------------------------------------------------ checks
 def grad_check(ctx, dtype):
-    """Item 1: input gradients under autocast vs float32, for each attack objective."""
+    """Autocast input gradients of the attack objectives vs float32: exact zeros and sign agreement (fp16 used to
+    underflow to zero, docs/differences.md item 47)."""
     device = ctx.device
     torch.manual_seed(0)
     model = create_model(ctx.grad_model, False, get_data_info('./data/cifar10'), device)
@@ -134,9 +97,16 @@ def grad_check(ctx, dtype):
     return f'{device.type}, ' + '; '.join(parts)
 
 
-def train_check(ctx, desc, *flags, env=None):
-    rows, out = train(ctx, desc, '--device', ctx.device.type, *flags, env=env)
-    detail = check_rows(rows, None if ctx.quick else '<' if CUDA else '<=')
+def train_check(ctx, desc, *flags, env=None, launcher=()):
+    """A 2-epoch train-wa.py run: finite loss, train adversarial accuracy below clean ('<=' in the small CPU runs,
+    where a tie is one image per batch; not compared in the --quick runs of 2 steps, whose accuracies are noise)."""
+    rows, out = train(ctx, desc, '--device', ctx.device.type, *flags, env=env, launcher=launcher)
+    last, order = rows[-1], None if ctx.quick else '<' if CUDA else '<='
+    loss, clean, adv = float(last['train_loss']), float(last['train_clean_acc']), float(last['train_adversarial_acc'])
+    assert math.isfinite(loss), f'loss {loss}'
+    ok = {'<': adv < clean, '<=': adv <= clean, None: True}[order]
+    assert ok, f'train adversarial accuracy {adv:.3f} not {order} clean {clean:.3f}'
+    detail = f'loss {loss:.4f}, train clean {clean:.3f}, adversarial {adv:.3f}'
     if env and 'TORCH_LOGS' in env:
         detail += f', {len(re.findall("Recompiling function", out))} recompiles'
     return detail
@@ -149,7 +119,9 @@ def resume_check(ctx, device, resume_device):
     train(ctx, full, '--device', device)
     train(ctx, part, '--device', device, '--stop-after', '1')
     train(ctx, part, '--device', resume_device, '--resume')
-    diff = max_diff(weights(ctx, full)['model_state_dict'], weights(ctx, part)['model_state_dict'])
+    a, b = (torch.load(os.path.join(ctx.logs, d, 'weights-last.pt'), weights_only=True)['model_state_dict']
+            for d in (full, part))  # no map_location
+    diff = max((x.float() - y.float()).abs().max().item() for x, y in zip(a.values(), b.values()))
     if device == resume_device == 'cpu':
         assert diff == 0.0, f'CPU resume not bit-identical (max |diff| {diff:.3g})'
     assert math.isfinite(diff)
@@ -166,6 +138,7 @@ def eval_counts(ctx, desc, device):
 
 
 def eval_check(ctx):
+    """eval-aa.py --version custom on CUDA and on CPU: equal counts +- 1 image."""
     desc = 'eval-src'
     if not os.path.isdir(os.path.join(ctx.logs, desc)):
         train(ctx, desc, '--device', ctx.device.type, epochs=1)
@@ -178,8 +151,8 @@ def eval_check(ctx):
 
 
 def step_bench(ctx, rounds=3):
-    """Images/s and peak memory of one training step of wrn-28-10-swish, batch 512, three settings timed
-    alternately (fp32 first in each round), reported as ratios to fp32."""
+    """Images/s and peak memory of one wrn-28-10-swish step at batch 512, three settings timed alternately (fp32
+    first in each round), as ratios to fp32."""
     if not CUDA:
         raise Skip(NO_CUDA)
     from core.training.composites import trades_loss, trades_loss_LSE
@@ -207,12 +180,8 @@ def step_bench(ctx, rounds=3):
             step(key)
         for _ in range(rounds):
             for key in settings:
-                torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
-                t = time.perf_counter()
-                step(key)
-                torch.cuda.synchronize()
-                times[key].append(time.perf_counter() - t)
+                times[key].append(timed(lambda key=key: step(key), device))
                 peaks[key] = torch.cuda.max_memory_allocated() / 2 ** 30
         base = min(times['fp32'])
         rows.append(f'{name}: fp32 {batch / base:.0f} img/s {peaks["fp32"]:.1f} GiB; ' + ', '.join(
@@ -221,52 +190,32 @@ def step_bench(ctx, rounds=3):
 
 
 def ddp_check(ctx, *flags):
+    """torchrun runs (nccl) on 2 GPUs."""
     if torch.cuda.device_count() < 2:
         raise Skip('fewer than 2 GPUs')
     desc = 'ddp' + ''.join(flags).replace('-', '_')
-    argv = ['-m', 'torch.distributed.run', '--nproc_per_node', '2', os.path.join(ROOT, 'train-wa.py'),
-            '--data-dir', ctx.data, '--log-dir', ctx.logs, '--desc', desc, '--data', 'cifar10', '--model', ctx.model,
-            '--batch-size', str(ctx.batch), '--batch-size-validation', str(ctx.batch), '--num-adv-epochs', '2',
-            '--attack-iter', str(ctx.iters), '--num-workers', '0', '--validation-size', str(ctx.batch), '--beta', '6',
-            '--device', 'cuda'] + list(flags)
-    code, out = run_script(argv)
-    assert code == 0, out.strip().splitlines()[-1]
-    with open(os.path.join(ctx.logs, desc, 'stats_adv.csv')) as f:
-        return check_rows(list(csv.DictReader(f)))
+    return train_check(ctx, desc, *flags, launcher=('-m', 'torch.distributed.run', '--nproc_per_node', '2'))
 
 
 def checks(ctx):
-    """(name, function) in running order; a function returns its detail, raises Skip or fails."""
-    def cuda_only(fn):
-        def run():
-            if not CUDA:
-                raise Skip(NO_CUDA)
-            return fn()
-        return run
-
-    def full_only(fn):
-        def run():
-            if ctx.quick:
-                raise Skip('--quick')
-            return fn()
-        return run
-    dev = ctx.device.type
+    """(name, reason to skip or None, function) in running order; a function returns its detail, raises Skip or
+    fails."""
+    cuda, full, dev = None if CUDA else NO_CUDA, '--quick' if ctx.quick else None, ctx.device.type
     return [
-        ('grad-fp16', lambda: grad_check(ctx, torch.float16)),
-        ('grad-bf16', full_only(lambda: grad_check(ctx, torch.bfloat16))),
-        ('train-fp32', lambda: train_check(ctx, 'fp32')),
-        ('train-bf16', full_only(lambda: train_check(ctx, 'bf16', '--amp', 'bf16'))),
-        ('train-fp16', cuda_only(lambda: train_check(ctx, 'fp16', '--amp', 'fp16'))),
-        ('train-channels-last', full_only(lambda: train_check(ctx, 'cl', '--channels-last'))),
-        ('train-compile', cuda_only(lambda: train_check(ctx, 'compile', '--compile',
-                                                        env={'TORCH_LOGS': 'recompiles'}))),
-        ('train-mart-tau0', full_only(lambda: train_check(ctx, 'mart', '--mart', '--tau', '0'))),
-        ('resume-' + dev, full_only(lambda: resume_check(ctx, dev, dev))),
-        ('resume-cuda-to-cpu', cuda_only(lambda: resume_check(ctx, 'cuda', 'cpu'))),
-        ('eval-aa', full_only(lambda: eval_check(ctx))),
-        ('step-wrn-28-10', full_only(lambda: step_bench(ctx))),
-        ('ddp-nccl', full_only(lambda: ddp_check(ctx))),
-        ('ddp-nccl-sync-bn', full_only(lambda: ddp_check(ctx, '--sync-bn'))),
+        ('grad-fp16', None, lambda: grad_check(ctx, torch.float16)),
+        ('grad-bf16', full, lambda: grad_check(ctx, torch.bfloat16)),
+        ('train-fp32', None, lambda: train_check(ctx, 'fp32')),
+        ('train-bf16', full, lambda: train_check(ctx, 'bf16', '--amp', 'bf16')),
+        ('train-fp16', cuda, lambda: train_check(ctx, 'fp16', '--amp', 'fp16')),
+        ('train-channels-last', full, lambda: train_check(ctx, 'cl', '--channels-last')),
+        ('train-compile', cuda, lambda: train_check(ctx, 'compile', '--compile', env={'TORCH_LOGS': 'recompiles'})),
+        ('train-mart-tau0', full, lambda: train_check(ctx, 'mart', '--mart', '--tau', '0')),
+        ('resume-' + dev, full, lambda: resume_check(ctx, dev, dev)),
+        ('resume-cuda-to-cpu', cuda, lambda: resume_check(ctx, 'cuda', 'cpu')),
+        ('eval-aa', full, lambda: eval_check(ctx)),
+        ('step-wrn-28-10', full, lambda: step_bench(ctx)),
+        ('ddp-nccl', full, lambda: ddp_check(ctx)),
+        ('ddp-nccl-sync-bn', full, lambda: ddp_check(ctx, '--sync-bn')),
     ]
 
 
@@ -294,9 +243,11 @@ def main(argv=None):
           f'{torch.cuda.device_count()} GPU(s), work folder {work}', flush=True)
     failed, width = 0, 22
     print(f'{"check":<{width}} {"result":<6} {"seconds":>7}  detail')
-    for name, fn in checks(ctx):
+    for name, skip, fn in checks(ctx):
         start = time.time()
         try:
+            if skip:
+                raise Skip(skip)
             status, detail = 'PASS', fn()
         except Skip as e:
             status, detail = 'SKIP', str(e)

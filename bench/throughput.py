@@ -1,16 +1,8 @@
 #!/usr/bin/env python3
 """Throughput of one train-wa.py training step on this device: images/s, FLOP per image, achieved FLOP/s, MFU, and
-the projected hours of the README's two 400-epoch recipes.
+the projected hours of the README's two 400-epoch recipes (a step: AdversarialTrainer.train on a fixed batch).
 
-    python bench/throughput.py --model wrn-10-1-swish --batch-size 16 --steps 2             # CPU smoke run
-    python bench/throughput.py --model wrn-28-10-swish --batch-size 512 --amp bf16 --channels-last   # a GPU
-
-A step is AdversarialTrainer.train on one fixed random batch (the loss as the flags ask: TRADES-KL by default,
---LSE for SCORE), after one untimed warm-up step. FLOPs are counted once by torch.utils.flop_counter on that
-batch (core/training/cost.py, as the runs count them). --variants also times the step with the other layouts and
-precisions round-robin in the same run, printing each one's ratio against the first. The recipe projection
-scales this model's achieved FLOP/s to the recipe model's FLOP count (counted on one image on the CPU), and
-divides by N processes under torchrun assuming linear scaling: both labelled as projections.
+    python bench/throughput.py --model wrn-28-10-swish --batch-size 512 --amp bf16 --channels-last [--variants]
 """
 import argparse
 import os
@@ -26,11 +18,10 @@ from core.data import get_data_info  # noqa: E402
 from core.run.parser import parser_train  # noqa: E402
 from core.training.builder import build_trainer  # noqa: E402
 from core.training.cost import flop_per_image  # noqa: E402
-from core.utils.compute import device_peak  # noqa: E402
+from core.utils.compute import device_peak, timed  # noqa: E402
 from core.utils.distributed import Runtime  # noqa: E402
 
-# The original README's two commands: cifar10s, WRN-28-10-Swish, batch 512, 400 epochs of
-# ceil(48976 / 512) = 96 batches (50,000 images less the 1,024 of the validation split).
+# The original README's two commands: 400 epochs of ceil(48976 / 512) = 96 batches (1,024 validation images).
 RECIPES = {'TRADES-KL (--beta 5.0 --ls 0.1)': ['--beta', '5.0', '--ls', '0.1'],
            'SCORE-LSE (--beta 4.0 --LSE --ls 0)': ['--beta', '4.0', '--LSE', '--ls', '0']}
 RECIPE_MODEL, RECIPE_IMAGES = 'wrn-28-10-swish', 400 * 96 * 512
@@ -42,16 +33,6 @@ def trainer_for(model, batch_size, iters, loss_flags, device, amp, channels_last
     flags += ['--compile'] if compile_ else []
     return build_trainer(get_data_info('./data/cifar10s'), parser_train().parse_args(flags),
                          Runtime(device=torch.device(device), amp=amp))
-
-
-def timed_step(trainer, x, y, epoch):
-    if trainer.device.type == 'cuda':
-        torch.cuda.synchronize(trainer.device)
-    start = time.perf_counter()
-    trainer.train([(x, y)], epoch=epoch)
-    if trainer.device.type == 'cuda':
-        torch.cuda.synchronize(trainer.device)
-    return time.perf_counter() - start
 
 
 def main():
@@ -80,11 +61,11 @@ def main():
     trainers = [trainer_for(opts.model, opts.batch_size, opts.attack_iter, loss, opts.device, *s) for s in settings]
     flops = flop_per_image(trainers[0], x, y)
     for t in trainers:
-        timed_step(t, x, y, epoch=1)  # warm-up (and compilation)
+        t.train([(x, y)], epoch=1)  # warm-up (and compilation)
     times = [[] for _ in trainers]
     for step in range(opts.steps):
         for t, ts in zip(trainers, times):
-            ts.append(timed_step(t, x, y, epoch=2 + step))
+            ts.append(timed(lambda t=t, e=2 + step: t.train([(x, y)], epoch=e), t.device))
     print(f'{opts.model}, batch {opts.batch_size}, PGD-{opts.attack_iter}, {"SCORE-LSE" if opts.LSE else "TRADES-KL"}:'
           f' {flops:.4g} FLOP per image (torch.utils.flop_counter)')
     base = statistics.median(times[0])

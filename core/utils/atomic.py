@@ -1,18 +1,11 @@
-"""Atomic file writes (the one writer of the project): a temporary file in the target's folder, flushed and
-fsynced, then os.replace, then the folder fsynced so that the rename itself is durable.
-
-A crash mid-write leaves any previous file at the path intact, and no temporary file behind on an exception. The
-new file gets the usual permissions (0666 minus the umask), not the 0600 of a bare `tempfile.mkstemp`. Every
-file the scripts save (weights, state, CSV, args.txt, curves, json) goes through it; only log files are appended
-to (docs/differences.md item 45).
-"""
+"""The one file writer: a temporary file in the target's folder, fsynced, os.replace'd, the folder fsynced; a crash
+leaves the previous file intact, the new one gets 0666 minus the umask. Only logs are appended to (docs/differences.md
+item 45)."""
 import os
 import re
 import tempfile
 
 from core.utils.faults import fault_point
-
-__all__ = ['temp_name_pattern', 'write_atomic']
 
 
 def _umask():
@@ -22,13 +15,11 @@ def _umask():
 
 
 def _temp_affixes(basename):
-    """The prefix and suffix of write_atomic's temporary file for a target named `basename`."""
     return f'.{basename}.', '.tmp'
 
 
 def temp_name_pattern(basenames):
-    """A regex matching exactly the temporary file names write_atomic uses for targets named `basenames`:
-    `.<name>.XXXXXXXX.tmp`, with tempfile.mkstemp's 8 random characters (a-z, 0-9, _)."""
+    """A regex of write_atomic's temporary names for these targets: `.<name>.XXXXXXXX.tmp` (mkstemp's 8 characters)."""
     names = []
     for basename in basenames:
         prefix, suffix = _temp_affixes(basename)
@@ -37,7 +28,7 @@ def temp_name_pattern(basenames):
 
 
 def write_atomic(path, write):
-    """Call `write(f)` on a binary file object, then move the result to `path` atomically. Returns `path`."""
+    """Call `write(f)` on a binary file object, then move the result to `path` atomically."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     prefix, suffix = _temp_affixes(os.path.basename(path))

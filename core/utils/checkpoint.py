@@ -1,14 +1,6 @@
-"""Checkpoint I/O: unwrap, prefix-tolerant strict loading, atomic saves, safe loads (docs/differences.md item 36).
-
-The reference saved `DataParallel(Sequential([Normalization,] backbone)).state_dict()`, so every key starts with
-`module.0.` (no `--normalize`) or `module.1.` (with it). `create_model` returns a `ModelWrapper` whose state dict has
-exactly those keys. `load_state_dict` also accepts the usual variants of the same weights: no prefix at all
-(`0.init_conv.weight`, or bare backbone keys `init_conv.weight`), `module.module.` (DDP around the wrapper) and
-`_orig_mod.` (torch.compile), and loads them strictly. Every `torch.load` here uses `weights_only=True`, so a file
-that needs pickled code is refused and nothing in it is executed (docs/differences.md item 53). `.safetensors`
-exports (no pickle at all) are read here too (`read_safetensors`, the optional `safetensors` package);
-core/run/export.py writes them.
-"""
+"""Checkpoint I/O (docs/differences.md item 36): unwrap, strict loading of the reference's `module.0.` / `module.1.`
+keys and their usual variants (no prefix, DDP's `module.module.`, torch.compile's `_orig_mod.`), atomic saves, loads
+with weights_only=True (item 53) and .safetensors exports."""
 import os
 import pickle
 import re
@@ -21,18 +13,13 @@ import torch.nn as nn
 from core.utils.atomic import write_atomic
 from core.utils.errors import UserError
 
-__all__ = ['SAFETENSORS_SUFFIX', 'canonical_state_dict', 'describe_state_dict', 'import_safetensors', 'is_safetensors',
-           'load_checkpoint', 'load_state_dict', 'load_weights', 'read_safetensors', 'safetensors_metadata',
-           'save_atomic', 'strip_wrapper_prefixes', 'to_cpu', 'unwrap_model']
-
 SAFETENSORS_SUFFIX = '.safetensors'
 _WRAPPER_PREFIXES = ('module.', '_orig_mod.')
 _INDEX_RE = re.compile(r'^(\d+)\.')
 
 
 def unwrap_model(model):
-    """Strip DistributedDataParallel / DataParallel (`.module`) and torch.compile (`._orig_mod`) wrappers, in any
-    nesting, down to the model itself (the ModelWrapper of `create_model`, whose own `.module` is kept)."""
+    """Strip (Distributed)DataParallel and torch.compile wrappers down to create_model's ModelWrapper."""
     while True:
         if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
             model = model.module
@@ -43,11 +30,7 @@ def unwrap_model(model):
 
 
 def strip_wrapper_prefixes(state_dict):
-    """Remove leading `module.` / `_orig_mod.` prefixes while every key has the same one.
-
-    Returns (stripped state dict, the removed prefix string). E.g. `module.0.init_conv.weight` -> `0.init_conv.weight`
-    with prefix `module.`; `_orig_mod.module.module.1.x` -> `1.x` with prefix `_orig_mod.module.module.`.
-    """
+    """(state dict, removed prefix): leading `module.` / `_orig_mod.` removed while every key has the same one."""
     sd = dict(state_dict)
     removed = ''
     while sd:
@@ -70,12 +53,8 @@ def _sequential_index(keys):
 
 
 def canonical_state_dict(state_dict, backbone_index=0):
-    """Rewrite `state_dict` to the ModelWrapper / reference layout `module.P.<backbone key>`.
-
-    Accepted inputs: `module.P.*` (the reference and this project), `module.module.P.*` (DDP), `_orig_mod.` anywhere
-    in the wrapper chain (torch.compile), `P.*` (a Sequential), and bare backbone keys (`init_conv.weight`), which get
-    P = `backbone_index` (0 without --normalize, 1 with it). Values are not copied.
-    """
+    """`state_dict` in the reference layout `module.P.<backbone key>`; bare backbone keys get P = `backbone_index`
+    (0 without --normalize, 1 with it). Values are not copied."""
     sd, _ = strip_wrapper_prefixes(state_dict)
     if sd and _sequential_index(sd) is None:
         sd = {f'{backbone_index}.{k}': v for k, v in sd.items()}
@@ -99,23 +78,17 @@ def _count(keys, pattern):
 def _infer_architecture(sd):
     """(architecture name, num_classes) from the keys and shapes of a backbone state dict, or (None, None)."""
     keys = list(sd)
-    if 'init_conv.weight' in sd and 'logits.weight' in sd:  # WRN-Swish
-        blocks = _count(keys, r'^layer\.(\d+)\.block\.(\d+)\.')
+    for stem, head, pattern, first, suffix in (  # WRN-Swish, WRN (ReLU)
+            ('init_conv.weight', 'logits.weight', r'^layer\.(\d+)\.block\.(\d+)\.', '0', '-swish'),
+            ('conv1.weight', 'fc.weight', r'^block(\d)\.layer\.(\d+)\.', '1', '')):
+        blocks = _count(keys, pattern) if stem in sd and head in sd else {}
         if len(blocks) == 3:
-            n = blocks['0']
-            width = sd['logits.weight'].shape[1] // 64
-            return f'wrn-{6 * n + 4}-{width}-swish', _head_classes(sd, 'logits.weight')
+            return f'wrn-{6 * blocks[first] + 4}-{sd[head].shape[1] // 64}{suffix}', _head_classes(sd, head)
     if 'conv_2d.weight' in sd and 'logits.weight' in sd:  # PreAct ResNet-Swish
         blocks = _count(keys, r'^layer_(\d+)\.(\d+)\.')
         depth = {(2, 2, 2, 2): 18, (3, 4, 6, 3): 34}.get(tuple(blocks[str(i)] for i in range(4)))
         if depth:
             return f'preact-resnet{depth}-swish', _head_classes(sd, 'logits.weight')
-    if 'conv1.weight' in sd and 'fc.weight' in sd:  # WRN (ReLU)
-        blocks = _count(keys, r'^block(\d)\.layer\.(\d+)\.')
-        if len(blocks) == 3:
-            n = blocks['1']
-            width = sd['fc.weight'].shape[1] // 64
-            return f'wrn-{6 * n + 4}-{width}', _head_classes(sd, 'fc.weight')
     if 'conv1.weight' in sd and 'linear.weight' in sd:  # ResNet / PreAct ResNet
         blocks = tuple(_count(keys, r'^layer(\d)\.(\d+)\.')[str(i)] for i in range(1, 5))
         bottleneck = any('.conv3.' in k for k in keys)
@@ -128,11 +101,8 @@ def _infer_architecture(sd):
 
 
 def describe_state_dict(state_dict):
-    """A short human description of the architecture a state dict holds, e.g. 'a wrn-28-10-swish (10 classes)'.
-
-    Works for every family of `core.models` (any prefix). WRN-Swish weights are named `-swish` (the weights of the
-    ReLU variant of that family are the same). Falls back to 'a different architecture (N tensors)'.
-    """
+    """E.g. 'a wrn-28-10-swish (10 classes)' (that family's ReLU variant has the same weights), else 'a different
+    architecture (N tensors)'."""
     sd, _ = strip_wrapper_prefixes(state_dict)
     if sd and _sequential_index(sd) is not None:
         sd = {_INDEX_RE.sub('', k, count=1): v for k, v in sd.items()}
@@ -142,25 +112,10 @@ def describe_state_dict(state_dict):
     return f'a {name} ({classes} classes)' if classes is not None else f'a {name}'
 
 
-def _describe_model(model):
-    name, classes = getattr(model, 'name', None), getattr(model, 'num_classes', None)
-    if isinstance(name, str) and classes is not None:
-        return f'{name} ({classes} classes)'
-    return describe_state_dict(model.state_dict())[2:]
-
-
 def load_state_dict(model, state_dict, source=None, model_from='--model',
                     fix='pass the --model and data set the weights were trained with'):
-    """Load `state_dict` strictly into `model` (a ModelWrapper, possibly wrapped in DDP / torch.compile).
-
-    Arguments:
-        model: the model from `create_model` (any wrapper is stripped with `unwrap_model`).
-        state_dict: weights with any accepted prefix (see `canonical_state_dict`).
-        source: a name for error messages (e.g. the checkpoint path), default 'the checkpoint'.
-        model_from, fix: where the model's architecture came from and the fix, for the mismatch message.
-    Raises UserError (one line) when the weights do not fit: a different architecture or number of classes (naming
-    both), or a different --normalize setting; or when a weight is NaN or inf. Returns the unwrapped model.
-    """
+    """Load `state_dict` (any accepted prefix) strictly into the unwrapped `model` and return it; a one-line UserError
+    for another architecture (naming both), another --normalize or NaN/inf weights."""
     target = unwrap_model(model)
     source = f'checkpoint {source}' if source is not None else 'the checkpoint'
     target_sd = target.state_dict()
@@ -183,7 +138,10 @@ def load_state_dict(model, state_dict, source=None, model_from='--model',
     unexpected = [k for k in sd if k not in target_sd]
     wrong_shape = [k for k in target_sd if k in sd and tuple(sd[k].shape) != tuple(target_sd[k].shape)]
     if missing or unexpected or wrong_shape:
-        have, want = describe_state_dict(state_dict), _describe_model(target)
+        name, classes = getattr(target, 'name', None), getattr(target, 'num_classes', None)
+        known = isinstance(name, str) and classes is not None
+        have = describe_state_dict(state_dict)
+        want = f'{name} ({classes} classes)' if known else describe_state_dict(target_sd)[2:]
         detail = []
         if missing:
             detail.append(f'{len(missing)} missing keys (e.g. {missing[0]})')
@@ -208,8 +166,7 @@ def load_state_dict(model, state_dict, source=None, model_from='--model',
 
 
 def to_cpu(obj):
-    """`obj` with every tensor in its (nested) dicts, lists and tuples moved to the CPU (CPU tensors are kept as
-    they are, not copied; a state dict keeps its `_metadata`); other values unchanged."""
+    """`obj` with every tensor of its nested dicts, lists and tuples on the CPU (CPU tensors not copied)."""
     if isinstance(obj, torch.Tensor):
         return obj.cpu()
     if isinstance(obj, dict):
@@ -223,20 +180,13 @@ def to_cpu(obj):
 
 
 def save_atomic(obj, path):
-    """torch.save `obj` to `path` atomically (`core.utils.atomic.write_atomic`): a crash mid-save leaves any
-    previous file at `path` intact; the file gets the usual permissions (umask), not mkstemp's 0600.
-
-    Tensors are saved as CPU tensors (`to_cpu`), so a GPU run's files load with a plain `torch.load` on a host
-    without CUDA; loading them back moves them where they belong (`load_state_dict`, the optimizer)."""
+    """torch.save `obj` atomically, as CPU tensors (a GPU run's files load on a host without CUDA)."""
     write_atomic(path, lambda f: torch.save(to_cpu(obj), f))
 
 
 def load_checkpoint(path, map_location='cpu'):
-    """torch.load(path, map_location, weights_only=True), with one-line UserErrors.
-
-    A missing path, a corrupt or truncated file (garbage, a partial copy), and a file that needs pickled code (refused
-    by weights_only; nothing in it is executed) each raise a different UserError naming the path.
-    """
+    """torch.load(path, map_location, weights_only=True); a missing, corrupt or refused (pickled code) file is a
+    one-line UserError of its own."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         what = 'is a directory, not a file' if os.path.isdir(path) else 'does not exist'
@@ -245,10 +195,13 @@ def load_checkpoint(path, map_location='cpu'):
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         m = re.search(r'Unsupported global: GLOBAL (\S+)', str(e))
-        if m is None and not _is_torch_file(path):
-            raise UserError(f'checkpoint {path} is corrupt or truncated: it is not a PyTorch checkpoint file '
-                            f'(neither a torch.save zip archive nor a legacy one); copy it again or pass another '
-                            f'file') from None
+        if m is None and not zipfile.is_zipfile(path):
+            with open(path, 'rb') as f:  # pickle protocol 2, then the 10-byte long of torch's legacy magic number
+                legacy = f.read(4) == b'\x80\x02\x8a\x0a'
+            if not legacy:
+                raise UserError(f'checkpoint {path} is corrupt or truncated: it is not a PyTorch checkpoint file '
+                                f'(neither a torch.save zip archive nor a legacy one); copy it again or pass another '
+                                f'file') from None
         needs = f'needs the pickled code {m.group(1)}' if m else 'is not a plain tensor/dict checkpoint'
         raise UserError(f'checkpoint {path} was refused: it {needs}, which torch.load(weights_only=True) never '
                         f'executes (nothing in it was run); re-save only its tensors (model.state_dict()) from a '
@@ -260,12 +213,10 @@ def load_checkpoint(path, map_location='cpu'):
 
 
 def is_safetensors(path):
-    """Whether `path` names a .safetensors file (by its suffix)."""
     return os.fspath(path).endswith(SAFETENSORS_SUFFIX)
 
 
 def import_safetensors():
-    """The optional `safetensors` package, or a UserError naming the pip command."""
     try:
         import safetensors.torch
     except ImportError:
@@ -275,12 +226,7 @@ def import_safetensors():
 
 
 def read_safetensors(path, key='model_state_dict'):
-    """The state dict stored in the .safetensors file `path` (CPU tensors).
-
-    A file holds one model; asking for `unaveraged_model_state_dict` (eval-aa.py --unaveraged) is an error, since
-    the unaveraged weights of a run are exported into a file of their own. Raises UserError for a missing or
-    unreadable file.
-    """
+    """The one model of a .safetensors file (CPU tensors); --unaveraged weights are exported to files of their own."""
     st = import_safetensors()
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -296,35 +242,14 @@ def read_safetensors(path, key='model_state_dict'):
 
 
 def safetensors_metadata(path):
-    """The string metadata of a .safetensors file ({} if none)."""
     st = import_safetensors()
     with st.safe_open(os.fspath(path), framework='pt') as f:
         return dict(f.metadata() or {})
 
 
-_LEGACY_MAGIC = b'\x80\x02\x8a\x0a'  # pickle protocol 2, then the 10-byte long of torch's legacy magic number
-
-
-def _is_torch_file(path):
-    """Whether `path` starts as a torch.save file does: a zip archive (torch >= 1.6) or the legacy pickle magic."""
-    if zipfile.is_zipfile(path):
-        return True
-    with open(path, 'rb') as f:
-        return f.read(len(_LEGACY_MAGIC)) == _LEGACY_MAGIC
-
-
 def load_weights(path, key='model_state_dict', map_location='cpu'):
-    """The model weights stored at `path`, the one loader of every script.
-
-    - a `.safetensors` export of scripts/export.py: its one model (only `key='model_state_dict'`);
-    - a checkpoint dict: `ckpt[key]` (`model_state_dict`, the averaged weights of weights-best.pt / weights-last.pt;
-      `unaveraged_model_state_dict`, the trained model of a weight-averaged run; `state_dict` of without_DDPM);
-    - a bare state dict of tensors (a torch.save(model.state_dict())): the file itself, unless `key` asks for the
-      unaveraged weights, which a file of one model does not hold.
-
-    Every torch.load is `load_checkpoint`'s (weights_only=True). Raises UserError (one line, naming the path) for
-    a missing, corrupt or refused file and for a file without the weights asked for.
-    """
+    """The one weights loader of every script: a .safetensors export, `ckpt[key]` of a checkpoint dict
+    (`model_state_dict`, `unaveraged_model_state_dict`, without_DDPM's `state_dict`) or a bare state dict."""
     if is_safetensors(path):
         return read_safetensors(path, key)
     ckpt = load_checkpoint(path, map_location=map_location)

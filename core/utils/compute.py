@@ -34,8 +34,7 @@ class _NoModuleTracking:
 
 
 def count_flops(fn, *args, **kwargs):
-    """(FLOPs that `fn(*args, **kwargs)` runs, forward and backward, as torch.utils.flop_counter counts them;
-    its result)."""
+    """(FLOPs that `fn(*args, **kwargs)` runs, forward and backward, its result)."""
     counter = FlopCounterMode(display=False)
     counter.mod_tracker = _NoModuleTracking()
     with counter:
@@ -44,13 +43,24 @@ def count_flops(fn, *args, **kwargs):
 
 
 def precision(device, amp='none'):
-    """The arithmetic the run's matmuls and convolutions use: the autocast dtype, else tf32 on a CUDA device that
-    allows it (cuDNN convolutions do by default), else fp32."""
+    """The matmul/conv arithmetic: the autocast dtype, else tf32 where cuDNN allows it (its default), else fp32."""
     if amp in ('bf16', 'fp16'):
         return amp
     if torch.device(device).type == 'cuda' and torch.backends.cudnn.allow_tf32:
         return 'tf32'
     return 'fp32'
+
+
+def timed(fn, device):
+    """Seconds `fn()` takes, the device synchronised before and after on CUDA."""
+    cuda = torch.device(device).type == 'cuda'
+    if cuda:
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if cuda:
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
 
 
 def matmul_probe(device, dtype=torch.float32, n=1024, seconds=0.5):
@@ -59,19 +69,12 @@ def matmul_probe(device, dtype=torch.float32, n=1024, seconds=0.5):
     best = float('inf')
     end = time.perf_counter() + seconds
     while time.perf_counter() < end or best == float('inf'):
-        if a.device.type == 'cuda':
-            torch.cuda.synchronize(a.device)
-        t = time.perf_counter()
-        a @ a
-        if a.device.type == 'cuda':
-            torch.cuda.synchronize(a.device)
-        best = min(best, time.perf_counter() - t)
+        best = min(best, timed(lambda: a @ a, a.device))
     return 2 * n ** 3 / best
 
 
 def device_peak(device, amp='none'):
-    """(peak FLOP/s, label): the datasheet peak of a known GPU at the run's precision, else a short matmul probe
-    (labelled 'measured'), which draws from a private generator so that the run's random streams are untouched."""
+    """(peak FLOP/s, label): a known GPU's datasheet peak, else a matmul probe whose draws leave the run's RNG alone."""
     device = torch.device(device)
     prec = precision(device, amp)
     if device.type == 'cuda':

@@ -1,4 +1,4 @@
-"""Context managers that set a model's mode and parameter gradients and restore them exactly."""
+"""Context managers that set a model's mode and parameter gradients and restore them exactly, also on exceptions."""
 from contextlib import contextmanager
 
 import torch.nn as nn
@@ -6,7 +6,6 @@ import torch.nn as nn
 
 @contextmanager
 def ctx_noparamgrad(module: nn.Module):
-    """Parameters do not require grad inside; each one's flag is restored on exit, also on an exception."""
     flags = [(p, p.requires_grad) for p in module.parameters()]
     for p, _ in flags:
         p.requires_grad_(False)
@@ -19,7 +18,6 @@ def ctx_noparamgrad(module: nn.Module):
 
 @contextmanager
 def ctx_eval(module: nn.Module):
-    """Every submodule in eval mode inside; each one's `training` flag is restored on exit."""
     modes = [(m, m.training) for m in module.modules()]
     module.eval()
     try:
@@ -31,6 +29,6 @@ def ctx_eval(module: nn.Module):
 
 @contextmanager
 def ctx_noparamgrad_and_eval(module: nn.Module):
-    """Both of the above: the attack context of the reference."""
+    """The attack context of the reference."""
     with ctx_noparamgrad(module), ctx_eval(module):
         yield module

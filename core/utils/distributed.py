@@ -1,13 +1,6 @@
-"""Device, mixed precision and DistributedDataParallel, decided once at the start of a script.
-
-`setup(device, amp)` returns a `Runtime`: the device, the rank and world size (from torchrun's environment
-variables RANK / WORLD_SIZE / LOCAL_RANK), an `is_primary` flag that guards logging and saving, an autocast
-context (a null one with `--amp none`) and a GradScaler that is enabled only for fp16. The training loop
-then has no device or AMP branches. The original hard-coded `.cuda()` and wrapped the model in DataParallel
-(docs/differences.md items 2 and 46).
-
-    torchrun --nproc_per_node 2 train-wa.py ...      # DDP: nccl on CUDA, gloo on CPU
-"""
+"""Device, mixed precision and DDP, decided once at a script's start: `setup(device, amp)` -> `Runtime` (torchrun's
+RANK / WORLD_SIZE / LOCAL_RANK, `is_primary`, an autocast context, a GradScaler enabled for fp16 only). The original
+hard-coded `.cuda()` and DataParallel (docs/differences.md items 2 and 46)."""
 import contextlib
 import os
 from dataclasses import dataclass
@@ -21,19 +14,10 @@ from core.utils.errors import UserError
 DEVICES = ('auto', 'cpu', 'cuda')
 AMP_MODES = ('none', 'bf16', 'fp16')
 
-__all__ = ['DEVICES', 'AMP_MODES', 'Runtime', 'add_device_argument', 'setup', 'cleanup', 'wrap_ddp',
-           'all_reduce_sum', 'barrier', 'all_gather_object', 'broadcast_buffers']
-
 
 @dataclass
 class Runtime:
-    """Where and how this process computes.
-
-    Attributes:
-        device: the torch.device of this process (cuda:LOCAL_RANK % visible GPUs under DDP on GPUs).
-        rank, world_size, local_rank: torchrun's values (0, 1, 0 without torchrun).
-        amp: 'none' (float32, the reference), 'bf16' (autocast bfloat16) or 'fp16' (autocast float16 + GradScaler).
-    """
+    """Where and how this process computes; `amp` is 'none' (float32, the reference), 'bf16' or 'fp16'."""
     device: torch.device
     rank: int = 0
     world_size: int = 1
@@ -48,36 +32,24 @@ class Runtime:
     def is_primary(self) -> bool:
         return self.rank == 0
 
-    @property
-    def amp_dtype(self):
-        return {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(self.amp)
-
     def autocast(self):
-        """A context running the forward passes in the AMP dtype, or a null context with amp 'none'."""
         if self.amp == 'none':
             return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+        dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(self.amp)
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     def grad_scaler(self):
-        """A GradScaler, enabled only for fp16 (bf16 and fp32 need no loss scaling)."""
         return torch.amp.GradScaler(self.device.type, enabled=self.amp == 'fp16')
 
 
 def add_device_argument(parser):
-    """`--device` of every script (train-wa.py, train.py, eval-aa.py, without_DDPM/): the choices of `setup`,
-    validated by argparse. One GPU of several: CUDA_VISIBLE_DEVICES=N (torchrun gives each process its own)."""
+    """`--device` of every script; one GPU of several: CUDA_VISIBLE_DEVICES=N."""
     parser.add_argument('--device', choices=DEVICES, default='auto', help='auto (CUDA if available), cpu or cuda.')
 
 
 def setup(device='auto', amp='none') -> Runtime:
-    """Decide the device, the AMP mode and (under torchrun with WORLD_SIZE > 1) start the process group.
-
-    Args:
-        device: 'auto' (CUDA if available, else CPU), 'cpu' or 'cuda'. Default 'auto'.
-        amp: 'none', 'bf16' or 'fp16'. Default 'none'.
-    Raises:
-        UserError: CUDA asked for without a GPU, fp16 without CUDA, an unknown choice.
-    """
+    """Decide the device and AMP mode (UserError for CUDA without a GPU, fp16 without CUDA); under torchrun with
+    WORLD_SIZE > 1, start the process group."""
     if device not in DEVICES:
         raise UserError(f'unknown --device {device!r}; use one of {", ".join(DEVICES)}.')
     if amp not in AMP_MODES:
@@ -108,17 +80,12 @@ def setup(device='auto', amp='none') -> Runtime:
 
 
 def cleanup():
-    """End the process group if one was started."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 
 def wrap_ddp(model, runtime: Runtime):
-    """DistributedDataParallel over `model` when running distributed, else `model` unchanged.
-
-    Parameters are broadcast from rank 0 at construction; buffers (BatchNorm running statistics) are
-    broadcast from rank 0 at every forward (DDP's default), unless the model uses SyncBatchNorm.
-    """
+    """DDP over `model` when distributed (rank 0's buffers broadcast at every forward, DDP's default)."""
     if not runtime.distributed:
         return model
     ids = [runtime.device.index] if runtime.device.type == 'cuda' else None
@@ -126,7 +93,7 @@ def wrap_ddp(model, runtime: Runtime):
 
 
 def all_reduce_sum(values, runtime: Runtime):
-    """Sum a list of floats over all processes (the identity without DDP). Returns a list of floats."""
+    """Sum a list of floats over all processes (float64)."""
     if not runtime.distributed:
         return [float(v) for v in values]
     t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=runtime.device)
@@ -135,7 +102,6 @@ def all_reduce_sum(values, runtime: Runtime):
 
 
 def all_gather_object(obj, runtime: Runtime):
-    """[obj of rank 0, obj of rank 1, ...] (a one-element list without DDP)."""
     if not runtime.distributed:
         return [obj]
     out = [None] * runtime.world_size
@@ -144,7 +110,7 @@ def all_gather_object(obj, runtime: Runtime):
 
 
 def broadcast_buffers(model, runtime: Runtime):
-    """Copy rank 0's buffers (BatchNorm running statistics) to every process (no-op without DDP)."""
+    """Copy rank 0's buffers (BatchNorm running statistics) to every process."""
     if runtime.distributed:
         for b in model.buffers():
             dist.broadcast(b, src=0)

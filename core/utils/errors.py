@@ -1,7 +1,4 @@
-"""The one exception type for bad user input.
-
-Scripts catch it at the top and print its message as one line on stderr, with exit code 2.
-"""
+"""The one exception type for bad user input: scripts print its message as one line on stderr and exit 2."""
 import math
 import sys
 
@@ -19,8 +16,8 @@ class Stopped(Exception):
 
 
 def exit_on_user_error(main):
-    """Run `main()`; a UserError becomes `error: <message>` on stderr and exit code 2, a Ctrl-C (or a signal that
-    stops at once, core.utils.preemption) one line and 128 + the signal's number."""
+    """Run `main()`: a UserError is one line and exit 2; a Ctrl-C or a signal that stops at once one line and
+    128 + the signal's number."""
     try:
         return main()
     except UserError as e:
@@ -39,12 +36,8 @@ SEED_MAX = 2 ** 32 - 1  # numpy's np.random.seed accepts [0, 2**32 - 1]
 
 
 def check_number(flag, value, low=None, high=None, *, low_open=False, high_open=False, example=None):
-    """UserError unless `value` is a finite number in the interval [low, high] (open ends as flagged).
-
-    `None` bounds are unbounded; `example` is a suggestion added to the message. E.g.
-    `check_number('--attack-eps', -1.0, 0, low_open=True, example='8/255')` raises
-    `--attack-eps -1.0: must be a finite number > 0 (e.g. 8/255).`
-    """
+    """UserError unless `value` is finite and in [low, high] (None: unbounded), e.g. `--attack-eps -1.0: must be a
+    finite number > 0 (e.g. 8/255).`"""
     ok = isinstance(value, (int, float)) and math.isfinite(value)
     if ok and low is not None:
         ok = value > low if low_open else value >= low

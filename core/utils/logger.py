@@ -1,33 +1,14 @@
-"""Logging for every script: one set-up function, `setup_logger`, and the run log `Logger` built on it.
-
-A logger of this project writes each message as one line to a log file and/or to the console:
-
-- the file is appended to, opened and closed per line (`mode='w'` truncates it once, at set-up), so that several
-  writers of one file keep their lines in order (eval-aa.py, the AutoAttack adapter and the AutoAttack package all
-  write log-aa.log) and no file stays open after a script returns;
-- the console is stdout or stderr as it is when the line is written, with any tqdm progress bar cleared and
-  redrawn around the line.
-
-The handlers hang on a named logger of the project's own (not the root logger, `propagate` off), so third-party INFO
-messages do not leak into a file and setting a logger up again replaces its handlers instead of duplicating lines
-(docs/differences.md item 29).
-
-    log = setup_logger('score-at.eval-aa', 'LOGS/NAME/log-aa.log', console='stdout', enabled=is_primary).info
-    logger = Logger('LOGS/NAME/log-train.log', mode='w', enabled=is_primary)   # train-wa.py: print + file
-    with routed('auto-attack', 'LOGS/NAME/log-aa.log', level=logging.WARNING):  # another library's logger
-        ...
-"""
+"""Logging for every script: one line per message, to a file opened and closed per line (several writers of one log
+keep their order) and/or the console (tqdm bars redrawn around it), on a project logger that does not propagate
+(docs/differences.md item 29)."""
 import contextlib
 import logging
 import sys
 
 from tqdm import tqdm
 
-__all__ = ['Logger', 'close_logger', 'routed', 'setup_logger']
-
 
 class _AppendFile(logging.Handler):
-    """Each record as one line appended to `path`; `mode='w'` truncates the file when the handler is made."""
 
     def __init__(self, path, mode='a'):
         super().__init__()
@@ -44,8 +25,7 @@ class _AppendFile(logging.Handler):
 
 
 class _Console(logging.Handler):
-    """Each record as one line on `stream`: a file object, or 'stdout' / 'stderr' (sys.stdout / sys.stderr as they
-    are when the line is written); tqdm bars on the terminal are cleared before the line and redrawn after it."""
+    """`stream`: a file object, or 'stdout' / 'stderr' (looked up when the line is written)."""
 
     def __init__(self, stream):
         super().__init__()
@@ -72,31 +52,18 @@ def _handlers(path, mode, console, fmt, datefmt):
 
 
 def close_logger(logger):
-    """Remove (and close) every handler of `logger`."""
     for h in list(logger.handlers):
         logger.removeHandler(h)
         h.close()
 
 
-def setup_logger(name, path=None, mode='a', console=None, fmt='%(message)s', datefmt=None, enabled=True,
-                 level=logging.INFO):
-    """The logger `name`, set up afresh (its previous handlers removed): log with `.info(message)`.
-
-    Args:
-        name: the logger's name (one per log: e.g. 'score-at.eval-aa').
-        path: the log file (None: no file); appended to, or truncated once with `mode='w'`.
-        console: 'stdout', 'stderr', a stream, or None (no console output).
-        fmt, datefmt: the `logging.Formatter` of both outputs (default: the bare message).
-        enabled: False gives a logger that drops every message and touches no file (the non-primary processes
-            of a torchrun job).
-        level: the lowest level written (default INFO).
-    Returns:
-        The `logging.Logger`.
-    """
+def setup_logger(name, path=None, mode='a', console=None, fmt='%(message)s', datefmt=None, enabled=True):
+    """The logger `name`, its previous handlers replaced; `enabled=False` (non-primary processes) drops every message
+    and touches no file."""
     logger = logging.getLogger(name)
     close_logger(logger)
     logger.propagate = False
-    logger.setLevel(level)
+    logger.setLevel(logging.INFO)
     logger.disabled = not enabled
     if enabled:
         for h in _handlers(path, mode, console, fmt, datefmt):
@@ -105,13 +72,11 @@ def setup_logger(name, path=None, mode='a', console=None, fmt='%(message)s', dat
 
 
 @contextlib.contextmanager
-def routed(name, path=None, console='stdout', level=logging.DEBUG, fmt='%(message)s'):
-    """During the block, send the records (>= `level`) of another library's logger `name` to `path` (appended) and
-    to the console, besides its own handlers, and not up to the root logger; its level and propagation are restored
-    after the block."""
+def routed(name, path=None, level=logging.DEBUG):
+    """During the block, another library's logger `name` also writes to `path` and stdout, not to the root."""
     logger = logging.getLogger(name)
     old_level, old_propagate = logger.level, logger.propagate
-    handlers = _handlers(path, 'a', console, fmt, None)
+    handlers = _handlers(path, 'a', 'stdout', '%(message)s', None)
     for h in handlers:
         logger.addHandler(h)
     logger.setLevel(level)
@@ -127,21 +92,10 @@ def routed(name, path=None, console='stdout', level=logging.DEBUG, fmt='%(messag
 
 
 class Logger:
-    """The run log of train-wa.py, train.py and without_DDPM/train_cifar.py: every `log(msg)` prints msg and writes
-    it as one line of the log file.
-
-    Args:
-        path: the log file.
-        mode: 'w' (a new run: the file is truncated, as the reference's 'w+') or 'a' (a resumed run).
-        enabled: False makes `log` a no-op (the non-primary processes of a DDP run).
-        fmt, datefmt: logging format of the file lines (default: the bare message).
-        stream: None prints each message bare to stdout; a stream (e.g. sys.stderr) gets the formatted line.
-
-    `.logger` is the `logging.Logger` behind it: `.logger.info(msg)` writes to the file (and `stream`) only.
-    """
+    """The training scripts' run log: `log(msg)` prints msg (or, with a `stream`, writes the formatted line there) and
+    appends it to `path`; `mode='w'` truncates it once, as the reference's 'w+'."""
 
     def __init__(self, path, mode='w', enabled=True, fmt='%(message)s', datefmt=None, stream=None):
-        self.path = path
         self.enabled = enabled
         self.stream = stream
         self.logger = setup_logger(f'score-at.run.{path}', path, mode=mode, console=stream, fmt=fmt, datefmt=datefmt,
@@ -150,7 +104,6 @@ class Logger:
             print('Logging to file: ', path)
 
     def log(self, message):
-        """Print `message` and append it to the log file."""
         if not self.enabled:
             return
         if self.stream is None:

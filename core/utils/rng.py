@@ -1,25 +1,14 @@
-"""The random-number-generator states of one process, for bit-identical resumes (`state-last.pt`, key 'rng'; the
-original's resume restored none, docs/differences.md items 34 and 45).
-
-torch's CPU generator, numpy's and Python's always; the CUDA generator of the run's own device only, and only
-when the run uses CUDA: a `--device cpu` run never touches CUDA (no context is opened on a GPU host), and a
-resume never indexes GPUs that another allocation may not have.
-"""
+"""The RNG states of one process for bit-identical resumes (`state-last.pt` key 'rng'; docs/differences.md items 34
+and 45): torch CPU, numpy and Python always; CUDA only for the run's own device, so a CPU run opens no CUDA context."""
 import random
 import warnings
 
 import numpy as np
 import torch
 
-__all__ = ['rng_state', 'set_rng_state']
-
 
 def rng_state(device=torch.device('cpu')):
-    """The RNG states of this process as tensors, lists and numbers (what `torch.load(weights_only=True)` reads).
-
-    'cuda' is [the state of `device`] on CUDA, [] otherwise (files of older versions hold one state per
-    visible GPU there; `set_rng_state` reads both).
-    """
+    """Tensors, lists and numbers (what weights_only=True loads); 'cuda' is [`device`'s state] or []."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
     version, internal, gauss_next = random.getstate()
     device = torch.device(device)
@@ -31,12 +20,8 @@ def rng_state(device=torch.device('cpu')):
 
 
 def set_rng_state(state, device=torch.device('cpu')):
-    """Restore `rng_state`'s output. The CUDA state goes to `device` only, and only if it is a CUDA device.
-
-    A one-element 'cuda' list is the saved device's state. A longer list comes from an older file (every visible
-    GPU): the entry of `device`'s index is taken; if that GPU was not in the list, the CUDA stream is left as
-    it is and a warning says so (the CPU, numpy and Python streams, which draw the attack noise, are restored).
-    """
+    """Restore `rng_state`'s output; a longer 'cuda' list (older files: every visible GPU) gives `device`'s entry,
+    or a warning if it has none."""
     torch.set_rng_state(state['torch'])
     device = torch.device(device)
     cuda = state.get('cuda') or []

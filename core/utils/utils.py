@@ -34,20 +34,17 @@ def str2float(x):
 
 
 def seed(seed=1):
-    """Seed numpy, torch and every CUDA device, as the reference's `seed` (Python `random` untouched); the scripts
-    call it at the reference's seeding points (docs/differences.md item 41)."""
+    """Seed numpy, torch and CUDA as the reference (Python `random` untouched; docs/differences.md item 41)."""
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.cuda.manual_seed_all(seed)
 
 
 def format_time(elapsed):
-    """Seconds -> 'H:MM:SS' (rounded), as the reference's log lines."""
     return str(datetime.timedelta(seconds=int(round(elapsed))))
 
 
 def set_bn_momentum(model, momentum=1.0):
-    """Set the momentum of every BatchNorm of `model` (the WA trainer's first-step trick)."""
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.momentum = momentum
