@@ -1,13 +1,6 @@
 #!/usr/bin/env python3
-"""Evaluate a without_DDPM run's model_best.pth: clean accuracy, PGD-10 (CE), PGD-10 (CW margin) and AutoAttack
-(standard, L-inf) on the CIFAR test set (the original's without_DDPM/eval_cifar.py).
-
-    python eval_cifar.py --activation ReLU --out-dir trained_models/Triangle/CIFAR-10/RUN_NAME
-
---out-dir is the run folder itself (it holds model_best.pth). Nothing is written; the log goes to stderr and
-the accuracies to stdout. The original was hard-wired to PreActResNet18, CIFAR-10 and eps 8/255: --model,
---width-factor, --dataset and --epsilon now select them (same defaults; docs/differences.md item 70). Commands:
-docs/without_ddpm.md.
+"""Clean, PGD-10 (CE, CW) and AutoAttack accuracy of a without_DDPM run's model_best.pth in --out-dir (commands:
+docs/without_ddpm.md); --model, --width-factor, --dataset, --epsilon were hard-wired (docs/differences.md item 70).
 """
 import argparse
 import os

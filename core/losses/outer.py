@@ -1,8 +1,5 @@
-"""Outer losses of adversarial training: pure functions of logits and targets -> (loss, metrics).
-
-Papers: Madry et al., ICLR 2018 (PGD-AT); Zhang et al., "Theoretically Principled Trade-off between Robustness and
-Accuracy", ICML 2019 (TRADES); Wang et al., ICLR 2020 (MART); Pang et al., "Robustness and Accuracy Could Be
-Reconcilable by (Proper) Definition", ICML 2022 (SCORE, loss clipping); Gowal et al. 2020 (label smoothing, CutMix).
+"""Outer losses of adversarial training, pure functions of logits and targets -> (loss, metrics): PGD-AT (Madry et
+al., 2018), TRADES (Zhang et al., 2019), MART (Wang et al., 2020), SCORE (Pang et al., 2022).
 """
 import torch
 import torch.nn as nn
@@ -17,18 +14,18 @@ __all__ = ['trades_loss', 'kl_term', 'lse_term', 'distance_term', 'pgd_loss', 't
 
 
 def kl_term(logits, target, probs=None):
-    """KLDivLoss 'batchmean' of log_softmax(logits) to `target` (0-dim): TRADES-KL's term."""
+    """TRADES-KL's term, KLDivLoss 'batchmean' (0-dim)."""
     return kl_div_batchmean(target, logits)
 
 
 def lse_term(logits, target, probs=None):
-    """sum_k (softmax(logits)_k - target_k)^2 per sample (B,): SCORE-LSE's term."""
+    """SCORE-LSE's term sum_k (softmax(logits)_k - target_k)^2, (B,)."""
     probs = F.softmax(logits, dim=1) if probs is None else probs
     return torch.sum((probs - target) ** 2, dim=-1)
 
 
 def distance_term(div):
-    """D(softmax(logits), target) per sample (B,) for a distance of core/losses/divergences.py: without_DDPM's."""
+    """without_DDPM's term D(softmax(logits), target), (B,)."""
     def term(logits, target, probs=None):
         return distance(F.softmax(logits, dim=1) if probs is None else probs, target, div)
     return term
@@ -40,14 +37,10 @@ def _mean(t):
 
 def trades_loss(logits_nat, logits_adv, targets, *, beta, divergence, natural=None, bound=None, clip_clean=False,
                 per_sample=False):
-    """natural + beta * robust, natural = divergence(z_nat, targets), robust = divergence(z_adv, p_nat),
-    p_nat = softmax(z_nat) not detached (docs/differences.md item 59).
-
-    `divergence(logits, target, probs)` is `kl_term`, `lse_term` or `distance_term(div)`; `natural` replaces the
-    natural term (TRADES-KL's smoothed cross-entropy). bound None: no clipping; else clip_clean: mean_i relu(natural_i
-    + beta robust_i - b), otherwise robust_i <- relu(robust_i - b). per_sample: mean_i(natural_i + beta robust_i)
-    (without_DDPM), else mean(natural) + beta mean(robust) (the WA trainer). Returns (loss, natural, robust).
-    """
+    """(natural + beta robust, natural, robust): natural = divergence(z_nat, targets) (or `natural`), robust =
+    divergence(z_adv, p_nat), p_nat = softmax(z_nat) not detached (docs/differences.md item 59). With a bound b:
+    clip_clean: mean_i relu(natural_i + beta robust_i - b), else robust_i <- relu(robust_i - b). per_sample
+    (without_DDPM): mean_i(natural_i + beta robust_i), else mean(natural) + beta mean(robust)."""
     p_nat = F.softmax(logits_nat, dim=1)
     natural = divergence(logits_nat, targets, p_nat) if natural is None else natural
     robust = divergence(logits_adv, p_nat)
@@ -60,14 +53,12 @@ def trades_loss(logits_nat, logits_adv, targets, *, beta, divergence, natural=No
 
 
 def pgd_loss(logits_adv, targets, div, bound=0.0):
-    """without_DDPM PGD-AT (and standard training, on clean logits): mean_i relu(D(p_a,i, targets_i) - b).
-    Returns (loss, {'distance': (B,) detached})."""
+    """without_DDPM PGD-AT (standard training: clean logits): mean_i relu(D(p_adv,i, targets_i) - b)."""
     d = distance(F.softmax(logits_adv, dim=1), targets, div)
     return F.relu(d - bound).mean(), {'distance': d.detach()}
 
 
 def _metrics(loss, y, logits_nat, logits_adv, soft=False):
-    """{'loss', 'clean_acc', 'adversarial_acc'} as 0-dim device tensors (no host synchronisation)."""
     if soft:  # CutMix soft labels: no accuracy to report; the reference logs -1 (docs/differences.md item 26)
         minus_one = torch.full((), -1.0, device=loss.device)
         return {'loss': loss.detach(), 'clean_acc': minus_one, 'adversarial_acc': minus_one}
@@ -95,7 +86,7 @@ def score_lse_loss(logits_nat, logits_adv, y, *, beta, ls=0.0, num_classes=None,
 
 
 def trades_plain_outer_loss(logits_nat, logits_adv, y, *, beta):
-    """TRADES of the plain trainer (`--tau 0`): CE(z_nat, y) + beta * KL_sum(p(z_nat) || p(z_adv)) / B."""
+    """TRADES of the plain trainer (--tau 0): CE(z_nat, y) + beta * KL_sum(p(z_nat) || p(z_adv)) / B."""
     kl_sum = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits_nat, dim=1), reduction='sum')
     loss = F.cross_entropy(logits_nat, y) + beta * (kl_sum / len(logits_nat))
     return loss, _metrics(loss, y, logits_nat, logits_adv)
@@ -117,7 +108,7 @@ def mart_outer_loss(logits_nat, logits_adv, y, *, beta):
 
 
 def madry_outer_loss(logits, y, keep_clean=False):
-    """PGD-AT: mean CE of logits (B, K) of x_adv, or (2B, K) of cat(x, x_adv) with keep_clean."""
+    """PGD-AT: mean CE of the logits of x_adv (of cat(x, x_adv) with keep_clean)."""
     loss = F.cross_entropy(logits, torch.cat((y, y), dim=0) if keep_clean else y)
     preds = logits.detach()
     metrics = {'loss': loss.detach()}

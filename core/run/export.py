@@ -1,20 +1,7 @@
-"""Weights without pickle (safetensors) and in RobustBench's key layout: the library of scripts/export.py.
-
-`.safetensors` (the Hugging Face format) is a JSON header plus raw tensor bytes: loading it runs no code. A file
-written here holds one model's state dict (tensors only) and string metadata: `format`, `layout`, `source`,
-`source_state_dict`, and the run's `model` / `normalize` / `data` when its args.txt was found.
-
-Two key layouts:
-- `reference`: the keys of this project's and the reference's checkpoints, `module.0.<backbone key>` (`module.1.`
-  with --normalize; docs/differences.md item 36); `eval-aa.py --weights` and `train-wa.py --pretrained-file` read it.
-- `robustbench`: the bare backbone keys of RobustBench's `DMWideResNet` (`init_conv.weight`, `layer.0.block.0...`,
-  `logits.bias`): no `module.0.` prefix. Only WRN-Swish models trained without --normalize have that layout (the
-  normalisation by the dataset's mean/std is inside DMWideResNet, as in `wrn-D-W-swish`). It loads strictly into
-  `DMWideResNet(num_classes, depth, width, activation_fn=Swish, mean, std)`.
-
-The `safetensors` package is optional (requirements.txt lists it under the optional features). The reading side
-(`is_safetensors`, `read_safetensors`, `safetensors_metadata`) lives with the one weights loader in checkpoint.py and
-is re-exported here; this module writes.
+"""Weights without pickle (safetensors) and in RobustBench's key layout, the library of scripts/export.py: layout
+`reference` keeps the checkpoints' `module.0.` keys (`module.1.` with --normalize, docs/differences.md item 36),
+`robustbench` the bare keys of RobustBench's DMWideResNet (WRN-Swish without --normalize). The readers live in
+core/utils/checkpoint.py and are re-exported here.
 """
 import json
 import os
@@ -45,7 +32,7 @@ _BLOCK_RE = re.compile(r'^layer\.0\.block\.(\d+)\.')
 
 
 def write_safetensors(state_dict, path, metadata=None):
-    """Write `state_dict` (tensors) to `path` as safetensors, atomically (temporary file, then os.replace)."""
+    """Write `state_dict` to `path` as safetensors, atomically."""
     st = import_safetensors()
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     data = st.torch.save(tensors, metadata={k: str(v) for k, v in (metadata or {}).items()})
@@ -53,11 +40,8 @@ def write_safetensors(state_dict, path, metadata=None):
 
 
 def robustbench_state_dict(state_dict, source='the checkpoint'):
-    """`module.0.<key>` (any accepted prefix) -> the bare DMWideResNet keys, plus the constructor arguments.
-
-    Returns (state dict, {'depth', 'width', 'num_classes'}). Raises UserError for weights saved with --normalize
-    (an extra Normalization layer DMWideResNet does not have) or of another architecture than WRN-Swish.
-    """
+    """(the bare DMWideResNet state dict, {'depth', 'width', 'num_classes'}) of `module.0.<key>` weights; UserError
+    for --normalize weights or another architecture than WRN-Swish."""
     sd = canonical_state_dict(state_dict)
     prefixes = {k.split('.', 2)[1] for k in sd}
     if prefixes == {'1'}:
@@ -86,18 +70,8 @@ def _read_source(src, unaveraged):
 
 
 def export_weights(src, out, layout='reference', unaveraged=False, overwrite=False):
-    """Export the (weight-averaged, or with `unaveraged` the trained) model of `src` to `out`.
-
-    Args:
-        src: a run folder (its weights-best.pt is read) or a weights file (.pt of train-wa.py, bare state dict,
-            or .safetensors).
-        out: `*.safetensors` (no pickle) or `*.pt` / `*.pth` (torch.save of {'model_state_dict': ...} in the
-            reference layout, of the bare state dict in the RobustBench layout, as RobustBench's loader reads).
-        layout: 'reference' or 'robustbench' (see the module docstring).
-        overwrite: replace an existing `out` (default: refuse).
-    Returns:
-        dict of the metadata written (plus `robustbench` with the DMWideResNet constructor, for that layout).
-    """
+    """Export the averaged (or `unaveraged`) model of `src`, a run folder or a weights file, to `out` (.safetensors,
+    or .pt / .pth: the bare state dict in the RobustBench layout, as its loader reads); returns the metadata."""
     if layout not in LAYOUTS:
         raise UserError(f'unknown layout {layout!r}: use one of {", ".join(LAYOUTS)}.')
     suffix = os.path.splitext(out)[1]

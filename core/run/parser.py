@@ -1,8 +1,5 @@
-"""Command-line parsers of train-wa.py and eval-aa.py, and the checks of the training flags (check_train_flags).
-
-Same flag names, dests, types and defaults as the reference, except that no default points at the
-authors' cluster (docs/differences.md item 44). Flags this reimplementation adds are grouped at the end of each
-parser.
+"""Command-line parsers of train-wa.py and eval-aa.py and the checks of the training flags: the reference's flags
+and defaults, none pointing at the authors' cluster (docs/differences.md item 44), then this project's.
 """
 import argparse
 import os
@@ -25,10 +22,7 @@ def _flag_list(text):
 
 
 def parser_train(tau=True):
-    """Flags of train-wa.py (the reference's `parser_train` plus `--tau`, then this project's additions).
-
-    `tau=False`: the flags of train.py (no `--tau`, so args.txt has no `tau` key).
-    """
+    """Flags of train-wa.py; `tau=False`: of train.py (no `--tau`, so args.txt has no `tau` key)."""
     parser = argparse.ArgumentParser(description='Standard + Adversarial Training.')
 
     parser.add_argument('--augment', type=augment_arg, default=True,
@@ -129,10 +123,8 @@ def check_radius(flag, value, linf, example):
 
 
 def check_train_flags(args):
-    """Bad flags and combinations of parser_train the reference silently ignores or fails on late: one UserError
-    line each, before anything is written (train-wa.py; train.py with its ignored flags switched off;
-    docs/differences.md item 43). Returns the training objective the flags ask for (`core.training.objectives.resolve`,
-    the one resolution of a run: the scripts hand it to `build_trainer`)."""
+    """One UserError line for each bad flag or combination the reference ignores or fails on late, before anything
+    is written (docs/differences.md item 43); returns the run's one resolved objective."""
     linf = attack_norm(args.attack) == 'Linf'
     check_radius('--attack-eps', args.attack_eps, linf, example='8/255')
     check_radius('--attack-step', args.attack_step, linf, example='2/255')
@@ -184,13 +176,8 @@ def check_train_flags(args):
 
 
 def parser_eval():
-    """Flags of eval-aa.py (the reference's `parser_eval`, then this project's additions).
-
-    `--num-samples` now works and defaults to the whole split (the reference parsed a default of 1000 and
-    evaluated everything, docs/differences.md item 10). `--source`, `--wb` and `--threat` belong to the reference's
-    eval-rb.py and are accepted and ignored, as there. Every flag given on the command line overrides args.txt
-    (item 6 there).
-    """
+    """Flags of eval-aa.py; `--num-samples` works (docs/differences.md item 10), a flag given overrides args.txt
+    (item 6)."""
     parser = argparse.ArgumentParser(description='Robustness evaluation.')
 
     parser.add_argument('--data-dir', type=str, default='./data',
@@ -211,8 +198,6 @@ def parser_eval():
     # eval-rb.py (ignored by eval-aa.py, as in the reference; docs/differences.md item 10)
     parser.add_argument('--source', type=str, default=None, help='Path to source model for black-box evaluation.')
     parser.add_argument('--wb', action='store_true', default=False, help='Perform white-box PGD evaluation.')
-
-    # eval-rb.py (ignored by eval-aa.py, as in the reference; docs/differences.md item 10)
     parser.add_argument('--threat', type=str, default='corruptions', choices=['corruptions', 'Linf', 'L2'],
                         help='Threat model for evaluation.')
 

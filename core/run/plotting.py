@@ -1,12 +1,5 @@
-"""Training curves of one or more runs, drawn from their `stats_adv.csv` (plot_stats.py, train-wa.py's curves.png).
-
-    runs = [read_run('logs/small-trades-kl'), read_run('logs/small-score-lse')]
-    save_figure(draw_curves(runs), 'curves.png')
-
-Five panels over the epochs: train loss; train clean (solid) and adversarial (dashed) accuracy; test clean (solid)
-and adversarial (dashed, only the epochs it was evaluated) accuracy; validation adversarial accuracy; learning
-rate. One colour per run, labelled with its `--desc`. Matplotlib's object API with the Agg canvas is used (no pyplot,
-no global backend), so drawing from inside a training script changes no state of the caller.
+"""Training curves of runs from their `stats_adv.csv` (plot_stats.py, train-wa.py's curves.png), drawn with
+Matplotlib's object API on an Agg canvas (no pyplot, no global backend: a training script's state is untouched).
 """
 import os
 import sys
@@ -36,9 +29,7 @@ LINE_NAMES = {'-': 'clean', '--': 'adversarial'}
 
 
 def read_run(log_dir):
-    """(label, DataFrame of stats_adv.csv) of the run folder `log_dir`; the label is args.txt's `desc`, else (no
-    args.txt) the folder name. Raises UserError if the folder has no readable stats_adv.csv or an unreadable
-    args.txt."""
+    """(args.txt's `desc` or the folder name, DataFrame of stats_adv.csv) of the run folder `log_dir`."""
     path = os.path.join(log_dir, STATS_FILE)
     if not os.path.isfile(path):
         raise UserError(f'{path} not found: pass run folders (LOG_DIR/DESC) written by train-wa.py.')
@@ -54,11 +45,7 @@ def read_run(log_dir):
 
 
 def draw_curves(runs, title=None):
-    """A Figure with the five panels of `PANELS`, one colour per (label, stats) of `runs`.
-
-    Empty cells (the test adversarial accuracy of epochs without that evaluation) are skipped; columns a run does
-    not have (train_clean_acc of Madry training) are left out. Accuracies are drawn in percent.
-    """
+    """A Figure with the panels of `PANELS`, one colour per (label, stats) of `runs`; empty cells are skipped."""
     fig = Figure(figsize=(15, 8), layout='constrained')
     FigureCanvasAgg(fig)
     axes = fig.subplots(2, 3).flatten()
@@ -89,16 +76,13 @@ def draw_curves(runs, title=None):
 
 
 def save_figure(fig, path, dpi=100, fmt='png'):
-    """Write `fig` atomically in format `fmt` (png, pdf, svg). `dpi='figure'` keeps the figure's own resolution."""
+    """Write `fig` atomically in format `fmt` (png, pdf, svg)."""
     write_atomic(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi))
 
 
 def write_run_curves(log_dir):
-    """save_epoch's hook (core/run/epoch.py): LOG_DIR/curves.png from LOG_DIR/stats_adv.csv, atomically.
-
-    Never raises: a failure to draw (a broken matplotlib, a full disk) is one warning line on stderr, and the
-    training goes on (the previous curves.png, if any, is left as it was). Returns the path, or None on failure.
-    """
+    """LOG_DIR/curves.png from LOG_DIR/stats_adv.csv (save_epoch's hook); a failure is one warning line on stderr
+    and None, never an exception."""
     path = os.path.join(log_dir, CURVES_FILE)
     try:
         save_figure(draw_curves([read_run(log_dir)]), path)

@@ -1,14 +1,5 @@
-"""`build_trainer(info, args, runtime)`: the trainer of train-wa.py and train.py, built once in the reference's order.
-
-    [the objective: `core.training.objectives.resolve`, unless the script passes the one it resolved] -> seed(--seed) ->
-    model (channels_last) -> --pretrained-file -> [weight averaging: seed(--seed) again, the averaged model = deep
-    copy] -> SyncBatchNorm / DDP / torch.compile (`wrap_model`) -> [DDP: seed(--seed + rank), so each process draws
-    its own attack noise] -> optimiser and scheduler (on the wrapped model's parameters) -> the objective's inner
-    maximisation (its `make_attack`, once) and the evaluation attack -> the objective's loss bound to the run ->
-    batch preparation (CutMix x4 when the objective takes it and --CutMix is given).
-
-The seeding points and their order are the reference's (docs/differences.md item 41): the random draws of a run,
-and so its numbers, depend on them (tests/test_objectives.py guards them).
+"""`build_trainer(info, args, runtime)`: the trainer of train-wa.py and train.py, built once in the reference's order,
+whose seeding points the random draws of a run depend on (docs/differences.md item 41).
 """
 import copy
 import functools
@@ -37,16 +28,7 @@ def build_trainer(info, args, runtime=None, weight_averaging=None, objective=Non
 
 
 def trainer_parts(info, args, runtime=None, weight_averaging=None, objective=None):
-    """The keyword arguments of `AdversarialTrainer`, built in the order of this module's docstring.
-
-    Args:
-        info: dataset info of `core.data.get_data_info` (keys data, num_classes, mean, std).
-        args: the parsed train-wa.py / train.py flags (checked by their `validate`).
-        runtime: device / AMP / DDP decisions (`core.utils.distributed.setup`). Default: CPU, float32.
-        weight_averaging: average the weights (train-wa.py's WATrainer). Default: --tau > 0.
-        objective: the `core.training.objectives.Objective` the script resolved at start-up. Default:
-            `resolve(args, weight_averaging)` (a UserError for flags it cannot train).
-    """
+    """The keyword arguments of `AdversarialTrainer` (runtime default: CPU, float32; objective default: `resolve`)."""
     runtime = runtime if runtime is not None else Runtime(device=torch.device('cpu'))
     weight_averaging = bool(args.tau) if weight_averaging is None else weight_averaging
     objective = resolve(args, weight_averaging) if objective is None else objective
@@ -56,7 +38,7 @@ def trainer_parts(info, args, runtime=None, weight_averaging=None, objective=Non
     model = create_model(args.model, args.normalize, info, runtime.device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if args.pretrained_file is not None:  # the one weights loader (a UserError for a missing or unreadable file)
+    if args.pretrained_file is not None:
         path = pretrained_path(args)
         load_state_dict(model, load_weights(path), source=path)
     ema = None
@@ -72,14 +54,14 @@ def trainer_parts(info, args, runtime=None, weight_averaging=None, objective=Non
     # the training attack runs on the plain module, not through DDP / torch.compile (docs/differences.md item 48)
     train_attack = objective.make_attack(model, args, info['num_classes'])
     attack_flags = (args.attack, args.attack_eps, args.attack_step, args.attack_iter)
-    if ema is None:  # the plain Trainer's evaluation attack (PGD with 2T steps for the PGD types)
+    if ema is None:
         eval_attack = create_eval_attack(model, nn.CrossEntropyLoss(), *attack_flags)
     else:
         eval_attack = create_wa_eval_attack(ema.wa_model, *attack_flags)
 
     prepare = functools.partial(to_device, device=runtime.device, channels_last=channels_last)
     prepare_train = prepare
-    if objective.allows_cutmix and args.CutMix:  # x4 CutMix copies of the CPU batch, then to the device
+    if objective.allows_cutmix and args.CutMix:  # CutMix on the CPU batch, then to the device
         def prepare_train(x, y):
             return prepare(*cutmix_expand(x, y, info['num_classes'], copies=4))
     return dict(model=model, optimizer=optimizer, scheduler=scheduler,
@@ -90,9 +72,8 @@ def trainer_parts(info, args, runtime=None, weight_averaging=None, objective=Non
 
 
 def wrap_model(model, runtime, sync_bn=False, compile=False):
-    """(model, train_model): SyncBatchNorm (a converted model, same parameters), then DDP and torch.compile of the
-    training forwards as asked. The attacks run on the plain module: eager input gradients only, no buffer
-    broadcast, no compiled graph variants for grad mode / requires_grad / batch statistics."""
+    """(model, train_model): SyncBatchNorm, then DDP and torch.compile of the training forwards only; the attacks
+    run on the plain module (eager input gradients, no buffer broadcast, no extra compiled graphs)."""
     if sync_bn and runtime.distributed:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     train_model = wrap_ddp(model, runtime)
@@ -103,14 +84,12 @@ def wrap_model(model, runtime, sync_bn=False, compile=False):
 
 
 def _dynamic_batch(module, args):
-    """Forward pre-hook of the compiled training model: its graph is traced with a symbolic batch size, so the
-    last, smaller batch of an epoch does not trigger a recompile."""
+    """A symbolic batch size, so an epoch's last, smaller batch does not recompile."""
     torch._dynamo.maybe_mark_dynamic(args[0], 0)
 
 
 def pretrained_path(args):
-    """`--pretrained-file`: a run name under --log-dir (its weights-best.pt, as the reference), a .pt file or a
-    .safetensors export (scripts/export.py)."""
+    """`--pretrained-file`: a weights file, else a run name under --log-dir (its weights-best.pt, as the reference)."""
     name = args.pretrained_file
     if os.path.isfile(name):
         return name

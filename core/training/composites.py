@@ -1,6 +1,5 @@
-"""The composites of every training script: a built inner maximisation -> the training forwards -> an outer loss
-(core/losses/outer.py), in the reference's forward, RNG and BatchNorm-update order; and the reference's per-call
-builders trades_loss, trades_loss_LSE, trades_loss_plain, mart_loss (their attack built per call).
+"""The composites of every training script: inner maximisation -> training forwards -> outer loss, in the
+reference's forward, RNG and BatchNorm-update order; and the reference-named builders (their attack built per call).
 """
 import torch
 import torch.nn.functional as F
@@ -24,8 +23,7 @@ __all__ = ['madry_composite', 'trades_composite', 'attack_first_composite', 'div
 
 
 def madry_composite(model, attack, x, y, *, keep_clean):
-    """x_adv = attack(x, y) (eval mode, frozen parameters), one forward of x_adv (of cat(x, x_adv) with
-    --keep-clean), mean CE."""
+    """Mean CE of model(x_adv) (of cat(x, x_adv) with --keep-clean)."""
     x_adv = attack(x, y)
     if keep_clean:
         x_adv = torch.cat((x, x_adv), dim=0)
@@ -33,13 +31,9 @@ def madry_composite(model, attack, x, y, *, keep_clean):
 
 
 def trades_composite(model, attack, x, y, *, use_cutmix, outer_loss, **outer):
-    """TRADES-KL / SCORE-LSE of the WA trainer: z_nat = model(x) (train mode), target softmax(z_nat) detached
-    (CutMix: the soft labels y), x_adv = attack(x, target), z_adv = model(x_adv), outer_loss.
-
-    The reference's separate target forward (batch statistics, no BN update) gives the target of the train-mode
-    z_nat bit for bit, so it is saved (docs/differences.md item 42); the running statistics are still updated twice
-    per step. The attack runs on the plain module (docs/differences.md item 48).
-    """
+    """TRADES-KL / SCORE-LSE of the WA trainer: z_nat = model(x) (train mode), x_adv = attack(x, softmax(z_nat)
+    detached, or the CutMix soft labels), z_adv = model(x_adv); the reference's separate target forward gave the same
+    target bit for bit (docs/differences.md item 42); the attack runs on the plain module (item 48)."""
     model.train()
     logits_nat = model(x)
     p_natural = y if use_cutmix else F.softmax(logits_nat.detach(), dim=1)
@@ -50,8 +44,7 @@ def trades_composite(model, attack, x, y, *, use_cutmix, outer_loss, **outer):
 
 
 def attack_first_composite(model, attack, x, y, *, outer_loss, **outer):
-    """x_adv = attack(x, y) (eval mode), then in train mode z_nat = model(x), z_adv = model(x_adv) (each updates the
-    BN running statistics once) and outer_loss: the plain trainer's TRADES and MART."""
+    """The plain trainer's TRADES and MART: x_adv = attack(x, y), then model(x), model(x_adv) in train mode."""
     x = x.detach()
     x_adv = attack(x, y)
     model.train()
@@ -61,9 +54,8 @@ def attack_first_composite(model, attack, x, y, *, outer_loss, **outer):
 
 def divergence_composite(model, attack, x, y, *, num_classes, ls, divergence, bound, trades_lambda=None,
                          clip_clean=True):
-    """without_DDPM: x_adv = attack(x, y) (x clamped to [0, 1] without one), targets smoothed by `ls`; PGD /
-    Standard: pgd_loss on model(x_adv); TRADES (`trades_lambda`): model(x_adv), then model(x) (both update
-    BatchNorm, docs/differences.md item 58), trades_loss."""
+    """without_DDPM: PGD / Standard: pgd_loss of model(x_adv); TRADES (`trades_lambda`): model(x_adv), then model(x)
+    (docs/differences.md item 58), trades_loss."""
     x_adv = attack(x, y) if attack is not None else torch.clamp(x, 0, 1)
     targets = smooth_targets(y, num_classes, ls)
     if trades_lambda is None:

@@ -4,10 +4,8 @@ from core.utils.rng import rng_state, set_rng_state
 
 
 def flop_per_image(trainer, x, y):
-    """FLOPs per image of one step of `trainer`'s objective on the CPU batch (x, y): the batch preparation (CutMix
-    copies included), the attack, the training forwards and the backward, as torch.utils.flop_counter counts them.
-    Weights, BatchNorm statistics, gradients, modes and every random stream are put back, so a run that counts
-    first trains exactly as one that does not."""
+    """FLOPs per image of one training step (attack, forwards, backward) on the CPU batch (x, y); weights, BatchNorm
+    statistics, gradients, modes and random streams are put back, so the run trains as one that does not count."""
     model, device = trainer.model, trainer.device
     saved = {k: v.clone() for k, v in model.state_dict().items()}
     grads = [p.grad for p in model.parameters()]

@@ -1,34 +1,15 @@
-"""The training objectives, one registry: which loss a run trains and the flag rules each one has.
+"""The training objectives, one registry (`OBJECTIVES`): each one's flag rules, inner maximisation and loss, read
+once at start-up by `resolve` (train-wa.py, train.py) or `resolve_without_ddpm` (without_DDPM/train_cifar.py).
 
-Each entry holds its rules (`needs_beta`, `needs_weight_averaging`, `allows_cutmix`, `attacks`, the last read
-from its attack class), its inner maximisation (`make_attack`, built once per run by core/training/builder.py) and its
-loss. `resolve(args, weight_averaging)` reads them once, at start-up: it picks the objective as the reference's
-trainers dispatch (`select`: MART if --mart, else SCORE-LSE if --LSE, else TRADES if --beta, else Madry; without
-weight averaging, --tau 0, TRADES is the plain trainer's variant and SCORE-LSE does not exist; docs/differences.md
-item 37) and raises a UserError for a combination the objective does not support (docs/differences.md items 26
-and 43). `bind` fixes the run's model, attack and flags (explicit keyword arguments beta=, ls=, clip_value=, ...)
-once; the trainer (trainer.py) then calls the bound `loss(x, y)` per batch: attack -> forwards -> outer loss.
+| name         | attack -> outer loss                               | --tau | CutMix | --attack |
+|--------------|----------------------------------------------------|-------|--------|----------|
+| madry        | `create_attack` (CE) -> `madry_outer_loss`         | any   | no     | any      |
+| trades-plain | `TradesPlainInnerMax` -> `trades_plain_outer_loss` | 0     | no     | linf, l2 |
+| trades-kl    | `TradesInnerMax` (KL) -> `trades_kl_loss`          | > 0   | yes    | linf, l2 |
+| score-lse    | `TradesInnerMax` (LSE) -> `score_lse_loss`         | > 0   | yes    | linf, l2 |
+| mart         | `MartInnerMax` -> `mart_outer_loss`                | any   | no     | linf     |
 
-| name         | inner maximisation (attack object) -> outer loss (composite)          | --tau | CutMix | --attack   |
-|--------------|-----------------------------------------------------------------------|-------|--------|------------|
-| madry        | `create_attack` (PGD on mean CE) -> `madry_outer_loss` (`madry_composite`) | any | no  | any        |
-| trades-plain | `TradesPlainInnerMax` -> `trades_plain_outer_loss` (`attack_first_composite`) | 0 | no | linf, l2 |
-| trades-kl    | `TradesInnerMax` (KL) -> `trades_kl_loss` (`trades_composite`)        | > 0   | yes    | linf, l2   |
-| score-lse    | `TradesInnerMax` (LSE) -> `score_lse_loss` (`trades_composite`)       | > 0   | yes    | linf, l2   |
-| mart         | `MartInnerMax` -> `mart_outer_loss` (`attack_first_composite`)        | any   | no     | linf       |
-
-without_DDPM/train_cifar.py's objectives are entries of the same registry (`script` says which script trains an
-entry; `WITHOUT_DDPM_OBJECTIVES` is their view, the block at the end of this file), keyed by their --attack value
-and picked once by `resolve_without_ddpm(args)`. Each loss is the batch mean of the term below, with the
---divergence D of core/losses/divergences.py, targets t smoothed by --label_smoothing and the bound b of --clip_loss:
-
-| --attack | training attack (`make_attack`) | loss of the batch (`loss`)                                     | --norm |
-|----------|---------------------------------|----------------------------------------------------------------|--------|
-| PGD      | `DivergencePGD` (train mode)    | relu(D(p(x_adv), t) - b), `pgd_loss`                           | any    |
-| TRADES   | `TradesDivergencePGD` (eval)    | relu(D(p(x), t) + lambda D(p(x_adv), p(x)) - b), `trades_loss` | linf   |
-| Standard | none, x_adv = x                 | relu(D(p(x), t) - b), `pgd_loss`                               | any    |
-
-(TRADES with --not_clip_clean: D(p(x), t) + lambda relu(D(p(x_adv), p(x)) - b).)
+without_DDPM's PGD, TRADES and Standard (keyed by its --attack) all train `divergence_composite`.
 """
 import functools
 from dataclasses import dataclass
@@ -44,26 +25,20 @@ from core.losses.outer import mart_outer_loss, score_lse_loss, trades_kl_loss, t
 from core.training.composites import attack_first_composite, divergence_composite, madry_composite, trades_composite
 from core.utils.errors import UserError
 
-__all__ = ['Objective', 'OBJECTIVES', 'Loss', 'bind', 'select', 'resolve', 'check_beta', 'WITHOUT_DDPM_OBJECTIVES',
+__all__ = ['Objective', 'OBJECTIVES', 'Loss', 'bind', 'select', 'resolve', 'WITHOUT_DDPM_OBJECTIVES',
            'resolve_without_ddpm']
 
 
 class Loss(NamedTuple):
-    """A composite `composite(model, attack, x, y, **options)` and `options(args, num_classes)`, the keyword
-    arguments it takes from the flags (read once, by `bind`)."""
+    """`composite(model, attack, x, y, **options(args, num_classes))`, its keyword arguments read once by `bind`."""
     composite: Callable
     options: Callable
 
 
 @dataclass(frozen=True)
 class Objective:
-    """One training objective.
-
-    flag: the train-wa.py flag (argparse dest) that asks for it ('mart', 'LSE', 'beta' given a value; None: Madry).
-    needs_weight_averaging: True = only --tau > 0, False = only --tau 0, None = either. attacks: the --attack values
-    it supports (None = any; `label` names it in the UserError). make_attack(model, args, num_classes): its inner
-    maximisation on the plain model, built once per run. loss: a `Loss`.
-    """
+    """One training objective. flag: the train-wa.py dest that asks for it (None: Madry); needs_weight_averaging:
+    True/False = only --tau > 0 / 0, None = either; attacks, norms: the --attack / --norm values taken (None: any)."""
     name: str
     flag: Optional[str]
     needs_beta: bool
@@ -73,43 +48,26 @@ class Objective:
     label: str
     make_attack: Optional[Callable]
     loss: Callable
-    script: str = 'train-wa.py'  # the script that trains it; without_DDPM's entries are at the end of this file
-    norms: Optional[Tuple[str, ...]] = None  # the --norm values it supports (None = any); norm_error otherwise
+    script: str = 'train-wa.py'
+    norms: Optional[Tuple[str, ...]] = None
     norm_error: str = ''
 
 
 def bind(loss, model, args, num_classes, attack):
-    """`loss(x, y) -> (loss, metrics)`: the composite with the run's model (the forwards' module, maybe a DDP /
-    compile wrapper), its attack and its flags as keyword arguments, fixed once."""
+    """`loss(x, y) -> (loss, metrics)` with the run's model (maybe a DDP / compile wrapper), attack and flags."""
     return functools.partial(loss.composite, model, attack, **loss.options(args, num_classes))
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# train-wa.py / train.py: the inner maximisations (built once per run) and the flags their composites take
-# ---------------------------------------------------------------------------------------------------------------
-
-def _attack_flags(args):
-    return dict(attack=args.attack, eps=args.attack_eps, step=args.attack_step, iters=args.attack_iter)
-
-
 def _madry_attack(model, args, num_classes):
-    """PGD (or the --attack) on the mean CE, uniform random start (the reference's train attack, both trainers)."""
     return create_attack(model, nn.CrossEntropyLoss(), args.attack, eps=args.attack_eps, step=args.attack_step,
                          iters=args.attack_iter, rand_init_type='uniform')
 
 
-def _trades_attack(divergence):
+def _inner_max(cls, *divergence):
     def make(model, args, num_classes):
-        return TradesInnerMax(model, divergence, **_attack_flags(args))
+        return cls(model, *divergence, attack=args.attack, eps=args.attack_eps, step=args.attack_step,
+                   iters=args.attack_iter)
     return make
-
-
-def _trades_plain_attack(model, args, num_classes):
-    return TradesPlainInnerMax(model, **_attack_flags(args))
-
-
-def _mart_attack(model, args, num_classes):
-    return MartInnerMax(model, **_attack_flags(args))
 
 
 def _beta(args, num_classes):
@@ -124,21 +82,20 @@ def _score_lse_options(args, num_classes):
     return dict(use_cutmix=args.CutMix, beta=args.beta, ls=args.ls, num_classes=num_classes, clip_value=args.clip_value)
 
 
-# The one registry of training objectives: train-wa.py's / train.py's here, in increasing precedence (`select`
-# takes the last one the flags ask for), without_DDPM's appended below.
+# In increasing precedence: `select` takes the last one the flags ask for.
 OBJECTIVES = {o.name: o for o in (
     Objective('madry', None, False, None, False, None, 'Madry training', _madry_attack,
               Loss(madry_composite, lambda args, k: dict(keep_clean=args.keep_clean))),
     Objective('trades-plain', 'beta', True, False, False, TradesPlainInnerMax.ATTACKS, 'TRADES training',
-              _trades_plain_attack, Loss(functools.partial(attack_first_composite, outer_loss=trades_plain_outer_loss),
-                                         _beta)),
+              _inner_max(TradesPlainInnerMax),
+              Loss(functools.partial(attack_first_composite, outer_loss=trades_plain_outer_loss), _beta)),
     Objective('trades-kl', 'beta', True, True, True, TradesInnerMax.ATTACKS, 'TRADES / LSE training',
-              _trades_attack('kl'), Loss(functools.partial(trades_composite, outer_loss=trades_kl_loss),
-                                         _trades_kl_options)),
+              _inner_max(TradesInnerMax, 'kl'),
+              Loss(functools.partial(trades_composite, outer_loss=trades_kl_loss), _trades_kl_options)),
     Objective('score-lse', 'LSE', True, True, True, TradesInnerMax.ATTACKS, 'TRADES / LSE training',
-              _trades_attack('lse'), Loss(functools.partial(trades_composite, outer_loss=score_lse_loss),
-                                          _score_lse_options)),
-    Objective('mart', 'mart', True, None, False, MartInnerMax.ATTACKS, 'MART', _mart_attack,
+              _inner_max(TradesInnerMax, 'lse'),
+              Loss(functools.partial(trades_composite, outer_loss=score_lse_loss), _score_lse_options)),
+    Objective('mart', 'mart', True, None, False, MartInnerMax.ATTACKS, 'MART', _inner_max(MartInnerMax),
               Loss(functools.partial(attack_first_composite, outer_loss=mart_outer_loss), _beta)),
 )}
 _PRECEDENCE = tuple(reversed(list(OBJECTIVES.values())))  # MART > SCORE-LSE > TRADES > Madry (train-wa.py's only)
@@ -157,32 +114,20 @@ def _trainable(objective, weight_averaging):
 
 
 def select(args, weight_averaging):
-    """The objective's name as the reference dispatches: the first, in MART > SCORE-LSE > TRADES > Madry order,
-    that the flags ask for, that has its --beta (without --beta, Madry) and that the trainer can train."""
+    """The objective's name as the reference dispatches: the first the flags ask for, has its --beta (else Madry) and
+    the trainer can train; without weight averaging TRADES is the plain variant (docs/differences.md item 37)."""
     return next(o.name for o in _PRECEDENCE if _asks_for(args, o) and (args.beta is not None or not o.needs_beta)
                 and _trainable(o, weight_averaging))
 
 
-def check_beta(args):
-    """An objective the flags ask for that needs --beta has it (without it the reference silently trains Madry
-    PGD-AT, docs/differences.md item 43)."""
-    if args.beta is not None:
-        return
+def resolve(args, weight_averaging):
+    """The Objective the flags train, or a UserError for a combination it cannot train (docs/differences.md items
+    26 and 43; without --beta the reference silently trains Madry PGD-AT)."""
     for o in _PRECEDENCE:
-        if o.needs_beta and _asks_for(args, o):
+        if args.beta is None and o.needs_beta and _asks_for(args, o):
             flag = '--' + o.flag
             raise UserError(f'{flag} needs --beta (without it the reference silently trains Madry PGD-AT); '
                             f'e.g. {flag} --beta 4.0, or drop {flag}.')
-
-
-def resolve(args, weight_averaging):
-    """The Objective the flags train, or a UserError naming the unsupported combination (one per run, at start-up).
-
-    Args:
-        args: the parsed train-wa.py / train.py flags (beta, mart, LSE, CutMix, attack).
-        weight_averaging: whether the run averages weights (--tau > 0, the WATrainer).
-    """
-    check_beta(args)
     asked = [o.flag for o in _PRECEDENCE if o.flag is not None and _asks_for(args, o)]
     untrainable = any(not any(_trainable(o, weight_averaging) for o in _PRECEDENCE if o.flag == f) for f in asked)
     no_cutmix = args.CutMix and not any(o.allows_cutmix and _trainable(o, weight_averaging) for o in _PRECEDENCE)
@@ -196,11 +141,6 @@ def resolve(args, weight_averaging):
         raise UserError(f'{objective.label} supports --attack {" or ".join(objective.attacks)}{only}.')
     return objective
 
-
-# ---------------------------------------------------------------------------------------------------------------
-# without_DDPM/train_cifar.py: PGD-AT, TRADES or standard training with a chosen divergence, keyed by --attack
-# and picked by `resolve_without_ddpm`; bound and trained like train-wa.py's (`divergence_composite`).
-# ---------------------------------------------------------------------------------------------------------------
 
 WITHOUT_DDPM_SCRIPT = 'without_DDPM/train_cifar.py'
 
@@ -230,7 +170,7 @@ def _divergence_options(trades):
 
 
 def _without_ddpm(name, loss, make_attack, norms=None, norm_error=''):
-    """An entry of train_cifar.py; the train-wa.py rules are neutral (it has no --beta, --tau, --CutMix)."""
+    """An entry of train_cifar.py, neutral to the train-wa.py rules (it has no --beta, --tau, --CutMix)."""
     return Objective(name, flag=None, needs_beta=False, needs_weight_averaging=None, allows_cutmix=False,
                      attacks=None, label=name, make_attack=make_attack, loss=loss, script=WITHOUT_DDPM_SCRIPT,
                      norms=norms, norm_error=norm_error)
@@ -247,11 +187,7 @@ WITHOUT_DDPM_OBJECTIVES = {n: o for n, o in OBJECTIVES.items() if o.script == WI
 
 
 def resolve_without_ddpm(args):
-    """The without_DDPM Objective of --attack, or a UserError naming the unsupported combination (once, at start-up).
-
-    Args:
-        args: the parsed without_DDPM/train_cifar.py flags (attack, norm).
-    """
+    """The without_DDPM Objective of --attack, or a UserError for an --norm it does not take."""
     objective = WITHOUT_DDPM_OBJECTIVES[args.attack]
     if objective.norms is not None and args.norm not in objective.norms:
         raise UserError(objective.norm_error)

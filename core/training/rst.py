@@ -7,17 +7,8 @@ __all__ = ['CosineLR']
 
 
 class CosineLR(LRScheduler):
-    """lr(e) = 0.5 * max_lr * (1 + cos(pi * (e - 1) / epochs)) for epoch e = 1, 2, ... (stepped once per epoch,
-    docs/differences.md item 39).
-
-    The construction-time step sets epoch 1 to max_lr, as the reference. Every parameter group gets the same
-    value. `state_dict()` holds only numbers (loadable with weights_only=True).
-
-    Args:
-        optimizer: the optimizer whose groups' 'lr' is set.
-        max_lr: the peak (first-epoch) learning rate.
-        epochs: the number of epochs E of the schedule.
-    """
+    """lr(e) = 0.5 * max_lr * (1 + cos(pi * (e - 1) / epochs)) for epoch e = 1, 2, ..., stepped per epoch
+    (docs/differences.md item 39)."""
 
     def __init__(self, optimizer, max_lr, epochs, last_epoch=-1):
         self.max_lr = max_lr

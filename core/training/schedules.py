@@ -1,12 +1,4 @@
-"""The optimiser and the learning-rate schedules of train-wa.py and train.py, built once per run.
-
-`build_optimizer(model, args, weight_averaging)`: SGD(--lr, momentum 0.9, --nesterov, coupled --weight-decay);
-one parameter group without weight averaging, two with it (names containing `batchnorm` get no weight decay).
-`build_scheduler(optimizer, args, num_epochs)`: the `--scheduler` (`SCHEDULERS`) and whether it steps per batch
-(`cyclic`) or per epoch (the others). `rescale_lr` scales both for a resume with another --lr.
-`check_epochs(scheduler, num_epochs)`: the one rule on the number of epochs a schedule can run (train-wa.py's flag
-checks call it before anything is written; build_scheduler calls it too).
-"""
+"""The optimiser and the learning-rate schedules of train-wa.py and train.py, built once per run."""
 import math
 
 import torch
@@ -24,22 +16,16 @@ COSINEW_PCT_START = 0.025  # cosinew's warm-up: 2.5% of the epochs
 
 
 def update_steps(data, batch_size):
-    """The reference's steps per epoch: floor(N / batch_size) + 1, N = 50000 ('cifar' in data), 100000
-    ('tiny-imagenet' in data), else 73257. Kept as the reference computes it, although it is not the real number
-    of batches (N is hard-coded, and a batch size dividing N still adds 1): the cyclic schedule's length and the
-    weight-averaging step count depend on it (docs/differences.md item 15)."""
+    """The reference's steps per epoch floor(N / batch_size) + 1 with its hard-coded N, not the real number of
+    batches: the cyclic schedule and the weight-averaging warm-up depend on it (docs/differences.md item 15)."""
     num_samples = 50000 if 'cifar' in data else 73257
     num_samples = 100000 if 'tiny-imagenet' in data else num_samples
     return int(math.floor(num_samples / batch_size) + 1)
 
 
 def param_groups(model, weight_averaging):
-    """The optimiser's parameter groups, as the reference's two trainers build them.
-
-    Without weight averaging: one group, weight decay on every parameter. With it: two groups by parameter name,
-    names without `batchnorm` get --weight-decay, names with it get 0 (only the Swish families name their
-    BatchNorms so; biases are decayed, docs/differences.md item 18).
-    """
+    """One group; with weight averaging two, names with `batchnorm` undecayed (only the Swish families name their
+    BatchNorms so; biases are decayed, docs/differences.md item 18)."""
     if not weight_averaging:
         return [{'params': list(model.parameters())}]
     decay, no_decay = [], []
@@ -49,24 +35,21 @@ def param_groups(model, weight_averaging):
 
 
 def build_optimizer(model, args, weight_averaging):
-    """SGD(lr, momentum 0.9, nesterov, coupled weight decay) over `param_groups(model, weight_averaging)`."""
     return torch.optim.SGD(param_groups(model, weight_averaging), lr=args.lr, weight_decay=args.weight_decay,
                            momentum=0.9, nesterov=args.nesterov)
 
 
 def check_epochs(scheduler, num_epochs):
-    """UserError if the `--scheduler` cannot run `num_epochs` epochs: cosinew's OneCycleLR warms up over
-    0.025 * epochs - 1 steps and torch divides by zero when that length is 0, i.e. at 40 epochs (the original
-    crashes there too; refused up front, docs/differences.md item 43)."""
+    """UserError for cosinew at 40 epochs, where OneCycleLR's warm-up has 0 steps and divides by zero (the
+    original crashes there; docs/differences.md item 43)."""
     if scheduler == 'cosinew' and float(COSINEW_PCT_START * num_epochs) - 1 == 0:
         raise UserError(f'--scheduler cosinew cannot run {num_epochs} epochs: torch OneCycleLR divides by zero when '
                         f'0.025 * epochs = 1 (the reference crashes too); use e.g. 41 epochs.')
 
 
 def build_scheduler(optimizer, args, num_epochs):
-    """The `--scheduler` over `num_epochs` epochs: cyclic (OneCycleLR, per batch, `update_steps` per epoch), step
-    (x0.1 at epochs 100 and 105), cosine, cosinew (OneCycleLR over epochs, 2.5% warm-up), as the reference
-    (docs/differences.md item 39); OneCycleLR keeps its default momentum cycling 0.95 -> 0.85 -> 0.95 (item 19)."""
+    """The `--scheduler` over `num_epochs` epochs, as the reference (docs/differences.md item 39); OneCycleLR keeps
+    its default momentum cycling (item 19)."""
     if args.scheduler == 'cyclic':
         return OneCycleLR(optimizer, max_lr=args.lr, pct_start=0.25, epochs=int(num_epochs),
                           steps_per_epoch=update_steps(args.data, args.batch_size))
@@ -81,13 +64,8 @@ def build_scheduler(optimizer, args, num_epochs):
 
 
 def rescale_lr(optimizer, scheduler, ratio):
-    """Multiply every learning rate of the optimizer and the schedule by `ratio` (a resume with another --lr,
-    docs/differences.md item 45).
-
-    All four schedules are proportional to --lr (OneCycleLR's initial and final rates are max_lr / 25 and
-    that / 1e4, the cosine and step schedules scale max_lr), so from the current step on the schedule is the
-    one a run with lr * ratio has at that step.
-    """
+    """Every learning rate of the optimizer and the schedule times `ratio`, for a resume with another --lr
+    (docs/differences.md item 45): all four schedules are proportional to --lr."""
     for group in optimizer.param_groups:
         for key in ('lr', 'initial_lr', 'max_lr', 'min_lr'):
             if key in group:

@@ -1,13 +1,5 @@
-"""Weight averaging (EMA of parameters) of train-wa.py (Gowal et al., 2020): `EMA` and its pieces.
-
-Paper: Gowal et al., "Uncovering the Limits of Adversarial Training against Norm-Bounded Adversarial
-Examples", 2020 (weight averaging with a warm-up and a dynamic decay, the first-step BatchNorm momentum trick).
-
-Policy: parameters are averaged in place in float32; buffers are NOT averaged (docs/differences.md item 40).
-The BatchNorm running statistics of the averaged model are COPIED from the training model at the end of each
-epoch (`update_bn`); the reference aliased them, which gave the same numbers where they are read
-(docs/differences.md item 8).
-The reference's names stay importable from gowal21uncovering/utils/ema.py.
+"""Weight averaging of train-wa.py (Gowal et al., 2020): parameters averaged in float32, buffers not
+(docs/differences.md item 40); BatchNorm statistics copied each epoch, not aliased (docs/differences.md item 8).
 """
 import torch
 import torch.nn as nn
@@ -19,11 +11,7 @@ __all__ = ['ema_decay', 'ema_update', 'update_bn', 'warmup_steps', 'bn_momentum_
 
 
 def ema_decay(global_step, warmup_steps=0, tau=0.999):
-    """Decay at `global_step`: factor * min(tau, (1+d)/(10+d)), d = global_step - warmup_steps.
-
-    factor = 1 if global_step >= warmup_steps else 0; the dynamic term is replaced by tau when 10 + d == 0.
-    E.g. warmup 980.0: step 979 -> 0, 980 -> 0.1, 981 -> 2/11, 2770 -> 0.995 (tau 0.995).
-    """
+    """[global_step >= warmup_steps] * min(tau, (1 + d) / (10 + d)), d = global_step - warmup_steps (tau at d = -10)."""
     factor = int(global_step >= warmup_steps)
     delta = global_step - warmup_steps
     decay = min(tau, (1. + delta) / (10. + delta)) if 10. + delta != 0 else tau
@@ -32,16 +20,7 @@ def ema_decay(global_step, warmup_steps=0, tau=0.999):
 
 @torch.no_grad()
 def ema_update(wa_model, model, global_step, decay_rate=0.999, warmup_steps=0):
-    """theta_wa <- theta_wa * decay, then theta_wa <- theta_wa + theta * (1 - decay), parameters only, in place.
-
-    Args:
-        wa_model: the averaged model (same architecture as `model`).
-        model: the training model.
-        global_step: number of optimiser steps taken so far (1 after the first batch).
-        decay_rate: tau. Default 0.999. warmup_steps: default 0 (may be a float).
-    Returns:
-        the decay used.
-    """
+    """theta_wa <- theta_wa * decay + theta * (1 - decay) in place, parameters only; returns the decay."""
     decay = ema_decay(global_step, warmup_steps, decay_rate)
     wa_params, params = list(wa_model.parameters()), list(model.parameters())
     if len(wa_params) != len(params):
@@ -58,11 +37,7 @@ def _batchnorms(model):
 
 @torch.no_grad()
 def update_bn(wa_model, model):
-    """Put both models in eval mode and copy BatchNorm running stats of `model` into `wa_model`.
-
-    running_mean, running_var and num_batches_tracked are copied with `.copy_()` (never aliased), pairing
-    the BatchNorm layers of the two models in module order.
-    """
+    """Both models to eval mode, then `model`'s BatchNorm running statistics copied into `wa_model`'s."""
     wa_model.eval()
     model.eval()
     wa_bns, bns = _batchnorms(wa_model), _batchnorms(model)
@@ -79,19 +54,13 @@ def update_bn(wa_model, model):
 
 
 def warmup_steps(num_adv_epochs, update_steps):
-    """EMA warm-up length 0.025 * E * update_steps, a float (e.g. 400 epochs, 98 steps -> 980.0).
-
-    update_steps is the reference's floor(N / bs) + 1 with its hard-coded N (docs/differences.md item 15).
-    """
+    """0.025 * epochs * update_steps, a float; update_steps with the reference's N (docs/differences.md item 15)."""
     return 0.025 * num_adv_epochs * update_steps
 
 
 def bn_momentum_trick(model, step):
-    """Before optimiser step `step` (0-based): momentum 1.0 on every BN at step 0, 0.01 at step 1.
-
-    At step 0 the first running-stat update then copies the batch statistics ("as in Haiku"). 0.01 for every BN
-    layer, also in model families whose default is 0.1, as the reference (docs/differences.md item 20).
-    """
+    """BatchNorm momentum 1.0 before step 0 (copy the first batch's statistics), 0.01 before step 1, on every BN
+    layer as the reference (docs/differences.md item 20)."""
     if step == 0:
         set_bn_momentum(model, momentum=1.0)
     elif step == 1:
@@ -99,19 +68,8 @@ def bn_momentum_trick(model, step):
 
 
 class EMA:
-    """The averaged model and its schedule: what the trainer does around each step and at each epoch's end.
-
-    Per batch, with `step` optimiser steps taken before it (the reference's global step):
-        `before_step(model, step)`  the BatchNorm momentum trick on the training model (1.0, then 0.01);
-        `update(model, step + 1)`   theta_wa <- decay * theta_wa + (1 - decay) * theta, decay = `decay(step + 1)`.
-    Per epoch: `update_bn(model)` copies the BatchNorm running statistics into the averaged model (both models
-    are left in eval mode). Resume: `load_state_dict` (the averaged weights), then `restore_bn_momentum`.
-
-    Args:
-        wa_model: the averaged model (a deep copy of the training model, same architecture).
-        tau: decay rate (--tau). Default 0.999.
-        warmup_steps: steps during which the averaged weights are plain copies (`warmup_steps()`). Default 0.
-    """
+    """The averaged model: `before_step(model, step)` and `update(model, step + 1)` around each optimiser step,
+    `update_bn(model)` at each epoch's end."""
 
     def __init__(self, wa_model, tau=0.999, warmup_steps=0):
         self.wa_model, self.tau, self.warmup_steps = wa_model, tau, warmup_steps
@@ -129,7 +87,7 @@ class EMA:
         update_bn(self.wa_model, model)
 
     def restore_bn_momentum(self, model, global_step):
-        """After a resume at `global_step`: the BatchNorm momentum the trick left (0.01 once a step was taken)."""
+        """After a resume: the BatchNorm momentum the trick left."""
         if global_step >= 1:
             bn_momentum_trick(model, 1)
 

@@ -1,6 +1,5 @@
-"""What without_DDPM/train_cifar.py and eval_cifar.py compose onto the one trainer (core/training/trainer.py):
-CIFAR without generated data, the `--fname auto` name, the optimiser and LR schedule, the evaluation attacks.
-"""
+"""What without_DDPM/train_cifar.py and eval_cifar.py compose onto the one trainer: CIFAR without generated data,
+the `--fname auto` name, the optimiser and LR schedule, the evaluation attacks."""
 import os
 
 import torch
@@ -20,19 +19,14 @@ DATASETS = {'CIFAR-10': ('cifar10', 10), 'CIFAR-100': ('cifar100', 100)}
 ATTACKS = tuple(WITHOUT_DDPM_OBJECTIVES)  # the --attack choices: PGD, TRADES, Standard
 OPTIMIZERS = ('SGDmom', 'Cosine', 'Adam')
 STEP_MILESTONES = (100, 105)  # SGDmom: in (fractional) epochs, whatever --epochs is (docs/differences.md item 63)
-# The original's `../../cifar-data`, as seen from without_DDPM/ (so a default run finds the same folder from
-# the repository root); a --data-dir given on the command line is relative to the current directory
-# (docs/differences.md item 67).
+# The original's `../../cifar-data` seen from without_DDPM/, whatever the current directory (docs/differences.md
+# item 67).
 DEFAULT_DATA_DIR = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..',
                                                  'cifar-data'))
 
 
 def data_folder(root, dataset):
-    """Where `dataset` is read: ROOT/cifar10 (or cifar100) if that folder exists, else ROOT itself.
-
-    In that folder the core data layer reads train.npz/test.npz (the offline layout) or torchvision's files
-    (`cifar-10-batches-py/`, `cifar-100-python/`, the original's layout under its `../../cifar-data`).
-    """
+    """ROOT/cifar10 (or cifar100) if that folder exists, else ROOT itself."""
     sub = os.path.join(root, DATASETS[dataset][0])
     return sub if os.path.isdir(sub) else root
 
@@ -44,14 +38,8 @@ def _split(root, dataset, split, transform):
 
 
 def load_cifar(root, dataset, batch_size, num_workers=2, seed=0, pin_memory=False, train=True):
-    """(train loader or None, test loader, K) of CIFAR-10/100: the full 50000/10000 splits, no validation split.
-
-    Train: RandomCrop(32, padding 4) + horizontal flip + ToTensor (also for CIFAR-100), shuffled per epoch, the
-    last partial batch kept; the order and the augmentations are functions of (seed, epoch), see
-    core.data.set_epoch (docs/differences.md item 74). Test: ToTensor, unshuffled. Images in [0, 1], no
-    normalisation (the model does it, with CIFAR-10's mean/std also for CIFAR-100: docs/differences.md item 62).
-    `train=False` reads only the test split.
-    """
+    """(train loader or None, test loader, K) of the full CIFAR-10/100 splits: crop + flip, order and augmentations
+    functions of (seed, epoch) (docs/differences.md item 74); images in [0, 1], the model normalises (item 62)."""
     train_tf, test_tf = get_transforms('cifar10', 'base')  # crop + flip for both datasets (no CIFAR-100 rotation)
     test_dl = eval_loader(_split(root, dataset, 'test', test_tf), batch_size, num_workers, pin_memory)
     train_dl = None
@@ -63,12 +51,7 @@ def load_cifar(root, dataset, batch_size, num_workers=2, seed=0, pin_memory=Fals
 
 
 def auto_name(args):
-    """The original's `--fname auto` name, e.g.
-    PreActResNet18_PGD_linf_epoch110_eps8_wd0.0005_SGDmomlr0.05_divergenceLSE_clip0.4_seed1.
-
-    str() of the raw flag values: the int defaults of --TRADESlambda, --clip_loss, --label_smoothing print as
-    `6`, `0`, `0`, given values as floats (`6.0`).
-    """
+    """The original's `--fname auto` name from str() of the raw flags (an int default prints `6`, a given `6.0`)."""
     name = args.model + ('' if args.activation == 'ReLU' else f'_{args.activation}')
     name += f'_{args.attack}' + (str(args.TRADESlambda) if args.attack == 'TRADES' else '')
     name += (f'_{args.norm}_epoch{args.epochs}_eps{args.epsilon}_wd{args.weight_decay}_'
@@ -86,7 +69,7 @@ def auto_name(args):
 
 
 def step_lr(lr_max, t):
-    """SGDmom's LR at fractional epoch t = e + (i + 1) / n_b: lr_max before 100, /10 before 105, then /100."""
+    """SGDmom's LR at fractional epoch t: lr_max before 100, /10 before 105, then /100."""
     if t < STEP_MILESTONES[0]:
         return lr_max
     if t < STEP_MILESTONES[1]:
@@ -95,8 +78,7 @@ def step_lr(lr_max, t):
 
 
 class PerBatchLR(LRScheduler):
-    """lr = fn(base_lr, e + (i + 1) / n) for batch i of epoch e, stepped after every batch: the original set
-    SGDmom's LR before each batch from exactly this expression, so the values are its bit for bit."""
+    """lr = fn(base_lr, e + (i + 1) / n) for batch i of epoch e, the original's expression bit for bit."""
 
     def __init__(self, optimizer, fn, steps_per_epoch):
         self.fn, self.steps_per_epoch = fn, max(1, steps_per_epoch)
@@ -111,12 +93,8 @@ class PerBatchLR(LRScheduler):
 
 
 def make_optimizer(params, name, lr_max, weight_decay, epochs, steps_per_epoch=1):
-    """(optimizer, per-batch scheduler) of `--optimizer`; one group, coupled decay on every parameter.
-
-    SGDmom: SGD(momentum 0.9), `step_lr`. Cosine: SGD(momentum 0.9, Nesterov), CosineAnnealingLR(T_max = epochs)
-    stepped per batch (a period of 2 * epochs batches, as the original). Adam: constant LR. docs/differences.md
-    items 62 and 63.
-    """
+    """(optimizer, per-batch scheduler) of `--optimizer`; Cosine's T_max = epochs stepped per batch, as the
+    original (docs/differences.md items 62 and 63)."""
     params = list(params)
     if name == 'Adam':
         opt = torch.optim.Adam(params, lr=lr_max, betas=(0.9, 0.999), eps=1e-8, weight_decay=weight_decay)
@@ -129,8 +107,8 @@ def make_optimizer(params, name, lr_max, weight_decay, epochs, steps_per_epoch=1
 
 
 def eval_attacks(model, args, num_classes):
-    """The per-epoch test attacks: CE-PGD, then DivergencePGD with --divergence, with the training --attack-iters
-    and --restarts at --test_epsilon / --test-pgd-alpha (as the original: docs/differences.md items 61 and 64)."""
+    """The per-epoch test attacks CE-PGD and DivergencePGD, with the training iterations and restarts, as the
+    original (docs/differences.md items 61 and 64)."""
     eps, alpha = args.test_epsilon / 255., args.test_pgd_alpha / 255.
     return (CEPGD(model, eps, alpha, args.attack_iters, args.restarts, args.norm, 'ce'),
             DivergencePGD(model, eps, alpha, args.attack_iters, args.restarts, args.norm, args.divergence,
@@ -138,7 +116,7 @@ def eval_attacks(model, args, num_classes):
 
 
 def build_trainer(model, objective, args, num_classes, runtime, steps_per_epoch):
-    """The one trainer with --attack's objective, its attack (built once) and --optimizer's per-batch schedule."""
+    """The one trainer with --attack's objective and --optimizer's per-batch schedule."""
     opt, scheduler = make_optimizer(model.parameters(), args.optimizer, args.lr_max, args.weight_decay, args.epochs,
                                     steps_per_epoch)
     attack = objective.make_attack(model, args, num_classes)
