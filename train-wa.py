@@ -17,26 +17,15 @@ See docs/training.md.
 """
 import os
 import sys
-import time
 
 import torch
 
 from core.attacks import VARIABLE_BATCH_ATTACKS
 from core.data import get_data_info, load_data
-from core.run.epoch import (
-    account,
-    adversarial_test,
-    final_record,
-    save_epoch,
-    save_stopped,
-    start_meter,
-    start_run,
-    train_epoch,
-)
+from core.run.epoch import adversarial_test, run_epochs
 from core.run.parser import check_train_flags, parser_train
-from core.run.run_dir import STATE_FILE, STATE_FORMAT_VERSION, check_run_dir, load_resume_state, open_run, saved_lr
+from core.run.run_dir import check_run_dir, load_resume_state, open_run
 from core.training.builder import build_trainer
-from core.training.trainer import Interrupted
 from core.utils.distributed import barrier, cleanup, setup
 from core.utils.errors import UserError, exit_on_user_error
 from core.utils.preemption import StopRequest
@@ -112,66 +101,24 @@ def run(stop):
 
     # ------------------------------------------------------------------ run folder + logger
     logger = open_run(LOG_DIR, args, runtime, new_run=state is None)
-    # args.txt: written now for a new run (or a restart before any saved epoch); with a changed --lr, together
-    # with the first state file that uses it (so that args.txt always holds the flags of state-last.pt)
-    args_changed = state is not None and saved_lr(LOG_DIR) != args.lr
     if args.debug and primary:
         print('Debug mode: 1 epoch (schedules sized for {} epochs).'.format(args.num_adv_epochs))
+    board = TensorBoard(LOG_DIR, len(train_dataloader), state['epoch'] + 1 if state else 1) \
+        if args.tensorboard and primary else None
 
-    # ------------------------------------------------------------------ resume
-    start_epoch, best, rows, res = start_run(trainer, state, args, runtime, logger, test_dataloader, NUM_ADV_EPOCHS,
-                                             'RST Adversarial training for {} epochs')
-
-    meter = start_meter(trainer, runtime, logger, test_dataloader, args.amp, state)
-    board = TensorBoard(LOG_DIR, len(train_dataloader), start_epoch) if args.tensorboard and primary else None
-    partial = None if state is None else state.get('partial')   # a run stopped mid-epoch continues there
-    state = state or {'format_version': STATE_FORMAT_VERSION, 'epoch': 0, 'best': best, 'rows': rows,
-                      'train_metrics': None, 'compute': (0.0, 0), 'args': dict(vars(args))}
-    trainer.stop, stop.immediate = stop, False   # from here a signal stops after the current step, then saves
-    stop_code = None
-
-    # ------------------------------------------------------------------ loop
-    for epoch in range(start_epoch, NUM_ADV_EPOCHS + 1):
-        start = time.time()
-        try:
-            res, test_acc, epoch_metrics = train_epoch(trainer, logger, train_dataloader, test_dataloader, epoch,
-                                                       args, LOG_DIR, board.step if board else None, partial)
-        except Interrupted as e:
-            stop_code = save_stopped(trainer, runtime, logger, os.path.join(LOG_DIR, STATE_FILE), stop, state, e)
-            break
-        partial = None
-        adversarial_test(trainer, logger, test_dataloader, res, epoch_metrics,  # docs/differences.md item 40
+    def measure(epoch, res, row):
+        adversarial_test(trainer, logger, test_dataloader, res, row,  # docs/differences.md item 40
                          epoch % args.adv_eval_freq == 0 or epoch == NUM_ADV_EPOCHS)
-        eval_adv_acc = trainer.eval(eval_dataloader, adversarial=True)
+        row['eval_adversarial_acc'] = eval_adv_acc = trainer.eval(eval_dataloader, adversarial=True)
         logger.log('Adversarial Accuracy-\tEval: {:.2f}%.'.format(eval_adv_acc * 100))
-        epoch_metrics['eval_adversarial_acc'] = eval_adv_acc
-        account(meter, trainer, epoch, NUM_ADV_EPOCHS, logger, epoch_metrics)  # the last columns of the row
-        rows.append(epoch_metrics)
-        if board is not None:
-            board.epoch(epoch, epoch_metrics)
+        return eval_adv_acc, {}
 
-        # -------------------------------------------------------------- save
-        new_best = eval_adv_acc >= best[1]  # ties go to the later epoch
-        if new_best:
-            best = [test_acc, eval_adv_acc]
-        state = {'format_version': STATE_FORMAT_VERSION, 'epoch': epoch, 'best': best, 'rows': rows,
-                 'train_metrics': res, 'compute': (meter.seconds, meter.images), 'args': dict(vars(args))}
-        save_epoch(trainer, runtime, logger, LOG_DIR, new_best, rows, state, start, args if args_changed else None)
-        args_changed = False
-        if stop.signum is not None and epoch < NUM_ADV_EPOCHS:
-            stop_code = save_stopped(trainer, runtime, logger, os.path.join(LOG_DIR, STATE_FILE), stop, state)
-            break
-        if args.stop_after is not None and epoch >= args.stop_after and epoch < NUM_ADV_EPOCHS:
-            logger.log('Stopped after epoch {} (--stop-after).'.format(epoch))
-            stop_code = 0
-            break
-
-    if stop_code is None:
-        final_record(trainer, logger, train_dataloader, res, best, 'Eval', meter)
+    code = run_epochs(trainer, runtime, logger, args, LOG_DIR, (train_dataloader, test_dataloader), state,
+                      NUM_ADV_EPOCHS, stop, measure, 'Eval', 'RST Adversarial training for {} epochs', board)
     if board is not None:
         board.close()
     cleanup()
-    return stop_code
+    return code
 
 
 if __name__ == '__main__':

@@ -17,26 +17,15 @@ are parsed and stored but ignored (a warning says so, docs/differences.md item 4
 import argparse
 import os
 import sys
-import time
 
 import torch
 
 from core.attacks import VARIABLE_BATCH_ATTACKS
 from core.data import get_data_info, load_data
-from core.run.epoch import (
-    account,
-    adversarial_test,
-    final_record,
-    save_epoch,
-    save_stopped,
-    start_meter,
-    start_run,
-    train_epoch,
-)
+from core.run.epoch import adversarial_test, run_epochs
 from core.run.parser import check_train_flags, parser_train
-from core.run.run_dir import STATE_FILE, STATE_FORMAT_VERSION, check_run_dir, load_resume_state, open_run, saved_lr
+from core.run.run_dir import check_run_dir, load_resume_state, open_run
 from core.training.builder import build_trainer
-from core.training.trainer import Interrupted
 from core.utils.distributed import barrier, cleanup, setup
 from core.utils.errors import exit_on_user_error
 from core.utils.preemption import StopRequest
@@ -103,58 +92,18 @@ def run(stop, argv=None):
 
     # ------------------------------------------------------------------ run folder + logger
     logger = open_run(LOG_DIR, args, runtime, new_run=state is None)
-    # args.txt: with a changed --lr (--resume-changed-flags lr), rewritten together with the first state file that
-    # uses it (so that args.txt always holds the flags of state-last.pt)
-    args_changed = state is not None and saved_lr(LOG_DIR) != args.lr
+    test_adv_acc = [0.0 if state is None else state.get('test_adv_acc', 0.0)]  # the last measured (stale between)
 
-    # ------------------------------------------------------------------ resume
-    start_epoch, best, rows, res = start_run(trainer, state, args, runtime, logger, test_dataloader, NUM_ADV_EPOCHS,
-                                             'Adversarial training for {} epochs')
-    meter = start_meter(trainer, runtime, logger, test_dataloader, args.amp, state)
-    test_adv_acc = 0.0 if state is None else state['test_adv_acc']  # the last measured one (stale in between)
-    partial = None if state is None else state.get('partial')   # a run stopped mid-epoch continues there
-    state = state or {'format_version': STATE_FORMAT_VERSION, 'epoch': 0, 'best': best, 'rows': rows,
-                      'test_adv_acc': 0.0, 'train_metrics': None, 'compute': (0.0, 0), 'args': dict(vars(args))}
-    trainer.stop, stop.immediate = stop, False   # from here a signal stops after the current step, then saves
-    stop_code = None
-
-    # ------------------------------------------------------------------ loop
-    for epoch in range(start_epoch, NUM_ADV_EPOCHS + 1):
-        start = time.time()
-        try:
-            res, test_acc, epoch_metrics = train_epoch(trainer, logger, train_dataloader, test_dataloader, epoch,
-                                                       args, LOG_DIR, resume=partial)
-        except Interrupted as e:
-            stop_code = save_stopped(trainer, runtime, logger, os.path.join(LOG_DIR, STATE_FILE), stop, state, e)
-            break
-        partial = None
-        measured = adversarial_test(trainer, logger, test_dataloader, res, epoch_metrics,
+    def measure(epoch, res, row):
+        measured = adversarial_test(trainer, logger, test_dataloader, res, row,
                                     adversarial_test_epoch(epoch, NUM_ADV_EPOCHS, args.adv_eval_freq))
-        test_adv_acc = test_adv_acc if measured is None else measured  # stale between evaluations
-        account(meter, trainer, epoch, NUM_ADV_EPOCHS, logger, epoch_metrics)  # the last columns of the row
-        rows.append(epoch_metrics)
+        test_adv_acc[0] = test_adv_acc[0] if measured is None else measured  # docs/differences.md item 66
+        return test_adv_acc[0], {'test_adv_acc': test_adv_acc[0]}
 
-        # -------------------------------------------------------------- save
-        new_best = test_adv_acc >= best[1]  # stale between evaluations (docs/differences.md item 66)
-        if new_best:
-            best = [test_acc, test_adv_acc]
-        state = {'format_version': STATE_FORMAT_VERSION, 'epoch': epoch, 'best': best, 'rows': rows,
-                 'test_adv_acc': test_adv_acc, 'train_metrics': res,
-                 'compute': (meter.seconds, meter.images), 'args': dict(vars(args))}
-        save_epoch(trainer, runtime, logger, LOG_DIR, new_best, rows, state, start, args if args_changed else None)
-        args_changed = False
-        if stop.signum is not None and epoch < NUM_ADV_EPOCHS:
-            stop_code = save_stopped(trainer, runtime, logger, os.path.join(LOG_DIR, STATE_FILE), stop, state)
-            break
-        if args.stop_after is not None and epoch >= args.stop_after and epoch < NUM_ADV_EPOCHS:
-            logger.log('Stopped after epoch {} (--stop-after).'.format(epoch))
-            stop_code = 0
-            break
-
-    if stop_code is None:
-        final_record(trainer, logger, train_dataloader, res, best, 'Test', meter)
+    code = run_epochs(trainer, runtime, logger, args, LOG_DIR, (train_dataloader, test_dataloader), state,
+                      NUM_ADV_EPOCHS, stop, measure, 'Test', 'Adversarial training for {} epochs')
     cleanup()
-    return stop_code
+    return code
 
 
 if __name__ == '__main__':

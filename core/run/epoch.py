@@ -12,9 +12,10 @@ import pandas as pd
 
 from core.data import set_epoch
 from core.run.plotting import write_run_curves
-from core.run.run_dir import STATE_FILE, write_args
+from core.run.run_dir import STATE_FILE, STATE_FORMAT_VERSION, saved_lr, write_args
 from core.training.cost import flop_per_image
 from core.training.epoch_metrics import NonFiniteLoss
+from core.training.trainer import Interrupted
 from core.utils import faults
 from core.utils.atomic import write_atomic
 from core.utils.checkpoint import save_atomic
@@ -27,7 +28,7 @@ from core.utils.utils import format_time
 
 __all__ = ['COMPUTE_COLUMNS', 'start_meter', 'account', 'start_run', 'run_state', 'restore_state', 'resume_epoch',
            'train_or_stop', 'resume_command', 'save_stopped', 'train_epoch', 'adversarial_test', 'save_epoch',
-           'final_record', 'write_csv', 'non_finite_message']
+           'final_record', 'write_csv', 'non_finite_message', 'run_epochs']
 
 
 def non_finite_message(e, log_dir, logger, lr, lr_flag='--lr', can_change_lr=True, first_epoch=1):
@@ -225,3 +226,47 @@ def final_record(trainer, logger, train_dataloader, res, best, label, meter=None
                                                                            best[1] * 100))
     logger.log('Script Completed.')
     logger.close()
+
+
+def run_epochs(trainer, runtime, logger, args, log_dir, loaders, state, num_epochs, stop, measure, label,
+               heading, board=None):
+    """The epochs of train-wa.py and train.py, from the start (or the resume) to the closing lines: train, then
+    `measure(epoch, res, row) -> (model-selection score, extra state fields)`, the compute columns, the save (ties
+    go to the later epoch); a signal or --stop-after ends it after a save. Returns the exit code (None: done)."""
+    train_dataloader, test_dataloader = loaders
+    args_changed = state is not None and saved_lr(log_dir) != args.lr  # args.txt goes with its first state file
+    start_epoch, best, rows, res = start_run(trainer, state, args, runtime, logger, test_dataloader, num_epochs,
+                                             heading)
+    meter = start_meter(trainer, runtime, logger, test_dataloader, args.amp, state)
+    partial = None if state is None else state.get('partial')   # a run stopped mid-epoch continues there
+    state = state or {'format_version': STATE_FORMAT_VERSION, 'epoch': 0, 'best': best, 'rows': rows,
+                      'train_metrics': None, 'compute': (0.0, 0), 'args': dict(vars(args))}
+    trainer.stop, stop.immediate = stop, False   # from here a signal stops after the current step, then saves
+    path = os.path.join(log_dir, STATE_FILE)
+    for epoch in range(start_epoch, num_epochs + 1):
+        start = time.time()
+        try:
+            res, test_acc, row = train_epoch(trainer, logger, train_dataloader, test_dataloader, epoch, args, log_dir,
+                                             board.step if board else None, partial)
+        except Interrupted as e:
+            return save_stopped(trainer, runtime, logger, path, stop, state, e)
+        partial = None
+        score, extra = measure(epoch, res, row)
+        account(meter, trainer, epoch, num_epochs, logger, row)  # the last columns of the row
+        rows.append(row)
+        if board is not None:
+            board.epoch(epoch, row)
+        new_best = score >= best[1]
+        if new_best:
+            best = [test_acc, score]
+        state = dict(extra, format_version=STATE_FORMAT_VERSION, epoch=epoch, best=best, rows=rows,
+                     train_metrics=res, compute=(meter.seconds, meter.images), args=dict(vars(args)))
+        save_epoch(trainer, runtime, logger, log_dir, new_best, rows, state, start, args if args_changed else None)
+        args_changed = False
+        if stop.signum is not None and epoch < num_epochs:
+            return save_stopped(trainer, runtime, logger, path, stop, state)
+        if args.stop_after is not None and epoch >= args.stop_after and epoch < num_epochs:
+            logger.log('Stopped after epoch {} (--stop-after).'.format(epoch))
+            return 0
+    final_record(trainer, logger, train_dataloader, res, best, label, meter)
+    return None

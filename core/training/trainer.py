@@ -1,16 +1,6 @@
-"""The adversarial trainer of train-wa.py and train.py: parts in, one epoch (`train`) or one evaluation out.
-
-`AdversarialTrainer` is composed, not subclassed: it receives the model, the optimiser and scheduler, the batch
-loss (an objective of core/training/objectives.py bound to the run), optional weight averaging (`EMA`),
-the evaluation attack and the batch preparation, all built once by `core.training.builder.build_trainer`. With weight
-averaging it is the reference's WATrainer (evaluation and `model_state_dict` on the averaged model), without it the
-reference's plain Trainer.
-
-Where the model lives: `model` is the plain network (a ModelWrapper: state-dict keys `module.0.`/`module.1.`);
-`train_model` is the module the training forwards go through: the same object, or a DistributedDataParallel /
-torch.compile wrapper around it. Checkpoints and the optimiser's parameters always come from `model`; the
-attacks run on the plain `model` (or the averaged one).
-"""
+"""The one trainer of every training script: parts in (built by core/training/builder.py or without_ddpm.py), one
+epoch (`train`) or one evaluation out. `model` is the plain network (checkpoints, optimiser, attacks); `train_model`
+the module of the training forwards (the same, or a DDP / torch.compile wrapper)."""
 import itertools
 import sys
 import time
@@ -59,23 +49,9 @@ def to_device(x, y, device, channels_last=False):
 
 
 class AdversarialTrainer:
-    """One epoch of adversarial training, and the evaluations, on parts built elsewhere (`build_trainer`).
-
-    Args:
-        model: the plain network (checkpoints, optimiser parameters, gradient clipping).
-        optimizer, scheduler: built on `model`; `per_batch_scheduler` says whether the scheduler steps after every
-            batch (`cyclic`) or after every epoch.
-        loss: `loss(x, y) -> (loss, metrics)` on a prepared training batch (`core.training.objectives.bind`).
-        eval_attack: the attack of `eval(adversarial=True)`, on the evaluated model.
-        runtime: device / AMP / DDP decisions (`core.utils.distributed.Runtime`).
-        ema: `core.training.weight_averaging.EMA` or None (no weight averaging). Default None.
-        train_model: the module of the training forwards (DDP / compiled wrapper). Default `model`.
-        prepare: `prepare(x, y)` of evaluation batches. Default: to the runtime's device.
-        prepare_train: `prepare(x, y)` of training batches (e.g. CutMix x4, then to the device). Default `prepare`.
-        clip_grad: max global gradient norm, or None. Default None.
-        steps_per_epoch: the reference's steps per epoch (`core.training.schedules.update_steps`) in the global step
-            (epoch - 1) * steps_per_epoch + batch that weight averaging counts. Default 0.
-    """
+    """`loss(x, y) -> (loss, metrics)` is the bound objective; `ema` the weight averaging (None: the reference's plain
+    Trainer, else its WATrainer: evaluation and `model_state_dict` on the averaged model); `steps_per_epoch` the
+    reference's count in the global step that weight averaging uses (core.training.schedules.update_steps)."""
 
     def __init__(self, model, optimizer, scheduler, loss, eval_attack, runtime, *, per_batch_scheduler=False,
                  ema=None, train_model=None, prepare=None, prepare_train=None, clip_grad=None, steps_per_epoch=0):
@@ -92,26 +68,13 @@ class AdversarialTrainer:
 
     @property
     def wa_model(self):
-        """The averaged model (weight averaging only)."""
         return self.ema.wa_model
 
-    # ------------------------------------------------------------------ one epoch
     def train(self, dataloader, epoch=0, on_step=None, resume=None):
-        """Train one epoch; returns the unweighted mean over batches of each batch metric (as the reference logs,
-        docs/differences.md items 7 and 28).
-
-        One batch: the BN momentum trick (weight averaging), the batch preparation, the loss under autocast, zero
-        the gradients, backward (scaled with fp16), optional global norm clipping, the optimiser step, the
-        per-batch scheduler step, the weight-averaging update. After the epoch: the per-epoch scheduler step,
-        rank 0's BatchNorm statistics to every process, and their copy into the averaged model.
-
-        `on_step(step, metrics)` (train-wa.py --tensorboard) is called after every optimiser step, step =
-        (epoch - 1) * len(dataloader) + batch. A non-finite loss raises `NonFiniteLoss` before the epoch ends
-        (checked every batch on the CPU, every NONFINITE_CHECK_EVERY on a GPU; with fp16 only
-        FP16_SKIP_TOLERANCE in a row). A signal recorded in `self.stop` (core.utils.preemption) raises
-        `Interrupted` after the current step, carrying `partial`; `resume=partial` continues that epoch at the
-        same batch, so the run goes on as if never stopped.
-        """
+        """Train one epoch; returns the unweighted mean over batches of each batch metric (docs/differences.md
+        items 7 and 28). `on_step(step, metrics)` after every optimiser step (--tensorboard). A non-finite loss raises
+        NonFiniteLoss before the epoch ends; a signal recorded in `self.stop` raises Interrupted after the current
+        step, and `resume=` its `partial` continues the epoch there, as if never stopped."""
         ema, n = self.ema, len(dataloader)
         self.train_model.train()
         metrics_acc = EpochMetrics(self.device, FP16_SKIP_TOLERANCE if self.scaler.is_enabled() else 0)
@@ -188,19 +151,15 @@ class AdversarialTrainer:
         return tqdm(batches, desc=f'Epoch {epoch}', total=total, initial=initial, disable=not self.runtime.is_primary,
                     leave=False, dynamic_ncols=True, mininterval=0.1 if sys.stderr.isatty() else 30.0, file=sys.stderr)
 
-    # ------------------------------------------------------------------ learning rate
     def last_lr(self):
         """LR of group 0 for the next batch (the value train-wa.py logs at the start of an epoch)."""
         return self.scheduler.get_last_lr()[0]
 
     def rescale_lr(self, ratio):
-        """Scale the optimiser's and the schedule's learning rates by `ratio` (`core.training.schedules.rescale_lr`)."""
         rescale_lr(self.optimizer, self.scheduler, ratio)
 
-    # ------------------------------------------------------------------ evaluation
     def evaluate(self, dataloader, adversarial=False, sharded=False):
-        """`evaluate` of the evaluated model (the averaged one with weight averaging), clean or under the
-        evaluation attack: (mean of per-batch accuracies, correct / total)."""
+        """(mean of per-batch accuracies, correct / total) of the evaluated model, clean or attacked."""
         return evaluate(self.eval_model, dataloader, self.runtime, self.prepare,
                         (self.eval_attack if adversarial else None,), sharded)[0]
 
@@ -208,7 +167,6 @@ class AdversarialTrainer:
         """Mean of per-batch accuracies, the reference's `eval` (not correct / total; docs/differences.md item 7)."""
         return self.evaluate(dataloader, adversarial)[0]
 
-    # ------------------------------------------------------------------ checkpoints
     def weights(self):
         """The reference's checkpoint content: {'model_state_dict': weights} without weight averaging;
         {'model_state_dict': averaged weights, 'unaveraged_model_state_dict': trained weights} with it."""
@@ -220,7 +178,6 @@ class AdversarialTrainer:
         save_atomic(self.weights(), path)
 
     def state_dict(self):
-        """Everything of the trainer a resume needs (tensors, numbers and strings only)."""
         state = {'model': self.model.state_dict(), 'optimizer': self.optimizer.state_dict(),
                  'scheduler': self.scheduler.state_dict(), 'scaler': self.scaler.state_dict()}
         if self.ema is not None:
@@ -228,8 +185,7 @@ class AdversarialTrainer:
         return state
 
     def load_state_dict(self, state, global_step=None):
-        """Restore `state_dict()`; with the run's `global_step`, also the BatchNorm momentum weight averaging's
-        trick had reached there."""
+        """`state_dict()` back; with `global_step`, also weight averaging's BatchNorm momentum at that step."""
         load_state_dict(self.model, state['model'])
         self.optimizer.load_state_dict(state['optimizer'])
         if state['scheduler'] is not None:
@@ -243,14 +199,9 @@ class AdversarialTrainer:
 
 
 def evaluate(model, dataloader, runtime, prepare, attacks=(None,), sharded=False):
-    """Accuracy of `model` in eval mode on `dataloader` under each of `attacks` (None: the clean images): per
-    batch every attack first, in order, then the forwards under no_grad (docs/differences.md items 27 and 71).
-
-    One (mean of per-batch accuracies, the reference's logged figure; correct / total) per attack. Under DDP the
-    batches are split round-robin over the processes and the sums reduced, so both figures equal the
-    single-process ones (up to the attacks' random starts); `sharded=True` says the loader already yields this
-    process's share (the training loader; `load_data`'s evaluation loaders say so themselves).
-    """
+    """(mean of per-batch accuracies, correct / total) of `model` in eval mode under each of `attacks` (None: clean):
+    per batch every attack first, then the forwards under no_grad (docs/differences.md items 27 and 71). Under DDP
+    the batches are split round-robin (unless `sharded`: the loader yields this process's share) and summed."""
     model.eval()
     rank, world = runtime.rank, runtime.world_size
     sharded = sharded or getattr(dataloader.batch_sampler, 'per_rank', False)  # load_data's eval loaders
