@@ -1,20 +1,7 @@
 #!/usr/bin/env python3
-"""Adversarial training with weight averaging: TRADES-KL, SCORE-LSE, Madry PGD-AT or MART.
-
-The two training commands of the original README (CIFAR-10 with 1M DDPM images, WRN-28-10-Swish):
-
-    python train-wa.py --data-dir DATA --log-dir LOGS --desc trades-kl --data cifar10s \\
-        --batch-size 512 --model wrn-28-10-swish --num-adv-epochs 400 --lr 0.2 --beta 5.0 \\
-        --unsup-fraction 0.7 --aux-data-filename DATA/cifar10_ddpm.npz --ls 0.1
-    python train-wa.py ... --desc score-lse ... --beta 4.0 --LSE --ls 0
-
-Outputs in LOG_DIR = --log-dir/--desc: args.txt, log-train.log, stats_adv.csv, weights-best.pt,
-weights-last.pt (the reference's files), state-last.pt (everything `--resume` needs) and curves.png (the
-curves of stats_adv.csv). An existing run folder is never deleted: the script stops unless --resume or
---overwrite is given (docs/differences.md item 5).
-Multi-process: `torchrun --nproc_per_node N train-wa.py ...` (DDP; --batch-size stays the global batch).
-See docs/training.md.
-"""
+"""Adversarial training with weight averaging: TRADES-KL, SCORE-LSE, Madry PGD-AT or MART (docs/training.md has the
+original README's two commands, the run folder's files and torchrun). An existing run folder is never deleted:
+the script stops unless --resume or --overwrite (docs/differences.md item 5)."""
 import os
 import sys
 
@@ -24,7 +11,7 @@ from core.attacks import VARIABLE_BATCH_ATTACKS
 from core.data import get_data_info, load_data
 from core.run.epoch import adversarial_test, run_epochs
 from core.run.parser import check_train_flags, parser_train
-from core.run.run_dir import check_run_dir, load_resume_state, open_run
+from core.run.run_dir import RunLock, check_run_dir, load_resume_state, open_run
 from core.training.builder import build_trainer
 from core.utils.distributed import barrier, cleanup, setup
 from core.utils.errors import UserError, exit_on_user_error
@@ -59,12 +46,11 @@ def check_runtime(args, runtime):
 
 
 def main():
-    with StopRequest(immediate=True) as stop:   # SIGTERM, SIGUSR1, Ctrl-C: core/utils/preemption.py
-        return run(stop)
+    with StopRequest(immediate=True) as stop, RunLock() as lock:   # signals: core/utils/preemption.py
+        return run(stop, lock)
 
 
-def run(stop):
-    # ------------------------------------------------------------------ args
+def run(stop, lock):
     args = parser_train().parse_args()
     objective = check_train_flags(args)  # the training objective, resolved once (core/training/objectives.py)
     if args.tensorboard:
@@ -74,15 +60,15 @@ def run(stop):
     DATA_DIR = os.path.join(args.data_dir, args.data)
     LOG_DIR = os.path.join(args.log_dir, args.desc)
 
-    # ------------------------------------------------------------------ device / AMP / DDP
     runtime = setup(args.device, args.amp)
     primary = runtime.is_primary
     check_runtime(args, runtime)
+    if runtime.is_primary:  # one lock per run folder, before any data is read
+        lock.acquire(LOG_DIR, 'choose another --desc')
     check_run_dir(LOG_DIR, args, resumable_without_state=('args.txt',))  # args.txt only: killed before epoch 1 ended
     state = load_resume_state(LOG_DIR, args, NUM_ADV_EPOCHS) if args.resume else None
     barrier(runtime)  # every process has checked before rank 0 writes anything
 
-    # ------------------------------------------------------------------ data (data and model come before the run
     # folder, so that bad input leaves nothing behind)
     info = get_data_info(DATA_DIR)
     seed(args.seed)
@@ -92,14 +78,12 @@ def run(stop):
         unsup_fraction=args.unsup_fraction, validation=True, seed=args.seed, rank=runtime.rank,
         world_size=runtime.world_size, pin_memory=runtime.device.type == 'cuda', val_size=args.validation_size)
 
-    # ------------------------------------------------------------------ model, EMA, wrap, optimizer, scheduler, attacks
     seed(args.seed)
     if args.tau and primary:
         print('Using WA.')
     # core/training/builder.py: the reference's construction order and seeds (docs/differences.md item 41)
     trainer = build_trainer(info, args, runtime, objective=objective)
 
-    # ------------------------------------------------------------------ run folder + logger
     logger = open_run(LOG_DIR, args, runtime, new_run=state is None)
     if args.debug and primary:
         print('Debug mode: 1 epoch (schedules sized for {} epochs).'.format(args.num_adv_epochs))

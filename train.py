@@ -1,19 +1,7 @@
 #!/usr/bin/env python3
-"""Adversarial training without weight averaging: Madry PGD-AT, plain TRADES (--beta) or MART (--mart --beta)
-with the plain `Trainer` (the original's older top-level train.py).
-
-    python train.py --data-dir DATA --log-dir LOGS --desc madry --data cifar10 --model preact-resnet18 \\
-        --num-adv-epochs 110 --lr 0.1 --scheduler step
-
-The flags are train-wa.py's without --tau; any dataset of core.data (the plain ones too). Differences from
-train-wa.py (as the original): no validation split and no `Eval` lines; the adversarial test accuracy (PGD with
-2T steps and mean CE, on the trained model) every --adv-eval-freq epochs and at each of the last 5 epochs (the
-last 11, epochs N - 10 to N, when there are N > 90); weights-best.pt is saved whenever the last computed test
-adversarial accuracy is >= the best one (so between evaluations every epoch re-saves it; both kept,
-docs/differences.md item 66); checkpoints hold `model_state_dict` only. --LSE, --ls, --clip_value and --CutMix
-are parsed and stored but ignored (a warning says so, docs/differences.md item 49). Run folder, --resume,
---overwrite, devices and DDP as train-wa.py (docs/training.md).
-"""
+"""Adversarial training without weight averaging: Madry PGD-AT, plain TRADES (--beta) or MART (--mart --beta), the
+original's older train.py: train-wa.py's flags without --tau, no validation split, the test-set attack on its
+epochs (docs/differences.md item 66); --LSE, --ls, --clip_value, --CutMix ignored with a warning (item 49)."""
 import argparse
 import os
 import sys
@@ -24,7 +12,7 @@ from core.attacks import VARIABLE_BATCH_ATTACKS
 from core.data import get_data_info, load_data
 from core.run.epoch import adversarial_test, run_epochs
 from core.run.parser import check_train_flags, parser_train
-from core.run.run_dir import check_run_dir, load_resume_state, open_run
+from core.run.run_dir import RunLock, check_run_dir, load_resume_state, open_run
 from core.training.builder import build_trainer
 from core.utils.distributed import barrier, cleanup, setup
 from core.utils.errors import exit_on_user_error
@@ -54,12 +42,11 @@ def adversarial_test_epoch(epoch, num_epochs, freq):
 
 
 def main(argv=None):
-    with StopRequest(immediate=True) as stop:   # SIGTERM, SIGUSR1, Ctrl-C: core/utils/preemption.py
-        return run(stop, argv)
+    with StopRequest(immediate=True) as stop, RunLock() as lock:   # signals: core/utils/preemption.py
+        return run(stop, lock, argv)
 
 
-def run(stop, argv=None):
-    # ------------------------------------------------------------------ args
+def run(stop, lock, argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parser_train(tau=False).parse_args(argv)
     objective = validate(args)
@@ -71,15 +58,15 @@ def run(stop, argv=None):
     DATA_DIR = os.path.join(args.data_dir, args.data)
     LOG_DIR = os.path.join(args.log_dir, args.desc)
 
-    # ------------------------------------------------------------------ device / AMP / DDP
     runtime = setup(args.device, args.amp)
+    if runtime.is_primary:  # one lock per run folder, before any data is read
+        lock.acquire(LOG_DIR, 'choose another --desc')
     check_run_dir(LOG_DIR, args, resumable_without_state=('args.txt',))  # args.txt only: killed before epoch 1 ended
     state = load_resume_state(LOG_DIR, args, NUM_ADV_EPOCHS) if args.resume else None
     barrier(runtime)
     # APGD: new shapes every restart (docs/differences.md items 32 and 48)
     torch.backends.cudnn.benchmark = args.attack not in VARIABLE_BATCH_ATTACKS
 
-    # ------------------------------------------------------------------ data, model
     info = get_data_info(DATA_DIR)
     seed(args.seed)
     _, _, train_dataloader, test_dataloader = load_data(
@@ -90,7 +77,6 @@ def run(stop, argv=None):
     seed(args.seed)  # the original's seeding points (docs/differences.md item 41)
     trainer = build_trainer(info, args, runtime, weight_averaging=False, objective=objective)
 
-    # ------------------------------------------------------------------ run folder + logger
     logger = open_run(LOG_DIR, args, runtime, new_run=state is None)
     test_adv_acc = [0.0 if state is None else state.get('test_adv_acc', 0.0)]  # the last measured (stale between)
 

@@ -87,10 +87,15 @@ def test_existing_run_is_refused_and_untouched(data_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count('\n') == 1 and '--resume' in err and '--overwrite' in err
     assert {n: (run_dir / n).read_bytes() for n in os.listdir(run_dir)} == before
-    # --resume of a finished run is refused too, and --overwrite runs again in place
+    # --resume of a finished run is refused too; --overwrite first moves the earlier run into previous-<date>/
+    # (byte-identical, so a killed new run never pairs old weights with new flags), then runs again in place
     assert run(argv + ['--resume']) == 2
+    capsys.readouterr()
     assert run(argv + ['--overwrite']) == 0
-    assert sorted(os.listdir(run_dir)) == sorted(before)
+    aside = [n for n in os.listdir(run_dir) if n.startswith('previous-')]
+    assert len(aside) == 1 and f'were moved to {run_dir / aside[0]}' in capsys.readouterr().out
+    assert {n: (run_dir / aside[0] / n).read_bytes() for n in os.listdir(run_dir / aside[0])} == before
+    assert sorted(n for n in os.listdir(run_dir) if n != aside[0]) == sorted(before)
 
 
 @pytest.mark.slow

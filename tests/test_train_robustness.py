@@ -284,3 +284,35 @@ def test_preempted_mid_epoch_by_a_signal_saves_and_resumes_bit_identical(data_di
         assert_same_weights(load(tmp_path / 'full' / name), load(run_dir / name))
     assert read_csv(tmp_path / 'full' / 'stats_adv.csv', reproducible=True) == read_csv(run_dir / 'stats_adv.csv',
                                                                                reproducible=True)
+
+
+def test_a_run_folder_held_by_a_live_process_is_refused_a_dead_ones_lock_is_taken_over(data_dir, tmp_path, capsys):
+    """Two writers: a second start into a folder whose lock names a live process (here: this one) is refused with
+    one line naming it, before any data is read; a lock of another host is never taken; a dead process's lock on
+    this host is taken over with a note, and a finished run leaves no lock."""
+    import socket
+    import subprocess
+    run_dir = tmp_path / 'run'
+    run_dir.mkdir()
+    lock = run_dir / '.lock'
+    here = f'{os.getpid()} {socket.gethostname()}\n'
+    for content, message in ((here, f'is in use by process {os.getpid()} on this host'),
+                             ('4242 other-node\n', 'is locked by process 4242 on host other-node')):
+        lock.write_text(content)
+        assert run(tiny_args(data_dir, tmp_path, 'run', data='cifar10')) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count('\n') == 1, err
+        assert sorted(os.listdir(run_dir)) == ['.lock'] and lock.read_text() == content
+    dead = subprocess.Popen(['true'])
+    dead.wait()
+    lock.write_text(f'{dead.pid} {socket.gethostname()}\n')
+    assert run(tiny_args(data_dir, tmp_path, 'run', '--num-adv-epochs', '1', data='cifar10')) == 0
+    assert f'was left by process {dead.pid}, which is no longer running; taken over' in capsys.readouterr().out
+    assert not lock.exists() and (run_dir / 'state-last.pt').exists()
+
+
+def test_a_log_dir_that_is_a_file_is_one_line_before_data(data_dir, tmp_path, capsys):
+    (tmp_path / 'file').write_text('x')
+    assert run(tiny_args(data_dir, tmp_path / 'file', 'run', data='cifar10')) == 2
+    err = capsys.readouterr().err
+    assert 'cannot be used as the run folder' in err and err.count('\n') == 1, err

@@ -1,17 +1,7 @@
 #!/usr/bin/env python3
 """PGD-AT, TRADES or standard training on CIFAR-10/100 without generated data, with a chosen distance, label
-smoothing and loss clipping (Pang et al., ICML 2022, Section 5.2; the original's without_DDPM/train_cifar.py).
-
-    python train_cifar.py --model PreActResNet18 --epochs 110 --epsilon 8 --attack-iters 10 --pgd-alpha 2 \\
-        --fname auto --weight_decay 5e-4 --batch-size 128 --optimizer SGDmom --seed 1 \\
-        --lr-max 0.05 --attack PGD --divergence LSE --clip_loss 0.4
-
-Run from without_DDPM/ (as the original) or from the repository root (`python without_DDPM/train_cifar.py`).
-Writes trained_models/Triangle/{dataset}/{name}/ under the current directory: output.log, the three
-*_record*.txt files, model_best.pth, model_{e}.pth for e > 99 (keys `module.*`), and state-last.pt
-(everything --resume needs). An existing run folder is never overwritten unless --resume or --overwrite.
-See docs/without_ddpm.md.
-"""
+smoothing and loss clipping (the original's without_DDPM/train_cifar.py; commands and files: docs/without_ddpm.md).
+Writes trained_models/Triangle/{dataset}/{name}/ under the current directory, never over an existing run."""
 import argparse
 import os
 import sys
@@ -31,7 +21,7 @@ from core.run.epoch import (  # noqa: E402
     start_meter,
     train_or_stop,
 )
-from core.run.run_dir import STATE_FILE, check_run_dir, load_resume_state  # noqa: E402
+from core.run.run_dir import STATE_FILE, RunLock, check_run_dir, load_resume_state  # noqa: E402
 from core.training.objectives import resolve_without_ddpm  # noqa: E402
 from core.training.trainer import Interrupted, evaluate  # noqa: E402
 from core.training.without_ddpm import (  # noqa: E402
@@ -134,11 +124,11 @@ def save_weights(model, path, test_acc, rob_kl, rob_new):
 
 
 def main(argv=None):
-    with StopRequest(immediate=True) as stop:   # SIGTERM, SIGUSR1, Ctrl-C: core/utils/preemption.py
-        return run(stop, argv)
+    with StopRequest(immediate=True) as stop, RunLock() as lock:   # signals: core/utils/preemption.py
+        return run(stop, lock, argv)
 
 
-def run(stop, argv=None):
+def run(stop, lock, argv=None):
     args = get_args(argv)
     validate(args)
     objective = resolve_without_ddpm(args)  # --attack: the training attack, the loss and their flag rules
@@ -154,6 +144,7 @@ def run(stop, argv=None):
     runtime = setup(args.device)
     if runtime.distributed:
         raise UserError('train_cifar.py runs on one device (BatchNorm statistics are per batch); do not use torchrun.')
+    lock.acquire(folder, 'choose another --fname')  # one live process per run folder, before any data is read
     check_run_dir(folder, args, rename_hint='choose another --fname')
     state = (load_resume_state(folder, args, args.epochs, STATE_FORMAT_VERSION, 'output.log') if args.resume
              else None)

@@ -1,8 +1,5 @@
-"""One epoch of the training scripts (train-wa.py, train.py), in the order they call them: resume_epoch (on a
---resume: the saved state back into the trainer), train_epoch (train, clean test accuracy), adversarial_test,
-save_epoch (weights, stats_adv.csv, curves.png, the state file), and at the end final_record. The log lines and the
-CSV row are the reference's.
-"""
+"""The epochs of the training scripts: start or resume, train, test, account for the compute, save (the state file
+last: the epoch's commit point), stop on a signal; the log lines and the CSV row are the reference's."""
 import os
 import shlex
 import sys

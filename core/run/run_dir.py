@@ -1,14 +1,9 @@
-"""The run folder of the training scripts (train-wa.py, train.py): never overwritten unless asked, resumable.
-
-A folder holding any file stops the script (UserError, exit code 2) before anything is read, written or
-deleted, unless `--resume` (which needs the run's state file) or `--overwrite` is given (the original deleted it,
-docs/differences.md items 5 and 45). A `--resume` checks the
-saved flags against the command line (load_resume_state), removes the temporary files of a killed writer
-(remove_stale_temp_files) and appends to log-train.log (open_run). `read_args` is the one reader of a run's
-args.txt (training, resume, eval-aa.py, plot_stats.py, scripts/export.py).
-"""
+"""The run folder of every training script: never written over unless asked (the original deleted it,
+docs/differences.md items 5 and 45), resumable; `read_args` is the one reader of a run's args.txt."""
+import datetime
 import json
 import os
+import socket
 
 from core.utils.atomic import temp_name_pattern, write_atomic
 from core.utils.checkpoint import load_checkpoint
@@ -18,9 +13,11 @@ from core.utils.logger import Logger
 
 __all__ = ['STATE_FILE', 'STATE_FORMAT_VERSION', 'RUN_FILES', 'STALE_TEMP_FILES', 'RESUME_FREE_FLAGS',
            'RESUME_CHANGEABLE_FLAGS', 'check_run_dir', 'load_resume_state', 'check_resume_flags',
-           'remove_stale_temp_files', 'ARGS_FILE', 'read_args', 'saved_lr', 'write_args', 'open_run']
+           'remove_stale_temp_files', 'ARGS_FILE', 'read_args', 'saved_lr', 'write_args', 'open_run', 'LOCK_FILE',
+           'RunLock', 'move_aside', 'run_files']
 
 STATE_FILE = 'state-last.pt'
+LOCK_FILE = '.lock'
 ARGS_FILE = 'args.txt'
 STATE_FORMAT_VERSION = 1
 # The files of a run folder written with core.utils.atomic.write_atomic (log-train.log is appended instead).
@@ -35,6 +32,97 @@ RESUME_FREE_FLAGS = ('resume', 'overwrite', 'num_workers', 'stop_after', 'device
 RESUME_CHANGEABLE_FLAGS = ('lr',)
 
 
+def run_files(log_dir):
+    """The names in the run folder, sorted, its lock left out (none if it does not exist)."""
+    return sorted(n for n in os.listdir(log_dir) if n != LOCK_FILE) if os.path.isdir(log_dir) else []
+
+
+def move_aside(folder, log=print):
+    """--overwrite: the files of the earlier run into folder/previous-<date>/ before anything new is written, so
+    that a new run never pairs with old weights (nothing is deleted; earlier previous-* folders stay)."""
+    names = [n for n in run_files(folder) if not n.startswith('previous-')]
+    if not names:
+        return None
+    aside = os.path.join(folder, f'previous-{datetime.datetime.now():%Y%m%d-%H%M%S-%f}')
+    os.makedirs(aside)
+    for name in names:
+        os.replace(os.path.join(folder, name), os.path.join(aside, name))
+    log(f'--overwrite: the earlier run\'s {len(names)} files were moved to {aside}.')
+    return aside
+
+
+class RunLock:
+    """One live process per run folder: folder/.lock, created atomically (O_EXCL) with 'pid host'. A lock of a
+    dead process on this host is taken over with a note; one of another host is reported, never taken."""
+
+    def __init__(self):
+        self.path = self.created = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.path is not None and _holder(self.path) == (os.getpid(), socket.gethostname()):
+            os.remove(self.path)
+            folder = os.path.dirname(self.path)
+            while self.created and not os.listdir(folder):   # folders this run made and wrote nothing into
+                os.rmdir(folder)
+                if folder == self.created:
+                    break
+                folder = os.path.dirname(folder)
+
+    def acquire(self, folder, hint):
+        created, top = None, os.path.abspath(folder)
+        while not os.path.lexists(top):   # the outermost folder this run creates
+            created, top = top, os.path.dirname(top)
+        path = os.path.join(os.path.abspath(folder), LOCK_FILE)
+        try:
+            os.makedirs(folder, exist_ok=True)
+            fd = self._create(path, folder, hint)
+            with os.fdopen(fd, 'w') as f:
+                f.write(f'{os.getpid()} {socket.gethostname()}\n')
+        except OSError as e:
+            raise UserError(f'{folder} cannot be used as the run folder ({e.strerror}); give a writable folder '
+                            f'({hint}).') from None
+        self.path, self.created = path, created
+
+    @staticmethod
+    def _create(path, folder, hint):
+        flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY
+        try:
+            return os.open(path, flags, 0o644)
+        except FileExistsError:
+            pid, host = _holder(path)
+        if host != socket.gethostname():
+            raise UserError(f'{folder} is locked by process {pid} on host {host} ({path}): wait for that run, '
+                            f'{hint}, or delete {path} if that process is gone.')
+        if _alive(pid):
+            raise UserError(f'{folder} is in use by process {pid} on this host (lock {path}): wait for it to end, '
+                            f'or {hint}.')
+        os.remove(path)
+        print(f'note: {path} was left by process {pid}, which is no longer running; taken over.')
+        return os.open(path, flags, 0o644)
+
+
+def _holder(path):
+    try:
+        with open(path) as f:
+            pid, host = f.read().split()
+        return int(pid), host
+    except (OSError, ValueError):
+        return None, None
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, TypeError):
+        return pid is not None
+    return True
+
+
 def check_run_dir(log_dir, args, state_file=STATE_FILE, rename_hint='choose another --desc',
                   resumable_without_state=()):
     """Refuse to touch a folder holding results unless args.resume (needs `state_file`, or one of the files named
@@ -44,8 +132,8 @@ def check_run_dir(log_dir, args, state_file=STATE_FILE, rename_hint='choose anot
         if not any(os.path.isfile(os.path.join(log_dir, f)) for f in (state_file,) + tuple(resumable_without_state)):
             raise UserError(f'--resume: {state} not found; start the run without --resume.')
         return
-    if os.path.isdir(log_dir) and os.listdir(log_dir) and not args.overwrite:
-        names = sorted(os.listdir(log_dir))
+    names = run_files(log_dir)
+    if names and not args.overwrite:
         shown = ', '.join(names[:4]) + (', ...' if len(names) > 4 else '')
         raise UserError(f'{log_dir} already holds files ({shown}); add --resume to continue that run, '
                         f'--overwrite to write a new run over its files, or {rename_hint}.')
@@ -138,16 +226,21 @@ def write_args(args, log_dir):
 def open_run(log_dir, args, runtime, new_run):
     """Create the run folder (removing the temporary files of a killed writer on a resume), open log-train.log
     (appended on --resume) and, for a new run (`new_run`), write args.txt."""
-    stale = []
+    stale, moved = [], []
     if runtime.is_primary:
         os.makedirs(log_dir, exist_ok=True)
         stale = remove_stale_temp_files(log_dir) if args.resume else []
+        if args.overwrite:
+            move_aside(log_dir, log=moved.append)
     barrier(runtime)
     logger = Logger(os.path.join(log_dir, 'log-train.log'), mode='a' if args.resume else 'w',
                     enabled=runtime.is_primary)
     if runtime.is_primary and new_run:
         write_args(args, log_dir)
     logger.log('Using device: {}'.format(runtime.device.type))
+    for line in moved:
+        print(line)
+        logger.log(line)
     if stale:
         logger.log('Removed the temporary files of an interrupted write: {}.'.format(', '.join(stale)))
     return logger
