@@ -6,8 +6,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ['cutmix', 'cutmix_expand']
-
 
 def cutmix(x, y, num_classes, alpha=1.0):
     """x (B, C, H, W) with a box of x[perm] pasted, and (B, K) float32 labels mixed by the box's area."""

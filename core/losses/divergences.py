@@ -19,9 +19,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ['DIVERGENCES', 'check_divergence', 'clip_bound', 'cw_margin', 'distance', 'kl', 'kl_div_batchmean',
-           'kl_torch', 'smooth_cross_entropy', 'smooth_targets', 'squared_error_sum']
-
 DIVERGENCES = ('JSsqrt', 'JS', 'LSE', 'L1square', 'KLsqrt', 'RKLsqrt', 'KL')
 
 

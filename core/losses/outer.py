@@ -9,9 +9,6 @@ from core.utils.metrics import batch_accuracy
 
 from .divergences import distance, kl_div_batchmean, smooth_cross_entropy, smooth_targets
 
-__all__ = ['trades_loss', 'kl_term', 'lse_term', 'distance_term', 'pgd_loss', 'trades_kl_loss', 'score_lse_loss',
-           'trades_plain_outer_loss', 'mart_outer_loss', 'madry_outer_loss']
-
 
 def kl_term(logits, target, probs=None):
     """TRADES-KL's term, KLDivLoss 'batchmean' (0-dim)."""

@@ -11,8 +11,6 @@ from .preact_resnet import preact_resnet
 from .wideresnet import WideResNet
 from .wideresnetwithswish import CIFAR10_MEAN, CIFAR10_STD
 
-__all__ = ['ACTIVATIONS', 'MODELS', 'NormalizedNet', 'WRN_ACTIVATIONS', 'create_without_ddpm_model']
-
 MODELS = ('PreActResNet18', 'WideResNet')
 # --activation -> zero-argument module factory (the PreActResNet18 list; the WRN takes the first three).
 ACTIVATIONS = {

@@ -23,10 +23,6 @@ from core.utils.preemption import exit_code
 from core.utils.rng import rng_state, set_rng_state
 from core.utils.utils import format_time
 
-__all__ = ['COMPUTE_COLUMNS', 'start_meter', 'account', 'start_run', 'run_state', 'restore_state', 'resume_epoch',
-           'train_or_stop', 'resume_command', 'save_stopped', 'train_epoch', 'adversarial_test', 'save_epoch',
-           'final_record', 'write_csv', 'non_finite_message', 'run_epochs']
-
 
 def non_finite_message(e, log_dir, logger, lr, lr_flag='--lr', can_change_lr=True, first_epoch=1):
     """The one line of a run stopped by a non-finite loss (also written to the log): where, what is kept, how to

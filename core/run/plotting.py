@@ -13,8 +13,6 @@ from core.run.run_dir import read_args
 from core.utils.atomic import write_atomic
 from core.utils.errors import UserError
 
-__all__ = ['PANELS', 'STATS_FILE', 'read_run', 'draw_curves', 'save_figure', 'write_run_curves']
-
 STATS_FILE = 'stats_adv.csv'
 CURVES_FILE = 'curves.png'
 # (panel title, y label, [(csv column, line style), ...], percent?)

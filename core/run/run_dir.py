@@ -11,11 +11,6 @@ from core.utils.distributed import barrier
 from core.utils.errors import UserError
 from core.utils.logger import Logger
 
-__all__ = ['STATE_FILE', 'STATE_FORMAT_VERSION', 'RUN_FILES', 'STALE_TEMP_FILES', 'RESUME_FREE_FLAGS',
-           'RESUME_CHANGEABLE_FLAGS', 'check_run_dir', 'load_resume_state', 'check_resume_flags',
-           'remove_stale_temp_files', 'ARGS_FILE', 'read_args', 'saved_lr', 'write_args', 'open_run', 'LOCK_FILE',
-           'RunLock', 'move_aside', 'run_files']
-
 STATE_FILE = 'state-last.pt'
 LOCK_FILE = '.lock'
 ARGS_FILE = 'args.txt'

@@ -14,8 +14,6 @@ from core.utils.atomic import write_atomic
 from core.utils.distributed import add_device_argument, setup
 from core.utils.errors import SEED_MAX, UserError, check_number
 
-__all__ = ['Recorder', 'build_parser', 'check_run', 'iteration_lines', 'save_arrays', 'set_runtime']
-
 
 def build_parser(demos, divergences, iterations, samples, seed):
     parser = argparse.ArgumentParser(

@@ -19,8 +19,6 @@ from core.utils.checkpoint import load_state_dict, load_weights
 from core.utils.distributed import Runtime, wrap_ddp
 from core.utils.utils import seed
 
-__all__ = ['build_trainer', 'trainer_parts', 'wrap_model', 'pretrained_path', 'Trainer', 'WATrainer']
-
 
 def build_trainer(info, args, runtime=None, weight_averaging=None, objective=None):
     """The trainer the flags ask for (`trainer_parts`), with weight averaging if --tau > 0 (or `weight_averaging`)."""

@@ -18,9 +18,6 @@ from core.losses.outer import (
 from core.losses.outer import trades_loss as trades_outer_loss
 from core.utils.checkpoint import unwrap_model
 
-__all__ = ['madry_composite', 'trades_composite', 'attack_first_composite', 'divergence_composite', 'trades_loss',
-           'trades_loss_LSE', 'trades_loss_plain', 'mart_loss']
-
 
 def madry_composite(model, attack, x, y, *, keep_clean):
     """Mean CE of model(x_adv) (of cat(x, x_adv) with --keep-clean)."""

@@ -9,8 +9,6 @@ import torch
 from core.utils.distributed import all_reduce_sum
 from core.utils.errors import UserError
 
-__all__ = ['EpochMetrics', 'NonFiniteLoss', 'NONFINITE_CHECK_EVERY', 'FP16_SKIP_TOLERANCE', 'bar_redraws_next']
-
 
 class NonFiniteLoss(UserError):
     """The training loss was not finite; batch: 1-based, 0 if seen on another DDP process only."""

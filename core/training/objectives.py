@@ -25,9 +25,6 @@ from core.losses.outer import mart_outer_loss, score_lse_loss, trades_kl_loss, t
 from core.training.composites import attack_first_composite, divergence_composite, madry_composite, trades_composite
 from core.utils.errors import UserError
 
-__all__ = ['Objective', 'OBJECTIVES', 'Loss', 'bind', 'select', 'resolve', 'WITHOUT_DDPM_OBJECTIVES',
-           'resolve_without_ddpm']
-
 
 class Loss(NamedTuple):
     """`composite(model, attack, x, y, **options(args, num_classes))`, its keyword arguments read once by `bind`."""

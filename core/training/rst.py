@@ -3,8 +3,6 @@ import math
 
 from torch.optim.lr_scheduler import LRScheduler
 
-__all__ = ['CosineLR']
-
 
 class CosineLR(LRScheduler):
     """lr(e) = 0.5 * max_lr * (1 + cos(pi * (e - 1) / epochs)) for epoch e = 1, 2, ..., stepped per epoch

@@ -7,9 +7,6 @@ from torch.optim.lr_scheduler import MultiStepLR, OneCycleLR
 from core.training.rst import CosineLR
 from core.utils.errors import UserError
 
-__all__ = ['SCHEDULERS', 'PER_BATCH_SCHEDULERS', 'update_steps', 'param_groups', 'build_optimizer',
-           'check_epochs', 'build_scheduler', 'rescale_lr']
-
 SCHEDULERS = ('cyclic', 'step', 'cosine', 'cosinew')
 PER_BATCH_SCHEDULERS = ('cyclic',)  # stepped after every batch; the others after every epoch
 COSINEW_PCT_START = 0.025  # cosinew's warm-up: 2.5% of the epochs

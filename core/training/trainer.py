@@ -16,8 +16,6 @@ from core.utils.distributed import all_reduce_sum, broadcast_buffers
 from core.utils.faults import fault_point
 from core.utils.metrics import accuracy, num_correct
 
-__all__ = ['AdversarialTrainer', 'Interrupted', 'evaluate', 'to_device']
-
 
 class Interrupted(Exception):
     """A signal stopped epoch `epoch` after `batch` steps; `partial` is what `train(resume=...)` continues from."""

@@ -7,8 +7,6 @@ import torch.nn as nn
 from core.utils.checkpoint import load_state_dict
 from core.utils.utils import set_bn_momentum
 
-__all__ = ['ema_decay', 'ema_update', 'update_bn', 'warmup_steps', 'bn_momentum_trick', 'EMA']
-
 
 def ema_decay(global_step, warmup_steps=0, tau=0.999):
     """[global_step >= warmup_steps] * min(tau, (1 + d) / (10 + d)), d = global_step - warmup_steps (tau at d = -10)."""

@@ -12,9 +12,6 @@ from core.losses.divergences import DIVERGENCES
 from core.training.objectives import WITHOUT_DDPM_OBJECTIVES, bind
 from core.training.trainer import AdversarialTrainer
 
-__all__ = ['ATTACKS', 'DATASETS', 'DEFAULT_DATA_DIR', 'OPTIMIZERS', 'auto_name', 'build_trainer', 'data_folder',
-           'eval_attacks', 'load_cifar', 'make_optimizer', 'step_lr']
-
 DATASETS = {'CIFAR-10': ('cifar10', 10), 'CIFAR-100': ('cifar100', 100)}
 ATTACKS = tuple(WITHOUT_DDPM_OBJECTIVES)  # the --attack choices: PGD, TRADES, Standard
 OPTIMIZERS = ('SGDmom', 'Cosine', 'Adam')

@@ -7,8 +7,6 @@ from core.utils.errors import Stopped
 
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
-__all__ = ['SIGNALS', 'StopRequest', 'exit_code']
-
 
 def exit_code(signum):
     return 128 + int(signum)   # SIGINT 130, SIGUSR1 138 (Linux), SIGTERM 143
