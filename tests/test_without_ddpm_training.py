@@ -311,6 +311,10 @@ def test_run_files_resume_and_refusal(data_root, tmp_path, monkeypatch, capsys):
     ce = float(out[1].split('PGD-10 (1 restart, step 2, CE loss) acc:  ')[1])
     cw = float(out[2].split('PGD-10 (1 restart, step 2, CW loss) acc:  ')[1])
     assert 0 <= ce <= clean and 0 <= cw <= clean
+    # the run's own folder: the architecture is read from its state-last.pt, which is also a --checkpoint
+    assert run(EVAL, ['--out-dir', FOLDER, '--data-dir', data_root, '--device', 'cpu', '--num-workers', '0',
+                      '--version', 'none', '--checkpoint', 'state-last.pt']) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3
 
 
 @pytest.mark.parametrize('extra, message', [

@@ -13,9 +13,10 @@ import torch  # noqa: E402
 from core.attacks.autoattack import VERSIONS, make_autoattack, require_autoattack, run_autoattack  # noqa: E402
 from core.attacks.divergence import CEPGD  # noqa: E402
 from core.models.without_ddpm import ACTIVATIONS, MODELS, create_without_ddpm_model  # noqa: E402
+from core.run.run_dir import STATE_FILE  # noqa: E402
 from core.training.trainer import evaluate, to_device  # noqa: E402
 from core.training.without_ddpm import DATASETS, DEFAULT_DATA_DIR, load_cifar  # noqa: E402
-from core.utils.checkpoint import load_state_dict, load_weights  # noqa: E402
+from core.utils.checkpoint import load_checkpoint, load_state_dict, load_weights  # noqa: E402
 from core.utils.distributed import add_device_argument, setup  # noqa: E402
 from core.utils.errors import UserError, exit_on_user_error  # noqa: E402
 from core.utils.logger import setup_logger  # noqa: E402
@@ -33,20 +34,34 @@ def get_args(argv=None):
     p.add_argument('--epsilon', default=8, type=int, help='Epsilon of every attack, in units of 1/255.')
     p.add_argument('--out-dir', default='train_fgsm_output', type=str, help='Run folder holding model_best.pth.')
     p.add_argument('--seed', default=0, type=int)
-    p.add_argument('--activation', default='ReLU', type=str, choices=tuple(ACTIVATIONS))
+    p.add_argument('--activation', default=None, type=str, choices=tuple(ACTIVATIONS))
     extra = p.add_argument_group('beyond the original (hard-wired there)')
-    extra.add_argument('--model', default='PreActResNet18', choices=MODELS)
-    extra.add_argument('--width-factor', default=10, type=int)
-    extra.add_argument('--dataset', default='CIFAR-10', choices=tuple(DATASETS))
+    extra.add_argument('--model', default=None, choices=MODELS, help='Default: the run\'s (state-last.pt), else '
+                       'PreActResNet18; likewise --activation (ReLU), --width-factor (10), --dataset (CIFAR-10).')
+    extra.add_argument('--width-factor', default=None, type=int)
+    extra.add_argument('--dataset', default=None, choices=tuple(DATASETS))
     extra.add_argument('--aa-batch-size', default=128, type=int, help='AutoAttack batch size.')
     extra.add_argument('--version', default='standard', choices=VERSIONS + ('none',),
                        help="AutoAttack version ('none' skips AutoAttack).")
     extra.add_argument('--num-samples', default=None, type=int, help='Evaluate the first N test images only.')
-    extra.add_argument('--checkpoint', default='model_best.pth', help='File in --out-dir to evaluate.')
+    extra.add_argument('--checkpoint', default='model_best.pth',
+                       help='File in --out-dir to evaluate (model_best.pth, model_E.pth or state-last.pt).')
     add_device_argument(extra)
     extra.add_argument('--num-workers', type=int, default=2)
-    extra.add_argument('--wrn-depth', type=int, default=34, help=argparse.SUPPRESS)  # testing aid: WRN-10-w
-    return p.parse_args(argv)
+    extra.add_argument('--wrn-depth', type=int, default=None, help=argparse.SUPPRESS)  # testing aid: WRN-10-w
+    args = p.parse_args(argv)
+    saved = _saved_args(args.out_dir)
+    defaults = (('activation', 'ReLU'), ('model', 'PreActResNet18'), ('width_factor', 10), ('dataset', 'CIFAR-10'),
+                ('wrn_depth', 34))
+    for key, default in defaults:   # the run's architecture unless given
+        if getattr(args, key) is None:
+            setattr(args, key, saved.get(key, default))
+    return args
+
+
+def _saved_args(folder):
+    path = os.path.join(folder, STATE_FILE)
+    return load_checkpoint(path).get('args', {}) if os.path.isfile(path) else {}
 
 
 def main(argv=None):
@@ -77,7 +92,8 @@ def main(argv=None):
         test_loader = torch.utils.data.DataLoader(subset, batch_size=args.batch_size, shuffle=False,
                                                   num_workers=args.num_workers)
     path = os.path.join(args.out_dir, args.checkpoint)
-    state_dict = load_weights(path, key='state_dict')  # {'state_dict': ...} of train_cifar.py, or a bare state dict
+    state_dict = load_weights(path, key='state_dict') if args.checkpoint != STATE_FILE else \
+        load_checkpoint(path)['trainer']['model']  # the .pth files' {'state_dict': ...}, or the state's trained model
     model = create_without_ddpm_model(args.model, num_classes, args.activation, args.width_factor, device,
                                       depth=args.wrn_depth)
     load_state_dict(model, state_dict, source=path)
