@@ -12,7 +12,7 @@ from core.attacks import VARIABLE_BATCH_ATTACKS
 from core.data import get_data_info, load_data
 from core.run.epoch import adversarial_test, run_epochs
 from core.run.parser import check_train_flags, parser_train
-from core.run.run_dir import RunLock, check_run_dir, load_resume_state, open_run
+from core.run.run_dir import RunLock, check_data, check_run_dir, data_fingerprint, load_resume_state, open_run
 from core.training.builder import build_trainer
 from core.utils.distributed import barrier, cleanup, setup
 from core.utils.errors import exit_on_user_error
@@ -74,6 +74,8 @@ def run(stop, lock, argv=None):
         use_augmentation=args.augment, shuffle_train=True, aux_data_filename=args.aux_data_filename,
         unsup_fraction=args.unsup_fraction, validation=False, seed=args.seed, rank=runtime.rank,
         world_size=runtime.world_size, pin_memory=runtime.device.type == 'cuda')
+    data = data_fingerprint(train_dataloader, DATA_DIR, *(args.aux_data_filename or '').split(','))
+    check_data(state and state.get('data'), data, args, LOG_DIR)   # a resume trains on the run's data
     seed(args.seed)  # the original's seeding points (docs/differences.md item 41)
     trainer = build_trainer(info, args, runtime, weight_averaging=False, objective=objective)
 
@@ -87,7 +89,7 @@ def run(stop, lock, argv=None):
         return test_adv_acc[0], {'test_adv_acc': test_adv_acc[0]}
 
     code = run_epochs(trainer, runtime, logger, args, LOG_DIR, (train_dataloader, test_dataloader), state,
-                      NUM_ADV_EPOCHS, stop, measure, 'Test', 'Adversarial training for {} epochs')
+                      NUM_ADV_EPOCHS, stop, measure, 'Test', 'Adversarial training for {} epochs', data=data)
     cleanup()
     return code
 

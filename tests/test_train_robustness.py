@@ -316,3 +316,22 @@ def test_a_log_dir_that_is_a_file_is_one_line_before_data(data_dir, tmp_path, ca
     assert run(tiny_args(data_dir, tmp_path / 'file', 'run', data='cifar10')) == 2
     err = capsys.readouterr().err
     assert 'cannot be used as the run folder' in err and err.count('\n') == 1, err
+
+
+def test_resume_with_other_data_is_refused_unless_asked(data_dir, tmp_path, capsys):
+    """The run records what it trained on; --resume with a data folder of 112 instead of 80 training images is one
+    line naming what changed (nothing written), and --resume-changed-flags data goes on with it on purpose."""
+    from synthetic import write_cifar10
+    other = tmp_path / 'other'
+    write_cifar10(other, 112, 32)
+    argv = tiny_args(data_dir, tmp_path, 'run', '--stop-after', '1', data='cifar10')
+    assert run(argv) == 0
+    before = {n: (tmp_path / 'run' / n).read_bytes() for n in os.listdir(tmp_path / 'run')}
+    capsys.readouterr()
+    moved = tiny_args(other, tmp_path, 'run', '--resume', data='cifar10')
+    assert run(moved) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'was trained on other data (images 64 -> 96; batches 4 -> 6; train.npz' in err, err
+    assert '--resume-changed-flags data' in err
+    assert {n: (tmp_path / 'run' / n).read_bytes() for n in os.listdir(tmp_path / 'run')} == before
+    assert run(moved + ['--resume-changed-flags', 'data']) == 0

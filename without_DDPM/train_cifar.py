@@ -21,7 +21,7 @@ from core.run.epoch import (  # noqa: E402
     start_meter,
     train_or_stop,
 )
-from core.run.run_dir import STATE_FILE, RunLock, check_run_dir, load_resume_state  # noqa: E402
+from core.run.run_dir import STATE_FILE, RunLock, check_data, check_run_dir, data_fingerprint, load_resume_state  # noqa: E402
 from core.training.objectives import resolve_without_ddpm  # noqa: E402
 from core.training.trainer import Interrupted, evaluate  # noqa: E402
 from core.training.without_ddpm import (  # noqa: E402
@@ -31,6 +31,7 @@ from core.training.without_ddpm import (  # noqa: E402
     OPTIMIZERS,
     auto_name,
     build_trainer,
+    data_folder,
     eval_attacks,
     load_cifar,
 )
@@ -152,6 +153,8 @@ def run(stop, lock, argv=None):
     seed(args.seed)  # the original's seeding point (docs/differences.md item 65)
     train_loader, test_loader, num_classes = load_cifar(args.data_dir, args.dataset, args.batch_size,
                                                         args.num_workers, args.seed, runtime.device.type == 'cuda')
+    data = data_fingerprint(train_loader, data_folder(args.data_dir, args.dataset))
+    check_data(state and state.get('data'), data, args, folder)   # a resume trains on the run's data
     print('Clip loss bound: ', clip_bound(args.clip_loss, args.divergence, num_classes))
     model = create_without_ddpm_model(args.model, num_classes, args.activation, args.width_factor, runtime.device,
                                       depth=args.wrn_depth)
@@ -177,7 +180,7 @@ def run(stop, lock, argv=None):
 
     partial = None if state is None else state.get('partial')   # a run stopped mid-epoch continues there
     state = state or {'format_version': STATE_FORMAT_VERSION, 'epoch': 0, 'best': best, 'records': records,
-                      'compute': (0.0, 0), 'args': dict(vars(args))}
+                      'compute': (0.0, 0), 'args': dict(vars(args)), 'data': data}
     trainer.stop, stop.immediate = stop, False   # from here a signal stops after the current step, then saves
     state_path, stop_code = os.path.join(folder, STATE_FILE), None
     for epoch in range(start_epoch, args.epochs):
@@ -207,7 +210,7 @@ def run(stop, lock, argv=None):
             best = robust
             save_weights(model, os.path.join(folder, 'model_best.pth'), test_acc, rob_kl, rob_new)
         state = {'format_version': STATE_FORMAT_VERSION, 'epoch': epoch + 1, 'best': best, 'records': records,
-                 'compute': (meter.seconds, meter.images), 'args': dict(vars(args))}
+                 'compute': (meter.seconds, meter.images), 'args': dict(vars(args)), 'data': data}
         save_atomic(run_state(trainer, runtime, **state), state_path)
         if stop.signum is not None and epoch < args.epochs - 1:
             stop_code = save_stopped(trainer, runtime, logger, state_path, stop, state)

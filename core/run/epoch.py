@@ -222,7 +222,7 @@ def final_record(trainer, logger, train_dataloader, res, best, label, meter=None
 
 
 def run_epochs(trainer, runtime, logger, args, log_dir, loaders, state, num_epochs, stop, measure, label,
-               heading, board=None):
+               heading, board=None, data=None):
     """The epochs of train-wa.py and train.py, from the start (or the resume) to the closing lines: train, then
     `measure(epoch, res, row) -> (model-selection score, extra state fields)`, the compute columns, the save (ties
     go to the later epoch); a signal or --stop-after ends it after a save. Returns the exit code (None: done)."""
@@ -233,7 +233,7 @@ def run_epochs(trainer, runtime, logger, args, log_dir, loaders, state, num_epoc
     meter = start_meter(trainer, runtime, logger, test_dataloader, args.amp, state)
     partial = None if state is None else state.get('partial')   # a run stopped mid-epoch continues there
     state = state or {'format_version': STATE_FORMAT_VERSION, 'epoch': 0, 'best': best, 'rows': rows,
-                      'train_metrics': None, 'compute': (0.0, 0), 'args': dict(vars(args))}
+                      'train_metrics': None, 'compute': (0.0, 0), 'args': dict(vars(args)), 'data': data}
     trainer.stop, stop.immediate = stop, False   # from here a signal stops after the current step, then saves
     path = os.path.join(log_dir, STATE_FILE)
     for epoch in range(start_epoch, num_epochs + 1):
@@ -253,7 +253,7 @@ def run_epochs(trainer, runtime, logger, args, log_dir, loaders, state, num_epoc
         if new_best:
             best = [test_acc, score]
         state = dict(extra, format_version=STATE_FORMAT_VERSION, epoch=epoch, best=best, rows=rows,
-                     train_metrics=res, compute=(meter.seconds, meter.images), args=dict(vars(args)))
+                     train_metrics=res, compute=(meter.seconds, meter.images), args=dict(vars(args)), data=data)
         save_epoch(trainer, runtime, logger, log_dir, new_best, rows, state, start, args if args_changed else None)
         args_changed = False
         if stop.signum is not None and epoch < num_epochs:

@@ -24,7 +24,7 @@ STALE_TEMP_FILES = temp_name_pattern(RUN_FILES)
 RESUME_FREE_FLAGS = ('resume', 'overwrite', 'num_workers', 'stop_after', 'device', 'data_dir', 'log_dir',
                      'aux_data_filename', 'resume_changed_flags', 'tensorboard', 'desc', 'fname')
 # Flags a resume may change on purpose, named in --resume-changed-flags (docs/training.md).
-RESUME_CHANGEABLE_FLAGS = ('lr',)
+RESUME_CHANGEABLE_FLAGS = ('lr', 'data')
 
 
 def run_files(log_dir):
@@ -166,6 +166,31 @@ def check_resume_flags(saved, args, log_dir, flags_file=ARGS_FILE):
                 if allowed else '')
         raise UserError(f'--resume: the flags differ from the saved run for {", ".join(diff)}; '
                         f'resume with the flags of {os.path.join(log_dir, flags_file)}{hint}.')
+
+
+def data_fingerprint(loader, *paths):
+    """What a run trained on: image and batch counts of its training loader and the sizes of its data files."""
+    files = {}
+    for path in filter(None, paths):
+        names = sorted(os.listdir(path)) if os.path.isdir(path) else [os.path.basename(path)]
+        folder = path if os.path.isdir(path) else os.path.dirname(path)
+        files.update((n, os.path.getsize(os.path.join(folder, n))) for n in names
+                     if os.path.isfile(os.path.join(folder, n)))
+    return {'images': len(loader.dataset), 'batches': len(loader), 'files': files}
+
+
+def check_data(saved, now, args, log_dir):
+    """A resume trains on the saved run's data (`data_fingerprint`), unless --resume-changed-flags data."""
+    if saved is None or saved == now or 'data' in getattr(args, 'resume_changed_flags', ()):
+        return
+    changed = [f'{k} {saved.get(k)} -> {now[k]}' for k in ('images', 'batches') if saved.get(k) != now[k]]
+    changed += [f'{n} {saved["files"].get(n, "absent")} -> {now["files"].get(n, "absent")} bytes'
+                for n in sorted(set(saved.get('files', {})) | set(now['files']))
+                if saved.get('files', {}).get(n) != now['files'].get(n)]
+    hint = (', or add --resume-changed-flags data to go on with these on purpose'
+            if hasattr(args, 'resume_changed_flags') else '')
+    raise UserError(f'--resume: {log_dir} was trained on other data ({"; ".join(changed)}); resume with its data '
+                    f'(--data-dir, --aux-data-filename){hint}.')
 
 
 def remove_stale_temp_files(log_dir):
