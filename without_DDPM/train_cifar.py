@@ -21,7 +21,15 @@ from core.run.epoch import (  # noqa: E402
     start_meter,
     train_or_stop,
 )
-from core.run.run_dir import STATE_FILE, RunLock, check_data, check_run_dir, data_fingerprint, load_resume_state  # noqa: E402
+from core.run.run_dir import (  # noqa: E402
+    STATE_FILE,
+    RunLock,
+    check_data,
+    check_run_dir,
+    data_fingerprint,
+    load_resume_state,
+    move_aside,
+)
 from core.training.objectives import resolve_without_ddpm  # noqa: E402
 from core.training.trainer import Interrupted, evaluate  # noqa: E402
 from core.training.without_ddpm import (  # noqa: E402
@@ -91,7 +99,7 @@ def get_args(argv=None):
     extra.add_argument('--wrn-depth', type=int, default=34, help=argparse.SUPPRESS)  # testing aid: WRN-10-w
     extra.add_argument('--resume', action='store_true', help='Continue the run folder from its state-last.pt.')
     extra.add_argument('--overwrite', action='store_true',
-                       help='Write a new run over the files of an existing run folder (nothing is deleted).')
+                       help='Start a new run in an existing run folder; its files move to previous-DATE/ in it.')
     extra.add_argument('--stop-after', type=int, default=None, help=argparse.SUPPRESS)  # testing aid
     return p.parse_args(argv)
 
@@ -163,6 +171,8 @@ def run(stop, lock, argv=None):
     test_attacks = (None,) + eval_attacks(model, args, num_classes)
 
     os.makedirs(folder, exist_ok=True)
+    if args.overwrite:
+        move_aside(folder)   # the earlier run's files into previous-<date>/, before anything new is written
     logger = Logger(os.path.join(folder, 'output.log'), mode='a' if args.resume else 'w', fmt=LOG_FORMAT,
                     datefmt=LOG_DATEFMT, stream=sys.stderr)
     start_epoch, best, records = 0, 0.0, {'test_acc': [], 'KL': [], 'new': []}

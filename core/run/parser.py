@@ -91,10 +91,10 @@ def parser_train(tau=True):
     extra.add_argument('--resume', action='store_true', default=False,
                        help='Continue the run LOG_DIR/DESC from its state-last.pt (same flags).')
     extra.add_argument('--resume-changed-flags', type=_flag_list, default=[], metavar='FLAGS',
-                       help='With --resume: flags that may differ from the saved run on purpose (only lr: the '
-                            'schedule continues at the same step, scaled to the new --lr).')
+                       help='With --resume: what may differ from the saved run on purpose: lr (the schedule '
+                            'continues scaled to the new --lr), data (other training data).')
     extra.add_argument('--overwrite', action='store_true', default=False,
-                       help='Write a new run over the files of an existing LOG_DIR/DESC (nothing is deleted).')
+                       help='Start a new run in LOG_DIR/DESC; the earlier files move to LOG_DIR/DESC/previous-DATE/.')
     extra.add_argument('--amp', choices=AMP_MODES, default='none',
                        help='Mixed precision: none (float32, the reference), bf16 (CPU or CUDA), '
                             'fp16 (CUDA, with a GradScaler).')
@@ -107,9 +107,9 @@ def parser_train(tau=True):
                        help='channels_last memory format for the model and the batches.')
     extra.add_argument('--tensorboard', action='store_true', default=False,
                        help='Per-step and per-epoch scalars in LOG_DIR/tensorboard/ (needs the tensorboard package).')
-    # Testing aids (documented in docs/training.md; hidden from --help).
-    extra.add_argument('--validation-size', type=int, default=1024, help=argparse.SUPPRESS)
-    extra.add_argument('--stop-after', type=int, default=None, help=argparse.SUPPRESS)
+    extra.add_argument('--validation-size', type=int, default=1024,
+                       help='Training images held out for the Eval lines and model selection (the reference: 1024).')
+    extra.add_argument('--stop-after', type=int, default=None, help=argparse.SUPPRESS)  # testing aid
     return parser
 
 
