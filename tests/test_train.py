@@ -220,3 +220,21 @@ def test_pretrained_file_initialises_model_and_averaged_model(tmp_path):
     fresh = WATrainer(info, parser_train().parse_args(['--desc', 'dst'] + flags))
     assert not torch.equal(fresh.model.state_dict()['module.0.init_conv.weight'],
                            expected['module.0.init_conv.weight'])
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_a_dead_ddp_worker_stops_the_others_with_one_line_and_the_run_resumes(data_dir, tmp_path):
+    """Rank 1 SIGKILLed after batch 2 of epoch 2: rank 0's next collective fails; it prints one line and exits
+    within the time limit instead of hanging (collectives also time out: SCORE_DDP_TIMEOUT_S); --resume finishes."""
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=ROOT, SCORE_AT_FAULT='train-batch:2:2@1')
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29519',
+           SCRIPT] + tiny_args(data_dir, tmp_path, 'ddp', '--beta', '5', data='cifar10')
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    assert 'error: another process of this torchrun job stopped (' in out.stderr, out.stderr[-3000:]
+    assert load(tmp_path / 'ddp' / 'state-last.pt')['epoch'] == 1
+    del env['SCORE_AT_FAULT']
+    out = subprocess.run(cmd + ['--resume'], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert load(tmp_path / 'ddp' / 'state-last.pt')['epoch'] == 2

@@ -2,6 +2,7 @@
 RANK / WORLD_SIZE / LOCAL_RANK, `is_primary`, an autocast context, a GradScaler enabled for fp16 only). The original
 hard-coded `.cuda()` and DataParallel (docs/differences.md items 2 and 46)."""
 import contextlib
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -47,6 +48,11 @@ def add_device_argument(parser):
     parser.add_argument('--device', choices=DEVICES, default='auto', help='auto (CUDA if available), cpu or cuda.')
 
 
+# A collective that waits this long for a peer (a dead or hung worker) fails instead of hanging (issue: a killed
+# worker under nccl); SCORE_DDP_TIMEOUT_S overrides it.
+DDP_TIMEOUT = datetime.timedelta(seconds=float(os.environ.get('SCORE_DDP_TIMEOUT_S', 600)))
+
+
 def setup(device='auto', amp='none') -> Runtime:
     """Decide the device and AMP mode (UserError for CUDA without a GPU, fp16 without CUDA); under torchrun with
     WORLD_SIZE > 1, start the process group."""
@@ -73,9 +79,9 @@ def setup(device='auto', amp='none') -> Runtime:
         dev = torch.device('cpu')
     if world_size > 1 and not dist.is_initialized():
         if use_cuda:  # binds the process group (nccl) to this rank's GPU
-            dist.init_process_group(backend='nccl', device_id=dev)
+            dist.init_process_group(backend='nccl', device_id=dev, timeout=DDP_TIMEOUT)
         else:
-            dist.init_process_group(backend='gloo')
+            dist.init_process_group(backend='gloo', timeout=DDP_TIMEOUT)
     return Runtime(device=dev, rank=rank, world_size=world_size, local_rank=local_rank, amp=amp)
 
 

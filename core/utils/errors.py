@@ -30,6 +30,20 @@ def exit_on_user_error(main):
     except Stopped as e:
         print(f'\n{e}', file=sys.stderr)
         sys.exit(128 + int(e.signum))
+    except RuntimeError as e:
+        if not _peer_lost(e):
+            raise
+        first = str(e).strip().splitlines()[0][:160]
+        print(f'\nerror: another process of this torchrun job stopped ({first}); this one stops too (exit 1). The '
+              f'last saved state continues with --resume.', file=sys.stderr)
+        sys.exit(1)
+
+
+def _peer_lost(e):
+    """A collective failed because a DDP peer died (gloo: connection reset/closed; nccl: its errors, timeouts)."""
+    import torch.distributed as dist
+    return dist.is_available() and dist.is_initialized() and (
+        isinstance(e, getattr(dist, 'DistError', ())) or any(m in str(e) for m in ('gloo', 'NCCL', 'Connection')))
 
 
 SEED_MAX = 2 ** 32 - 1  # numpy's np.random.seed accepts [0, 2**32 - 1]

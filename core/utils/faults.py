@@ -1,6 +1,7 @@
 """Fault injection for the kill-and-resume test: SCORE_AT_FAULT=`train-batch:E:B` (after batch B's step of epoch E),
 `mid-write:<file>:E` (temporary file written, not renamed) or `after-write:<file>:E` (renamed) makes the process
-SIGKILL itself there, with no cleanup. Unset, `fault_point` is one dictionary lookup."""
+SIGKILL itself there, with no cleanup; a suffix `@R` limits it to the process of rank R (a dead DDP worker). Unset,
+`fault_point` is one dictionary lookup."""
 import os
 import signal
 
@@ -18,5 +19,6 @@ def fault_point(name, batch=None):
     if not spec:
         return
     key = f'{name}:{_epoch}' if batch is None else f'{name}:{_epoch}:{batch}'
-    if spec == key:
+    spec, _, rank = spec.partition('@')
+    if spec == key and rank in ('', os.environ.get('RANK', '0')):
         os.kill(os.getpid(), signal.SIGKILL)
