@@ -92,7 +92,8 @@ def test_setup_picks_local_rank_modulo_visible_gpus_and_binds_the_group(monkeypa
     runtime = distributed.setup('cuda', 'none')
     assert runtime.device == torch.device('cuda', expected) and runtime.rank == 3 and runtime.world_size == 4
     assert calls['set_device'] == torch.device('cuda', expected)
-    assert calls['init'] == {'backend': 'nccl', 'device_id': torch.device('cuda', expected)}
+    assert calls['init'] == {'backend': 'nccl', 'device_id': torch.device('cuda', expected),
+                             'timeout': distributed.DDP_TIMEOUT}   # a dead peer fails a collective, no hang
 
 
 # ------------------------------------------------------------------ item 13: checkpoints hold CPU tensors

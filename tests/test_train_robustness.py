@@ -181,7 +181,7 @@ def test_negative_unsup_fraction_passes_the_flag_checks(data_dir, tmp_path):
     with pytest.raises(Exception, match='add --resume'):
         validate(args)
     args = parser_train().parse_args(tiny_args(data_dir, tmp_path, 'x', '--resume', '--resume-changed-flags', 'beta'))
-    with pytest.raises(Exception, match='only lr may change'):
+    with pytest.raises(Exception, match='only lr, data may change'):
         validate(args)
 
 
