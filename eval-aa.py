@@ -21,10 +21,11 @@ from core.models import create_model
 from core.run.parser import parser_eval
 from core.run.run_dir import ARGS_FILE, read_args
 from core.utils.atomic import write_atomic
-from core.utils.checkpoint import load_state_dict, load_weights
+from core.utils.checkpoint import load_state_dict, load_weights, sha256_file
 from core.utils.distributed import barrier, cleanup, setup
-from core.utils.errors import SEED_MAX, UserError, check_number, exit_on_user_error
+from core.utils.errors import SEED_MAX, Stopped, UserError, check_number, exit_on_user_error
 from core.utils.logger import setup_logger
+from core.utils.preemption import StopRequest
 from core.utils.utils import format_time, seed
 
 # args.txt wins for these unless the flag is given (the reference let it win always: docs/differences.md item 6)
@@ -170,6 +171,11 @@ def write_results(out_dir, summary, state_path):
 
 
 def main(argv=None):
+    with StopRequest(immediate=True):  # SIGTERM, SIGUSR1, Ctrl-C: one line, exit 128 + the signal
+        return evaluate(argv)
+
+
+def evaluate(argv):
     start = time.time()
     args, run_dir, source = resolve_args(argv)
     weights = check_inputs(args, run_dir)
@@ -211,11 +217,7 @@ def attack(args, model, key, weights, info, x_test, y_test, runtime, out_dir, lo
     seed(args.seed)
     norm = attack_norm(args.attack)
     eps = float(args.attack_eps)
-    digest = hashlib.sha256()
-    with open(weights, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 22), b''):
-            digest.update(block)
-    checkpoint_sha256 = digest.hexdigest()
+    checkpoint_sha256 = sha256_file(weights)
     config = dict(checkpoint_sha256=checkpoint_sha256, state_dict=key, split='train' if args.train else 'test',
                   n=len(y_test), data=info['data'], norm=norm, eps=eps, version=args.version, seed=args.seed,
                   batch_size=args.batch_size, n_iter=args.n_iter)
@@ -226,7 +228,11 @@ def attack(args, model, key, weights, info, x_test, y_test, runtime, out_dir, lo
     adversary = make_autoattack(model, norm, eps, version=args.version, seed=args.seed, device=runtime.device,
                                 log_path=log_path if runtime.is_primary else None, n_iter=args.n_iter)
     started = time.time()
-    result = run_autoattack(adversary, x_test, y_test, bs=args.batch_size, state_path=state_path, runtime=runtime)
+    try:
+        result = run_autoattack(adversary, x_test, y_test, bs=args.batch_size, state_path=state_path, runtime=runtime)
+    except Stopped as e:
+        raise Stopped(e.signum, f'{e}: the chunks already attacked are kept in {state_path}; run the same command '
+                                'again to continue from there') from None
     seconds = time.time() - started   # this invocation's attack time (a resumed evaluation counts its own part)
     summary = dict(
         clean_accuracy=result['clean'], robust_accuracy_after=result['attacks'], robust_accuracy=result['robust'],

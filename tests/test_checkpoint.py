@@ -236,7 +236,7 @@ def test_save_atomic_round_trip_and_overwrite(tmp_path):
     assert torch.equal(loaded['model_state_dict']['w'], torch.arange(3.0)) and loaded['epoch'] == 1
     save_atomic({'model_state_dict': {'w': torch.ones(2)}, 'epoch': 2}, str(path))
     assert load_checkpoint(path)['epoch'] == 2
-    assert sorted(os.listdir(tmp_path)) == ['weights-last.pt']  # no temporary file left behind
+    assert sorted(os.listdir(tmp_path)) == ['weights-last.pt', 'weights-last.pt.sha256']  # no temporary file left
 
 
 class SaveFailed(Exception):
@@ -267,7 +267,7 @@ def test_save_atomic_failure_keeps_the_previous_file(tmp_path):
     with pytest.raises(SaveFailed):
         save_atomic({'epoch': 2, 'weights': torch.ones(1000), 'bad': FailsWhenSaved()}, path)
     assert load_checkpoint(path) == {'epoch': 1}
-    assert sorted(os.listdir(tmp_path)) == ['weights-last.pt']
+    assert sorted(os.listdir(tmp_path)) == ['weights-last.pt', 'weights-last.pt.sha256']
 
 
 def test_load_weights(tmp_path):

@@ -1,11 +1,17 @@
 """The one file writer: a temporary file in the target's folder, fsynced, os.replace'd, the folder fsynced; a crash
 leaves the previous file intact, the new one gets 0666 minus the umask. Only logs are appended to (docs/differences.md
 item 45)."""
+import errno
 import os
 import re
+import shutil
 import tempfile
 
+from core.utils.errors import UserError
 from core.utils.faults import fault_point
+
+CHECKSUM_SUFFIX = '.sha256'  # core.utils.checkpoint's sidecar, written with write_atomic too
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)
 
 
 def _umask():
@@ -19,21 +25,24 @@ def _temp_affixes(basename):
 
 
 def temp_name_pattern(basenames):
-    """A regex of write_atomic's temporary names for these targets: `.<name>.XXXXXXXX.tmp` (mkstemp's 8 characters)."""
+    """A regex of write_atomic's temporary names for these targets and their checksum sidecars:
+    `.<name>[.sha256].XXXXXXXX.tmp` (mkstemp's 8 characters)."""
     names = []
     for basename in basenames:
         prefix, suffix = _temp_affixes(basename)
-        names.append(re.escape(prefix) + '[a-z0-9_]{8}' + re.escape(suffix))
+        names.append(re.escape(prefix) + f'(?:{re.escape(CHECKSUM_SUFFIX[1:])}\\.)?[a-z0-9_]{{8}}' + re.escape(suffix))
     return re.compile('^(?:' + '|'.join(names) + ')$')
 
 
 def write_atomic(path, write):
-    """Call `write(f)` on a binary file object, then move the result to `path` atomically."""
+    """Call `write(f)` on a binary file object, then move the result to `path` atomically; a full or failing disk is
+    a one-line UserError."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     prefix, suffix = _temp_affixes(os.path.basename(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=suffix)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=suffix)
         with os.fdopen(fd, 'wb') as f:
             write(f)
             f.flush()
@@ -41,10 +50,19 @@ def write_atomic(path, write):
         os.chmod(tmp, 0o666 & ~_umask())
         fault_point(f'mid-write:{os.path.basename(path)}')
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):  # only our own temporary file, never the user's `path`
+    except OSError as e:
+        if e.errno not in DISK_ERRORS:
+            raise
+        try:
+            free = f'{shutil.disk_usage(directory).free / 2 ** 20:.1f} MiB free'
+        except OSError:
+            free = 'free space unknown'
+        raise UserError(f'{path} could not be written ({e.strerror}; {free} in {directory}): the previous file at '
+                        'that path, if any, is intact; free some space (or fix the disk) and run the same command '
+                        'again (a training run continues with --resume)') from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):  # only our own temporary file, never the user's `path`
             os.remove(tmp)
-        raise
     if os.name == 'posix':
         dir_fd = os.open(directory, os.O_RDONLY)
         try:

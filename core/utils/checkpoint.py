@@ -1,6 +1,7 @@
 """Checkpoint I/O (docs/differences.md item 36): unwrap, strict loading of the reference's `module.0.` / `module.1.`
 keys and their usual variants (no prefix, DDP's `module.module.`, torch.compile's `_orig_mod.`), atomic saves, loads
 with weights_only=True (item 53) and .safetensors exports."""
+import hashlib
 import os
 import pickle
 import re
@@ -10,7 +11,7 @@ from collections import Counter
 import torch
 import torch.nn as nn
 
-from core.utils.atomic import write_atomic
+from core.utils.atomic import CHECKSUM_SUFFIX, write_atomic
 from core.utils.errors import UserError
 
 SAFETENSORS_SUFFIX = '.safetensors'
@@ -179,9 +180,27 @@ def to_cpu(obj):
     return obj
 
 
+def sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 22), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def save_atomic(obj, path):
-    """torch.save `obj` atomically, as CPU tensors (a GPU run's files load on a host without CUDA)."""
-    write_atomic(path, lambda f: torch.save(to_cpu(obj), f))
+    """torch.save `obj` atomically, as CPU tensors (a GPU run's files load on a host without CUDA), then its sha256
+    in `path.sha256` (sha256sum's format); the old sidecar goes before the rename, so a kill in between leaves none,
+    never a wrong one."""
+    path, sidecar = os.fspath(path), os.fspath(path) + CHECKSUM_SUFFIX
+
+    def write(f):
+        torch.save(to_cpu(obj), f)
+        if os.path.exists(sidecar):
+            os.remove(sidecar)
+    write_atomic(path, write)
+    line = f'{sha256_file(path)}  {os.path.basename(path)}\n'
+    write_atomic(sidecar, lambda f: f.write(line.encode()))
 
 
 def load_checkpoint(path, map_location='cpu'):
@@ -191,6 +210,13 @@ def load_checkpoint(path, map_location='cpu'):
     if not os.path.isfile(path):
         what = 'is a directory, not a file' if os.path.isdir(path) else 'does not exist'
         raise UserError(f'checkpoint {path} {what}: pass the path of a .pt file')
+    if os.path.isfile(path + CHECKSUM_SUFFIX):
+        with open(path + CHECKSUM_SUFFIX) as f:
+            expected = f.read().split(' ')[0].strip()
+        if sha256_file(path) != expected:
+            raise UserError(f'checkpoint {path} is corrupt: its sha256 differs from the checksum in {path}'
+                            f'{CHECKSUM_SUFFIX} written with it; copy both files again or pass another file (delete '
+                            'the .sha256 file only if the checkpoint was replaced on purpose)')
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
