@@ -120,39 +120,21 @@ def pgd(ops, model, x, target, div):
     return delta
 
 
-def compute_C(ops, x, div):
-    """How far the ground truth itself moves in the ball: delta maximising distance(P(Y|x + delta), P(Y|x))."""
-    return pgd(ops, None, x, ops.ground_truth(x).detach(), div)
-
-
-attack_pgd = pgd  # PGD-AT's attack: (ops, model, x, y, div), the target y = P(Y|x) fixed
-
-
-def attack_pgd_consistent(ops, model, x, div):
-    """SCORE's attack: the target P(Y|x + delta) moves with delta."""
-    return pgd(ops, model, x, None, div)
-
-
-def attack_trades(ops, model, x, div):
-    with torch.no_grad():
-        clean = ops.predict(model, x)
-    return pgd(ops, model, x, clean, div)
-
-
 def objective(ops, model, demo, x, div):
     """The training loss of `demo` on the batch x. TRADES' robust term targets P(Y|x), not p(x), as the
     reference (docs/differences.md item 33)."""
     p, truth = ops.predict, ops.ground_truth
     if demo == 'PGDAT':
         y = truth(x)
-        delta = attack_pgd(ops, model, x, y, div)
+        delta = pgd(ops, model, x, y, div)  # PGD-AT's attack: the target y = P(Y|x) fixed
         return distance(p(model, x + delta), y, div)
     if demo == 'PGDATconsistent':
-        delta = attack_pgd_consistent(ops, model, x, div)
+        delta = pgd(ops, model, x, None, div)  # SCORE's attack: the target P(Y|x + delta) moves with delta
         return distance(p(model, x + delta), truth(x + delta), div)
     if demo == 'TRADES':
         y = truth(x)
-        delta = attack_trades(ops, model, x, div)
+        with torch.no_grad():
+            delta = pgd(ops, model, x, p(model, x), div)
         return distance(p(model, x), y, div) + TRADES_BETA * distance(p(model, x + delta), y, div)
     if demo == 'Standard':
         return distance(p(model, x), truth(x), div)
@@ -194,7 +176,7 @@ def run(demo='PGDATconsistent', divergence='KL', divergence_C='KL', iterations=I
     c_sum = 0  # a float32 tensor after the first round, as the reference
     for _ in range(C_ROUNDS):
         x = draw_samples(n0, n1, device)
-        delta = compute_C(ops, x, divergence)
+        delta = pgd(ops, None, x, ops.ground_truth(x).detach(), divergence)  # how far P(Y|x) moves
         with torch.no_grad():
             c_sum = c_sum + distance(ops.ground_truth(x + delta), ops.ground_truth(x), divergence)
     c_l = (c_sum / C_ROUNDS).item()
