@@ -46,8 +46,7 @@ def main():
     p.add_argument('--channels-last', action='store_true')
     p.add_argument('--compile', action='store_true')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    p.add_argument('--variants', action='store_true',
-                   help='also time NCHW fp32 / channels_last / bf16 side by side with the setting asked for')
+    p.add_argument('--variants', action='store_true', help='also time NCHW fp32 / channels_last / bf16 side by side')
     p.add_argument('--no-projection', action='store_true', help='skip the recipe projection (its FLOP count)')
     opts = p.parse_args()
     loss = RECIPES['SCORE-LSE (--beta 4.0 --LSE --ls 0)'] if opts.LSE else ['--beta', '6.0', '--ls', '0.1']
