@@ -1,9 +1,7 @@
 #!/usr/bin/env python3
 """GPU acceptance check: one command that exercises the CUDA paths of train-wa.py and eval-aa.py in minutes.
 
-    python bench/gpu_check.py [--quick]   # --quick: the gradient check and one tiny training run (what the test runs)
-
-One PASS / FAIL / SKIP row per check on synthetic data, exit 1 if any failed; without CUDA, the CPU parts run.
+    python bench/gpu_check.py [--quick]   # one PASS / FAIL / SKIP row per check; without CUDA, the CPU parts run
 """
 import argparse
 import csv

@@ -1,10 +1,7 @@
 """Seconds per training iteration of generate_toy_demo.py (PGDATconsistent, KL / KL, 60000 samples) against a
 reference-style loop, timed alternately in rounds from the same seed (docs/benchmarks.md#toy-demo-benchtoypy).
 
-    python bench/toy.py --rounds 3 --plain-autograd
-
-The loop restates the original's operations on the CPU (the original hard-codes .cuda()): F.softmax, nn.KLDivLoss
-'batchmean', a loss.backward() through the network in every attack step, graphs for the recorded losses.
+    python bench/toy.py --rounds 3 --plain-autograd   # the reference loop: its operations (no .cuda()) on the CPU
 """
 import argparse
 import os

@@ -80,11 +80,7 @@ def set_runtime(device, threads):
 
 def save_arrays(folder, suffix='', **arrays):
     for name, a in arrays.items():
-        _savetxt(os.path.join(folder, f'{name}{suffix}.txt'), a.cpu().numpy())
-
-
-def _savetxt(path, array):
-    write_atomic(path, lambda f: np.savetxt(f, array))
+        write_atomic(os.path.join(folder, f'{name}{suffix}.txt'), lambda f, a=a: np.savetxt(f, a.cpu().numpy()))
 
 
 class Recorder:
@@ -117,6 +113,7 @@ class Recorder:
 
     def finish(self, folder, c_l):
         for key, name in (('train_loss', 'train'), ('score_loss', 'SCORE'), ('standard_loss', 'Standard')):
-            _savetxt(os.path.join(folder, f'record_{name}_loss.txt'), np.array(self.res[key]))
+            write_atomic(os.path.join(folder, f'record_{name}_loss.txt'),
+                         lambda f, key=key: np.savetxt(f, np.array(self.res[key])))
         self.log(f'C_L: {c_l}')
         return {**self.res, 'C_L': c_l, 'folder': folder}

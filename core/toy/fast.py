@@ -1,7 +1,5 @@
 """generate_toy_demo.py's default strategy `FastPath`: the toy network's forward and backward by hand, in
-cache-sized blocks, and the attacks' input gradient in forward mode (docs/benchmarks.md#toy-demo-benchtoypy).
-Written for `build_model()`'s Linear(1, H)-Tanh-Linear(H, H)-Tanh-Linear(H, K) network only.
-"""
+cache-sized blocks, and the attacks' input gradient in forward mode (docs/benchmarks.md#toy-demo-benchtoypy)."""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
