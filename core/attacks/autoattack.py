@@ -132,7 +132,7 @@ def str_to_flags(s):
 
 
 def _attack_subset(adversary, attack, x, y, bs):
-    """One package call: `attack` alone on (x, y) -> (x_adv, y_adv), as inside `run_standard_evaluation`."""
+    """`attack` alone on (x, y) -> (x_adv, y_adv), as inside `run_standard_evaluation`."""
     backend = _backend_of(adversary)
     saved = adversary.attacks_to_run
     adversary.attacks_to_run = [attack]
@@ -178,7 +178,6 @@ class _Evaluation:
         self.max_pert = 0.0
 
     def share(self, obj):
-        """[obj of process 0, obj of process 1, ...] on every process."""
         return all_gather_object(obj, self.runtime) if self.world > 1 else [obj]
 
     def save(self):
