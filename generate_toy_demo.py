@@ -2,6 +2,7 @@
 1-100-100-2 tanh network on two Gaussian classes, eps = 1; docs/toy.md. The algorithm with plain autograd; its
 default strategy `ops` is core/toy/fast.py's FastPath, the command line and records are in core/toy/cli.py.
 """
+import functools
 import os
 
 import numpy as np
@@ -37,8 +38,7 @@ SEED = 2
 
 
 def bayes_logits(x):
-    """(N, 1) -> (N, 2) Bayes logits -(x - mu_c)^2 / (2 sigma_c^2) - log sigma_c + log n_c, with the reference's
-    n0, n1 as priors whatever --samples is."""
+    """(N, 1) -> (N, 2) Bayes logits, with the reference's n0, n1 as priors whatever --samples is."""
     l0 = -(x - MU0) ** 2 / (2 * SIGMA0 ** 2) - np.log(SIGMA0) + np.log(N0)
     l1 = -(x - MU1) ** 2 / (2 * SIGMA1 ** 2) - np.log(SIGMA1) + np.log(N1)
     return torch.cat([l0, l1], dim=1)
@@ -50,7 +50,6 @@ def ground_truth(x):
 
 
 def split_samples(samples):
-    """Samples per draw -> (n0, n1) in the reference's 5:1 ratio."""
     n0 = int(round(samples * N0 / (N0 + N1)))
     return n0, samples - n0
 
@@ -70,13 +69,11 @@ def draw_test_points(generator=None):
 
 
 def build_model():
-    """Linear(1, 100) -> Tanh -> Linear(100, 100) -> Tanh -> Linear(100, 2), initialised in this order."""
     return nn.Sequential(nn.Linear(1, HIDDEN), nn.Tanh(), nn.Linear(HIDDEN, HIDDEN), nn.Tanh(), nn.Linear(HIDDEN, 2))
 
 
 def divergence_per_sample(o, t, div):
-    """(N,) divergences between (N, K) probability rows o (model) and t (target), before `distance`'s batch mean:
-    core/losses/divergences.py's table with the unmasked F.kl_div kernel (`kl_torch`)."""
+    """(N,) divergences of (N, K) probability rows o (model) from t (target), with the unmasked F.kl_div kernel."""
     if div == 'JSsqrt':  # kept local: core's JS takes log(m) twice, which rounds the gradient differently
         log_m = torch.log((o + t) / 2)
         return 0.5 * (F.kl_div(log_m, o, reduction='none').sum(1) + F.kl_div(log_m, t, reduction='none').sum(1))
@@ -95,10 +92,7 @@ class PlainAutograd:
     """The strategy `ops` as written (`--plain-autograd`). input_grad is the gradient in x of distance(p(x),
     target), p the model's prediction or, for model=None, the ground truth; target None means P(Y|x) itself."""
 
-    @staticmethod
-    def softmax(z):
-        return F.softmax(z, dim=1)
-
+    softmax = staticmethod(functools.partial(F.softmax, dim=1))
     ground_truth = staticmethod(ground_truth)
 
     def predict(self, model, x):
@@ -126,39 +120,21 @@ def pgd(ops, model, x, target, div):
     return delta
 
 
-def compute_C(ops, x, div):
-    """How far the ground truth itself moves in the ball: delta maximising distance(P(Y|x + delta), P(Y|x))."""
-    return pgd(ops, None, x, ops.ground_truth(x).detach(), div)
-
-
-attack_pgd = pgd  # PGD-AT's attack: (ops, model, x, y, div), the target y = P(Y|x) fixed
-
-
-def attack_pgd_consistent(ops, model, x, div):
-    """SCORE's attack: the target P(Y|x + delta) moves with delta."""
-    return pgd(ops, model, x, None, div)
-
-
-def attack_trades(ops, model, x, div):
-    with torch.no_grad():
-        clean = ops.predict(model, x)
-    return pgd(ops, model, x, clean, div)
-
-
 def objective(ops, model, demo, x, div):
     """The training loss of `demo` on the batch x. TRADES' robust term targets P(Y|x), not p(x), as the
     reference (docs/differences.md item 33)."""
     p, truth = ops.predict, ops.ground_truth
     if demo == 'PGDAT':
         y = truth(x)
-        delta = attack_pgd(ops, model, x, y, div)
+        delta = pgd(ops, model, x, y, div)  # PGD-AT's attack: the target y = P(Y|x) fixed
         return distance(p(model, x + delta), y, div)
     if demo == 'PGDATconsistent':
-        delta = attack_pgd_consistent(ops, model, x, div)
+        delta = pgd(ops, model, x, None, div)  # SCORE's attack: the target P(Y|x + delta) moves with delta
         return distance(p(model, x + delta), truth(x + delta), div)
     if demo == 'TRADES':
         y = truth(x)
-        delta = attack_trades(ops, model, x, div)
+        with torch.no_grad():
+            delta = pgd(ops, model, x, p(model, x), div)
         return distance(p(model, x), y, div) + TRADES_BETA * distance(p(model, x + delta), y, div)
     if demo == 'Standard':
         return distance(p(model, x), truth(x), div)
@@ -180,9 +156,8 @@ def save_predictions(ops, model, x_test, folder, suffix=''):
 def run(demo='PGDATconsistent', divergence='KL', divergence_C='KL', iterations=ITERATIONS, samples=N0 + N1,
         seed=SEED, device='cpu', out='toy_results', save_every=0, progress=False, log=print, compact=False,
         plain_autograd=False, overwrite=None):
-    """Train one demo and write its files; returns Recorder.finish's dict. The random stream follows the
-    reference's order (model init, C rounds, per iteration samples and two attack starts, x_test); --save-every's
-    test points come from their own generator, so they leave it unchanged."""
+    """Train one demo and write its files; the random stream follows the reference's order (--save-every's test
+    points come from their own generator)."""
     check_run(demo, (divergence, divergence_C), samples, iterations, save_every, seed, DEMOS, DIVERGENCES, SEED)
     folder = os.path.join(out, f'{demo}_{divergence}')
     if overwrite is not None:  # the command line: an earlier result folder is refused or moved aside
@@ -201,7 +176,7 @@ def run(demo='PGDATconsistent', divergence='KL', divergence_C='KL', iterations=I
     c_sum = 0  # a float32 tensor after the first round, as the reference
     for _ in range(C_ROUNDS):
         x = draw_samples(n0, n1, device)
-        delta = compute_C(ops, x, divergence)
+        delta = pgd(ops, None, x, ops.ground_truth(x).detach(), divergence)  # how far P(Y|x) moves
         with torch.no_grad():
             c_sum = c_sum + distance(ops.ground_truth(x + delta), ops.ground_truth(x), divergence)
     c_l = (c_sum / C_ROUNDS).item()

@@ -30,8 +30,7 @@ def check_output(path, log_dirs, force):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('log_dirs', nargs='+', metavar='LOG_DIR', help='run folders (LOG_DIR/DESC of train-wa.py)')
-    parser.add_argument('-o', '--output', default='curves.png',
-                        help='figure to write, .png, .pdf or .svg (default: curves.png)')
+    parser.add_argument('-o', '--output', default='curves.png', help='.png, .pdf or .svg figure (default: curves.png)')
     parser.add_argument('--force', action='store_true', help='replace an existing output file')
     parser.add_argument('--title', default=None, help='figure title')
     args = parser.parse_args(argv)

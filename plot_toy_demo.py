@@ -124,12 +124,9 @@ def _ite(v):
 def main(argv=None):
     parser = argparse.ArgumentParser(description='Draw generate_toy_demo.py results (the panels of Figures 1-2).')
     parser.add_argument('folders', nargs='+', help='Run folders, e.g. toy_results/PGDAT_KL.')
-    parser.add_argument('--ite', type=_ite, nargs='*', default=None,
-                        help='Snapshot iterations to draw (x_test_<ite>.txt ...), or `final` for x_test.txt ...; '
-                             'default: the final model only.')
-    parser.add_argument('--out-dir', type=str, default=None, help='Where to write the PNGs (default: each folder).')
-    parser.add_argument('--grid', type=str, default=None, metavar='PNG',
-                        help='Also draw every panel into one PNG: a row per folder, a column per --ite.')
+    parser.add_argument('--ite', type=_ite, nargs='*', help='Snapshot iterations to draw, or `final` (the default).')
+    parser.add_argument('--out-dir', help='Where to write the PNGs (default: each folder).')
+    parser.add_argument('--grid', metavar='PNG', help='Also draw every panel into one PNG (a row per folder).')
     args = parser.parse_args(argv)
     for folder in args.folders:
         if not os.path.isdir(folder):

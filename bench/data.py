@@ -1,7 +1,5 @@
-"""Benchmark of the generated-data path: peak memory and throughput of the cifar10s training loader.
-
-The loader reads a synthetic uncompressed .npz of SIZE generated images (SIZE x 3 KiB); the reference held about
-2 x SIZE x 3 KiB in RAM (6 GB for 1M images).
+"""Benchmark of the generated-data path: peak memory and throughput of the cifar10s training loader on a synthetic
+uncompressed .npz of SIZE generated images (the reference held 2 x SIZE x 3 KiB in RAM).
 
     python bench/data.py [--size 1000000] [--batches 50] [--batch-size 512] [--workers 2] [--data-dir ./data]
 """
@@ -22,7 +20,6 @@ from core.data.convert import _write_member  # noqa: E402
 
 
 def rss_mib(field='VmRSS'):
-    """Current (VmRSS) or peak (VmHWM) resident memory of this process in MiB."""
     with open('/proc/self/status') as f:
         for line in f:
             if line.startswith(field + ':'):

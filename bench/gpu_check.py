@@ -1,9 +1,7 @@
 #!/usr/bin/env python3
 """GPU acceptance check: one command that exercises the CUDA paths of train-wa.py and eval-aa.py in minutes.
 
-    python bench/gpu_check.py [--quick]   # --quick: the gradient check and one tiny training run (what the test runs)
-
-One PASS / FAIL / SKIP row per check on synthetic data, exit 1 if any failed; without CUDA, the CPU parts run.
+    python bench/gpu_check.py [--quick]   # one PASS / FAIL / SKIP row per check; without CUDA, the CPU parts run
 """
 import argparse
 import csv
@@ -49,11 +47,9 @@ def make_data(root, n_train, n_test):
     return root
 
 
-def run_script(argv, env=None, timeout=900):
-    """Run a script of the repository in a fresh interpreter; returns (exit code, stdout + stderr)."""
-    full_env = dict(os.environ, PYTHONPATH=ROOT, **(env or {}))
-    proc = subprocess.run([sys.executable] + argv, cwd=ROOT, env=full_env, capture_output=True, text=True,
-                          timeout=timeout)
+def run_script(argv, env=None):
+    proc = subprocess.run([sys.executable] + argv, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT, **(env or {})),
+                          capture_output=True, text=True, timeout=900)
     return proc.returncode, proc.stdout + proc.stderr
 
 
@@ -198,8 +194,7 @@ def ddp_check(ctx, *flags):
 
 
 def checks(ctx):
-    """(name, reason to skip or None, function) in running order; a function returns its detail, raises Skip or
-    fails."""
+    """(name, reason to skip or None, function) in running order; a function returns its detail or raises."""
     cuda, full, dev = None if CUDA else NO_CUDA, '--quick' if ctx.quick else None, ctx.device.type
     return [
         ('grad-fp16', None, lambda: grad_check(ctx, torch.float16)),

@@ -1,6 +1,5 @@
 #!/usr/bin/env python3
-"""Throughput of one train-wa.py training step on this device: images/s, FLOP per image, achieved FLOP/s, MFU, and
-the projected hours of the README's two 400-epoch recipes (a step: AdversarialTrainer.train on a fixed batch).
+"""Throughput of one train-wa.py step (AdversarialTrainer.train on a fixed batch): images/s, FLOP/s, MFU, hours.
 
     python bench/throughput.py --model wrn-28-10-swish --batch-size 512 --amp bf16 --channels-last [--variants]
 """
@@ -46,8 +45,7 @@ def main():
     p.add_argument('--channels-last', action='store_true')
     p.add_argument('--compile', action='store_true')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    p.add_argument('--variants', action='store_true',
-                   help='also time NCHW fp32 / channels_last / bf16 side by side with the setting asked for')
+    p.add_argument('--variants', action='store_true', help='also time NCHW fp32 / channels_last / bf16 side by side')
     p.add_argument('--no-projection', action='store_true', help='skip the recipe projection (its FLOP count)')
     opts = p.parse_args()
     loss = RECIPES['SCORE-LSE (--beta 4.0 --LSE --ls 0)'] if opts.LSE else ['--beta', '6.0', '--ls', '0.1']

@@ -1,10 +1,7 @@
 """Seconds per training iteration of generate_toy_demo.py (PGDATconsistent, KL / KL, 60000 samples) against a
 reference-style loop, timed alternately in rounds from the same seed (docs/benchmarks.md#toy-demo-benchtoypy).
 
-    python bench/toy.py --rounds 3 --plain-autograd
-
-The loop restates the original's operations on the CPU (the original hard-codes .cuda()): F.softmax, nn.KLDivLoss
-'batchmean', a loss.backward() through the network in every attack step, graphs for the recorded losses.
+    python bench/toy.py --rounds 3 --plain-autograd   # the reference loop: its operations (no .cuda()) on the CPU
 """
 import argparse
 import os
@@ -44,7 +41,7 @@ def _ref_pgd(loss_fn, x):
 
 
 def reference_run(iterations):
-    """The reference-style loop; returns generate_toy_demo.run's records (no files written), timed alike."""
+    """generate_toy_demo.run's records (no files written), timed alike."""
     np.random.seed(toy.SEED)
     torch.manual_seed(toy.SEED)
     n0, n1 = toy.split_samples(SAMPLES)
@@ -77,8 +74,7 @@ def main():
     parser.add_argument('--iterations', type=int, default=3, help='Iterations per run (the first is not timed).')
     parser.add_argument('--rounds', type=int, default=2, help='Alternating rounds (each runs every variant once).')
     parser.add_argument('--threads', type=int, default=1, help='torch.set_num_threads; 0 = PyTorch\'s default.')
-    parser.add_argument('--plain-autograd', action='store_true',
-                        help='Also time generate_toy_demo.py --plain-autograd (its PlainAutograd strategy).')
+    parser.add_argument('--plain-autograd', action='store_true', help='Also time the --plain-autograd strategy.')
     args = parser.parse_args()
     if args.iterations < 2 or args.rounds < 1:
         parser.error('use --iterations 2 or more (the first is not timed) and --rounds 1 or more.')
@@ -105,12 +101,12 @@ def main():
             times[v][1].extend(res['cpu_seconds'][1:])
             results.setdefault(v, res)
 
-    ref_wall, ref_cpu = (float(np.median(t)) for t in times[REFERENCE])
+    med = {v: [float(np.median(t)) for t in times[v]] for v in variants + [REFERENCE]}
     for v in variants + [REFERENCE]:
-        wall, cpu = (float(np.median(t)) for t in times[v])
+        wall, cpu = med[v]
         print(f'{v:40s}: {wall:.3f} s/iteration wall, {cpu:.3f} s/iteration CPU (median of {len(times[v][0])})')
     for v in variants:
-        wall, cpu = (float(np.median(t)) for t in times[v])
+        (ref_wall, ref_cpu), (wall, cpu) = med[REFERENCE], med[v]
         print(f'ratio {REFERENCE} / {v}: {ref_wall / wall:.2f}x wall, {ref_cpu / cpu:.2f}x CPU')
     print(f'load average after: {_load()}')
     ref = results[REFERENCE]

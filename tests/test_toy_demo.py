@@ -112,13 +112,14 @@ def test_attack_stays_in_the_ball_and_leaves_parameters_alone(attack):
     model = toy.build_model()
     x = toy.draw_samples(500, 100, 'cpu')
     if attack == 'pgd':
-        delta = toy.attack_pgd(_fast(128), model, x, toy.ground_truth(x), 'KL')
+        delta = toy.pgd(_fast(128), model, x, toy.ground_truth(x), 'KL')
     elif attack == 'consistent':
-        delta = toy.attack_pgd_consistent(_fast(128), model, x, 'LSE')
+        delta = toy.pgd(_fast(128), model, x, None, 'LSE')
     elif attack == 'trades':
-        delta = toy.attack_trades(_fast(128), model, x, 'L1')
+        with torch.no_grad():
+            delta = toy.pgd(_fast(128), model, x, _fast(128).predict(model, x), 'L1')
     else:
-        delta = toy.compute_C(_fast(None), x, 'KL')
+        delta = toy.pgd(_fast(None), None, x, toy.ground_truth(x), 'KL')
     assert delta.shape == x.shape and not delta.requires_grad
     assert delta.abs().max().item() <= toy.EPS
     assert all(p.grad is None for p in model.parameters())
@@ -270,7 +271,7 @@ def test_attack_refuses_another_network():
     other = torch.nn.Sequential(torch.nn.Linear(1, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8), torch.nn.Tanh(),
                                 torch.nn.Linear(8, 2))
     with pytest.raises(TypeError):
-        toy.attack_pgd_consistent(toy.strategy(), other, torch.zeros(4, 1), 'KL')
+        toy.pgd(toy.strategy(), other, torch.zeros(4, 1), None, 'KL')
 
 
 def test_blocked_toy_logits_equal_plain_autograd_values_and_gradients():
@@ -305,7 +306,7 @@ def test_plain_autograd_and_fast_path_give_the_same_losses(one_thread, demo, div
         model = toy.build_model().double()
         optimizer = torch.optim.Adam(model.parameters(), lr=toy.LR)
         x = toy.draw_samples(250, 50, 'cpu').double()
-        rec = [toy.compute_C(ops, x, div)]
+        rec = [toy.pgd(ops, None, x, ops.ground_truth(x).detach(), div)]
         for _ in range(3):
             x = toy.draw_samples(250, 50, 'cpu').double()
             optimizer.zero_grad()

@@ -78,12 +78,8 @@ def _package_quiet(adversary):
 
 
 def make_autoattack(model, norm, eps, version='standard', seed=None, device=None, log_path=None, n_iter=None):
-    """AutoAttack (Croce & Hein, ICML 2020) as eval-aa.py configures it, images in [0, 1], model in eval mode.
-
-    version 'custom' is the reference's set: apgd-ce + apgd-t, one restart each, the constructor's other defaults
-    (n_iter, a testing aid, sets the APGD budget). device: default the model's (never the official package's
-    'cuda', docs/differences.md item 54). log_path: appended to (None: stdout only).
-    """
+    """AutoAttack (Croce & Hein, ICML 2020) as eval-aa.py configures it; version 'custom' is the reference's apgd-ce
+    + apgd-t, one restart each. device: default the model's (not the package's 'cuda', docs/differences.md item 54)."""
     require_autoattack()
     if version not in VERSIONS:
         raise ValueError(f'unknown AutoAttack version {version!r}: choose one of {", ".join(VERSIONS)}')
@@ -136,7 +132,7 @@ def str_to_flags(s):
 
 
 def _attack_subset(adversary, attack, x, y, bs):
-    """One package call: `attack` alone on (x, y) -> (x_adv, y_adv), as inside `run_standard_evaluation`."""
+    """`attack` alone on (x, y) -> (x_adv, y_adv), as inside `run_standard_evaluation`."""
     backend = _backend_of(adversary)
     saved = adversary.attacks_to_run
     adversary.attacks_to_run = [attack]
@@ -155,16 +151,10 @@ def _attack_subset(adversary, attack, x, y, bs):
 
 
 def run_autoattack(adversary, x, y, bs=250, state_path=None, chunk_batches=10, runtime=None, progress=True):
-    """AutoAttack as the package's `run_standard_evaluation(x, y, bs)`, with exact accuracies as numbers.
-
-    Each attack runs on the points still robust, on consecutive chunks of whole batches of `bs` (the same batches
-    and seeds, hence the same adversarial examples; docs/differences.md item 56). With `state_path` the state is
-    saved (JSON, atomically) after every round of chunks and a rerun continues from there (docs/differences.md
-    item 55). Under torchrun (`runtime`) each round gives one chunk to every process, all gather the fooled points:
-    the flags equal the single-process ones for any number of processes (docs/differences.md item 57). Returns
-    `n`, `clean`, `attacks`, `robust` (accuracies), `counts`, `clean_flags`, `robust_flags`, `resumed`, `backend`,
-    `max_perturbation`, `x_adv`.
-    """
+    """AutoAttack as the package's `run_standard_evaluation(x, y, bs)`, with exact accuracies: each attack runs on
+    the points still robust in chunks of whole batches (docs/differences.md item 56); `state_path` saves the state
+    after every round and a rerun continues (item 55); under torchrun each process takes one chunk a round and the
+    flags equal the single-process ones (item 57)."""
     x = x.detach().cpu().contiguous()  # the packages' gradient checks `view` the input gradient
     run = _Evaluation(adversary, x, y.detach().cpu(), bs, state_path, runtime)
     resumed = run.start()
@@ -180,8 +170,7 @@ class _Evaluation:
     def __init__(self, adversary, x, y, bs, state_path, runtime):
         self.adversary, self.x, self.y, self.bs, self.state_path = adversary, x, y, bs, state_path
         self.n, self.names = x.shape[0], list(adversary.attacks_to_run)
-        self.start_time = time.time()
-        self.runtime = runtime
+        self.start_time, self.runtime = time.time(), runtime
         self.world, self.rank = (runtime.world_size, runtime.rank) if runtime is not None else (1, 0)
         self.primary = self.rank == 0
         self.log = setup_logger('score-at.autoattack', _log_path(adversary), console='stdout',
@@ -189,7 +178,6 @@ class _Evaluation:
         self.max_pert = 0.0
 
     def share(self, obj):
-        """[obj of process 0, obj of process 1, ...] on every process."""
         return all_gather_object(obj, self.runtime) if self.world > 1 else [obj]
 
     def save(self):
@@ -252,10 +240,8 @@ class _Evaluation:
         # a chunk per process and round: chunk_batches // world batches, fewer if that leaves a process idle
         batches = -(-len(todo) // bs)
         chunk = max(1, min(max(1, chunk_batches) // world, -(-batches // world))) * bs
-        if len(todo) == 0:
-            self.log('no robust datapoints left, skipping remaining attacks')
-        else:
-            self.log(f'running {attack} on {len(todo)} points')
+        self.log(f'running {attack} on {len(todo)} points' if len(todo) else
+                 'no robust datapoints left, skipping remaining attacks')
         bar = tqdm(total=-(-len(todo) // chunk), initial=position // chunk, desc=attack, unit='chunk',
                    disable=not (progress and self.primary) or len(todo) == 0, leave=False, dynamic_ncols=True,
                    file=sys.stderr, mininterval=0.1 if sys.stderr.isatty() else 30.0)

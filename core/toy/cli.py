@@ -20,35 +20,21 @@ def build_parser(demos, divergences, iterations, samples, seed):
         description='The 1-D toy demo of SCORE (Pang et al., ICML 2022, Figures 1-2).',
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     # The reference's flags; its --demo default 'PGDconsistent' crashed (docs/differences.md item 33).
-    parser.add_argument('--demo', type=str, default='PGDATconsistent', choices=demos,
-                        help='Training objective (PGDATconsistent = SCORE).')
-    parser.add_argument('--divergence', type=str, default='KL', choices=divergences,
-                        help='Divergence of the training objective, its attack and the C constant.')
-    parser.add_argument('--divergence_C', type=str, default='KL', choices=divergences,
-                        help='Divergence of the recorded R_SCORE / R_Standard errors.')
+    parser.add_argument('--demo', default='PGDATconsistent', choices=demos, help='PGDATconsistent = SCORE.')
+    parser.add_argument('--divergence', default='KL', choices=divergences, help='Divergence: objective, attack, C.')
+    parser.add_argument('--divergence_C', default='KL', choices=divergences, help='Divergence: R_SCORE, R_Standard.')
     # Additions.
     add_device_argument(parser)  # auto (CUDA if available), cpu or cuda; the CPU reproduces the printed numbers
     parser.add_argument('--seed', type=int, default=seed, help='Seed of numpy, torch and CUDA.')
     parser.add_argument('--iterations', type=int, default=iterations, help='Training iterations.')
-    parser.add_argument('--samples', type=int, default=samples,
-                        help='Training points per draw, split 5:1 between class 0 and class 1.')
-    parser.add_argument('--save-every', type=int, default=0,
-                        help='Also write x_test_{ite}.txt, y_test_{ite}.txt, pre_test_{ite}.txt every K iterations '
-                             '(0 = never).')
-    parser.add_argument('--out', type=str, default='toy_results', help='Results go to OUT/<demo>_<divergence>/.')
-    parser.add_argument('--overwrite', action='store_true',
-                        help='Move the results already in OUT/<demo>_<divergence>/ into a dated subfolder of it and '
-                             'run (nothing is deleted); without it such a folder is refused.')
-    parser.add_argument('--threads', type=int, default=1,
-                        help='CPU threads (torch.set_num_threads); 0 = PyTorch\'s default (all cores); see '
-                             'docs/benchmarks.md.')
-    parser.add_argument('--plain-autograd', action='store_true',
-                        help='Run the algorithm as written in generate_toy_demo.py instead of core/toy/fast.py\'s '
-                             'fast path (same losses up to rounding, slower).')
+    parser.add_argument('--samples', type=int, default=samples, help='Training points per draw, split 5:1.')
+    parser.add_argument('--save-every', type=int, default=0, help='Write {x,y,pre}_test_{ite}.txt every K.')
+    parser.add_argument('--out', default='toy_results', help='Results go to OUT/<demo>_<divergence>/.')
+    parser.add_argument('--overwrite', action='store_true', help='Move earlier results into a dated subfolder.')
+    parser.add_argument('--threads', type=int, default=1, help='torch.set_num_threads; 0 = PyTorch\'s default.')
+    parser.add_argument('--plain-autograd', action='store_true', help='Skip core/toy/fast.py (slower, same losses).')
     parser.add_argument('--no-progress', action='store_true', help='No progress bar.')
-    parser.add_argument('--compact', action='store_true',
-                        help='One line per iteration instead of the reference\'s six (ite:, Train loss:, '
-                             'R_SCORE loss:, R_Standard loss:, diff:, ***).')
+    parser.add_argument('--compact', action='store_true', help='One line per iteration instead of six.')
     return parser
 
 
@@ -93,27 +79,12 @@ def set_runtime(device, threads):
 
 
 def save_arrays(folder, suffix='', **arrays):
-    """Each tensor as folder/<name><suffix>.txt with numpy's savetxt defaults."""
     for name, a in arrays.items():
-        _savetxt(os.path.join(folder, f'{name}{suffix}.txt'), a.cpu().numpy())
-
-
-def _savetxt(path, array):
-    write_atomic(path, lambda f: np.savetxt(f, array))
-
-
-def iteration_lines(ite, train_loss, r_score, r_standard, compact=False):
-    """The reference's six lines of iteration `ite` (counted from 0), or one with `compact`."""
-    if compact:
-        return [f'ite {ite:4d} | train loss {train_loss:.6f} | R_SCORE {r_score:.6f} | '
-                f'R_Standard {r_standard:.6f} | R_SCORE - R_Standard {r_score - r_standard:.6f}']
-    return [f'ite: {ite}', f'Train loss: {train_loss}', f'R_SCORE loss: {r_score}', f'R_Standard loss: {r_standard}',
-            f'diff: {r_score - r_standard}', '***']
+        write_atomic(os.path.join(folder, f'{name}{suffix}.txt'), lambda f, a=a: np.savetxt(f, a.cpu().numpy()))
 
 
 class Recorder:
-    """`for ite in recorder:` runs the iterations behind a tqdm bar and times each; `add` records and prints one,
-    `finish` writes record_*_loss.txt, logs C_L and returns the run's dict."""
+    """`for ite in recorder:` runs the iterations behind a tqdm bar and times each; `add` records and prints one."""
 
     def __init__(self, desc, iterations, progress=False, log=print, compact=False):
         self.desc, self.iterations, self.progress, self.log, self.compact = desc, iterations, progress, log, compact
@@ -132,11 +103,17 @@ class Recorder:
         seconds = time.perf_counter() - self._clocks[0], time.process_time() - self._clocks[1]
         for key, value in zip(self.res, (train_loss, r_score, r_standard, *seconds)):
             self.res[key].append(value)
-        for line in iteration_lines(ite, train_loss, r_score, r_standard, self.compact):
+        lines = [f'ite: {ite}', f'Train loss: {train_loss}', f'R_SCORE loss: {r_score}',  # the reference's six
+                 f'R_Standard loss: {r_standard}', f'diff: {r_score - r_standard}', '***']
+        if self.compact:
+            lines = [f'ite {ite:4d} | train loss {train_loss:.6f} | R_SCORE {r_score:.6f} | '
+                     f'R_Standard {r_standard:.6f} | R_SCORE - R_Standard {r_score - r_standard:.6f}']
+        for line in lines:
             (tqdm.write if self.progress else self.log)(line)
 
     def finish(self, folder, c_l):
         for key, name in (('train_loss', 'train'), ('score_loss', 'SCORE'), ('standard_loss', 'Standard')):
-            _savetxt(os.path.join(folder, f'record_{name}_loss.txt'), np.array(self.res[key]))
+            write_atomic(os.path.join(folder, f'record_{name}_loss.txt'),
+                         lambda f, key=key: np.savetxt(f, np.array(self.res[key])))
         self.log(f'C_L: {c_l}')
         return {**self.res, 'C_L': c_l, 'folder': folder}

@@ -1,7 +1,5 @@
 """generate_toy_demo.py's default strategy `FastPath`: the toy network's forward and backward by hand, in
-cache-sized blocks, and the attacks' input gradient in forward mode (docs/benchmarks.md#toy-demo-benchtoypy).
-Written for `build_model()`'s Linear(1, H)-Tanh-Linear(H, H)-Tanh-Linear(H, K) network only.
-"""
+cache-sized blocks, and the attacks' input gradient in forward mode (docs/benchmarks.md#toy-demo-benchtoypy)."""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -10,8 +8,7 @@ CPU_CHUNK = 2048               # points per block on the CPU (the hidden activat
 
 
 def softmax2(z):
-    """F.softmax(z, dim=1) along a contiguous class axis (within one float32 ulp): PyTorch's last-dim kernel is
-    slow for K = 2. An (N, K) view of (K, N) storage."""
+    """F.softmax(z, dim=1) within a float32 ulp, along a contiguous class axis (the last-dim kernel is slow for K=2)."""
     return F.softmax(z.t().contiguous(), dim=0).t()
 
 
@@ -30,8 +27,7 @@ def _blocks(n, chunk):
     return [(s, min(step, n - s)) for s in range(0, n, step)]
 
 
-def _buffer(rows, cols, like):
-    """Contiguous (rows, c) views, c <= cols, of one buffer allocated once."""
+def _buffer(rows, cols, like):  # contiguous (rows, c) views, c <= cols, of one buffer allocated once
     buf = torch.empty(rows * cols, dtype=like.dtype, device=like.device)
     return lambda c: buf[:rows * c].view(rows, c)
 
@@ -106,8 +102,7 @@ class ToyLogits(torch.autograd.Function):
 
 class FastPath:
     """generate_toy_demo.py's PlainAutograd methods, computed faster: blocks of CPU_CHUNK rows on the CPU, one block
-    elsewhere (predict: the module under autograd); `chunk` overrides (None = one block). bayes_logits and divergence
-    are the script's `bayes_logits` and `divergence_per_sample`."""
+    elsewhere (predict: the module under autograd); `chunk` overrides (None = one block)."""
 
     def __init__(self, bayes_logits, divergence, device='cpu', chunk='auto'):
         self.bayes_logits, self.divergence = bayes_logits, divergence
@@ -125,9 +120,8 @@ class FastPath:
         return softmax2(ToyLogits.apply(x, self.chunk, *model.parameters()))
 
     def input_grad(self, model, x, target, div):
-        """d/dx_i of divergence(p(x)_i, target_i), (N, 1): PlainAutograd's gradient of the batch mean divided by a
-        positive factor, so the attacks take the same signed steps. Autograd covers only divergence(softmax(z),
-        target) (and P(Y|x) for target None); dz/dx comes from `_logits` in forward mode."""
+        """d/dx_i of divergence(p(x)_i, target_i), (N, 1): PlainAutograd's gradient of the batch mean over a positive
+        factor, so the attacks take the same signed steps; dz/dx comes from `_logits` in forward mode."""
         with torch.enable_grad():
             xr = x.detach().requires_grad_(target is None or model is None)
             t = self.ground_truth(xr) if target is None else target
