@@ -16,21 +16,11 @@ _CHUNK = 64 << 20
 
 
 def _write_member(zout, key, shape, dtype, chunks):
-    """Write `key.npy` into the open zip `zout` (stored) from an iterable of byte chunks."""
     header = {'descr': np.lib.format.dtype_to_descr(np.dtype(dtype)), 'fortran_order': False, 'shape': tuple(shape)}
     with zout.open(key + '.npy', 'w', force_zip64=True) as f:
         np.lib.format.write_array_header_2_0(f, header)
         for chunk in chunks:
             f.write(chunk)
-
-
-def _chunks(f):
-    with f:
-        while True:
-            b = f.read(_CHUNK)
-            if not b:
-                return
-            yield b
 
 
 def _convert(src, out):
@@ -52,11 +42,11 @@ def _convert(src, out):
                 for key in ('image', 'label'):
                     if key + '.npy' not in names:
                         raise UserError(f'{src}: no array {key!r}; expected arrays image and label.')
-                f = zin.open('image.npy')
-                shape, fortran, dtype = read_npy_header(f, src, 'image')
-                if fortran:
-                    raise UserError(f'{src}: Fortran-ordered arrays are not supported; save it C-ordered.')
-                _write_member(zout, 'image', shape, dtype, _chunks(f))
+                with zin.open('image.npy') as f:
+                    shape, fortran, dtype = read_npy_header(f, src, 'image')
+                    if fortran:
+                        raise UserError(f'{src}: Fortran-ordered arrays are not supported; save it C-ordered.')
+                    _write_member(zout, 'image', shape, dtype, iter(lambda: f.read(_CHUNK), b''))
                 with zin.open('label.npy') as f:
                     labels = np.lib.format.read_array(f).astype(np.int64)
         _write_member(zout, 'label', labels.shape, np.int64, [labels.tobytes()])

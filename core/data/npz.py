@@ -113,11 +113,7 @@ class NpyMember:
 def open_npz_member(path, key):
     """Lazy `NpyMember` over the array `key` of the uncompressed `.npz` at `path`."""
     with zipfile.ZipFile(path) as zf:
-        try:
-            info = zf.getinfo(key + '.npy')
-        except KeyError:
-            raise UserError(f'{path}: no array {key!r} (has {npz_members(path)}); '
-                            f'expected arrays image (N x 32 x 32 x 3 uint8) and label (N).') from None
+        info = zf.getinfo(key + '.npy')  # open_image_label_file checked the member exists
         if info.compress_type != zipfile.ZIP_STORED:
             dst = os.path.splitext(path)[0] + '_uncompressed.npz'
             raise UserError(f'{path}: {key!r} is compressed and cannot be memory-mapped; convert it once with '

@@ -65,10 +65,7 @@ class ModelWrapper(nn.Module):
 
     def __init__(self, module, name=None, num_classes=None, normalize=False):
         super().__init__()
-        self.module = module
-        self.name = name
-        self.num_classes = num_classes
-        self.normalize = normalize
+        self.module, self.name, self.num_classes, self.normalize = module, name, num_classes, normalize
 
     def forward(self, x):
         return self.module(x)
@@ -96,10 +93,8 @@ def _backbone(name, data, num_classes):
 
 
 def create_model(name, normalize, info, device):
-    """Model `name` for dataset info `info` (keys data, num_classes, mean, std) on `device`; UserError if unbuildable.
-
-    normalize: put Normalization(info['mean'], info['std']) in front (state-dict prefix `module.1.`).
-    """
+    """Model `name` for `info` (keys data, num_classes, mean, std) on `device`, behind Normalization with
+    `normalize` (state-dict prefix `module.1.`)."""
     error = _name_error(name)
     if error is not None:
         raise UserError(error)

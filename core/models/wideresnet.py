@@ -10,10 +10,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def _relu():
-    return nn.ReLU(inplace=True)
-
-
 class BasicBlock(nn.Module):
     def __init__(self, in_planes, out_planes, stride, act):
         super().__init__()
@@ -24,9 +20,8 @@ class BasicBlock(nn.Module):
         self.relu2 = act()
         self.conv2 = nn.Conv2d(out_planes, out_planes, kernel_size=3, stride=1, padding=1, bias=False)
         self.equal_in_out = in_planes == out_planes
-        self.convShortcut = None
-        if not self.equal_in_out:
-            self.convShortcut = nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, padding=0, bias=False)
+        self.convShortcut = None if self.equal_in_out else nn.Conv2d(in_planes, out_planes, kernel_size=1,
+                                                                     stride=stride, padding=0, bias=False)
 
     def forward(self, x):
         if self.equal_in_out:
@@ -52,7 +47,7 @@ class NetworkBlock(nn.Module):
 class WideResNet(nn.Module):
     def __init__(self, depth=34, num_classes=10, widen_factor=10, act=None):
         super().__init__()
-        act = act or _relu
+        act = act or (lambda: nn.ReLU(inplace=True))
         if (depth - 4) % 6 != 0 or depth < 10:
             raise ValueError(f'WideResNet depth must be 6n+4 with n >= 1, got {depth}.')
         n_channels = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]

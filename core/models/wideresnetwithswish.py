@@ -57,9 +57,8 @@ class _Block(nn.Module):
         self.relu_1 = activation_fn(inplace=True)
         self.conv_1 = nn.Conv2d(out_planes, out_planes, kernel_size=3, stride=1, padding=1, bias=False)
         self.has_shortcut = in_planes != out_planes
-        self.shortcut = None
-        if self.has_shortcut:
-            self.shortcut = nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, padding=0, bias=False)
+        self.shortcut = nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, padding=0,
+                                  bias=False) if self.has_shortcut else None
         self._stride = stride
 
     def forward(self, x):
@@ -88,10 +87,8 @@ class DMWideResNet(InputNormalized):
         num_channels = [16, 16 * width, 32 * width, 64 * width]
         num_blocks = (depth - 4) // 6
         self.init_conv = nn.Conv2d(3, num_channels[0], kernel_size=3, stride=1, padding=1, bias=False)
-        self.layer = nn.Sequential(
-            _BlockGroup(num_blocks, num_channels[0], num_channels[1], 1, activation_fn=activation_fn),
-            _BlockGroup(num_blocks, num_channels[1], num_channels[2], 2, activation_fn=activation_fn),
-            _BlockGroup(num_blocks, num_channels[2], num_channels[3], 2, activation_fn=activation_fn))
+        self.layer = nn.Sequential(*[_BlockGroup(num_blocks, num_channels[i], num_channels[i + 1], 2 if i else 1,
+                                                 activation_fn=activation_fn) for i in range(3)])
         self.batchnorm = nn.BatchNorm2d(num_channels[3], momentum=0.01)
         self.relu = activation_fn(inplace=True)
         self.logits = nn.Linear(num_channels[3], num_classes)
