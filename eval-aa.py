@@ -1,9 +1,5 @@
-"""AutoAttack evaluation of a run (LOGS/NAME/args.txt and weights-best.pt) or of a released checkpoint, in the run's
-threat model; results in log-aa.log, eval-aa.json and eval-aa.jsonl (docs/evaluation.md). docs/differences.md items
-6, 10, 11, 23, 29, 53-57.
-
-    python eval-aa.py --data-dir DATA --log-dir LOGS --desc NAME [--version standard|plus|custom|rand]
-"""
+"""AutoAttack evaluation of a run (args.txt, weights-best.pt) or a released checkpoint, in its threat model: log-aa.log,
+eval-aa.json, eval-aa.jsonl (docs/evaluation.md; docs/differences.md items 6, 10, 11, 23, 29, 53-57)."""
 import argparse
 import datetime
 import hashlib

@@ -1,8 +1,5 @@
-"""The toy demo's figures without MATLAB: plot_toy_demo.m's panel (plus legend and labels) per run folder, the
-loss curves and, with --grid, every panel in one PNG (docs/toy.md).
-
-    python plot_toy_demo.py toy_results/PGDAT_KL toy_results/PGDATconsistent_KL --ite 100 300 final --grid all.png
-"""
+"""The toy demo's figures without MATLAB: plot_toy_demo.m's panel per run folder, the loss curves and, with --grid,
+every panel in one PNG (docs/toy.md)."""
 import argparse
 import os
 import sys

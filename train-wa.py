@@ -1,7 +1,6 @@
 #!/usr/bin/env python3
-"""Adversarial training with weight averaging: TRADES-KL, SCORE-LSE, Madry PGD-AT or MART (docs/training.md has the
-original README's two commands, the run folder's files and torchrun). An existing run folder is never deleted:
-the script stops unless --resume or --overwrite (docs/differences.md item 5)."""
+"""Adversarial training with weight averaging: TRADES-KL, SCORE-LSE, Madry PGD-AT or MART (docs/training.md); an
+existing run folder is never deleted (docs/differences.md item 5)."""
 import os
 import sys
 
@@ -21,9 +20,7 @@ from core.utils.utils import seed
 
 
 def dataparallel_note(runtime, gpus):
-    """The one-line note for a single-process run on a host with `gpus` > 1 visible GPUs (else None): the
-    reference wrapped the model in DataParallel there, so its BatchNorm saw batch/N images per replica
-    (docs/differences.md item 46)."""
+    """A note for one process on a host with several GPUs, where the reference used DataParallel (differences 46)."""
     if not runtime.is_primary or runtime.distributed or runtime.device.type != 'cuda' or gpus < 2:
         return None
     return (f'Note: {gpus} GPUs are visible but this run uses one; the reference wrapped the model in DataParallel '

@@ -1,8 +1,5 @@
-"""Benchmark of the generated-data path: peak memory and throughput of the cifar10s training loader on a synthetic
-uncompressed .npz of SIZE generated images (the reference held 2 x SIZE x 3 KiB in RAM).
-
-    python bench/data.py [--size 1000000] [--batches 50] [--batch-size 512] [--workers 2] [--data-dir ./data]
-"""
+"""Peak memory and throughput of the cifar10s training loader on a synthetic uncompressed .npz of --size generated
+images (the reference held 2 x SIZE x 3 KiB in RAM): `python bench/data.py [--size 1000000] [--workers 2]`."""
 import argparse
 import os
 import resource

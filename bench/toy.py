@@ -1,8 +1,5 @@
-"""Seconds per training iteration of generate_toy_demo.py (PGDATconsistent, KL / KL, 60000 samples) against a
-reference-style loop, timed alternately in rounds from the same seed (docs/benchmarks.md#toy-demo-benchtoypy).
-
-    python bench/toy.py --rounds 3 --plain-autograd   # the reference loop: its operations (no .cuda()) on the CPU
-"""
+"""Seconds per training iteration of generate_toy_demo.py against a reference-style loop, timed alternately in rounds
+from the same seed (docs/benchmarks.md#toy-demo-benchtoypy): `python bench/toy.py --rounds 3 --plain-autograd`."""
 import argparse
 import os
 import platform

@@ -1,7 +1,6 @@
 #!/usr/bin/env python3
-"""Clean, PGD-10 (CE, CW) and AutoAttack accuracy of a without_DDPM run's model_best.pth in --out-dir (commands:
-docs/without_ddpm.md); --model, --width-factor, --dataset, --epsilon were hard-wired (docs/differences.md item 70).
-"""
+"""Clean, PGD-10 (CE, CW) and AutoAttack accuracy of a without_DDPM run's model_best.pth in --out-dir
+(docs/without_ddpm.md); model, dataset and epsilon were hard-wired (docs/differences.md item 70)."""
 import argparse
 import os
 import sys

@@ -1,7 +1,6 @@
 #!/usr/bin/env python3
-"""PGD-AT, TRADES or standard training on CIFAR-10/100 without generated data, with a chosen distance, label
-smoothing and loss clipping (the original's without_DDPM/train_cifar.py; commands and files: docs/without_ddpm.md).
-Writes trained_models/Triangle/{dataset}/{name}/ under the current directory, never over an existing run."""
+"""PGD-AT, TRADES or standard training on CIFAR without generated data, with a chosen distance, label smoothing and
+loss clipping, into trained_models/Triangle/{dataset}/{name}/ (the original's script; docs/without_ddpm.md)."""
 import argparse
 import os
 import sys

@@ -9,13 +9,8 @@ from .base import Attack
 
 
 class APGD(Attack):
-    """Auto-PGD (Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of diverse
-    parameter-free attacks", ICML 2020), AutoAttack's implementation: loss 'ce', rho 0.75, seed 1, x_adv in [0, 1].
-
-    The reference's fixes (docs/differences.md item 3): a criterion module as `loss_fn` means 'ce' (it asserted),
-    `LinfAPGDAttack` calls the right super(), an old-style `(acc, x_adv)` result is accepted. APGD reseeds torch
-    on every batch: it runs inside `torch.random.fork_rng`, so the caller's random streams are left untouched.
-    """
+    """Auto-PGD (Croce & Hein, ICML 2020), AutoAttack's implementation: loss 'ce', rho 0.75, seed 1 (reseeded per
+    batch inside `torch.random.fork_rng`, so the caller's streams are untouched); docs/differences.md item 3."""
 
     def __init__(self, model, loss_fn='ce', n_restarts=2, eps=0.3, nb_iter=40, ord=math.inf):
         require_autoattack()

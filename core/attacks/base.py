@@ -8,12 +8,8 @@ from core.utils.context import ctx_noparamgrad_and_eval
 
 
 class Attack:
-    """`attack(x, y) -> x_adv` in [0, 1], detached; y None: the model's predictions; loss_fn None: the summed CE.
-
-    The model runs in eval mode with no parameter requiring grad, as the reference's trainer calls it; every
-    submodule's `training` and every parameter's `requires_grad` are restored on exit, also on an exception.
-    Gradients are enabled even under `torch.no_grad()`.
-    """
+    """`attack(x, y) -> x_adv` in [0, 1], detached (y None: the predictions; loss_fn None: summed CE), the model in
+    eval mode with frozen parameters; modes and `requires_grad` restored on exit, gradients on under no_grad."""
 
     def __init__(self, model, loss_fn=None):
         self.model = model

@@ -7,14 +7,8 @@ from .base import Attack
 
 
 class DeepFoolAttack(Attack):
-    """DeepFool (Moosavi-Dezfooli et al., "DeepFool: a simple and accurate method to fool deep neural networks",
-    CVPR 2016) on the model's own predictions (labels passed in are ignored).
-
-    Per iteration, for the samples still predicted as y, with o the current argmax and every other class k:
-    w_k = grad z_k - grad z_o, pert_k = |z_k - z_o| / ||w_k||_q (q = 2 for L2, 1 for L-inf), the smallest kept;
-    r = (pert + 1e-6) w / ||w||_2 (L2) or (pert + 1e-6) sign(w) (L-inf); x = clamp(x_orig + (1 + overshoot) r_tot).
-    Samples already misclassified get r = 0 (the reference multiplies r by 0, NaN when r is inf).
-    """
+    """DeepFool (Moosavi-Dezfooli et al., CVPR 2016) on the model's own predictions: per iteration the closest
+    linearised boundary, x = clamp(x_orig + (1 + overshoot) r_tot); misclassified samples get r = 0."""
 
     def __init__(self, model, overshoot=0.02, nb_iter=50, ord=math.inf):
         super().__init__(model)

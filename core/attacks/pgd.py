@@ -8,12 +8,8 @@ from .utils import ascend, clamp_by_pnorm, normalize_by_pnorm
 
 
 class PGDAttack(Attack):
-    """PGD with a random start (Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks",
-    ICLR 2018): ||x_adv - x||_ord <= eps, ord inf or 2.
-
-    loss_fn(logits, y) -> scalar. rand_init_type: 'uniform' (L-inf eps U(-1, 1); L2 U(0, 1) - x, into the ball)
-    or 'normal' (0.001 N(0, 1), as TRADES), drawn from the generator of x's device.
-    """
+    """PGD with a random start (Madry et al., ICLR 2018), ||x_adv - x||_ord <= eps, ord inf or 2; rand_init_type
+    'uniform' or 'normal' (0.001 N(0, 1), as TRADES), drawn from the generator of x's device."""
 
     def __init__(self, model, loss_fn=None, eps=0.3, eps_iter=0.01, nb_iter=40, rand_init=True, ord=math.inf,
                  rand_init_type='uniform'):

@@ -40,12 +40,8 @@ def ctx_batch_stats(model: nn.Module):
 
 
 class TradesInnerMax:
-    """TRADES / SCORE inner maximisation, x_adv = argmax_{x' in B(x, eps)} D(P, model(x')), in `ctx_batch_stats`.
-
-    divergence: 'kl' (TRADES) or 'lse' (SCORE). attack: 'linf-pgd' (sign ascent from x + U(-eps, eps)) or 'l2-pgd'
-    (normalised SGD at 2 eps / T from delta = 0.001 N(0, 1); the L-inf start is drawn first all the same, as the
-    reference). Call: `attack(x, target_probs) -> x_adv`, target_probs (B, K) detached probabilities.
-    """
+    """TRADES / SCORE inner maximisation argmax_{x' in B(x, eps)} D(P, model(x')) ('kl' or 'lse'), in
+    `ctx_batch_stats`; `attack(x, target_probs)`; L2: normalised SGD from 0.001 N(0, 1) (L-inf start still drawn)."""
 
     ATTACKS = INNER_ATTACKS  # the --attack values it takes (core/training/objectives.py reads them)
 

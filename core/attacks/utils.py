@@ -45,12 +45,8 @@ ATTACK_GRAD_TARGET = 2.0 ** 4
 
 
 def input_gradient(model, loss_of_logits, z):
-    """d loss_of_logits(model(z)) / d z, no parameter `.grad` touched; with float32 logits one plain `autograd.grad`.
-
-    Under fp16 / bf16 autocast the objective's gradient would underflow in the backward: it is taken in float32 on
-    the logits, scaled by one power of two per batch (its peak to about ATTACK_GRAD_TARGET), back-propagated, and
-    divided again (docs/differences.md item 47).
-    """
+    """d loss_of_logits(model(z)) / d z (no parameter `.grad`); under fp16 / bf16 autocast the objective is taken in
+    float32 and its gradient scaled by a power of two around the backward (docs/differences.md item 47)."""
     z = z.detach().requires_grad_(True)
     logits = model(z)
     if logits.dtype in (torch.float32, torch.float64):

@@ -1,8 +1,5 @@
-"""Data layer: `load_data(DATA_DIR)` for DATA_DIR = join(--data-dir, name), name in DATASETS.
-
-cifar10s/cifar100s/svhns read their base data from the sibling folder (./data/cifar10s -> ./data/cifar10) and the
-generated data from `aux_data_filename`; docs/data.md has the offline layout.
-"""
+"""`load_data(DATA_DIR)` for DATA_DIR = join(--data-dir, name); cifar10s/cifar100s/svhns read their base data from
+the sibling folder (./data/cifar10s -> ./data/cifar10), generated data from `aux_data_filename` (docs/data.md)."""
 import math
 import os
 

@@ -143,11 +143,8 @@ class ArraySource:
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    """Image sources concatenated (no copy), transformed: `ds[i] -> (3 x H x W float in [0, 1], int label)`.
-
-    A key `(index, seed)` (the samplers' items) seeds the transform's draws, so they depend on neither the worker
-    count nor the global RNG (restored afterwards in the main process).
-    """
+    """Image sources concatenated (no copy), `ds[i] -> (3 x H x W float in [0, 1], label)`; a key `(index, seed)`
+    seeds the transform's draws (independent of the worker count and the global RNG)."""
 
     def __init__(self, sources, transform):
         self.sources = list(sources)

@@ -52,13 +52,8 @@ def _take(pool, positions):
 
 
 class SemiSupervisedSampler(torch.utils.data.Sampler):
-    """Batches of `(index, item_seed)` pairs, a function of (seed, epoch) only (docs/differences.md item 32).
-
-    As the reference (docs/differences.md item 35): per epoch `num_batches` batches (default ceil(len(sup) /
-    batch_size)) of consecutive slices of a permutation of `sup_indices` (a new one when a pass ends), filled with
-    generated indices drawn with replacement, shuffled. `unsup_fraction` None or negative: one merged pool drawn
-    without replacement. Every DDP rank draws the GLOBAL batch and keeps `batch[rank::world_size]`.
-    """
+    """Batches of `(index, item_seed)`, a function of (seed, epoch) only (docs/differences.md items 32 and 35): slices
+    of a permutation of the labelled data filled with generated indices; every DDP rank keeps `batch[rank::world]`."""
 
     def __init__(self, sup_indices, unsup_indices, batch_size, unsup_fraction=None, num_batches=None, seed=1,
                  rank=0, world_size=1, shuffle=True):

@@ -1,9 +1,5 @@
-"""Model zoo: `MODELS`, `check_model_name`, `create_model`.
-
-`create_model` returns a `ModelWrapper` whose only child `module` is nn.Sequential([Normalization] + [backbone]):
-keys `module.0.*`, or `module.1.*` with `--normalize`, those of the reference's DataParallel checkpoints
-(docs/differences.md item 36).
-"""
+"""`MODELS`, `check_model_name`, `create_model`: a `ModelWrapper` around nn.Sequential([Normalization] + [backbone]),
+keys `module.0.*` (`module.1.*` with --normalize) as the reference's DataParallel checkpoints (differences item 36)."""
 import argparse
 import re
 

@@ -1,8 +1,5 @@
-"""Pre-activation ResNet (He et al., "Identity Mappings in Deep Residual Networks", 2016), as the reference.
-
-PyTorch default BatchNorm (momentum 0.01 with weight averaging, docs/differences.md item 20). `act`: a zero-argument
-activation factory replacing ReLU (the without_DDPM models; stateless, so the keys do not change).
-"""
+"""Pre-activation ResNet (He et al., 2016) as the reference (BatchNorm momentum: docs/differences.md item 20); `act`
+replaces ReLU for the without_DDPM models (stateless: the keys do not change)."""
 import torch.nn as nn
 import torch.nn.functional as F
 

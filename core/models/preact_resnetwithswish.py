@@ -1,8 +1,5 @@
-"""Pre-activation ResNet with Swish/SiLU, after Rebuffi et al. (2021): `preact-resnet18-swish`, `-34-swish`.
-
-As the reference: "SAME" padding by hand as WRN-Swish, a 3x3 shortcut conv on the padded raw input, BatchNorm
-momentum 0.01, per-dataset input normalisation inside (docs/differences.md item 13).
-"""
+"""Pre-activation ResNet with Swish (Rebuffi et al., 2021) as the reference: "SAME" padding by hand, a 3x3 shortcut
+on the padded input, BN momentum 0.01, per-dataset normalisation inside (docs/differences.md item 13)."""
 import torch.nn as nn
 import torch.nn.functional as F
 

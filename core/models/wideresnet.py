@@ -1,8 +1,5 @@
-"""Wide residual network with ReLU (Zagoruyko & Komodakis, 2016), the `wrn-D-W` models, as the reference.
-
-PyTorch default BatchNorm (momentum 0.01 with weight averaging, docs/differences.md item 20). `act`: a zero-argument
-activation factory replacing the in-place ReLU (the without_DDPM WRN; stateless, so the keys do not change).
-"""
+"""Wide ResNet with ReLU (Zagoruyko & Komodakis, 2016), `wrn-D-W`, as the reference (BatchNorm momentum:
+docs/differences.md item 20); `act` replaces ReLU for the without_DDPM WRN (stateless: the keys do not change)."""
 import math
 
 import torch

@@ -1,9 +1,5 @@
-"""WideResNet with Swish/SiLU, after Gowal et al. (2020) / Rebuffi et al. (2021): the `wrn-D-W-swish` models.
-
-As the reference: input normalised inside with per-dataset constants (non-persistent buffers), TensorFlow "SAME"
-padding done by hand, shortcut on the pre-activated input, BatchNorm momentum 0.01. The substring `batchnorm` of
-the BN names exempts them from weight decay (docs/differences.md item 18).
-"""
+"""WideResNet with Swish (Gowal et al., 2020), `wrn-D-W-swish`, as the reference: normalisation inside, "SAME"
+padding by hand, BN momentum 0.01, `batchnorm` in the BN names exempts them from decay (differences item 18)."""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

@@ -1,7 +1,5 @@
-"""The without_DDPM models: the core `preact-resnet18` and `wrn-D-w` backbones (same construction order, so the
-same weights for a seed) with a chosen activation, in `NormalizedNet`: the keys of the original's
-`DataParallel(model)` (`module.conv1.weight`, ...), so checkpoints load both ways.
-"""
+"""The without_DDPM models: the core `preact-resnet18` / `wrn-D-w` backbones with a chosen activation in
+`NormalizedNet`, keyed as the original's `DataParallel(model)` (`module.conv1.weight`, ...), so both load."""
 import torch
 import torch.nn as nn
 

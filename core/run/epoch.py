@@ -25,8 +25,7 @@ from core.utils.utils import format_time
 
 
 def non_finite_message(e, log_dir, logger, lr, lr_flag='--lr', can_change_lr=True, first_epoch=1):
-    """The one line of a run stopped by a non-finite loss (also written to the log): where, what is kept, how to
-    continue."""
+    """The one line (also logged) of a run stopped by a non-finite loss: where, what is kept, how to continue."""
     retry = f'start again with other flags (e.g. a lower {lr_flag} than {lr:g}) and --overwrite'
     if e.epoch > first_epoch and can_change_lr:
         kept = (f'{log_dir} still holds epoch {e.epoch - 1}; continue from it with --resume, e.g. with a lower '
@@ -41,8 +40,7 @@ def non_finite_message(e, log_dir, logger, lr, lr_flag='--lr', can_change_lr=Tru
 
 
 def train_or_stop(trainer, loader, epoch, stop_message, on_step=None, resume=None):
-    """`trainer.train` of epoch `epoch` (its loader's order set first; `resume`: a stopped epoch's partial state);
-    a non-finite loss becomes a UserError with `stop_message(e)`."""
+    """`trainer.train` of `epoch` (`resume`: a stopped epoch's partial); a non-finite loss is `stop_message(e)`."""
     faults.set_epoch(epoch)
     set_epoch(loader, epoch)
     try:
@@ -58,8 +56,7 @@ def resume_command(argv=None):
 
 
 def save_stopped(trainer, runtime, logger, path, stop, fields, interrupted=None):
-    """After a signal (core.utils.preemption): the run's state into `path` (mid-epoch with `interrupted`, the
-    trainer's Interrupted), one line saying what was saved and how to continue; returns the exit code."""
+    """After a signal: the state (mid-epoch with the trainer's `interrupted`) into `path`, one line; the exit code."""
     where = 'after the last finished epoch' if interrupted is None else f'at batch {interrupted.batch} of epoch ' \
                                                                        f'{interrupted.epoch}'
     if interrupted is not None:
@@ -79,8 +76,8 @@ COMPUTE_COLUMNS = ('images_per_s', 'flop_per_image', 'flops_per_s', 'mfu')  # ap
 
 
 def start_meter(trainer, runtime, logger, loader, amp, state=None):
-    """The run's compute accounting: the FLOPs per training image counted once on the first images of `loader`
-    (the run's random streams are put back, so counting changes no number) and the device's peak."""
+    """The compute accounting: FLOPs per training image counted once on `loader`'s first images (every random
+    stream put back) and the device's peak."""
     rng = rng_state(runtime.device)   # a DataLoader iterator draws its workers' base seed
     x, y = next(iter(loader))
     set_rng_state(rng, runtime.device)
@@ -101,15 +98,14 @@ def account(meter, trainer, epoch, num_epochs, logger, epoch_metrics):
 
 
 def write_csv(rows, path):
-    """stats_adv.csv from a list of per-epoch dicts, written atomically (the reference used the removed
-    DataFrame.append, docs/differences.md item 1)."""
+    """stats_adv.csv of the per-epoch dicts (the reference used the removed DataFrame.append, differences item 1)."""
     text = pd.DataFrame(rows).to_csv(index=False)
     write_atomic(path, lambda f: f.write(text.encode()))
 
 
 def run_state(trainer, runtime, **fields):
-    """The state file's content: `fields`, the trainer, its global step and every process's RNG states (a
-    collective under DDP). The original's resume restored no RNG state: docs/differences.md items 34 and 45."""
+    """`fields`, the trainer, its global step and every process's RNG states (a collective; the original's resume
+    restored no RNG state: docs/differences.md items 34 and 45)."""
     rngs = all_gather_object(rng_state(runtime.device), runtime)
     return dict(fields, global_step=trainer.last_global_step, trainer=trainer.state_dict(), rng=rngs)
 
@@ -122,8 +118,7 @@ def restore_state(trainer, state, runtime):
 
 
 def resume_epoch(trainer, state, args, runtime, logger, num_epochs):
-    """`restore_state`, logged; a --lr other than the saved one (--resume-changed-flags lr) scales every learning
-    rate by new / old from this step on. Returns the first epoch to train."""
+    """`restore_state`, logged; a changed --lr (--resume-changed-flags lr) scales the schedule by new / old."""
     restore_state(trainer, state, runtime)
     partial = state.get('partial')
     logger.log('\nResuming from epoch {} of {}{}.'.format(state['epoch'] + 1, num_epochs,
@@ -137,9 +132,8 @@ def resume_epoch(trainer, state, args, runtime, logger, num_epochs):
 
 
 def start_run(trainer, state, args, runtime, logger, test_dataloader, num_epochs, heading):
-    """Where a run starts. With a saved `state` (--resume): `resume_epoch`, then (its next epoch, best, CSV rows,
-    last train metrics). Otherwise the opening lines (the clean test accuracy before training, then
-    `heading.format(num_epochs)`) and (1, [0.0, 0.0], [], None)."""
+    """(first epoch, best, CSV rows, last train metrics): of the saved `state` (--resume), else (1, ...) after the
+    opening lines (the clean test accuracy before training, `heading`)."""
     if state is not None:
         start_epoch = resume_epoch(trainer, state, args, runtime, logger, num_epochs)
         return start_epoch, list(state['best']), state['rows'], state['train_metrics']
@@ -154,8 +148,7 @@ def start_run(trainer, state, args, runtime, logger, test_dataloader, num_epochs
 
 def train_epoch(trainer, logger, train_dataloader, test_dataloader, epoch, args, log_dir, on_step=None,
                 resume=None):
-    """Train epoch `epoch` (a non-finite loss stops the run with one line), measure the clean test accuracy and
-    log the epoch's first lines. Returns (train metrics, test accuracy, the epoch's CSV row so far)."""
+    """Train `epoch`, test the clean accuracy, log the first lines: (train metrics, test accuracy, the CSV row)."""
     logger.log('======= Epoch {} ======='.format(epoch))
     last_lr = trainer.last_lr()
     res = train_or_stop(trainer, train_dataloader, epoch, lambda e: non_finite_message(e, log_dir, logger, args.lr),
@@ -187,10 +180,8 @@ def adversarial_test(trainer, logger, test_dataloader, res, epoch_metrics, run):
 
 
 def save_epoch(trainer, runtime, logger, log_dir, new_best, rows, state, start, args_to_write=None):
-    """weights-best.pt (if `new_best`), weights-last.pt, the time line, stats_adv.csv, curves.png, args.txt (if
-    `args_to_write`: after --resume-changed-flags) and, last, the state file (`state` plus the trainer, the
-    global step and every process's RNG states): the state file is the epoch's commit point (docs/differences.md
-    item 45)."""
+    """weights-best.pt (if `new_best`), weights-last.pt, stats_adv.csv, curves.png, args.txt (if `args_to_write`)
+    and, last, the state file: the epoch's commit point (docs/differences.md item 45)."""
     state = run_state(trainer, runtime, **state)
     if runtime.is_primary:
         if new_best:
@@ -207,8 +198,8 @@ def save_epoch(trainer, runtime, logger, log_dir, new_best, rows, state, start, 
 
 
 def final_record(trainer, logger, train_dataloader, res, best, label, meter=None):
-    """The closing lines; `label` names the best adversarial accuracy's split ('Eval' in train-wa.py, 'Test' in
-    train.py). The clean "Test" figure is the one at the best epoch, not the last (docs/differences.md item 31)."""
+    """The closing lines, `label` the best robust accuracy's split; the clean Test figure is the best epoch's
+    (docs/differences.md item 31)."""
     train_acc = res['clean_acc'] if 'clean_acc' in res else trainer.evaluate(train_dataloader, sharded=True)[0]
     if meter is not None:
         logger.log('Compute-\t{:.2f} device-hours of training in all, {:.3g} FLOP.'.format(

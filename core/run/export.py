@@ -1,8 +1,5 @@
-"""Weights without pickle (safetensors) and in RobustBench's key layout, the library of scripts/export.py: layout
-`reference` keeps the checkpoints' `module.0.` keys (`module.1.` with --normalize, docs/differences.md item 36),
-`robustbench` the bare keys of RobustBench's DMWideResNet (WRN-Swish without --normalize). The readers live in
-core/utils/checkpoint.py and are re-exported here.
-"""
+"""Weights as safetensors, in the checkpoints' `module.0.` layout (`reference`, differences item 36) or RobustBench's
+DMWideResNet keys (`robustbench`): the library of scripts/export.py (readers re-exported from core.utils.checkpoint)."""
 import json
 import os
 import re

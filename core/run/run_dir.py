@@ -135,12 +135,8 @@ def check_run_dir(log_dir, args, state_file=STATE_FILE, rename_hint='choose anot
 
 
 def load_resume_state(log_dir, args, num_epochs, version=STATE_FORMAT_VERSION, flags_file=ARGS_FILE):
-    """The state file of the run to continue (every training script's), after checking that it has `version`,
-    matches the flags and has fewer than `num_epochs` epochs done ('epoch' counts the completed ones).
-
-    A run killed before its first epoch was saved has args.txt but no state file: then None (start at epoch 1),
-    after the same check of the flags against args.txt.
-    """
+    """The state to continue, checked: format `version`, the flags, fewer than `num_epochs` epochs done; None for a
+    run killed before its first saved epoch (args.txt only, checked the same way)."""
     if not os.path.isfile(os.path.join(log_dir, STATE_FILE)):
         check_resume_flags(read_args(log_dir, fix='start the run again with --overwrite'), args, log_dir)
         return None
@@ -202,13 +198,8 @@ def remove_stale_temp_files(log_dir):
 
 
 def read_args(run_dir, missing_ok=False, fix='pass the folder of a run written by train-wa.py'):
-    """The flags saved in RUN_DIR/args.txt, as a dict: the JSON object write_args writes (the authors' released
-    args.txt has the same format, their cluster paths included; docs/differences.md item 6 says which saved values
-    eval-aa.py uses).
-
-    A missing file is None with `missing_ok`, else a UserError. A file that cannot be read or is not a JSON object
-    is always a UserError: one line naming the file, the problem and `fix` (what the caller's user should do).
-    """
+    """RUN_DIR/args.txt as a dict (the authors' released args.txt has the same format; docs/differences.md item 6);
+    None if missing with `missing_ok`; anything else wrong is one UserError line naming the file and `fix`."""
     path = os.path.join(run_dir, ARGS_FILE)
     if missing_ok and not os.path.lexists(path):
         return None
@@ -227,9 +218,7 @@ def read_args(run_dir, missing_ok=False, fix='pass the folder of a run written b
 
 
 def saved_lr(log_dir):
-    """The --lr in log_dir/args.txt, or None if the file is missing or unreadable: the resume then rewrites args.txt
-    from the flags of the resumed state (train-wa.py, train.py), which check_resume_flags compared with the command
-    line."""
+    """The --lr in log_dir/args.txt; None if missing or unreadable (the resume then rewrites args.txt)."""
     try:
         saved = read_args(log_dir, missing_ok=True)
     except UserError:

@@ -1,6 +1,5 @@
-"""The one trainer of every training script: parts in (built by core/training/builder.py or without_ddpm.py), one
-epoch (`train`) or one evaluation out. `model` is the plain network (checkpoints, optimiser, attacks); `train_model`
-the module of the training forwards (the same, or a DDP / torch.compile wrapper)."""
+"""The one trainer of every training script: parts in (core/training/builder.py, without_ddpm.py), an epoch or an
+evaluation out; `model` is the plain network, `train_model` that of the training forwards (maybe DDP / compiled)."""
 import itertools
 import sys
 import time
@@ -47,9 +46,8 @@ def to_device(x, y, device, channels_last=False):
 
 
 class AdversarialTrainer:
-    """`loss(x, y) -> (loss, metrics)` is the bound objective; `ema` the weight averaging (None: the reference's plain
-    Trainer, else its WATrainer: evaluation and `model_state_dict` on the averaged model); `steps_per_epoch` the
-    reference's count in the global step that weight averaging uses (core.training.schedules.update_steps)."""
+    """`loss(x, y) -> (loss, metrics)`: the bound objective; `ema` None: the reference's plain Trainer, else its
+    WATrainer (evaluation and `model_state_dict` on the averaged model)."""
 
     def __init__(self, model, optimizer, scheduler, loss, eval_attack, runtime, *, per_batch_scheduler=False,
                  ema=None, train_model=None, prepare=None, prepare_train=None, clip_grad=None, steps_per_epoch=0):
@@ -69,10 +67,8 @@ class AdversarialTrainer:
         return self.ema.wa_model
 
     def train(self, dataloader, epoch=0, on_step=None, resume=None):
-        """Train one epoch; returns the unweighted mean over batches of each batch metric (docs/differences.md
-        items 7 and 28). `on_step(step, metrics)` after every optimiser step (--tensorboard). A non-finite loss raises
-        NonFiniteLoss before the epoch ends; a signal recorded in `self.stop` raises Interrupted after the current
-        step, and `resume=` its `partial` continues the epoch there, as if never stopped."""
+        """One epoch: the mean over batches of each metric (differences items 7, 28); NonFiniteLoss before the epoch
+        ends; a signal in `self.stop` raises Interrupted after the step, whose `partial` `resume=` continues."""
         ema, n = self.ema, len(dataloader)
         self.train_model.train()
         metrics_acc = EpochMetrics(self.device, FP16_SKIP_TOLERANCE if self.scaler.is_enabled() else 0)

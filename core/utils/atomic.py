@@ -1,6 +1,5 @@
-"""The one file writer: a temporary file in the target's folder, fsynced, os.replace'd, the folder fsynced; a crash
-leaves the previous file intact, the new one gets 0666 minus the umask. Only logs are appended to (docs/differences.md
-item 45)."""
+"""The one file writer: a temporary file beside the target, fsynced, os.replace'd, the folder fsynced; a crash leaves
+the previous file intact (docs/differences.md item 45)."""
 import errno
 import os
 import re

@@ -189,9 +189,8 @@ def sha256_file(path):
 
 
 def save_atomic(obj, path):
-    """torch.save `obj` atomically, as CPU tensors (a GPU run's files load on a host without CUDA), then its sha256
-    in `path.sha256` (sha256sum's format); the old sidecar goes before the rename, so a kill in between leaves none,
-    never a wrong one."""
+    """torch.save `obj` atomically as CPU tensors, then its sha256 in `path.sha256` (the old sidecar goes first: a kill
+    in between leaves none, never a wrong one)."""
     path, sidecar = os.fspath(path), os.fspath(path) + CHECKSUM_SUFFIX
 
     def write(f):
