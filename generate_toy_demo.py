@@ -73,13 +73,13 @@ def build_model():
 
 
 def divergence_per_sample(o, t, div):
-    """(N,) divergences of (N, K) probability rows o (model) from t (target), with the unmasked F.kl_div kernel."""
+    """(N,) divergences of (N, K) probability rows o (model) from t (target), with the one KL kernel."""
     if div == 'JSsqrt':  # kept local: core's JS takes log(m) twice, which rounds the gradient differently
         log_m = torch.log((o + t) / 2)
         return 0.5 * (F.kl_div(log_m, o, reduction='none').sum(1) + F.kl_div(log_m, t, reduction='none').sum(1))
     if div not in CORE_DIVERGENCE:
         raise UserError(f'unknown divergence {div!r}: choose one of {", ".join(DIVERGENCES)}.')
-    return divergences.distance(o, t, CORE_DIVERGENCE[div], kl=divergences.kl_torch)
+    return divergences.distance(o, t, CORE_DIVERGENCE[div])
 
 
 def distance(o, t, div):

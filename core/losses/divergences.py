@@ -45,13 +45,8 @@ def kl(p, q):
     return F.kl_div(torch.log(q_safe), p_safe, reduction='none').sum(1)
 
 
-def kl_torch(p, q):
-    """KL(p || q) per row as F.kl_div computes it, unmasked (the toy demo's)."""
-    return F.kl_div(torch.log(q), p, reduction='none').sum(1)
-
-
-def distance(o, t, div, kl=kl):
-    """D(o, t) per sample (B,) of the module table; `kl`: the masked `kl` or `kl_torch`."""
+def distance(o, t, div):
+    """D(o, t) per sample (B,) of the module table."""
     if div in ('KL', 'KLsqrt'):
         d = kl(t, o)
         return d.sqrt() if div == 'KLsqrt' else d
