@@ -335,3 +335,10 @@ def test_resume_with_other_data_is_refused_unless_asked(data_dir, tmp_path, caps
     assert '--resume-changed-flags data' in err
     assert {n: (tmp_path / 'run' / n).read_bytes() for n in os.listdir(tmp_path / 'run')} == before
     assert run(moved + ['--resume-changed-flags', 'data']) == 0
+
+
+def test_too_few_training_images_for_the_validation_split_names_the_flag(data_dir, tmp_path, capsys):
+    assert run(tiny_args(data_dir, tmp_path, 'run', '--validation-size', '80', data='cifar10')) == 2
+    err = capsys.readouterr().err
+    assert '80 training images cannot give a 80-image validation split; pass a smaller --validation-size' in err
+    assert err.count('\n') == 1

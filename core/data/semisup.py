@@ -150,7 +150,8 @@ def load_base(name, data_dir, num_classes, use_augmentation='base', validation=F
     val_dataset = None
     if validation:
         if val_size >= n:
-            raise UserError(f'{data_dir}: {n} training images cannot give a {val_size}-image validation split.')
+            raise UserError(f'{data_dir}: {n} training images cannot give a {val_size}-image validation split; '
+                            f'pass a smaller --validation-size (e.g. {max(1, n // 10)}).')
         val_dataset = ImageDataset([ArraySource(images[:val_size], labels[:val_size])], test_tf)
         images, labels = images[val_size:], labels[val_size:]
     test_dataset = ImageDataset([ArraySource(test_images, test_labels)], test_tf)
