@@ -27,7 +27,7 @@ from core.run.run_dir import (  # noqa: E402
     check_run_dir,
     data_fingerprint,
     load_resume_state,
-    move_aside,
+    overwrite_run,
 )
 from core.training.objectives import resolve_without_ddpm  # noqa: E402
 from core.training.trainer import Interrupted, evaluate  # noqa: E402
@@ -171,7 +171,7 @@ def run(stop, lock, argv=None):
 
     os.makedirs(folder, exist_ok=True)
     if args.overwrite:
-        move_aside(folder)   # the earlier run's files into previous-<date>/, before anything new is written
+        overwrite_run(folder)   # the earlier run's files into previous-<date>/, before anything new is written
     logger = Logger(os.path.join(folder, 'output.log'), mode='a' if args.resume else 'w', fmt=LOG_FORMAT,
                     datefmt=LOG_DATEFMT, stream=sys.stderr)
     start_epoch, best, records = 0, 0.0, {'test_acc': [], 'KL': [], 'new': []}

@@ -1,11 +1,10 @@
 """The run folder of every training script: never written over unless asked (the original deleted it,
 docs/differences.md items 5 and 45), resumable; `read_args` is the one reader of a run's args.txt."""
-import datetime
 import json
 import os
 import socket
 
-from core.utils.atomic import temp_name_pattern, write_atomic
+from core.utils.atomic import move_aside, temp_name_pattern, write_atomic
 from core.utils.checkpoint import load_checkpoint
 from core.utils.distributed import barrier
 from core.utils.errors import UserError
@@ -32,18 +31,11 @@ def run_files(log_dir):
     return sorted(n for n in os.listdir(log_dir) if n != LOCK_FILE) if os.path.isdir(log_dir) else []
 
 
-def move_aside(folder, log=print):
-    """--overwrite: the files of the earlier run into folder/previous-<date>/ before anything new is written, so
-    that a new run never pairs with old weights (nothing is deleted; earlier previous-* folders stay)."""
-    names = [n for n in run_files(folder) if not n.startswith('previous-')]
-    if not names:
-        return None
-    aside = os.path.join(folder, f'previous-{datetime.datetime.now():%Y%m%d-%H%M%S-%f}')
-    os.makedirs(aside)
-    for name in names:
-        os.replace(os.path.join(folder, name), os.path.join(aside, name))
-    log(f'--overwrite: the earlier run\'s {len(names)} files were moved to {aside}.')
-    return aside
+def overwrite_run(folder, log=print):
+    """--overwrite: the earlier run's files aside (core.utils.atomic.move_aside), said in one line."""
+    aside, names = move_aside(folder, keep=(LOCK_FILE,))
+    if aside is not None:
+        log(f'--overwrite: the earlier run\'s {len(names)} files were moved to {aside}.')
 
 
 class RunLock:
@@ -240,7 +232,7 @@ def open_run(log_dir, args, runtime, new_run):
         os.makedirs(log_dir, exist_ok=True)
         stale = remove_stale_temp_files(log_dir) if args.resume else []
         if args.overwrite:
-            move_aside(log_dir, log=moved.append)
+            overwrite_run(log_dir, log=moved.append)
     barrier(runtime)
     logger = Logger(os.path.join(log_dir, 'log-train.log'), mode='a' if args.resume else 'w',
                     enabled=runtime.is_primary)

@@ -1,7 +1,6 @@
 """The toy demo's command line, run checks, printout and files (written atomically); generate_toy_demo.py holds the
 algorithm."""
 import argparse
-import datetime
 import os
 import sys
 import time
@@ -10,7 +9,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from core.utils.atomic import write_atomic
+from core.utils.atomic import move_aside, write_atomic
 from core.utils.distributed import add_device_argument, setup
 from core.utils.errors import SEED_MAX, UserError, check_number
 
@@ -61,11 +60,8 @@ def prepare_folder(folder, overwrite, log=print):
         raise UserError(f'{folder} holds the results of an earlier run ({old[0]}, ...): pass --overwrite to move them '
                         'into a dated subfolder of it (nothing is deleted), or another --out.')
     if old:
-        aside = os.path.join(folder, f'previous-{datetime.datetime.now():%Y%m%d-%H%M%S}')
-        os.makedirs(aside)
-        for name in old:
-            os.replace(os.path.join(folder, name), os.path.join(aside, name))
-        log(f'{len(old)} earlier result files moved to {aside}')
+        aside, names = move_aside(folder)
+        log(f'{len(names)} earlier result files moved to {aside}')
     os.makedirs(folder, exist_ok=True)
 
 

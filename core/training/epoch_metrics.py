@@ -58,6 +58,17 @@ class EpochMetrics:
             return
         raise NonFiniteLoss(epoch, first, num_batches, value if first else float('nan'))
 
+    def state_dict(self):
+        """The batches so far as CPU tensors (a mid-epoch state file)."""
+        return {'keys': self.keys, 'rows': torch.stack(self.rows).cpu() if self.rows else torch.zeros(0),
+                'streak': self.streak.cpu(), 'first_bad': self.first_bad.cpu(), 'bad_value': self.bad_value.cpu()}
+
+    def load_state_dict(self, state):
+        device = self.streak.device
+        self.keys, self.rows = state['keys'], [r.to(device) for r in state['rows']]
+        self.streak, self.first_bad, self.bad_value = (state[k].to(device) for k in ('streak', 'first_bad',
+                                                                                      'bad_value'))
+
     def means(self):
         """{metric: mean over the batches so far} (pandas' column means, as the reference)."""
         if not self.rows:

@@ -24,19 +24,6 @@ class Interrupted(Exception):
         self.epoch, self.batch, self.partial = epoch, batch, partial
 
 
-def _metrics_state(acc):
-    """An EpochMetrics' batches so far, as tensors (a mid-epoch state file)."""
-    rows = torch.stack(acc.rows).cpu() if acc.rows else torch.zeros(0)
-    return {'keys': acc.keys, 'rows': rows, 'streak': acc.streak.cpu(), 'first_bad': acc.first_bad.cpu(),
-            'bad_value': acc.bad_value.cpu()}
-
-
-def _load_metrics(acc, state):
-    device = acc.streak.device
-    acc.keys, acc.rows = state['keys'], [r.to(device) for r in state['rows']]
-    acc.streak, acc.first_bad, acc.bad_value = (state[k].to(device) for k in ('streak', 'first_bad', 'bad_value'))
-
-
 def to_device(x, y, device, channels_last=False):
     """A CPU batch on `device` (images in channels_last memory format if asked): the batch preparation."""
     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -76,7 +63,7 @@ class AdversarialTrainer:
         first, images, elapsed = 0, 0, 0.0
         if resume is not None:
             first, images, elapsed = resume['batch'], resume['images'], resume['seconds']
-            _load_metrics(metrics_acc, resume['metrics'])
+            metrics_acc.load_state_dict(resume['metrics'])
         bar = self.progress(itertools.islice(dataloader, first, None), epoch, n, first)
         start = time.time() - elapsed
         try:
@@ -109,7 +96,7 @@ class AdversarialTrainer:
                 if i + 1 < n and self.stop_requested(i + 1):
                     metrics_acc.check_finite(epoch, n, self.runtime)
                     raise Interrupted(epoch, i + 1, {'batch': i + 1, 'images': images, 'metrics':
-                                                     _metrics_state(metrics_acc), 'seconds': time.time() - start})
+                                                     metrics_acc.state_dict(), 'seconds': time.time() - start})
                 if bar_redraws_next(bar, i + 1):
                     bar.set_postfix({k: f'{v:.4f}' for k, v in metrics_acc.means().items()}, refresh=False)
         finally:

@@ -1,5 +1,6 @@
 """The one file writer: a temporary file beside the target, fsynced, os.replace'd, the folder fsynced; a crash leaves
 the previous file intact (docs/differences.md item 45)."""
+import datetime
 import errno
 import os
 import re
@@ -70,3 +71,17 @@ def write_atomic(path, write):
             os.close(dir_fd)
     fault_point(f'after-write:{os.path.basename(path)}')
     return path
+
+
+def move_aside(folder, keep=()):
+    """Move the files of `folder` (not `keep`, not earlier previous-* folders) into folder/previous-<date>/, so that
+    a new run never mixes with an old one and nothing is deleted; returns (that folder or None, the names moved)."""
+    names = sorted(n for n in os.listdir(folder) if n not in keep and not n.startswith('previous-')) \
+        if os.path.isdir(folder) else []
+    if not names:
+        return None, []
+    aside = os.path.join(folder, f'previous-{datetime.datetime.now():%Y%m%d-%H%M%S-%f}')
+    os.makedirs(aside)
+    for name in names:
+        os.replace(os.path.join(folder, name), os.path.join(aside, name))
+    return aside, names
