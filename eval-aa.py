@@ -14,8 +14,8 @@ from core.attacks import attack_norm
 from core.attacks.autoattack import flags_to_str, make_autoattack, run_autoattack
 from core.data import get_data_info, load_data
 from core.models import create_model
-from core.run.parser import parser_eval
-from core.run.run_dir import ARGS_FILE, read_args
+from core.run.parser import check_radius, parser_eval
+from core.run.run_dir import ARGS_FILE, RunLock, read_args
 from core.utils.atomic import write_atomic
 from core.utils.checkpoint import load_state_dict, load_weights, sha256_file
 from core.utils.distributed import barrier, cleanup, setup
@@ -97,8 +97,8 @@ def check_inputs(args, run_dir):
     if args.n_iter is not None and (args.version != 'custom' or args.n_iter < 1):
         raise UserError('--n-iter (a testing aid) needs --version custom and a positive number of iterations.')
     check_number('--seed', args.seed, 0, SEED_MAX, example=1)
-    check_number(f'attack_eps of {os.path.join(run_dir, ARGS_FILE)}', args.attack_eps, 0, low_open=True,
-                 example='8/255')
+    check_radius(f'attack_eps of {os.path.join(run_dir, ARGS_FILE)}', args.attack_eps,
+                 attack_norm(args.attack) == 'Linf', example='8/255')
     return weights
 
 
@@ -145,16 +145,6 @@ def read_model(args, info, weights, device, notes):
     return model, key
 
 
-def open_out_dir(out_dir):
-    """A read-only `out_dir` is one UserError, before any attack."""
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-        open(os.path.join(out_dir, 'log-aa.log'), 'a').close()
-    except OSError as e:
-        raise UserError(f'{out_dir} cannot be written ({e.strerror}): pass --out-dir DIR, a folder you can '
-                        'write, for log-aa.log and eval-aa.json') from None
-
-
 def write_results(out_dir, summary, state_path):
     """eval-aa.json: the latest evaluation; eval-aa.jsonl: one line per evaluation."""
     json_path = os.path.join(out_dir, 'eval-aa.json')
@@ -167,22 +157,22 @@ def write_results(out_dir, summary, state_path):
 
 
 def main(argv=None):
-    with StopRequest(immediate=True):  # SIGTERM, SIGUSR1, Ctrl-C: one line, exit 128 + the signal
-        return evaluate(argv)
+    with StopRequest(immediate=True), RunLock() as lock:  # SIGTERM, SIGUSR1, Ctrl-C: one line, exit 128 + signal
+        return evaluate(argv, lock)
 
 
-def evaluate(argv):
+def evaluate(argv, lock):
     start = time.time()
     args, run_dir, source = resolve_args(argv)
     weights = check_inputs(args, run_dir)
     out_dir = args.out_dir if args.out_dir is not None else run_dir
     runtime = setup(args.device)
     device, primary = runtime.device, runtime.is_primary
+    if primary:  # one writer per output folder (two evaluations would share log and state); read-only: one line
+        lock.acquire(out_dir, 'pass --out-dir DIR, a folder you can write, for log-aa.log and eval-aa.json')
     notes = [f'Using device: {device}' + (f' x {runtime.world_size} processes' if runtime.distributed else '')]
     data_dir, info, x_test, y_test = read_data(args, source, notes)
     model, key = read_model(args, info, weights, device, notes)
-    if primary:
-        open_out_dir(out_dir)
 
     log_path = os.path.join(out_dir, 'log-aa.log')
     # stdout and log-aa.log (appended); several processes (torchrun): the first one logs

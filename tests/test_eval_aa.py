@@ -129,15 +129,18 @@ def test_missing_weights_exit_2_with_paths(tmp_path, capsys):
     assert code == 2 and other in err
 
 
-@pytest.mark.parametrize('change', ['seed', 'eps'])
-def test_bad_numbers_exit_2_nothing_written(tmp_path, capsys, change):
-    data_root, log_root, desc, *_ = make_run(tmp_path, released_args(attack_eps=-1.0 if change == 'eps' else 8 / 255))
+@pytest.mark.parametrize('change, eps, says', [('seed', 8 / 255, '--seed -1'), ('eps', -1.0, 'attack_eps'),
+                                               ('eps', float('nan'), 'attack_eps'),
+                                               ('eps', 8.0, 'did you mean 8/255?')])
+def test_bad_numbers_exit_2_nothing_written(tmp_path, capsys, change, eps, says):
+    # a radius saved in pixel units (8 for L-inf on [0, 1] images) gets the same hint as train-wa.py's flag
+    data_root, log_root, desc, *_ = make_run(tmp_path, released_args(attack_eps=eps))
     before = sorted(os.listdir(os.path.join(log_root, desc)))
     argv = ['--data-dir', data_root, '--log-dir', log_root, '--desc', desc] + (['--seed', '-1'] if change == 'seed'
                                                                                 else [])
     code, _, err = run_cli(argv, capsys)
     assert code == 2 and err.count('\n') == 1
-    assert ('--seed -1' if change == 'seed' else 'attack_eps') in err
+    assert says in err and 'Traceback' not in err
     assert sorted(os.listdir(os.path.join(log_root, desc))) == before   # no log-aa.log
 
 
@@ -391,14 +394,37 @@ def test_read_only_run_folder_names_out_dir(tmp_path, capsys, monkeypatch, real)
             pytest.skip('root ignores permission bits; the patched variant covers it')
         os.chmod(run_dir, 0o555)
     else:
-        def read_only_open(path, mode='r', *a, **k):
-            if any(c in mode for c in 'wax') and os.path.dirname(os.fspath(path)) == run_dir:
+        real_open = os.open
+
+        def read_only_open(path, flags, *a, **k):   # what a read-only share answers (root ignores the mode bits)
+            if flags & (os.O_WRONLY | os.O_RDWR) and os.path.dirname(os.fspath(path)) == run_dir:
                 raise PermissionError(13, 'Permission denied', path)
-            return open(path, mode, *a, **k)
-        monkeypatch.setattr(eval_aa, 'open', read_only_open, raising=False)
+            return real_open(path, flags, *a, **k)
+        monkeypatch.setattr(os, 'open', read_only_open)
     try:
         code, out, err = run_cli(['--data-dir', data_root, '--log-dir', log_root, '--desc', desc], capsys)
     finally:
         os.chmod(run_dir, 0o755)
     assert code == 2 and err.count('\n') == 1 and run_dir in err and '--out-dir' in err and 'Traceback' not in err
     assert sorted(os.listdir(run_dir)) == ['args.txt', 'weights-best.pt']
+
+
+def test_an_output_folder_held_by_a_live_process_is_refused(tmp_path, capsys, monkeypatch):
+    """Two evaluations (or an evaluation and the training run) in one folder: one line naming the holder and
+    --out-dir; the holder's lock is left alone and nothing is written."""
+    import socket
+    data_root, log_root, desc, *_ = make_run(tmp_path, released_args())
+    run_dir = os.path.join(log_root, desc)
+    lock = os.path.join(run_dir, '.lock')
+    with open(lock, 'w') as f:
+        f.write(f'{os.getpid()} {socket.gethostname()}\n')
+    code, out, err = run_cli(['--data-dir', data_root, '--log-dir', log_root, '--desc', desc], capsys)
+    assert code == 2 and err.count('\n') == 1 and f'in use by process {os.getpid()}' in err and '--out-dir' in err
+    assert sorted(os.listdir(run_dir)) == ['.lock', 'args.txt', 'weights-best.pt'] and 'AutoAttack' not in out
+    monkeypatch.setattr(aa, '_AutoAttack', FakeOfficialAutoAttack)
+    monkeypatch.setattr(aa, 'BACKEND', 'autoattack')
+    out_dir = str(tmp_path / 'elsewhere')
+    code, _, err = run_cli(['--data-dir', data_root, '--log-dir', log_root, '--desc', desc, '--num-samples', '2',
+                            '--out-dir', out_dir], capsys)
+    assert code == 0, err
+    assert os.path.isfile(lock) and not os.path.exists(os.path.join(out_dir, '.lock'))   # released at the end

@@ -11,7 +11,8 @@ from core.utils.errors import UserError
 from core.utils.faults import fault_point
 
 CHECKSUM_SUFFIX = '.sha256'  # core.utils.checkpoint's sidecar, written with write_atomic too
-DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM)
+NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def _umask():
@@ -57,9 +58,10 @@ def write_atomic(path, write):
             free = f'{shutil.disk_usage(directory).free / 2 ** 20:.1f} MiB free'
         except OSError:
             free = 'free space unknown'
+        fix = 'make the folder writable (or fix the disk)' if e.errno in NOT_WRITABLE else 'free some space'
         raise UserError(f'{path} could not be written ({e.strerror}; {free} in {directory}): the previous file at '
-                        'that path, if any, is intact; free some space (or fix the disk) and run the same command '
-                        'again (a training run continues with --resume)') from None
+                        f'that path, if any, is intact; {fix} and run the same command again (a training run '
+                        'continues with --resume)') from None
     finally:
         if tmp is not None and os.path.exists(tmp):  # only our own temporary file, never the user's `path`
             os.remove(tmp)
