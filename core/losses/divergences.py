@@ -1,19 +1,6 @@
-"""Distances, the clip bound and smoothed targets (Pang et al., ICML 2022, Section 5.2): pure functions of tensors.
-
-`distance(o, t, div)`: one value per sample between (B, K) probability batches, o the output, t the target:
-
-| div                | D(o, t)                                                               |
-|--------------------|-----------------------------------------------------------------------|
-| `KL` / `KLsqrt`    | KL(t || o) (= -log o_y for a one-hot t, i.e. cross-entropy) / its sqrt |
-| `RKLsqrt`          | sqrt(KL(o || t))                                                      |
-| `JS` / `JSsqrt`    | (KL(o || M) + KL(t || M)) / 2, M = (o + t) / 2 / its sqrt per sample   |
-| `LSE`              | sum_k (o_k - t_k)^2                                                   |
-| `L1square`         | (sum_k |o_k - t_k|)^2                                                  |
-| a number p         | ||o - t||_p (`1`, `2`, `inf`, ...)                                    |
-
-KL(P || Q) = sum_k P_k (log P_k - log Q_k) with logs of probabilities (docs/differences.md item 60), P_k = 0 terms
-masked to 0 (docs/differences.md item 68).
-"""
+"""Distances D(o, t) per sample between (B, K) probability batches (o the output, t the target), the clip bound and
+smoothed targets (Pang et al., ICML 2022, Section 5.2). KL(P || Q) = sum_k P_k (log P_k - log Q_k) with logs of
+probabilities (docs/differences.md item 60), P_k = 0 terms masked to 0 (docs/differences.md item 68)."""
 import math
 
 import torch
@@ -46,7 +33,7 @@ def kl(p, q):
 
 
 def distance(o, t, div):
-    """D(o, t) per sample (B,) of the module table."""
+    """D(o, t) per sample (B,); KL is KL(t || o), the cross-entropy for a one-hot t."""
     if div in ('KL', 'KLsqrt'):
         d = kl(t, o)
         return d.sqrt() if div == 'KLsqrt' else d

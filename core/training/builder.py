@@ -1,6 +1,5 @@
 """`build_trainer(info, args, runtime)`: the trainer of train-wa.py and train.py, built once in the reference's order,
-whose seeding points the random draws of a run depend on (docs/differences.md item 41).
-"""
+whose seeding points the random draws of a run depend on (docs/differences.md item 41)."""
 import copy
 import functools
 import os
@@ -70,8 +69,7 @@ def trainer_parts(info, args, runtime=None, weight_averaging=None, objective=Non
 
 
 def wrap_model(model, runtime, sync_bn=False, compile=False):
-    """(model, train_model): SyncBatchNorm, then DDP and torch.compile of the training forwards only; the attacks
-    run on the plain module (eager input gradients, no buffer broadcast, no extra compiled graphs)."""
+    """(model, train_model): SyncBatchNorm, then DDP and torch.compile of the training forwards only."""
     if sync_bn and runtime.distributed:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     train_model = wrap_ddp(model, runtime)

@@ -1,6 +1,5 @@
 """The composites of every training script: inner maximisation -> training forwards -> outer loss, in the
-reference's forward, RNG and BatchNorm-update order; and the reference-named builders (their attack built per call).
-"""
+reference's forward, RNG and BatchNorm-update order; and the reference-named builders (their attack built per call)."""
 import torch
 import torch.nn.functional as F
 
@@ -28,9 +27,8 @@ def madry_composite(model, attack, x, y, *, keep_clean):
 
 
 def trades_composite(model, attack, x, y, *, use_cutmix, outer_loss, **outer):
-    """TRADES-KL / SCORE-LSE of the WA trainer: z_nat = model(x) (train mode), x_adv = attack(x, softmax(z_nat)
-    detached, or the CutMix soft labels), z_adv = model(x_adv); the reference's separate target forward gave the same
-    target bit for bit (docs/differences.md item 42); the attack runs on the plain module (item 48)."""
+    """TRADES-KL / SCORE-LSE of the WA trainer: z_nat = model(x), x_adv = attack(x, softmax(z_nat) detached or the
+    CutMix soft labels), z_adv = model(x_adv) (docs/differences.md items 42 and 48)."""
     model.train()
     logits_nat = model(x)
     p_natural = y if use_cutmix else F.softmax(logits_nat.detach(), dim=1)

@@ -1,6 +1,5 @@
 """The batch metrics of one training epoch, kept on the device (epoch figures: the unweighted mean over batches,
-docs/differences.md items 1 and 7), and the stop on a non-finite loss (docs/differences.md item 45).
-"""
+docs/differences.md items 1 and 7), and the stop on a non-finite loss (docs/differences.md item 45)."""
 import time
 
 import pandas as pd
@@ -26,8 +25,8 @@ FP16_SKIP_TOLERANCE = 16
 
 
 class EpochMetrics:
-    """Each batch's metrics as a float64 row on the device (exact, as the reference's `.item()`), read by the host
-    only in `means` and `check_finite`; a device counter of consecutive non-finite losses beyond `tolerance`."""
+    """Batch metrics as float64 device rows (exact, as the reference's `.item()`), synced only by `means` and
+    `check_finite`; a device counter of consecutive non-finite losses beyond `tolerance`."""
 
     def __init__(self, device, tolerance=0):
         self.rows, self.keys, self.tolerance = [], None, tolerance

@@ -117,8 +117,7 @@ class AdversarialTrainer:
         return means
 
     def stop_requested(self, batch):
-        """Whether a signal asks to stop now; under DDP every process decides alike (a collective, so polled only
-        every NONFINITE_CHECK_EVERY batches on GPUs)."""
+        """Whether a signal asks to stop; under DDP a collective (every NONFINITE_CHECK_EVERY GPU batches)."""
         if self.stop is None:
             return False
         if not self.runtime.distributed:
@@ -149,8 +148,7 @@ class AdversarialTrainer:
         return self.evaluate(dataloader, adversarial)[0]
 
     def weights(self):
-        """The reference's checkpoint content: {'model_state_dict': weights} without weight averaging;
-        {'model_state_dict': averaged weights, 'unaveraged_model_state_dict': trained weights} with it."""
+        """The reference's checkpoint content (with weight averaging, `model_state_dict` holds the averaged weights)."""
         if self.ema is None:
             return {'model_state_dict': self.model.state_dict()}
         return {'model_state_dict': self.ema.state_dict(), 'unaveraged_model_state_dict': self.model.state_dict()}
@@ -180,9 +178,8 @@ class AdversarialTrainer:
 
 
 def evaluate(model, dataloader, runtime, prepare, attacks=(None,), sharded=False):
-    """(mean of per-batch accuracies, correct / total) of `model` in eval mode under each of `attacks` (None: clean):
-    per batch every attack first, then the forwards under no_grad (docs/differences.md items 27 and 71). Under DDP
-    the batches are split round-robin (unless `sharded`: the loader yields this process's share) and summed."""
+    """(mean of per-batch accuracies, correct / total) under each attack (None: clean), the attacks before the no_grad
+    forwards (docs/differences.md items 27 and 71); under DDP round-robin batches, unless the loader is `sharded`."""
     model.eval()
     rank, world = runtime.rank, runtime.world_size
     sharded = sharded or getattr(dataloader.batch_sampler, 'per_rank', False)  # load_data's eval loaders
