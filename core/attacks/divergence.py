@@ -1,6 +1,5 @@
-"""The without_DDPM attacks, `attack(x, y) -> x_adv` in [0, 1], threat model `linf` or `l2`. Random starts use
-the generator of x's device (docs/differences.md item 65); gradients are taken w.r.t. the input only, no parameter
-`.grad` is written (docs/differences.md item 71)."""
+"""The without_DDPM attacks, `attack(x, y) -> x_adv`, `linf` or `l2`: random starts on the generator of x's device
+(docs/differences.md item 65), no parameter `.grad` written (docs/differences.md item 71)."""
 import torch
 import torch.nn.functional as F
 
@@ -29,8 +28,7 @@ def _random_start(x, eps, norm):
     return _clamp_to_image(delta, x)
 
 
-# The original's order: step and clamp in delta space, then min/max into [0, 1] (PGDAttack clamps x + delta: not
-# the same rounding).
+# the original's order: step and clamp delta, then into [0, 1] (PGDAttack clamps x + delta: other rounding)
 def _linf_step(x, eps, step):
     def update(delta, grad):
         return _clamp_to_image(torch.clamp(delta + step * torch.sign(grad), min=-eps, max=eps), x)
@@ -59,9 +57,8 @@ class _Attack:
 
 
 class DivergencePGD(_Attack):
-    """PGD (Madry et al., ICLR 2018) on mean_i D(p(model(x + delta))_i, e_y,i), D a distance of
-    core.losses.divergences. It keeps the model's mode: in training each of the R*T forwards updates the BatchNorm
-    statistics, as the original; the last restart is returned (docs/differences.md items 58, 61)."""
+    """PGD (Madry et al., ICLR 2018) on mean_i D(p(model(x + delta))_i, e_y,i) in the model's mode (training: each
+    forward updates BatchNorm, as the original); the last restart is returned (docs/differences.md items 58, 61)."""
 
     def __init__(self, model, eps, step, iters, restarts=1, norm='linf', div='KL', num_classes=10):
         super().__init__(model, eps, step, iters, restarts, norm)

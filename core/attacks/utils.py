@@ -62,8 +62,7 @@ def input_gradient(model, loss_of_logits, z):
 
 
 def ascend(model, loss_of_logits, x, start, update, iters, delta=True):
-    """The one ascent loop of the attacks: `iters` steps s <- update(s, grad) from s = start, grad the
-    `input_gradient` at z = x + s (delta: s is a perturbation) or z = s; s detached."""
+    """The attacks' one loop: `iters` steps s <- update(s, grad), grad the `input_gradient` at x + s (delta) or s."""
     s = start
     for _ in range(iters):
         grad = input_gradient(model, loss_of_logits, x + s if delta else s)
