@@ -1,7 +1,5 @@
-"""Shared pieces of the data layer: the base splits (DATA_DIR/{split}.npz, else torchvision's files in DATA_DIR,
-else torchvision's download; offline, a UserError naming the paths tried and MAKE_NPZ_CMD), transforms, the image
-dataset and the loaders.
-"""
+"""The data layer's shared pieces: the base splits (DATA_DIR/{split}.npz, else torchvision's files in DATA_DIR, else
+its download; offline, a UserError naming MAKE_NPZ_CMD), transforms, the image dataset and the loaders."""
 import argparse
 import os
 

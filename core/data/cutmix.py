@@ -1,7 +1,5 @@
-"""CutMix (Yun et al., ICCV 2019) with soft labels and the x4 expansion of --CutMix (docs/differences.md item 26).
-
-numpy's global generator, per copy in the reference's order: lambda ~ Beta(alpha, alpha), centre row, column, perm.
-"""
+"""CutMix (Yun et al., ICCV 2019) with soft labels and the x4 expansion of --CutMix (docs/differences.md item 26),
+on numpy's global generator in the reference's order: lambda ~ Beta(alpha, alpha), centre row, column, perm."""
 import numpy as np
 import torch
 import torch.nn.functional as F

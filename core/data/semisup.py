@@ -1,6 +1,5 @@
 """The training sets of cifar10s/cifar100s/svhns (base train split then generated images, one `ImageDataset`, no
-copy), the `--unsup-fraction` batch sampler, and the builders of the per-dataset modules.
-"""
+copy), the `--unsup-fraction` batch sampler, and the builders of the per-dataset modules."""
 import math
 import os
 
@@ -97,8 +96,7 @@ class SemiSupervisedSampler(torch.utils.data.Sampler):
         while count < self.num_batches:
             needed = (self.num_batches - count) * self.sup_bs
             if self.shuffle and self.merged and needed < n_sup:
-                # The epoch ends inside this pass: its first `needed` positions, uniform without replacement,
-                # drawn in O(needed) memory (numpy's Floyd sampling), not a permutation of the whole pool.
+                # the epoch ends in this pass: `needed` positions in O(needed) memory, not a whole permutation
                 order = np.random.default_rng(_seed_sequence(self.seed, epoch, 3)).choice(n_sup, needed, replace=False)
             else:
                 order = torch.randperm(n_sup, generator=g).numpy() if self.shuffle else np.arange(n_sup)
@@ -139,10 +137,8 @@ class SemiSupervisedDataset(ImageDataset):
 
 
 def load_base(name, data_dir, num_classes, use_augmentation='base', validation=False, val_size=1024):
-    """(train ArraySource, train transform, test dataset, val dataset or None, base train size) of cifar10/100/svhn.
-
-    The validation set is the first `val_size` training images (file order), with the test transform.
-    """
+    """(train ArraySource, train transform, test dataset, val dataset or None, base train size) of cifar10/100/svhn;
+    the validation set: the first `val_size` training images (file order), with the test transform."""
     train_tf, test_tf = get_transforms(name, use_augmentation)
     images, labels = load_split(name, data_dir, 'train', num_classes)
     test_images, test_labels = load_split(name, data_dir, 'test', num_classes)
@@ -175,9 +171,8 @@ def plain_loader(name, num_classes):
 
 
 def semisup_loader(name, num_classes):
-    """`load_<name>s(data_dir, use_augmentation, aux_data_filename, validation, val_size)` -> (train, test, val or
-    None), also without validation (docs/differences.md item 22). Base data from the sibling folder
-    DATA_DIR/../<name>; the test set is its test split, also for svhns (docs/differences.md item 12)."""
+    """`load_<name>s(...)` -> (train, test, val or None), also without validation (docs/differences.md item 22); base
+    data from DATA_DIR/../<name>, whose test split is the test set, also for svhns (docs/differences.md item 12)."""
     def load(data_dir, use_augmentation='base', aux_data_filename=None, validation=False, val_size=1024):
         if not aux_data_filename:
             raise UserError(f'{name}s is semi-supervised and needs generated data: pass --aux-data-filename '

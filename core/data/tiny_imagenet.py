@@ -60,4 +60,3 @@ def load_tinyimagenet(data_dir, use_augmentation='base', validation=False, val_s
     train = ImageDataset([_FolderSource(folders['train'], samples)], train_tf)
     test = ImageDataset([_FolderSource(folders['val'])], test_tf)
     return train, test, val_dataset, len(folders['train'].samples)
-

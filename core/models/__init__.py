@@ -89,8 +89,7 @@ def _backbone(name, data, num_classes):
 
 
 def create_model(name, normalize, info, device):
-    """Model `name` for `info` (keys data, num_classes, mean, std) on `device`, behind Normalization with
-    `normalize` (state-dict prefix `module.1.`)."""
+    """Model `name` for `info` (data, num_classes, mean, std) on `device`, behind Normalization with `normalize`."""
     error = _name_error(name)
     if error is not None:
         raise UserError(error)

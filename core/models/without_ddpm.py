@@ -26,8 +26,7 @@ WRN_ACTIVATIONS = ('ReLU', 'Swish', 'Softplus')
 
 
 class NormalizedNet(nn.Module):
-    """module((x - mean) / std) with the CIFAR-10 constants as the original, also for CIFAR-100 (docs/differences.md
-    item 62); non-persistent buffers."""
+    """module((x - mean) / std): CIFAR-10's constants, CIFAR-100 too, as the original (docs/differences.md item 62)."""
 
     def __init__(self, module, mean=CIFAR10_MEAN, std=CIFAR10_STD):
         super().__init__()

@@ -19,8 +19,7 @@ def check_toy_model(model):
         raise TypeError('the toy attacks need build_model()\'s Linear(1,H)-Tanh-Linear(H,H)-Tanh-Linear(H,K) network.')
 
 
-# Activations are feature-major, (H, rows): the H x H products are ~13% faster that way in MKL, and the logits
-# come out class-major, the layout `softmax2` wants.
+# Activations are feature-major (H, rows): MKL's H x H products are ~13% faster, the logits come out class-major.
 
 def _blocks(n, chunk):
     step = min(chunk or n, n)
