@@ -65,8 +65,7 @@ def train(ctx, desc, *flags, epochs=2, env=None, launcher=()):
 
 
 def grad_check(ctx, dtype):
-    """Autocast input gradients of the attack objectives vs float32: exact zeros and sign agreement (fp16 used to
-    underflow to zero, docs/differences.md item 47)."""
+    """Autocast input gradients vs float32: zeros and sign agreement (fp16 underflowed, docs/differences.md item 47)."""
     device = ctx.device
     torch.manual_seed(0)
     model = create_model(ctx.grad_model, False, get_data_info('./data/cifar10'), device)
@@ -182,7 +181,6 @@ def step_bench(ctx, rounds=3):
 
 
 def ddp_check(ctx, *flags):
-    """torchrun runs (nccl) on 2 GPUs."""
     if torch.cuda.device_count() < 2:
         raise Skip('fewer than 2 GPUs')
     desc = 'ddp' + ''.join(flags).replace('-', '_')

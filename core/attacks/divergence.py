@@ -16,7 +16,6 @@ def _clamp_to_image(delta, x):
 
 
 def _random_start(x, eps, norm):
-    """linf: U(-eps, eps); l2: N(0, I) rescaled per sample to a radius u * eps, u ~ U(0, 1). Then kept in [0, 1]."""
     delta = torch.zeros_like(x)
     if norm == 'linf':
         delta.uniform_(-eps, eps)

@@ -12,7 +12,6 @@ def _per_sample(factor, x):
 
 
 def norm_batch(x, p):
-    """Per-sample L_p norm, (sum |x|^p)^(1/p) like the reference."""
     return x.abs().pow(p).reshape(x.shape[0], -1).sum(dim=1).pow(1. / p)
 
 
@@ -71,7 +70,6 @@ def ascend(model, loss_of_logits, x, start, update, iters, delta=True):
 
 
 def linf_box_step(x, eps, step):
-    """x_adv + step sign(grad), then min/max to the eps-box around x (in x_adv space) and [0, 1]."""
     def update(x_adv, grad):
         x_adv = x_adv + step * torch.sign(grad)
         x_adv = torch.min(torch.max(x_adv, x - eps), x + eps)
@@ -80,7 +78,6 @@ def linf_box_step(x, eps, step):
 
 
 def l2_sgd_step(x, eps, lr):
-    """SGD on delta with per-sample normalised gradients, then clamp01(x + delta) - x and renorm to L2 <= eps."""
     view = (-1,) + (1,) * (x.dim() - 1)
 
     def update(delta, grad):

@@ -28,6 +28,5 @@ def cutmix(x, y, num_classes, alpha=1.0):
 
 
 def cutmix_expand(x, y, num_classes, copies=4, alpha=1.0):
-    """`copies` independent CutMix copies of the batch, concatenated: (copies*B, C, H, W), (copies*B, K)."""
     pairs = [cutmix(x, y, num_classes, alpha) for _ in range(copies)]
     return torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])

@@ -155,7 +155,6 @@ def load_base(name, data_dir, num_classes, use_augmentation='base', validation=F
 
 
 def dataset_desc(data, num_classes, mean, std, classes=None):
-    """A dataset's `DATA_DESC`: {data, classes, num_classes, mean, std}; classes default to '0' .. 'K-1'."""
     return {'data': data, 'classes': classes if classes is not None else tuple(str(i) for i in range(num_classes)),
             'num_classes': num_classes, 'mean': mean, 'std': std}
 

@@ -11,7 +11,6 @@ DATA_DESC = dataset_desc('tiny-imagenet', 200, mean=[0.4802, 0.4481, 0.3975], st
 
 
 class _FolderSource:
-
     def __init__(self, folder, samples=None):
         self.folder = folder
         self.samples = samples if samples is not None else folder.samples

@@ -10,7 +10,6 @@ DIVERGENCES = ('JSsqrt', 'JS', 'LSE', 'L1square', 'KLsqrt', 'RKLsqrt', 'KL')
 
 
 def check_divergence(div):
-    """`div` if it names a distance (one of DIVERGENCES or a p-norm's p), else ValueError."""
     if div in DIVERGENCES:
         return div
     try:
@@ -66,12 +65,10 @@ def smooth_targets(y, num_classes, ls, dtype=torch.float32):
 
 
 def kl_div_batchmean(p_target, logits):
-    """KL(P || softmax(logits)), KLDivLoss 'batchmean'."""
     return F.kl_div(F.log_softmax(logits, dim=1), p_target, reduction='batchmean')
 
 
 def squared_error_sum(p_target, logits):
-    """SCORE's squared error sum_ik (softmax(logits)_ik - P_ik)^2."""
     return torch.sum((F.softmax(logits, dim=1) - p_target) ** 2)
 
 
@@ -87,7 +84,6 @@ def cw_margin(logits, y, reduction='mean', clamp=False, confidence=0.):
 
 
 def smooth_cross_entropy(logits, target, smoothing=0.0, reduction='mean'):
-    """(1 - ls) (-log p_y) + ls mean_k(-log p_k): label-smoothing cross-entropy."""
     log_prob = F.log_softmax(logits, dim=-1)
     nll = -log_prob.gather(dim=-1, index=target.unsqueeze(1)).squeeze(1)
     loss = (1.0 - smoothing) * nll + smoothing * -log_prob.mean(dim=-1)

@@ -10,18 +10,15 @@ from .divergences import distance, kl_div_batchmean, smooth_cross_entropy, smoot
 
 
 def kl_term(logits, target, probs=None):
-    """TRADES-KL's term, KLDivLoss 'batchmean' (0-dim)."""
     return kl_div_batchmean(target, logits)
 
 
 def lse_term(logits, target, probs=None):
-    """SCORE-LSE's term sum_k (softmax(logits)_k - target_k)^2, (B,)."""
     probs = F.softmax(logits, dim=1) if probs is None else probs
     return torch.sum((probs - target) ** 2, dim=-1)
 
 
 def distance_term(div):
-    """without_DDPM's term D(softmax(logits), target), (B,)."""
     def term(logits, target, probs=None):
         return distance(F.softmax(logits, dim=1) if probs is None else probs, target, div)
     return term
@@ -102,7 +99,6 @@ def mart_outer_loss(logits_nat, logits_adv, y, *, beta):
 
 
 def madry_outer_loss(logits, y, keep_clean=False):
-    """PGD-AT: mean CE of the logits of x_adv (of cat(x, x_adv) with keep_clean)."""
     loss = F.cross_entropy(logits, torch.cat((y, y), dim=0) if keep_clean else y)
     preds = logits.detach()
     metrics = {'loss': loss.detach()}

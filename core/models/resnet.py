@@ -6,8 +6,6 @@ import torch.nn.functional as F
 
 
 class Normalization(nn.Module):
-    """(x - mean) / std per channel, put in front of the backbone by `--normalize`; buffers not in the state dict."""
-
     def __init__(self, mean, std):
         super().__init__()
         self.register_buffer('mean', torch.tensor(mean, dtype=torch.float32).view(1, len(mean), 1, 1),

@@ -39,7 +39,6 @@ class NormalizedNet(nn.Module):
 
 
 def create_without_ddpm_model(name, num_classes, activation='ReLU', width_factor=10, device='cpu', depth=34):
-    """`--model`, `--activation`, `--width-factor`, `--wrn-depth` (34 as the original) as a NormalizedNet."""
     if name not in MODELS:
         raise UserError(f'unknown --model {name!r}; use one of {", ".join(MODELS)}.')
     allowed = tuple(ACTIVATIONS) if name == 'PreActResNet18' else WRN_ACTIVATIONS

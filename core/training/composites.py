@@ -19,7 +19,6 @@ from core.utils.checkpoint import unwrap_model
 
 
 def madry_composite(model, attack, x, y, *, keep_clean):
-    """Mean CE of model(x_adv) (of cat(x, x_adv) with --keep-clean)."""
     x_adv = attack(x, y)
     if keep_clean:
         x_adv = torch.cat((x, x_adv), dim=0)
@@ -49,8 +48,7 @@ def attack_first_composite(model, attack, x, y, *, outer_loss, **outer):
 
 def divergence_composite(model, attack, x, y, *, num_classes, ls, divergence, bound, trades_lambda=None,
                          clip_clean=True):
-    """without_DDPM: PGD / Standard: pgd_loss of model(x_adv); TRADES (`trades_lambda`): model(x_adv), then model(x)
-    (docs/differences.md item 58), trades_loss."""
+    """without_DDPM's PGD / Standard (pgd_loss), TRADES (model(x_adv) before model(x), docs/differences.md item 58)."""
     x_adv = attack(x, y) if attack is not None else torch.clamp(x, 0, 1)
     targets = smooth_targets(y, num_classes, ls)
     if trades_lambda is None:

@@ -18,8 +18,7 @@ class NonFiniteLoss(UserError):
         super().__init__(f'epoch {epoch}, {where}: the training loss is {value} (not finite)')
 
 
-# The non-finite flag is read every batch on the CPU, every NONFINITE_CHECK_EVERY batches elsewhere (a host
-# synchronisation); under fp16 the GradScaler skips a non-finite step, and only this many in a row stop the run.
+# A host sync reads the non-finite flag every NONFINITE_CHECK_EVERY GPU batches; fp16 stops after this many skips.
 NONFINITE_CHECK_EVERY = 32
 FP16_SKIP_TOLERANCE = 16
 

@@ -25,7 +25,6 @@ class Interrupted(Exception):
 
 
 def to_device(x, y, device, channels_last=False):
-    """A CPU batch on `device` (images in channels_last memory format if asked): the batch preparation."""
     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -111,7 +110,6 @@ class AdversarialTrainer:
         if self.runtime.distributed:
             sums = all_reduce_sum(list(means.values()), self.runtime)
             means = {k: s / self.runtime.world_size for k, s in zip(means, sums)}
-        # the epoch's training images on all processes and its wall time, for the compute accounting
         self.last_epoch_images = int(all_reduce_sum([images], self.runtime)[0])
         self.last_epoch_seconds = time.time() - start
         return means
@@ -139,7 +137,6 @@ class AdversarialTrainer:
         rescale_lr(self.optimizer, self.scheduler, ratio)
 
     def evaluate(self, dataloader, adversarial=False, sharded=False):
-        """(mean of per-batch accuracies, correct / total) of the evaluated model, clean or attacked."""
         return evaluate(self.eval_model, dataloader, self.runtime, self.prepare,
                         (self.eval_attack if adversarial else None,), sharded)[0]
 

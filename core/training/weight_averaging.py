@@ -17,7 +17,6 @@ def ema_decay(global_step, warmup_steps=0, tau=0.999):
 
 @torch.no_grad()
 def ema_update(wa_model, model, global_step, decay_rate=0.999, warmup_steps=0):
-    """theta_wa <- theta_wa * decay + theta * (1 - decay) in place, parameters only; returns the decay."""
     decay = ema_decay(global_step, warmup_steps, decay_rate)
     wa_params, params = list(wa_model.parameters()), list(model.parameters())
     if len(wa_params) != len(params):
@@ -34,7 +33,6 @@ def _batchnorms(model):
 
 @torch.no_grad()
 def update_bn(wa_model, model):
-    """Both models to eval mode, then `model`'s BatchNorm running statistics copied into `wa_model`'s."""
     wa_model.eval()
     model.eval()
     wa_bns, bns = _batchnorms(wa_model), _batchnorms(model)

@@ -22,7 +22,6 @@ DEFAULT_DATA_DIR = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath
 
 
 def data_folder(root, dataset):
-    """ROOT/cifar10 (or cifar100) if that folder exists, else ROOT itself."""
     sub = os.path.join(root, DATASETS[dataset][0])
     return sub if os.path.isdir(sub) else root
 
@@ -65,7 +64,6 @@ def auto_name(args):
 
 
 def step_lr(lr_max, t):
-    """SGDmom's LR at fractional epoch t: lr_max before 100, /10 before 105, then /100."""
     if t < STEP_MILESTONES[0]:
         return lr_max
     if t < STEP_MILESTONES[1]:
@@ -110,7 +108,6 @@ def eval_attacks(model, args, num_classes):
 
 
 def build_trainer(model, objective, args, num_classes, runtime, steps_per_epoch):
-    """The one trainer with --attack's objective and --optimizer's per-batch schedule."""
     opt, scheduler = make_optimizer(model.parameters(), args.optimizer, args.lr_max, args.weight_decay, args.epochs,
                                     steps_per_epoch)
     attack = objective.make_attack(model, args, num_classes)
