@@ -77,8 +77,7 @@ class DivergencePGD(_Attack):
 
 
 class TradesDivergencePGD(_Attack):
-    """TRADES's inner maximisation (Zhang et al., ICML 2019) of mean_i D(p(x + delta)_i, p(x)_i), in eval mode,
-    from delta = 0.001 N(0, 1), L-inf only (docs/differences.md item 58); y is unused."""
+    """TRADES's inner max of mean_i D(p(x + delta)_i, p(x)_i), eval mode, L-inf (docs/differences.md item 58)."""
 
     def __init__(self, model, eps, step, iters, div='KL'):
         super().__init__(model, eps, step, iters, 1, 'linf')
@@ -99,8 +98,7 @@ class TradesDivergencePGD(_Attack):
 
 
 class CEPGD(_Attack):
-    """Evaluation PGD (Rice et al., "Overfitting in adversarially robust deep learning", ICML 2020) on the mean CE
-    or CW margin, R restarts, keeping per sample the restart with the highest CE (docs/differences.md item 61)."""
+    """Eval PGD (Rice et al., ICML 2020), CE or CW: per sample the highest-CE restart (docs/differences.md item 61)."""
 
     def __init__(self, model, eps, step, iters, restarts=1, norm='linf', loss='ce'):
         super().__init__(model, eps, step, iters, restarts, norm)

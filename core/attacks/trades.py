@@ -38,8 +38,7 @@ def ctx_batch_stats(model: nn.Module):
 
 
 class TradesInnerMax:
-    """TRADES / SCORE inner maximisation argmax_{x' in B(x, eps)} D(P, model(x')) ('kl' or 'lse'), in
-    `ctx_batch_stats`; `attack(x, target_probs)`; L2: normalised SGD from 0.001 N(0, 1) (L-inf start still drawn)."""
+    """TRADES / SCORE argmax of D(P, model(x')) ('kl' / 'lse') in `ctx_batch_stats`; L2 SGD after the L-inf draw."""
 
     ATTACKS = INNER_ATTACKS  # the --attack values it takes (core/training/objectives.py reads them)
 
@@ -68,8 +67,7 @@ class TradesInnerMax:
 
 
 class TradesPlainInnerMax:
-    """TRADES of the plain trainer (`--tau 0`), in eval mode, on the summed KL to p = softmax(model(x)), from
-    x + 0.001 N(0, 1) (L-inf sign ascent) or from delta = 0.001 N(0, 1), a second draw (L2 SGD). y is unused."""
+    """TRADES of the plain trainer (`--tau 0`) in eval mode, on the summed KL to softmax(model(x)); L2 draws twice."""
 
     ATTACKS = INNER_ATTACKS
 

@@ -1,5 +1,4 @@
-"""The attacks' tensor helpers, their one ascent loop and its step functions. The arithmetic follows the reference
-operation by operation, so the attacks reproduce its numbers bit for bit on the same device."""
+"""The attacks' helpers, ascent loop and steps, op by op as the reference's (bit for bit on one device)."""
 import functools
 
 import torch

@@ -1,5 +1,4 @@
-"""The training sets of cifar10s/cifar100s/svhns (base train split then generated images, one `ImageDataset`, no
-copy), the `--unsup-fraction` batch sampler, and the builders of the per-dataset modules."""
+"""The cifar10s/cifar100s/svhns training sets (base then generated images, no copy), the --unsup-fraction sampler."""
 import math
 import os
 

@@ -100,8 +100,7 @@ class ToyLogits(torch.autograd.Function):
 
 
 class FastPath:
-    """generate_toy_demo.py's PlainAutograd methods, computed faster: blocks of CPU_CHUNK rows on the CPU, one block
-    elsewhere (predict: the module under autograd); `chunk` overrides (None = one block)."""
+    """PlainAutograd's methods, faster: CPU_CHUNK-row blocks on the CPU, else one; `chunk` overrides (None: one)."""
 
     def __init__(self, bayes_logits, divergence, device='cpu', chunk='auto'):
         self.bayes_logits, self.divergence = bayes_logits, divergence

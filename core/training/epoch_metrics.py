@@ -24,8 +24,7 @@ FP16_SKIP_TOLERANCE = 16
 
 
 class EpochMetrics:
-    """Batch metrics as float64 device rows (exact, as the reference's `.item()`), synced only by `means` and
-    `check_finite`; a device counter of consecutive non-finite losses beyond `tolerance`."""
+    """Batch metrics as float64 device rows (exact, as the reference's `.item()`), read by the host only when asked."""
 
     def __init__(self, device, tolerance=0):
         self.rows, self.keys, self.tolerance = [], None, tolerance

@@ -32,8 +32,7 @@ def to_device(x, y, device, channels_last=False):
 
 
 class AdversarialTrainer:
-    """`loss(x, y) -> (loss, metrics)`: the bound objective; `ema` None: the reference's plain Trainer, else its
-    WATrainer (evaluation and `model_state_dict` on the averaged model)."""
+    """`ema` None: the reference's plain Trainer, else its WATrainer (evaluation, `model_state_dict`: averaged)."""
 
     def __init__(self, model, optimizer, scheduler, loss, eval_attack, runtime, *, per_batch_scheduler=False,
                  ema=None, train_model=None, prepare=None, prepare_train=None, clip_grad=None, steps_per_epoch=0):

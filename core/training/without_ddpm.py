@@ -1,5 +1,4 @@
-"""What without_DDPM/train_cifar.py and eval_cifar.py compose onto the one trainer: CIFAR without generated data,
-the `--fname auto` name, the optimiser and LR schedule, the evaluation attacks."""
+"""What without_DDPM's scripts compose onto the one trainer: CIFAR data, `--fname auto`, optimiser, eval attacks."""
 import os
 
 import torch
