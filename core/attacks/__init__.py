@@ -45,8 +45,7 @@ def create_attack(model, criterion, attack_type, eps, step, iters, rand_init_typ
 
 
 def create_eval_attack(model, criterion, attack_type, eps, step, iters):
-    """The eval attack without weight averaging, by the training --attack (APGD: the reference has none and raises
-    UnboundLocalError, docs/differences.md item 3)."""
+    """The eval attack without weight averaging (APGD: none in the reference, docs/differences.md item 3)."""
     _check_attack_type(attack_type)
     if attack_type in ('linf-pgd', 'l2-pgd'):
         eval_args = (attack_type, eps, step, 2 * iters)

@@ -136,8 +136,7 @@ class SemiSupervisedDataset(ImageDataset):
 
 
 def load_base(name, data_dir, num_classes, use_augmentation='base', validation=False, val_size=1024):
-    """(train ArraySource, train transform, test dataset, val dataset or None, base train size) of cifar10/100/svhn;
-    the validation set: the first `val_size` training images (file order), with the test transform."""
+    """(train ArraySource, train transform, test, val or None, base train size); val: the first `val_size` images."""
     train_tf, test_tf = get_transforms(name, use_augmentation)
     images, labels = load_split(name, data_dir, 'train', num_classes)
     test_images, test_labels = load_split(name, data_dir, 'test', num_classes)

@@ -65,8 +65,7 @@ def _logits(x, chunk, w1, b1, w2, b2, w3, b3, slope=False):
 
 
 class ToyLogits(torch.autograd.Function):
-    """apply(x, chunk, *model.parameters()) = model(x) in blocks; the backward recomputes each block's hidden layers
-    (kept in the cache) instead of storing two (H, N) activations."""
+    """model(x) in blocks; the backward recomputes each block's hidden layers instead of storing (H, N) ones."""
 
     @staticmethod
     def forward(ctx, x, chunk, *params):

@@ -1,5 +1,4 @@
-"""`build_trainer(info, args, runtime)`: the trainer of train-wa.py and train.py, built once in the reference's order,
-whose seeding points the random draws of a run depend on (docs/differences.md item 41)."""
+"""The trainer of train-wa.py and train.py, built in the reference's seeding order (docs/differences.md item 41)."""
 import copy
 import functools
 import os

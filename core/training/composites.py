@@ -1,5 +1,4 @@
-"""The composites of every training script: inner maximisation -> training forwards -> outer loss, in the
-reference's forward, RNG and BatchNorm-update order; and the reference-named builders (their attack built per call)."""
+"""Inner maximisation -> training forwards -> outer loss, in the reference's forward, RNG and BatchNorm-update order."""
 import torch
 import torch.nn.functional as F
 
