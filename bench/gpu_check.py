@@ -1,8 +1,6 @@
 #!/usr/bin/env python3
 """GPU acceptance check: one command that exercises the CUDA paths of train-wa.py and eval-aa.py in minutes.
-
-    python bench/gpu_check.py [--quick]   # one PASS / FAIL / SKIP row per check; without CUDA, the CPU parts run
-"""
+`python bench/gpu_check.py [--quick]`: one PASS / FAIL / SKIP row per check; without CUDA, the CPU parts run."""
 import argparse
 import csv
 import math
@@ -67,8 +65,7 @@ def train(ctx, desc, *flags, epochs=2, env=None, launcher=()):
 
 
 def grad_check(ctx, dtype):
-    """Autocast input gradients of the attack objectives vs float32: exact zeros and sign agreement (fp16 used to
-    underflow to zero, docs/differences.md item 47)."""
+    """Autocast input gradients vs float32: zeros and sign agreement (fp16 underflowed, docs/differences.md item 47)."""
     device = ctx.device
     torch.manual_seed(0)
     model = create_model(ctx.grad_model, False, get_data_info('./data/cifar10'), device)
@@ -94,8 +91,7 @@ def grad_check(ctx, dtype):
 
 
 def train_check(ctx, desc, *flags, env=None, launcher=()):
-    """A 2-epoch train-wa.py run: finite loss, train adversarial accuracy below clean ('<=' in the small CPU runs,
-    where a tie is one image per batch; not compared in the --quick runs of 2 steps, whose accuracies are noise)."""
+    """A 2-epoch train-wa.py run: finite loss, train adversarial accuracy below clean (CPU: <=; --quick: noise)."""
     rows, out = train(ctx, desc, '--device', ctx.device.type, *flags, env=env, launcher=launcher)
     last, order = rows[-1], None if ctx.quick else '<' if CUDA else '<='
     loss, clean, adv = float(last['train_loss']), float(last['train_clean_acc']), float(last['train_adversarial_acc'])
@@ -147,8 +143,7 @@ def eval_check(ctx):
 
 
 def step_bench(ctx, rounds=3):
-    """Images/s and peak memory of one wrn-28-10-swish step at batch 512, three settings timed alternately (fp32
-    first in each round), as ratios to fp32."""
+    """Images/s and peak memory of a wrn-28-10-swish step at batch 512, three settings alternately, vs fp32."""
     if not CUDA:
         raise Skip(NO_CUDA)
     from core.training.composites import trades_loss, trades_loss_LSE
@@ -186,7 +181,6 @@ def step_bench(ctx, rounds=3):
 
 
 def ddp_check(ctx, *flags):
-    """torchrun runs (nccl) on 2 GPUs."""
     if torch.cuda.device_count() < 2:
         raise Skip('fewer than 2 GPUs')
     desc = 'ddp' + ''.join(flags).replace('-', '_')

@@ -1,8 +1,6 @@
 #!/usr/bin/env python3
 """One Markdown (or --csv) row per evaluated run folder, matched against docs/published.csv.
-
-    python scripts/results_table.py logs/score logs/trades-kl [--csv table.csv]    # args.txt and eval-aa.json each
-"""
+`python scripts/results_table.py logs/score logs/trades-kl [--csv table.csv]`: each has args.txt and eval-aa.json."""
 import argparse
 import csv
 import io

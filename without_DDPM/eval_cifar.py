@@ -49,18 +49,14 @@ def get_args(argv=None):
     extra.add_argument('--num-workers', type=int, default=2)
     extra.add_argument('--wrn-depth', type=int, default=None, help=argparse.SUPPRESS)  # testing aid: WRN-10-w
     args = p.parse_args(argv)
-    saved = _saved_args(args.out_dir)
+    state_path = os.path.join(args.out_dir, STATE_FILE)
+    saved = load_checkpoint(state_path).get('args', {}) if os.path.isfile(state_path) else {}
     defaults = (('activation', 'ReLU'), ('model', 'PreActResNet18'), ('width_factor', 10), ('dataset', 'CIFAR-10'),
                 ('wrn_depth', 34))
     for key, default in defaults:   # the run's architecture unless given
         if getattr(args, key) is None:
             setattr(args, key, saved.get(key, default))
     return args
-
-
-def _saved_args(folder):
-    path = os.path.join(folder, STATE_FILE)
-    return load_checkpoint(path).get('args', {}) if os.path.isfile(path) else {}
 
 
 def main(argv=None):

@@ -104,8 +104,7 @@ def get_args(argv=None):
 
 
 def validate(args):
-    """Bad input the original accepted and crashed on late (or trained through, e.g. a NaN --lr-max): one UserError
-    line each (the objective's own rules, e.g. --attack TRADES with --norm l2, are checked by resolve_without_ddpm)."""
+    """One UserError line for bad input the original crashed on late or trained through (e.g. a NaN --lr-max)."""
     for flag in ('--epsilon', '--test_epsilon', '--pgd-alpha', '--test-pgd-alpha'):  # in units of 1/255
         check_number(flag, getattr(args, flag[2:].replace('-', '_')), 0, 255, example=8)
     for flag in ('--lr-max', '--weight_decay', '--TRADESlambda'):

@@ -17,8 +17,7 @@ __all__ = ['ATTACKS', 'VARIABLE_BATCH_ATTACKS', 'create_attack', 'create_eval_at
 ATTACKS = ('fgsm', 'linf-pgd', 'fgm', 'l2-pgd', 'linf-df', 'l2-df', 'linf-apgd', 'l2-apgd')
 
 LINF_ATTACKS = ('fgsm', 'linf-pgd', 'linf-df', 'linf-apgd')
-# APGD's forwards run on shrinking subsets of the batch: with cudnn.benchmark every new size re-tunes every
-# convolution, so the trainers turn it off for them.
+# APGD's forwards run on shrinking batches, each size a cudnn.benchmark re-tune: the trainers turn it off for them
 VARIABLE_BATCH_ATTACKS = ('linf-apgd', 'l2-apgd')
 
 
@@ -28,8 +27,7 @@ def _check_attack_type(attack_type):
 
 
 def create_attack(model, criterion, attack_type, eps, step, iters, rand_init_type='uniform'):
-    """fgsm / fgm: one step of size eps; PGD: `iters` steps of `step`; DeepFool: overshoot 0.02, `iters` iterations,
-    NOT eps-bounded; APGD: loss 'ce' whatever the criterion, 2 restarts."""
+    """DeepFool ignores eps (overshoot 0.02), APGD the criterion (loss 'ce', 2 restarts)."""
     _check_attack_type(attack_type)
     if attack_type == 'fgsm':
         return FGSMAttack(model, criterion, eps=eps)
@@ -47,9 +45,7 @@ def create_attack(model, criterion, attack_type, eps, step, iters, rand_init_typ
 
 
 def create_eval_attack(model, criterion, attack_type, eps, step, iters):
-    """The eval attack of a run without weight averaging, by the training --attack: PGD types the same with 2T
-    steps; fgsm / linf-df L-inf PGD-20 (8/255, 2/255); fgm / l2-df L2 PGD-20 (128/255, 15/255); APGD the matching
-    PGD with 2T steps (the reference has none: UnboundLocalError, docs/differences.md item 3)."""
+    """The eval attack without weight averaging (APGD: none in the reference, docs/differences.md item 3)."""
     _check_attack_type(attack_type)
     if attack_type in ('linf-pgd', 'l2-pgd'):
         eval_args = (attack_type, eps, step, 2 * iters)
@@ -63,8 +59,7 @@ def create_eval_attack(model, criterion, attack_type, eps, step, iters):
 
 
 def create_wa_eval_attack(wa_model, attack_type, eps, step, iters):
-    """The eval attack with weight averaging (the reference's WATrainer's, docs/differences.md item 40): the same
-    type with 4T steps on the summed CW margin."""
+    """The WATrainer's eval attack (docs/differences.md item 40): the same type, 4T steps on the summed CW margin."""
     return create_attack(wa_model, CWLoss, attack_type, eps, step, 4 * iters, rand_init_type='uniform')
 
 

@@ -1,4 +1,5 @@
 """AutoAttack's APGD as an attack, L-inf and L2 (docs/differences.md item 3 fixed)."""
+import functools
 import math
 
 import torch
@@ -9,8 +10,7 @@ from .base import Attack
 
 
 class APGD(Attack):
-    """Auto-PGD (Croce & Hein, ICML 2020), AutoAttack's implementation: loss 'ce', rho 0.75, seed 1 (reseeded per
-    batch inside `torch.random.fork_rng`, so the caller's streams are untouched); docs/differences.md item 3."""
+    """AutoAttack's Auto-PGD (Croce & Hein, ICML 2020), reseeded per batch in fork_rng (docs/differences.md item 3)."""
 
     def __init__(self, model, loss_fn='ce', n_restarts=2, eps=0.3, nb_iter=40, ord=math.inf):
         require_autoattack()
@@ -32,10 +32,8 @@ class APGD(Attack):
 
 
 class LinfAPGDAttack(APGD):
-    def __init__(self, model, loss_fn='ce', **kwargs):
-        super().__init__(model, loss_fn, ord=math.inf, **kwargs)
+    __init__ = functools.partialmethod(APGD.__init__, ord=math.inf)
 
 
 class L2APGDAttack(APGD):
-    def __init__(self, model, loss_fn='ce', **kwargs):
-        super().__init__(model, loss_fn, ord=2, **kwargs)
+    __init__ = functools.partialmethod(APGD.__init__, ord=2)

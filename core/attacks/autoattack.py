@@ -1,6 +1,5 @@
 """One adapter over the official `autoattack` package (used when importable) and `pyautoattack` (PyPI: the same
-attack code, another API and logging): the same version, seed and inputs give the same adversarial examples
-(docs/differences.md item 57). `make_autoattack` builds it, `run_autoattack` runs it with exact counts."""
+attack code, another API): the same version, seed and inputs give the same examples (docs/differences.md item 57)."""
 import contextlib
 import inspect
 import json
@@ -151,10 +150,8 @@ def _attack_subset(adversary, attack, x, y, bs):
 
 
 def run_autoattack(adversary, x, y, bs=250, state_path=None, chunk_batches=10, runtime=None, progress=True):
-    """AutoAttack as the package's `run_standard_evaluation(x, y, bs)`, with exact accuracies: each attack runs on
-    the points still robust in chunks of whole batches (docs/differences.md item 56); `state_path` saves the state
-    after every round and a rerun continues (item 55); under torchrun each process takes one chunk a round and the
-    flags equal the single-process ones (item 57)."""
+    """The package's `run_standard_evaluation(x, y, bs)` with exact counts, in chunks of whole batches
+    (docs/differences.md item 56); `state_path` lets a rerun continue (item 55); torchrun shares chunks (item 57)."""
     x = x.detach().cpu().contiguous()  # the packages' gradient checks `view` the input gradient
     run = _Evaluation(adversary, x, y.detach().cpu(), bs, state_path, runtime)
     resumed = run.start()

@@ -1,4 +1,5 @@
 """DeepFool, L-inf and L2: a minimal-perturbation attack, NOT bounded by any eps."""
+import functools
 import math
 
 import torch
@@ -7,8 +8,7 @@ from .base import Attack
 
 
 class DeepFoolAttack(Attack):
-    """DeepFool (Moosavi-Dezfooli et al., CVPR 2016) on the model's own predictions: per iteration the closest
-    linearised boundary, x = clamp(x_orig + (1 + overshoot) r_tot); misclassified samples get r = 0."""
+    """DeepFool (Moosavi-Dezfooli et al., CVPR 2016) on the model's own predictions; misclassified samples stop."""
 
     def __init__(self, model, overshoot=0.02, nb_iter=50, ord=math.inf):
         super().__init__(model)
@@ -49,10 +49,8 @@ class DeepFoolAttack(Attack):
 
 
 class LinfDeepFoolAttack(DeepFoolAttack):
-    def __init__(self, model, **kwargs):
-        super().__init__(model, ord=math.inf, **kwargs)
+    __init__ = functools.partialmethod(DeepFoolAttack.__init__, ord=math.inf)
 
 
 class L2DeepFoolAttack(DeepFoolAttack):
-    def __init__(self, model, **kwargs):
-        super().__init__(model, ord=2, **kwargs)
+    __init__ = functools.partialmethod(DeepFoolAttack.__init__, ord=2)

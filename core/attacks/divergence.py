@@ -1,6 +1,5 @@
-"""The without_DDPM attacks, `attack(x, y) -> x_adv` in [0, 1], threat model `linf` or `l2`. Random starts use
-the generator of x's device (docs/differences.md item 65); gradients are taken w.r.t. the input only, no parameter
-`.grad` is written (docs/differences.md item 71)."""
+"""The without_DDPM attacks, `attack(x, y) -> x_adv`, `linf` or `l2`: random starts on the generator of x's device
+(docs/differences.md item 65), no parameter `.grad` written (docs/differences.md item 71)."""
 import torch
 import torch.nn.functional as F
 
@@ -17,7 +16,6 @@ def _clamp_to_image(delta, x):
 
 
 def _random_start(x, eps, norm):
-    """linf: U(-eps, eps); l2: N(0, I) rescaled per sample to a radius u * eps, u ~ U(0, 1). Then kept in [0, 1]."""
     delta = torch.zeros_like(x)
     if norm == 'linf':
         delta.uniform_(-eps, eps)
@@ -29,8 +27,7 @@ def _random_start(x, eps, norm):
     return _clamp_to_image(delta, x)
 
 
-# The original's order: step and clamp in delta space, then min/max into [0, 1] (PGDAttack clamps x + delta: not
-# the same rounding).
+# the original's order: step and clamp delta, then into [0, 1] (PGDAttack clamps x + delta: other rounding)
 def _linf_step(x, eps, step):
     def update(delta, grad):
         return _clamp_to_image(torch.clamp(delta + step * torch.sign(grad), min=-eps, max=eps), x)
@@ -59,9 +56,8 @@ class _Attack:
 
 
 class DivergencePGD(_Attack):
-    """PGD (Madry et al., ICLR 2018) on mean_i D(p(model(x + delta))_i, e_y,i), D a distance of
-    core.losses.divergences. It keeps the model's mode: in training each of the R*T forwards updates the BatchNorm
-    statistics, as the original; the last restart is returned (docs/differences.md items 58, 61)."""
+    """PGD (Madry et al., ICLR 2018) on mean_i D(p(model(x + delta))_i, e_y,i) in the model's mode (training: each
+    forward updates BatchNorm, as the original); the last restart is returned (docs/differences.md items 58, 61)."""
 
     def __init__(self, model, eps, step, iters, restarts=1, norm='linf', div='KL', num_classes=10):
         super().__init__(model, eps, step, iters, restarts, norm)
@@ -81,8 +77,7 @@ class DivergencePGD(_Attack):
 
 
 class TradesDivergencePGD(_Attack):
-    """TRADES's inner maximisation (Zhang et al., ICML 2019) of mean_i D(p(x + delta)_i, p(x)_i), in eval mode,
-    from delta = 0.001 N(0, 1), L-inf only (docs/differences.md item 58); y is unused."""
+    """TRADES's inner max of mean_i D(p(x + delta)_i, p(x)_i), eval mode, L-inf (docs/differences.md item 58)."""
 
     def __init__(self, model, eps, step, iters, div='KL'):
         super().__init__(model, eps, step, iters, 1, 'linf')
@@ -103,8 +98,7 @@ class TradesDivergencePGD(_Attack):
 
 
 class CEPGD(_Attack):
-    """Evaluation PGD (Rice et al., "Overfitting in adversarially robust deep learning", ICML 2020) on the mean CE
-    or CW margin, R restarts, keeping per sample the restart with the highest CE (docs/differences.md item 61)."""
+    """Eval PGD (Rice et al., ICML 2020), CE or CW: per sample the highest-CE restart (docs/differences.md item 61)."""
 
     def __init__(self, model, eps, step, iters, restarts=1, norm='linf', loss='ce'):
         super().__init__(model, eps, step, iters, restarts, norm)

@@ -6,8 +6,7 @@ from .utils import ascend, normalize_by_pnorm
 
 
 class FGSMAttack(Attack):
-    """Fast gradient sign method (Goodfellow et al., "Explaining and Harnessing Adversarial Examples", ICLR 2015):
-    x_adv = clamp01(x + eps sign(grad_x loss_fn(model(x), y)))."""
+    """FGSM (Goodfellow et al., ICLR 2015): x_adv = clamp01(x + eps sign(grad_x loss_fn(model(x), y)))."""
 
     _direction = staticmethod(torch.sign)
 
@@ -22,7 +21,6 @@ class FGSMAttack(Attack):
 
 
 class FGMAttack(FGSMAttack):
-    """Fast gradient method, FGSM's L2 version: x + eps g / max(||g||_2, 1e-6) per sample, clamped (the reference
-    raises NameError here, docs/differences.md item 4)."""
+    """FGSM in L2: x + eps g / max(||g||_2, 1e-6), clamped (NameError in the reference, docs/differences.md item 4)."""
 
     _direction = staticmethod(normalize_by_pnorm)

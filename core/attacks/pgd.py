@@ -1,4 +1,5 @@
 """Projected gradient descent, L-inf and L2."""
+import functools
 import math
 
 import torch
@@ -8,8 +9,7 @@ from .utils import ascend, clamp_by_pnorm, normalize_by_pnorm
 
 
 class PGDAttack(Attack):
-    """PGD with a random start (Madry et al., ICLR 2018), ||x_adv - x||_ord <= eps, ord inf or 2; rand_init_type
-    'uniform' or 'normal' (0.001 N(0, 1), as TRADES), drawn from the generator of x's device."""
+    """PGD with a random start (Madry et al., ICLR 2018), L-inf or L2; 'normal' starts 0.001 N(0, 1), as TRADES."""
 
     def __init__(self, model, loss_fn=None, eps=0.3, eps_iter=0.01, nb_iter=40, rand_init=True, ord=math.inf,
                  rand_init_type='uniform'):
@@ -52,10 +52,8 @@ class PGDAttack(Attack):
 
 
 class LinfPGDAttack(PGDAttack):
-    def __init__(self, model, loss_fn=None, **kwargs):
-        super().__init__(model, loss_fn, ord=math.inf, **kwargs)
+    __init__ = functools.partialmethod(PGDAttack.__init__, ord=math.inf)
 
 
 class L2PGDAttack(PGDAttack):
-    def __init__(self, model, loss_fn=None, **kwargs):
-        super().__init__(model, loss_fn, ord=2, **kwargs)
+    __init__ = functools.partialmethod(PGDAttack.__init__, ord=2)

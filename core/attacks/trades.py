@@ -1,6 +1,5 @@
-"""The inner maximisations of adversarial training as attacks, `attack(x, y_or_target) -> x_adv`: TRADES (Zhang
-et al., ICML 2019), SCORE (Pang et al., ICML 2022) and MART (Wang et al., ICLR 2020). Random starts come from the
-CPU generator, in the reference's order (docs/differences.md item 2); the model's modes are restored as found."""
+"""The inner maximisations of TRADES (Zhang et al., ICML 2019), SCORE (Pang et al., ICML 2022) and MART (Wang et
+al., ICLR 2020) as attacks; random starts on the CPU generator in the reference's order (docs/differences.md item 2)."""
 from contextlib import contextmanager
 
 import torch
@@ -23,8 +22,7 @@ def check_attack(attack, attacks, trained):
 
 @contextmanager
 def ctx_batch_stats(model: nn.Module):
-    """Train mode with `track_running_stats = False` on every BatchNorm (batch statistics, no update), restored
-    exactly on exit: the state TRADES/LSE run their target and attack forwards in."""
+    """Train mode with BatchNorm `track_running_stats = False` (batch statistics, no update), restored on exit."""
     modes = [(m, m.training) for m in model.modules()]
     bns = [(m, m.track_running_stats) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     model.train()
@@ -40,8 +38,7 @@ def ctx_batch_stats(model: nn.Module):
 
 
 class TradesInnerMax:
-    """TRADES / SCORE inner maximisation argmax_{x' in B(x, eps)} D(P, model(x')) ('kl' or 'lse'), in
-    `ctx_batch_stats`; `attack(x, target_probs)`; L2: normalised SGD from 0.001 N(0, 1) (L-inf start still drawn)."""
+    """TRADES / SCORE argmax of D(P, model(x')) ('kl' / 'lse') in `ctx_batch_stats`; L2 SGD after the L-inf draw."""
 
     ATTACKS = INNER_ATTACKS  # the --attack values it takes (core/training/objectives.py reads them)
 
@@ -70,8 +67,7 @@ class TradesInnerMax:
 
 
 class TradesPlainInnerMax:
-    """TRADES of the plain trainer (`--tau 0`), in eval mode, on the summed KL to p = softmax(model(x)), from
-    x + 0.001 N(0, 1) (L-inf sign ascent) or from delta = 0.001 N(0, 1), a second draw (L2 SGD). y is unused."""
+    """TRADES of the plain trainer (`--tau 0`) in eval mode, on the summed KL to softmax(model(x)); L2 draws twice."""
 
     ATTACKS = INNER_ATTACKS
 
@@ -95,8 +91,7 @@ class TradesPlainInnerMax:
 
 
 class MartInnerMax:
-    """MART's inner maximisation: L-inf sign ascent on the mean CE from x + 0.001 N(0, 1) (not clamped, as the
-    reference), in eval mode. Call: `attack(x, y) -> x_adv`."""
+    """MART's inner maximisation: L-inf sign ascent on the mean CE from x + 0.001 N(0, 1) (unclamped), in eval mode."""
 
     ATTACKS = ('linf-pgd',)
 

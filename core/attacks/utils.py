@@ -1,5 +1,4 @@
-"""The attacks' tensor helpers, their one ascent loop and its step functions. The arithmetic follows the reference
-operation by operation, so the attacks reproduce its numbers bit for bit on the same device."""
+"""The attacks' helpers, ascent loop and steps, op by op as the reference's (bit for bit on one device)."""
 import functools
 
 import torch
@@ -12,7 +11,6 @@ def _per_sample(factor, x):
 
 
 def norm_batch(x, p):
-    """Per-sample L_p norm, (sum |x|^p)^(1/p) like the reference."""
     return x.abs().pow(p).reshape(x.shape[0], -1).sum(dim=1).pow(1. / p)
 
 
@@ -62,8 +60,7 @@ def input_gradient(model, loss_of_logits, z):
 
 
 def ascend(model, loss_of_logits, x, start, update, iters, delta=True):
-    """The one ascent loop of the attacks: `iters` steps s <- update(s, grad) from s = start, grad the
-    `input_gradient` at z = x + s (delta: s is a perturbation) or z = s; s detached."""
+    """The attacks' one loop: `iters` steps s <- update(s, grad), grad the `input_gradient` at x + s (delta) or s."""
     s = start
     for _ in range(iters):
         grad = input_gradient(model, loss_of_logits, x + s if delta else s)
@@ -72,7 +69,6 @@ def ascend(model, loss_of_logits, x, start, update, iters, delta=True):
 
 
 def linf_box_step(x, eps, step):
-    """x_adv + step sign(grad), then min/max to the eps-box around x (in x_adv space) and [0, 1]."""
     def update(x_adv, grad):
         x_adv = x_adv + step * torch.sign(grad)
         x_adv = torch.min(torch.max(x_adv, x - eps), x + eps)
@@ -81,7 +77,6 @@ def linf_box_step(x, eps, step):
 
 
 def l2_sgd_step(x, eps, lr):
-    """SGD on delta with per-sample normalised gradients, then clamp01(x + delta) - x and renorm to L2 <= eps."""
     view = (-1,) + (1,) * (x.dim() - 1)
 
     def update(delta, grad):

@@ -1,7 +1,5 @@
-"""Shared pieces of the data layer: the base splits (DATA_DIR/{split}.npz, else torchvision's files in DATA_DIR,
-else torchvision's download; offline, a UserError naming the paths tried and MAKE_NPZ_CMD), transforms, the image
-dataset and the loaders.
-"""
+"""The data layer's shared pieces: the base splits (DATA_DIR/{split}.npz, else torchvision's files in DATA_DIR, else
+its download; offline, a UserError naming MAKE_NPZ_CMD), transforms, the image dataset and the loaders."""
 import argparse
 import os
 
@@ -179,8 +177,7 @@ class ImageDataset(torch.utils.data.Dataset):
 
 
 class RankBatches(torch.utils.data.Sampler):
-    """Batch i of an unshuffled evaluation loader (last partial batch kept) for rank i % world_size only; `per_rank`
-    tells `Trainer.evaluate` the loader is already this process's share."""
+    """Batch i of an unshuffled eval loader for rank i % world_size only; `per_rank`: `evaluate` need not split it."""
     per_rank = True
 
     def __init__(self, num_items, batch_size, rank=0, world_size=1):
@@ -197,7 +194,6 @@ class RankBatches(torch.utils.data.Sampler):
 
 
 def eval_loader(dataset, batch_size, num_workers, pin_memory, rank=0, world_size=1):
-    """Unshuffled, last partial batch kept; with world_size > 1 only this rank's batches."""
     if world_size == 1:
         return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                           pin_memory=pin_memory)

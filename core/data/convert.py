@@ -1,7 +1,5 @@
 """`python -m core.data.convert IN OUT.npz`: generated data (a compressed `.npz` or the reference's `.pickle`) as
-the uncompressed .npz the data layer reads lazily (docs/differences.md item 50), decompressed in 64 MiB chunks.
-OUT must not exist.
-"""
+the uncompressed .npz the data layer reads lazily (docs/differences.md item 50); OUT must not exist."""
 import os
 import sys
 import zipfile

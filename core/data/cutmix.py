@@ -1,7 +1,5 @@
-"""CutMix (Yun et al., ICCV 2019) with soft labels and the x4 expansion of --CutMix (docs/differences.md item 26).
-
-numpy's global generator, per copy in the reference's order: lambda ~ Beta(alpha, alpha), centre row, column, perm.
-"""
+"""CutMix (Yun et al., ICCV 2019) with soft labels and the x4 expansion of --CutMix (docs/differences.md item 26),
+on numpy's global generator in the reference's order: lambda ~ Beta(alpha, alpha), centre row, column, perm."""
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -30,6 +28,5 @@ def cutmix(x, y, num_classes, alpha=1.0):
 
 
 def cutmix_expand(x, y, num_classes, copies=4, alpha=1.0):
-    """`copies` independent CutMix copies of the batch, concatenated: (copies*B, C, H, W), (copies*B, K)."""
     pairs = [cutmix(x, y, num_classes, alpha) for _ in range(copies)]
     return torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])

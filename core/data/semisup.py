@@ -1,6 +1,4 @@
-"""The training sets of cifar10s/cifar100s/svhns (base train split then generated images, one `ImageDataset`, no
-copy), the `--unsup-fraction` batch sampler, and the builders of the per-dataset modules.
-"""
+"""The cifar10s/cifar100s/svhns training sets (base then generated images, no copy), the --unsup-fraction sampler."""
 import math
 import os
 
@@ -97,8 +95,7 @@ class SemiSupervisedSampler(torch.utils.data.Sampler):
         while count < self.num_batches:
             needed = (self.num_batches - count) * self.sup_bs
             if self.shuffle and self.merged and needed < n_sup:
-                # The epoch ends inside this pass: its first `needed` positions, uniform without replacement,
-                # drawn in O(needed) memory (numpy's Floyd sampling), not a permutation of the whole pool.
+                # the epoch ends in this pass: `needed` positions in O(needed) memory, not a whole permutation
                 order = np.random.default_rng(_seed_sequence(self.seed, epoch, 3)).choice(n_sup, needed, replace=False)
             else:
                 order = torch.randperm(n_sup, generator=g).numpy() if self.shuffle else np.arange(n_sup)
@@ -139,10 +136,7 @@ class SemiSupervisedDataset(ImageDataset):
 
 
 def load_base(name, data_dir, num_classes, use_augmentation='base', validation=False, val_size=1024):
-    """(train ArraySource, train transform, test dataset, val dataset or None, base train size) of cifar10/100/svhn.
-
-    The validation set is the first `val_size` training images (file order), with the test transform.
-    """
+    """(train ArraySource, train transform, test, val or None, base train size); val: the first `val_size` images."""
     train_tf, test_tf = get_transforms(name, use_augmentation)
     images, labels = load_split(name, data_dir, 'train', num_classes)
     test_images, test_labels = load_split(name, data_dir, 'test', num_classes)
@@ -159,7 +153,6 @@ def load_base(name, data_dir, num_classes, use_augmentation='base', validation=F
 
 
 def dataset_desc(data, num_classes, mean, std, classes=None):
-    """A dataset's `DATA_DESC`: {data, classes, num_classes, mean, std}; classes default to '0' .. 'K-1'."""
     return {'data': data, 'classes': classes if classes is not None else tuple(str(i) for i in range(num_classes)),
             'num_classes': num_classes, 'mean': mean, 'std': std}
 
@@ -175,9 +168,8 @@ def plain_loader(name, num_classes):
 
 
 def semisup_loader(name, num_classes):
-    """`load_<name>s(data_dir, use_augmentation, aux_data_filename, validation, val_size)` -> (train, test, val or
-    None), also without validation (docs/differences.md item 22). Base data from the sibling folder
-    DATA_DIR/../<name>; the test set is its test split, also for svhns (docs/differences.md item 12)."""
+    """`load_<name>s(...)` -> (train, test, val or None), also without validation (docs/differences.md item 22); base
+    data from DATA_DIR/../<name>, whose test split is the test set, also for svhns (docs/differences.md item 12)."""
     def load(data_dir, use_augmentation='base', aux_data_filename=None, validation=False, val_size=1024):
         if not aux_data_filename:
             raise UserError(f'{name}s is semi-supervised and needs generated data: pass --aux-data-filename '

@@ -11,7 +11,6 @@ DATA_DESC = dataset_desc('tiny-imagenet', 200, mean=[0.4802, 0.4481, 0.3975], st
 
 
 class _FolderSource:
-
     def __init__(self, folder, samples=None):
         self.folder = folder
         self.samples = samples if samples is not None else folder.samples
@@ -60,4 +59,3 @@ def load_tinyimagenet(data_dir, use_augmentation='base', validation=False, val_s
     train = ImageDataset([_FolderSource(folders['train'], samples)], train_tf)
     test = ImageDataset([_FolderSource(folders['val'])], test_tf)
     return train, test, val_dataset, len(folders['train'].samples)
-

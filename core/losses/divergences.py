@@ -1,19 +1,6 @@
-"""Distances, the clip bound and smoothed targets (Pang et al., ICML 2022, Section 5.2): pure functions of tensors.
-
-`distance(o, t, div)`: one value per sample between (B, K) probability batches, o the output, t the target:
-
-| div                | D(o, t)                                                               |
-|--------------------|-----------------------------------------------------------------------|
-| `KL` / `KLsqrt`    | KL(t || o) (= -log o_y for a one-hot t, i.e. cross-entropy) / its sqrt |
-| `RKLsqrt`          | sqrt(KL(o || t))                                                      |
-| `JS` / `JSsqrt`    | (KL(o || M) + KL(t || M)) / 2, M = (o + t) / 2 / its sqrt per sample   |
-| `LSE`              | sum_k (o_k - t_k)^2                                                   |
-| `L1square`         | (sum_k |o_k - t_k|)^2                                                  |
-| a number p         | ||o - t||_p (`1`, `2`, `inf`, ...)                                    |
-
-KL(P || Q) = sum_k P_k (log P_k - log Q_k) with logs of probabilities (docs/differences.md item 60), P_k = 0 terms
-masked to 0 (docs/differences.md item 68).
-"""
+"""Distances D(o, t) per sample between (B, K) probability batches (o the output, t the target), the clip bound and
+smoothed targets (Pang et al., ICML 2022, Section 5.2). KL(P || Q) = sum_k P_k (log P_k - log Q_k) with logs of
+probabilities (docs/differences.md item 60), P_k = 0 terms masked to 0 (docs/differences.md item 68)."""
 import math
 
 import torch
@@ -23,7 +10,6 @@ DIVERGENCES = ('JSsqrt', 'JS', 'LSE', 'L1square', 'KLsqrt', 'RKLsqrt', 'KL')
 
 
 def check_divergence(div):
-    """`div` if it names a distance (one of DIVERGENCES or a p-norm's p), else ValueError."""
     if div in DIVERGENCES:
         return div
     try:
@@ -46,7 +32,7 @@ def kl(p, q):
 
 
 def distance(o, t, div):
-    """D(o, t) per sample (B,) of the module table."""
+    """D(o, t) per sample (B,); KL is KL(t || o), the cross-entropy for a one-hot t."""
     if div in ('KL', 'KLsqrt'):
         d = kl(t, o)
         return d.sqrt() if div == 'KLsqrt' else d
@@ -79,12 +65,10 @@ def smooth_targets(y, num_classes, ls, dtype=torch.float32):
 
 
 def kl_div_batchmean(p_target, logits):
-    """KL(P || softmax(logits)), KLDivLoss 'batchmean'."""
     return F.kl_div(F.log_softmax(logits, dim=1), p_target, reduction='batchmean')
 
 
 def squared_error_sum(p_target, logits):
-    """SCORE's squared error sum_ik (softmax(logits)_ik - P_ik)^2."""
     return torch.sum((F.softmax(logits, dim=1) - p_target) ** 2)
 
 
@@ -100,7 +84,6 @@ def cw_margin(logits, y, reduction='mean', clamp=False, confidence=0.):
 
 
 def smooth_cross_entropy(logits, target, smoothing=0.0, reduction='mean'):
-    """(1 - ls) (-log p_y) + ls mean_k(-log p_k): label-smoothing cross-entropy."""
     log_prob = F.log_softmax(logits, dim=-1)
     nll = -log_prob.gather(dim=-1, index=target.unsqueeze(1)).squeeze(1)
     loss = (1.0 - smoothing) * nll + smoothing * -log_prob.mean(dim=-1)

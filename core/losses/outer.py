@@ -1,6 +1,5 @@
 """Outer losses of adversarial training, pure functions of logits and targets -> (loss, metrics): PGD-AT (Madry et
-al., 2018), TRADES (Zhang et al., 2019), MART (Wang et al., 2020), SCORE (Pang et al., 2022).
-"""
+al., 2018), TRADES (Zhang et al., 2019), MART (Wang et al., 2020), SCORE (Pang et al., 2022)."""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -11,18 +10,15 @@ from .divergences import distance, kl_div_batchmean, smooth_cross_entropy, smoot
 
 
 def kl_term(logits, target, probs=None):
-    """TRADES-KL's term, KLDivLoss 'batchmean' (0-dim)."""
     return kl_div_batchmean(target, logits)
 
 
 def lse_term(logits, target, probs=None):
-    """SCORE-LSE's term sum_k (softmax(logits)_k - target_k)^2, (B,)."""
     probs = F.softmax(logits, dim=1) if probs is None else probs
     return torch.sum((probs - target) ** 2, dim=-1)
 
 
 def distance_term(div):
-    """without_DDPM's term D(softmax(logits), target), (B,)."""
     def term(logits, target, probs=None):
         return distance(F.softmax(logits, dim=1) if probs is None else probs, target, div)
     return term
@@ -34,10 +30,8 @@ def _mean(t):
 
 def trades_loss(logits_nat, logits_adv, targets, *, beta, divergence, natural=None, bound=None, clip_clean=False,
                 per_sample=False):
-    """(natural + beta robust, natural, robust): natural = divergence(z_nat, targets) (or `natural`), robust =
-    divergence(z_adv, p_nat), p_nat = softmax(z_nat) not detached (docs/differences.md item 59). With a bound b:
-    clip_clean: mean_i relu(natural_i + beta robust_i - b), else robust_i <- relu(robust_i - b). per_sample
-    (without_DDPM): mean_i(natural_i + beta robust_i), else mean(natural) + beta mean(robust)."""
+    """(natural + beta robust, natural, robust), robust = divergence(z_adv, p_nat), p_nat = softmax(z_nat) not
+    detached (docs/differences.md item 59); a bound clips the sum (clip_clean) or robust alone."""
     p_nat = F.softmax(logits_nat, dim=1)
     natural = divergence(logits_nat, targets, p_nat) if natural is None else natural
     robust = divergence(logits_adv, p_nat)
@@ -105,7 +99,6 @@ def mart_outer_loss(logits_nat, logits_adv, y, *, beta):
 
 
 def madry_outer_loss(logits, y, keep_clean=False):
-    """PGD-AT: mean CE of the logits of x_adv (of cat(x, x_adv) with keep_clean)."""
     loss = F.cross_entropy(logits, torch.cat((y, y), dim=0) if keep_clean else y)
     preds = logits.detach()
     metrics = {'loss': loss.detach()}

@@ -57,8 +57,6 @@ def check_model_name(name):
 
 
 class ModelWrapper(nn.Module):
-    """`module` = nn.Sequential([Normalization] + [backbone]); `name`, `num_classes`, `normalize` are attributes."""
-
     def __init__(self, module, name=None, num_classes=None, normalize=False):
         super().__init__()
         self.module, self.name, self.num_classes, self.normalize = module, name, num_classes, normalize
@@ -89,8 +87,6 @@ def _backbone(name, data, num_classes):
 
 
 def create_model(name, normalize, info, device):
-    """Model `name` for `info` (keys data, num_classes, mean, std) on `device`, behind Normalization with
-    `normalize` (state-dict prefix `module.1.`)."""
     error = _name_error(name)
     if error is not None:
         raise UserError(error)

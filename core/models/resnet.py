@@ -1,15 +1,11 @@
-"""ResNet (He et al., 2016) for 32x32 inputs, kuangliu's CIFAR layout as the reference, and `Normalization`.
-
-PyTorch default BatchNorm (the weight-averaging trick sets momentum 0.01 on every BN, docs/differences.md item 20).
-"""
+"""ResNet (He et al., 2016) for 32x32 inputs, kuangliu's CIFAR layout as the reference, and `Normalization`;
+default BatchNorm momentum (the weight-averaging trick sets 0.01 on every BN, docs/differences.md item 20)."""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 
 class Normalization(nn.Module):
-    """(x - mean) / std per channel, put in front of the backbone by `--normalize`; buffers not in the state dict."""
-
     def __init__(self, mean, std):
         super().__init__()
         self.register_buffer('mean', torch.tensor(mean, dtype=torch.float32).view(1, len(mean), 1, 1),

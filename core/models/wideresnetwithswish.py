@@ -32,8 +32,6 @@ def pad_same(x, stride):
 
 
 class InputNormalized(nn.Module):
-    """Base of the Swish models: (x - mean) / std on the input, with non-persistent `mean` and `std` buffers."""
-
     def __init__(self, mean, std):
         super().__init__()
         self.register_buffer('mean', torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)

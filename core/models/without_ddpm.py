@@ -26,8 +26,7 @@ WRN_ACTIVATIONS = ('ReLU', 'Swish', 'Softplus')
 
 
 class NormalizedNet(nn.Module):
-    """module((x - mean) / std) with the CIFAR-10 constants as the original, also for CIFAR-100 (docs/differences.md
-    item 62); non-persistent buffers."""
+    """module((x - mean) / std): CIFAR-10's constants, CIFAR-100 too, as the original (docs/differences.md item 62)."""
 
     def __init__(self, module, mean=CIFAR10_MEAN, std=CIFAR10_STD):
         super().__init__()
@@ -40,7 +39,6 @@ class NormalizedNet(nn.Module):
 
 
 def create_without_ddpm_model(name, num_classes, activation='ReLU', width_factor=10, device='cpu', depth=34):
-    """`--model`, `--activation`, `--width-factor`, `--wrn-depth` (34 as the original) as a NormalizedNet."""
     if name not in MODELS:
         raise UserError(f'unknown --model {name!r}; use one of {", ".join(MODELS)}.')
     allowed = tuple(ACTIVATIONS) if name == 'PreActResNet18' else WRN_ACTIVATIONS

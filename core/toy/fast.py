@@ -19,8 +19,7 @@ def check_toy_model(model):
         raise TypeError('the toy attacks need build_model()\'s Linear(1,H)-Tanh-Linear(H,H)-Tanh-Linear(H,K) network.')
 
 
-# Activations are feature-major, (H, rows): the H x H products are ~13% faster that way in MKL, and the logits
-# come out class-major, the layout `softmax2` wants.
+# Activations are feature-major (H, rows): MKL's H x H products are ~13% faster, the logits come out class-major.
 
 def _blocks(n, chunk):
     step = min(chunk or n, n)
@@ -66,8 +65,7 @@ def _logits(x, chunk, w1, b1, w2, b2, w3, b3, slope=False):
 
 
 class ToyLogits(torch.autograd.Function):
-    """apply(x, chunk, *model.parameters()) = model(x) in blocks; the backward recomputes each block's hidden layers
-    (kept in the cache) instead of storing two (H, N) activations."""
+    """model(x) in blocks; the backward recomputes each block's hidden layers instead of storing (H, N) ones."""
 
     @staticmethod
     def forward(ctx, x, chunk, *params):
@@ -101,8 +99,7 @@ class ToyLogits(torch.autograd.Function):
 
 
 class FastPath:
-    """generate_toy_demo.py's PlainAutograd methods, computed faster: blocks of CPU_CHUNK rows on the CPU, one block
-    elsewhere (predict: the module under autograd); `chunk` overrides (None = one block)."""
+    """PlainAutograd's methods, faster: CPU_CHUNK-row blocks on the CPU, else one; `chunk` overrides (None: one)."""
 
     def __init__(self, bayes_logits, divergence, device='cpu', chunk='auto'):
         self.bayes_logits, self.divergence = bayes_logits, divergence

@@ -1,6 +1,4 @@
-"""`build_trainer(info, args, runtime)`: the trainer of train-wa.py and train.py, built once in the reference's order,
-whose seeding points the random draws of a run depend on (docs/differences.md item 41).
-"""
+"""The trainer of train-wa.py and train.py, built in the reference's seeding order (docs/differences.md item 41)."""
 import copy
 import functools
 import os
@@ -70,20 +68,14 @@ def trainer_parts(info, args, runtime=None, weight_averaging=None, objective=Non
 
 
 def wrap_model(model, runtime, sync_bn=False, compile=False):
-    """(model, train_model): SyncBatchNorm, then DDP and torch.compile of the training forwards only; the attacks
-    run on the plain module (eager input gradients, no buffer broadcast, no extra compiled graphs)."""
     if sync_bn and runtime.distributed:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     train_model = wrap_ddp(model, runtime)
     if compile:
         train_model = torch.compile(train_model)
-        train_model.register_forward_pre_hook(_dynamic_batch)
+        # a symbolic batch size, so an epoch's last, smaller batch does not recompile
+        train_model.register_forward_pre_hook(lambda module, args: torch._dynamo.maybe_mark_dynamic(args[0], 0))
     return model, train_model
-
-
-def _dynamic_batch(module, args):
-    """A symbolic batch size, so an epoch's last, smaller batch does not recompile."""
-    torch._dynamo.maybe_mark_dynamic(args[0], 0)
 
 
 def pretrained_path(args):

@@ -1,6 +1,4 @@
-"""The composites of every training script: inner maximisation -> training forwards -> outer loss, in the
-reference's forward, RNG and BatchNorm-update order; and the reference-named builders (their attack built per call).
-"""
+"""Inner maximisation -> training forwards -> outer loss, in the reference's forward, RNG and BatchNorm-update order."""
 import torch
 import torch.nn.functional as F
 
@@ -20,7 +18,6 @@ from core.utils.checkpoint import unwrap_model
 
 
 def madry_composite(model, attack, x, y, *, keep_clean):
-    """Mean CE of model(x_adv) (of cat(x, x_adv) with --keep-clean)."""
     x_adv = attack(x, y)
     if keep_clean:
         x_adv = torch.cat((x, x_adv), dim=0)
@@ -28,9 +25,8 @@ def madry_composite(model, attack, x, y, *, keep_clean):
 
 
 def trades_composite(model, attack, x, y, *, use_cutmix, outer_loss, **outer):
-    """TRADES-KL / SCORE-LSE of the WA trainer: z_nat = model(x) (train mode), x_adv = attack(x, softmax(z_nat)
-    detached, or the CutMix soft labels), z_adv = model(x_adv); the reference's separate target forward gave the same
-    target bit for bit (docs/differences.md item 42); the attack runs on the plain module (item 48)."""
+    """TRADES-KL / SCORE-LSE of the WA trainer: z_nat = model(x), x_adv = attack(x, softmax(z_nat) detached or the
+    CutMix soft labels), z_adv = model(x_adv) (docs/differences.md items 42 and 48)."""
     model.train()
     logits_nat = model(x)
     p_natural = y if use_cutmix else F.softmax(logits_nat.detach(), dim=1)
@@ -51,8 +47,7 @@ def attack_first_composite(model, attack, x, y, *, outer_loss, **outer):
 
 def divergence_composite(model, attack, x, y, *, num_classes, ls, divergence, bound, trades_lambda=None,
                          clip_clean=True):
-    """without_DDPM: PGD / Standard: pgd_loss of model(x_adv); TRADES (`trades_lambda`): model(x_adv), then model(x)
-    (docs/differences.md item 58), trades_loss."""
+    """without_DDPM's PGD / Standard (pgd_loss), TRADES (model(x_adv) before model(x), docs/differences.md item 58)."""
     x_adv = attack(x, y) if attack is not None else torch.clamp(x, 0, 1)
     targets = smooth_targets(y, num_classes, ls)
     if trades_lambda is None:

@@ -4,8 +4,7 @@ from core.utils.rng import rng_state, set_rng_state
 
 
 def flop_per_image(trainer, x, y):
-    """FLOPs per image of one training step (attack, forwards, backward) on the CPU batch (x, y); weights, BatchNorm
-    statistics, gradients, modes and random streams are put back, so the run trains as one that does not count."""
+    """FLOPs per image of one training step on the CPU batch (x, y); weights, gradients, modes and RNG are put back."""
     model, device = trainer.model, trainer.device
     saved = {k: v.clone() for k, v in model.state_dict().items()}
     grads = [p.grad for p in model.parameters()]

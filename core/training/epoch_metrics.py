@@ -1,6 +1,5 @@
 """The batch metrics of one training epoch, kept on the device (epoch figures: the unweighted mean over batches,
-docs/differences.md items 1 and 7), and the stop on a non-finite loss (docs/differences.md item 45).
-"""
+docs/differences.md items 1 and 7), and the stop on a non-finite loss (docs/differences.md item 45)."""
 import time
 
 import pandas as pd
@@ -19,15 +18,13 @@ class NonFiniteLoss(UserError):
         super().__init__(f'epoch {epoch}, {where}: the training loss is {value} (not finite)')
 
 
-# The non-finite flag is read every batch on the CPU, every NONFINITE_CHECK_EVERY batches elsewhere (a host
-# synchronisation); under fp16 the GradScaler skips a non-finite step, and only this many in a row stop the run.
+# A host sync reads the non-finite flag every NONFINITE_CHECK_EVERY GPU batches; fp16 stops after this many skips.
 NONFINITE_CHECK_EVERY = 32
 FP16_SKIP_TOLERANCE = 16
 
 
 class EpochMetrics:
-    """Each batch's metrics as a float64 row on the device (exact, as the reference's `.item()`), read by the host
-    only in `means` and `check_finite`; a device counter of consecutive non-finite losses beyond `tolerance`."""
+    """Batch metrics as float64 device rows (exact, as the reference's `.item()`), read by the host only when asked."""
 
     def __init__(self, device, tolerance=0):
         self.rows, self.keys, self.tolerance = [], None, tolerance

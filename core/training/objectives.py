@@ -1,16 +1,5 @@
 """The training objectives, one registry (`OBJECTIVES`): each one's flag rules, inner maximisation and loss, read
-once at start-up by `resolve` (train-wa.py, train.py) or `resolve_without_ddpm` (without_DDPM/train_cifar.py).
-
-| name         | attack -> outer loss                               | --tau | CutMix | --attack |
-|--------------|----------------------------------------------------|-------|--------|----------|
-| madry        | `create_attack` (CE) -> `madry_outer_loss`         | any   | no     | any      |
-| trades-plain | `TradesPlainInnerMax` -> `trades_plain_outer_loss` | 0     | no     | linf, l2 |
-| trades-kl    | `TradesInnerMax` (KL) -> `trades_kl_loss`          | > 0   | yes    | linf, l2 |
-| score-lse    | `TradesInnerMax` (LSE) -> `score_lse_loss`         | > 0   | yes    | linf, l2 |
-| mart         | `MartInnerMax` -> `mart_outer_loss`                | any   | no     | linf     |
-
-without_DDPM's PGD, TRADES and Standard (keyed by its --attack) all train `divergence_composite`.
-"""
+once at start-up by `resolve` (train-wa.py, train.py) or `resolve_without_ddpm` (without_DDPM/train_cifar.py)."""
 import functools
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Optional, Tuple

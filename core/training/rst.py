@@ -5,8 +5,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 
 class CosineLR(LRScheduler):
-    """lr(e) = 0.5 * max_lr * (1 + cos(pi * (e - 1) / epochs)) for epoch e = 1, 2, ..., stepped per epoch
-    (docs/differences.md item 39)."""
+    """lr(e) = 0.5 max_lr (1 + cos(pi (e - 1) / epochs)) at epoch e = 1, 2, ... (docs/differences.md item 39)."""
 
     def __init__(self, optimizer, max_lr, epochs, last_epoch=-1):
         self.max_lr = max_lr

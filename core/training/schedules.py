@@ -13,16 +13,14 @@ COSINEW_PCT_START = 0.025  # cosinew's warm-up: 2.5% of the epochs
 
 
 def update_steps(data, batch_size):
-    """The reference's steps per epoch floor(N / batch_size) + 1 with its hard-coded N, not the real number of
-    batches: the cyclic schedule and the weight-averaging warm-up depend on it (docs/differences.md item 15)."""
+    """The reference's floor(N / batch_size) + 1 with its hard-coded N (docs/differences.md item 15)."""
     num_samples = 50000 if 'cifar' in data else 73257
     num_samples = 100000 if 'tiny-imagenet' in data else num_samples
     return int(math.floor(num_samples / batch_size) + 1)
 
 
 def param_groups(model, weight_averaging):
-    """One group; with weight averaging two, names with `batchnorm` undecayed (only the Swish families name their
-    BatchNorms so; biases are decayed, docs/differences.md item 18)."""
+    """One group, or with weight averaging two: names with `batchnorm` undecayed (docs/differences.md item 18)."""
     if not weight_averaging:
         return [{'params': list(model.parameters())}]
     decay, no_decay = [], []
@@ -37,16 +35,14 @@ def build_optimizer(model, args, weight_averaging):
 
 
 def check_epochs(scheduler, num_epochs):
-    """UserError for cosinew at 40 epochs, where OneCycleLR's warm-up has 0 steps and divides by zero (the
-    original crashes there; docs/differences.md item 43)."""
+    """UserError for cosinew where 0.025 * epochs = 1: OneCycleLR divides by zero (docs/differences.md item 43)."""
     if scheduler == 'cosinew' and float(COSINEW_PCT_START * num_epochs) - 1 == 0:
         raise UserError(f'--scheduler cosinew cannot run {num_epochs} epochs: torch OneCycleLR divides by zero when '
                         f'0.025 * epochs = 1 (the reference crashes too); use e.g. 41 epochs.')
 
 
 def build_scheduler(optimizer, args, num_epochs):
-    """The `--scheduler` over `num_epochs` epochs, as the reference (docs/differences.md item 39); OneCycleLR keeps
-    its default momentum cycling (item 19)."""
+    """The `--scheduler` as the reference (docs/differences.md item 39); OneCycleLR cycles momentum (item 19)."""
     if args.scheduler == 'cyclic':
         return OneCycleLR(optimizer, max_lr=args.lr, pct_start=0.25, epochs=int(num_epochs),
                           steps_per_epoch=update_steps(args.data, args.batch_size))
@@ -61,8 +57,7 @@ def build_scheduler(optimizer, args, num_epochs):
 
 
 def rescale_lr(optimizer, scheduler, ratio):
-    """Every learning rate of the optimizer and the schedule times `ratio`, for a resume with another --lr
-    (docs/differences.md item 45): all four schedules are proportional to --lr."""
+    """Every learning rate times `ratio`, for a resume with another --lr (docs/differences.md item 45)."""
     for group in optimizer.param_groups:
         for key in ('lr', 'initial_lr', 'max_lr', 'min_lr'):
             if key in group:

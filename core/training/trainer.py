@@ -25,7 +25,6 @@ class Interrupted(Exception):
 
 
 def to_device(x, y, device, channels_last=False):
-    """A CPU batch on `device` (images in channels_last memory format if asked): the batch preparation."""
     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -33,8 +32,7 @@ def to_device(x, y, device, channels_last=False):
 
 
 class AdversarialTrainer:
-    """`loss(x, y) -> (loss, metrics)`: the bound objective; `ema` None: the reference's plain Trainer, else its
-    WATrainer (evaluation and `model_state_dict` on the averaged model)."""
+    """`ema` None: the reference's plain Trainer, else its WATrainer (evaluation, `model_state_dict`: averaged)."""
 
     def __init__(self, model, optimizer, scheduler, loss, eval_attack, runtime, *, per_batch_scheduler=False,
                  ema=None, train_model=None, prepare=None, prepare_train=None, clip_grad=None, steps_per_epoch=0):
@@ -111,14 +109,12 @@ class AdversarialTrainer:
         if self.runtime.distributed:
             sums = all_reduce_sum(list(means.values()), self.runtime)
             means = {k: s / self.runtime.world_size for k, s in zip(means, sums)}
-        # the epoch's training images on all processes and its wall time, for the compute accounting
         self.last_epoch_images = int(all_reduce_sum([images], self.runtime)[0])
         self.last_epoch_seconds = time.time() - start
         return means
 
     def stop_requested(self, batch):
-        """Whether a signal asks to stop now; under DDP every process decides alike (a collective, so polled only
-        every NONFINITE_CHECK_EVERY batches on GPUs)."""
+        """Whether a signal asks to stop; under DDP a collective (every NONFINITE_CHECK_EVERY GPU batches)."""
         if self.stop is None:
             return False
         if not self.runtime.distributed:
@@ -140,7 +136,6 @@ class AdversarialTrainer:
         rescale_lr(self.optimizer, self.scheduler, ratio)
 
     def evaluate(self, dataloader, adversarial=False, sharded=False):
-        """(mean of per-batch accuracies, correct / total) of the evaluated model, clean or attacked."""
         return evaluate(self.eval_model, dataloader, self.runtime, self.prepare,
                         (self.eval_attack if adversarial else None,), sharded)[0]
 
@@ -149,8 +144,7 @@ class AdversarialTrainer:
         return self.evaluate(dataloader, adversarial)[0]
 
     def weights(self):
-        """The reference's checkpoint content: {'model_state_dict': weights} without weight averaging;
-        {'model_state_dict': averaged weights, 'unaveraged_model_state_dict': trained weights} with it."""
+        """The reference's checkpoint content (with weight averaging, `model_state_dict` holds the averaged weights)."""
         if self.ema is None:
             return {'model_state_dict': self.model.state_dict()}
         return {'model_state_dict': self.ema.state_dict(), 'unaveraged_model_state_dict': self.model.state_dict()}
@@ -180,9 +174,8 @@ class AdversarialTrainer:
 
 
 def evaluate(model, dataloader, runtime, prepare, attacks=(None,), sharded=False):
-    """(mean of per-batch accuracies, correct / total) of `model` in eval mode under each of `attacks` (None: clean):
-    per batch every attack first, then the forwards under no_grad (docs/differences.md items 27 and 71). Under DDP
-    the batches are split round-robin (unless `sharded`: the loader yields this process's share) and summed."""
+    """(mean of per-batch accuracies, correct / total) under each attack (None: clean), the attacks before the no_grad
+    forwards (docs/differences.md items 27 and 71); under DDP round-robin batches, unless the loader is `sharded`."""
     model.eval()
     rank, world = runtime.rank, runtime.world_size
     sharded = sharded or getattr(dataloader.batch_sampler, 'per_rank', False)  # load_data's eval loaders

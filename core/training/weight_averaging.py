@@ -1,6 +1,5 @@
 """Weight averaging of train-wa.py (Gowal et al., 2020): parameters averaged in float32, buffers not
-(docs/differences.md item 40); BatchNorm statistics copied each epoch, not aliased (docs/differences.md item 8).
-"""
+(docs/differences.md item 40); BatchNorm statistics copied each epoch, not aliased (docs/differences.md item 8)."""
 import torch
 import torch.nn as nn
 
@@ -18,7 +17,6 @@ def ema_decay(global_step, warmup_steps=0, tau=0.999):
 
 @torch.no_grad()
 def ema_update(wa_model, model, global_step, decay_rate=0.999, warmup_steps=0):
-    """theta_wa <- theta_wa * decay + theta * (1 - decay) in place, parameters only; returns the decay."""
     decay = ema_decay(global_step, warmup_steps, decay_rate)
     wa_params, params = list(wa_model.parameters()), list(model.parameters())
     if len(wa_params) != len(params):
@@ -35,7 +33,6 @@ def _batchnorms(model):
 
 @torch.no_grad()
 def update_bn(wa_model, model):
-    """Both models to eval mode, then `model`'s BatchNorm running statistics copied into `wa_model`'s."""
     wa_model.eval()
     model.eval()
     wa_bns, bns = _batchnorms(wa_model), _batchnorms(model)
@@ -57,8 +54,7 @@ def warmup_steps(num_adv_epochs, update_steps):
 
 
 def bn_momentum_trick(model, step):
-    """BatchNorm momentum 1.0 before step 0 (copy the first batch's statistics), 0.01 before step 1, on every BN
-    layer as the reference (docs/differences.md item 20)."""
+    """BatchNorm momentum 1.0 before step 0, 0.01 before step 1, on every BN layer (docs/differences.md item 20)."""
     if step == 0:
         set_bn_momentum(model, momentum=1.0)
     elif step == 1:
@@ -66,8 +62,7 @@ def bn_momentum_trick(model, step):
 
 
 class EMA:
-    """The averaged model: `before_step(model, step)` and `update(model, step + 1)` around each optimiser step,
-    `update_bn(model)` at each epoch's end."""
+    """The averaged model: `before_step` and `update` around each optimiser step, `update_bn` at each epoch's end."""
 
     def __init__(self, wa_model, tau=0.999, warmup_steps=0):
         self.wa_model, self.tau, self.warmup_steps = wa_model, tau, warmup_steps

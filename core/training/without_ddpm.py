@@ -1,5 +1,4 @@
-"""What without_DDPM/train_cifar.py and eval_cifar.py compose onto the one trainer: CIFAR without generated data,
-the `--fname auto` name, the optimiser and LR schedule, the evaluation attacks."""
+"""What without_DDPM's scripts compose onto the one trainer: CIFAR data, `--fname auto`, optimiser, eval attacks."""
 import os
 
 import torch
@@ -16,14 +15,12 @@ DATASETS = {'CIFAR-10': ('cifar10', 10), 'CIFAR-100': ('cifar100', 100)}
 ATTACKS = tuple(WITHOUT_DDPM_OBJECTIVES)  # the --attack choices: PGD, TRADES, Standard
 OPTIMIZERS = ('SGDmom', 'Cosine', 'Adam')
 STEP_MILESTONES = (100, 105)  # SGDmom: in (fractional) epochs, whatever --epochs is (docs/differences.md item 63)
-# The original's `../../cifar-data` seen from without_DDPM/, whatever the current directory (docs/differences.md
-# item 67).
+# the original's ../../cifar-data seen from without_DDPM/ (docs/differences.md item 67)
 DEFAULT_DATA_DIR = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..',
                                                  'cifar-data'))
 
 
 def data_folder(root, dataset):
-    """ROOT/cifar10 (or cifar100) if that folder exists, else ROOT itself."""
     sub = os.path.join(root, DATASETS[dataset][0])
     return sub if os.path.isdir(sub) else root
 
@@ -66,7 +63,6 @@ def auto_name(args):
 
 
 def step_lr(lr_max, t):
-    """SGDmom's LR at fractional epoch t: lr_max before 100, /10 before 105, then /100."""
     if t < STEP_MILESTONES[0]:
         return lr_max
     if t < STEP_MILESTONES[1]:
@@ -90,8 +86,7 @@ class PerBatchLR(LRScheduler):
 
 
 def make_optimizer(params, name, lr_max, weight_decay, epochs, steps_per_epoch=1):
-    """(optimizer, per-batch scheduler) of `--optimizer`; Cosine's T_max = epochs stepped per batch, as the
-    original (docs/differences.md items 62 and 63)."""
+    """(optimizer, per-batch scheduler); Cosine: T_max = epochs stepped per batch (docs/differences.md items 62, 63)."""
     params = list(params)
     if name == 'Adam':
         opt = torch.optim.Adam(params, lr=lr_max, betas=(0.9, 0.999), eps=1e-8, weight_decay=weight_decay)
@@ -104,8 +99,7 @@ def make_optimizer(params, name, lr_max, weight_decay, epochs, steps_per_epoch=1
 
 
 def eval_attacks(model, args, num_classes):
-    """The per-epoch test attacks CE-PGD and DivergencePGD, with the training iterations and restarts, as the
-    original (docs/differences.md items 61 and 64)."""
+    """CE-PGD and DivergencePGD with the training iterations and restarts (docs/differences.md items 61 and 64)."""
     eps, alpha = args.test_epsilon / 255., args.test_pgd_alpha / 255.
     return (CEPGD(model, eps, alpha, args.attack_iters, args.restarts, args.norm, 'ce'),
             DivergencePGD(model, eps, alpha, args.attack_iters, args.restarts, args.norm, args.divergence,
@@ -113,7 +107,6 @@ def eval_attacks(model, args, num_classes):
 
 
 def build_trainer(model, objective, args, num_classes, runtime, steps_per_epoch):
-    """The one trainer with --attack's objective and --optimizer's per-batch schedule."""
     opt, scheduler = make_optimizer(model.parameters(), args.optimizer, args.lr_max, args.weight_decay, args.epochs,
                                     steps_per_epoch)
     attack = objective.make_attack(model, args, num_classes)
