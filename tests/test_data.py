@@ -184,6 +184,25 @@ def test_bad_generated_file(root, case):
     assert path in str(e.value) and '\n' not in str(e.value)
 
 
+def test_damaged_generated_file_named_once_verified_files_are_remembered(root, capsys):
+    """A changed byte inside the image member (the zip still opens, np.load would say 'Bad CRC-32'): one line naming
+    the file and the member; an intact file is read once, its record beside it makes the next start skip the pass,
+    and a file changed since is verified again."""
+    path = str(root / 'aux.npz')
+    semisup(root)
+    assert 'Verifying the CRC-32 of ' + path in capsys.readouterr().out and os.path.isfile(path + '.verified')
+    semisup(root)
+    assert 'Verifying' not in capsys.readouterr().out
+    with open(path, 'r+b') as f:   # 1,000 image bytes, well inside the member's data
+        f.seek(os.path.getsize(path) // 2)
+        f.write(bytes(1000))
+    os.utime(path, ns=(0, 0))
+    with pytest.raises(UserError) as e:
+        semisup(root)
+    assert str(e.value).startswith(f'{path}: member image.npy is damaged') and '\n' not in str(e.value)
+    assert 'CRC' in str(e.value) and os.path.isfile(path)
+
+
 def test_bad_inputs_paths_and_flags(root):
     with pytest.raises(UserError, match='no such file or folder'):
         semisup(root, aux_data_filename=str(root / 'missing.npz'))

@@ -311,6 +311,22 @@ def test_a_run_folder_held_by_a_live_process_is_refused_a_dead_ones_lock_is_take
     assert not lock.exists() and (run_dir / 'state-last.pt').exists()
 
 
+def test_a_damaged_generated_file_is_one_line_before_the_run_folder(data_dir, tmp_path, capsys):
+    """The CRC-32 pass of a generated-data npz (core/data/npz.py verify_npz) runs before anything is written."""
+    import shutil
+    aux = tmp_path / 'aux.npz'
+    shutil.copy(data_dir / 'aux.npz', aux)
+    with open(aux, 'r+b') as f:
+        f.seek(os.path.getsize(aux) // 2)
+        f.write(b'\xff' * 256)
+    argv = tiny_args(data_dir, tmp_path, 'run')
+    argv[argv.index('--aux-data-filename') + 1] = str(aux)
+    assert run(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: {aux}: member image.npy is damaged') and err.count('\n') == 1, err
+    assert not (tmp_path / 'run').exists() and not os.path.exists(f'{aux}.verified')
+
+
 def test_a_log_dir_that_is_a_file_is_one_line_before_data(data_dir, tmp_path, capsys):
     (tmp_path / 'file').write_text('x')
     assert run(tiny_args(data_dir, tmp_path / 'file', 'run', data='cifar10')) == 2

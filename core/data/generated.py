@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from core.data.common import ArraySource
-from core.data.npz import open_image_label_file
+from core.data.npz import open_image_label_file, verify_npz
 from core.utils.errors import UserError
 
 
@@ -36,7 +36,11 @@ class GeneratedData:
     """The files of `spec` in order as one sequence: `data[i] -> (H x W x 3 uint8 array, int label)`."""
 
     def __init__(self, spec, num_classes, size=32):
-        self.parts = [ArraySource(*open_image_label_file(f, num_classes, size)) for f in split_aux_spec(spec)]
+        files = split_aux_spec(spec)
+        self.parts = [ArraySource(*open_image_label_file(f, num_classes, size)) for f in files]
+        for f in files:   # after the cheap checks of every file, so that a bad flag does not wait for a long read
+            if not f.endswith(('.pickle', '.pkl')):
+                verify_npz(f)
         self.offsets = np.cumsum([0] + [len(p) for p in self.parts]).tolist()
 
     def __len__(self):

@@ -4,6 +4,7 @@ import json
 import os
 import socket
 
+from core.data.npz import VERIFIED_SUFFIX
 from core.utils.atomic import move_aside, temp_name_pattern, write_atomic
 from core.utils.checkpoint import load_checkpoint
 from core.utils.distributed import barrier
@@ -163,7 +164,7 @@ def data_fingerprint(loader, *paths):
         names = sorted(os.listdir(path)) if os.path.isdir(path) else [os.path.basename(path)]
         folder = path if os.path.isdir(path) else os.path.dirname(path)
         files.update((n, os.path.getsize(os.path.join(folder, n))) for n in names
-                     if os.path.isfile(os.path.join(folder, n)))
+                     if os.path.isfile(os.path.join(folder, n)) and not n.endswith(VERIFIED_SUFFIX))
     return {'images': len(loader.dataset), 'batches': len(loader), 'files': files}
 
 
