@@ -10,7 +10,7 @@ import torch
 
 from core.attacks import VARIABLE_BATCH_ATTACKS
 from core.data import get_data_info, load_data
-from core.run.epoch import adversarial_test, run_epochs
+from core.run.epoch import adversarial_test, check_space, run_epochs
 from core.run.parser import check_train_flags, parser_train
 from core.run.run_dir import RunLock, check_data, check_run_dir, data_fingerprint, load_resume_state, open_run
 from core.training.builder import build_trainer
@@ -62,7 +62,7 @@ def run(stop, lock, argv=None):
     if runtime.is_primary:  # one lock per run folder, before any data is read
         lock.acquire(LOG_DIR, 'choose another --desc')
     check_run_dir(LOG_DIR, args, resumable_without_state=('args.txt',))  # args.txt only: killed before epoch 1 ended
-    state = load_resume_state(LOG_DIR, args, NUM_ADV_EPOCHS) if args.resume else None
+    state = load_resume_state(LOG_DIR, args, NUM_ADV_EPOCHS, primary=runtime.is_primary) if args.resume else None
     barrier(runtime)
     # APGD: new shapes every restart (docs/differences.md items 32 and 48)
     torch.backends.cudnn.benchmark = args.attack not in VARIABLE_BATCH_ATTACKS
@@ -79,6 +79,7 @@ def run(stop, lock, argv=None):
     seed(args.seed)  # the original's seeding points (docs/differences.md item 41)
     trainer = build_trainer(info, args, runtime, weight_averaging=False, objective=objective)
 
+    check_space(trainer, runtime, LOG_DIR, fresh=state is None)   # before anything is written
     logger = open_run(LOG_DIR, args, runtime, new_run=state is None)
     test_adv_acc = [0.0 if state is None else state.get('test_adv_acc', 0.0)]  # the last measured (stale between)
 

@@ -4,6 +4,7 @@ then resumes; save_atomic's sha256 sidecar, verified by load_checkpoint and by e
 import errno
 import os
 import re
+import shutil
 
 import pytest
 import torch
@@ -120,3 +121,28 @@ def test_eval_aa_refuses_a_changed_checkpoint(tmp_path, capsys):
     code, out, err = run_cli(['--data-dir', data_root, '--log-dir', log_root, '--desc', desc], capsys)
     assert code == 2 and err.count('\n') == 1 and f'checkpoint {path} is corrupt: its sha256 differs' in err
     assert 'AutoAttack' not in out
+
+
+def test_too_little_space_is_said_at_the_start_and_before_a_save(data_dir, tmp_path, monkeypatch, capsys, one_thread):
+    """A folder that cannot hold one save of this model: one line before anything is written; space that runs out
+    later: one line before epoch 2's files, epoch 1's state intact, and --resume (space freed) finishes."""
+    real, calls = shutil.disk_usage, []
+
+    def disk_usage(path, free_from=(0,)):   # free: 64 KiB from the call numbered in free_from on
+        calls.append(path)
+        usage = real(path)
+        return usage._replace(free=64 << 10) if len(calls) > free_from[0] else usage
+    monkeypatch.setattr(shutil, 'disk_usage', disk_usage)
+    argv = tiny_args(data_dir, tmp_path, 'small', data='cifar10')
+    assert run(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'has 0.1 MiB free, but saving this run needs about' in err, err
+    assert not (tmp_path / 'small').exists()
+    calls.clear()
+    monkeypatch.setattr(shutil, 'disk_usage', lambda path: disk_usage(path, free_from=(2,)))   # start, epoch 1
+    assert run(argv) == 2
+    err = capsys.readouterr().err.split('\r')[-1]
+    assert err.count('\n') == 1 and 'MiB free, but saving' in err and 'Traceback' not in err, err
+    assert load_checkpoint(tmp_path / 'small' / 'state-last.pt')['epoch'] == 1
+    monkeypatch.undo()
+    assert run(argv + ['--resume']) == 0 and load_checkpoint(tmp_path / 'small' / 'state-last.pt')['epoch'] == 2

@@ -44,7 +44,8 @@ def test_two_epoch_run_writes_the_reference_files(data_dir, tmp_path):
     assert run(tiny_args(data_dir, tmp_path, 'run', '--beta', '5', '--LSE', '--ls', '0')) == 0
     run_dir = tmp_path / 'run'
     assert sorted(os.listdir(run_dir)) == ['args.txt', 'curves.png', 'log-train.log', 'state-last.pt',
-                                           'state-last.pt.sha256', 'stats_adv.csv', 'weights-best.pt',
+                                           'state-last.pt.sha256', 'state-prev.pt', 'state-prev.pt.sha256',
+                                           'stats_adv.csv', 'weights-best.pt',
                                            'weights-best.pt.sha256', 'weights-last.pt', 'weights-last.pt.sha256']
     args = json.loads((run_dir / 'args.txt').read_text())
     assert list(args)[:len(REFERENCE_KEYS)] == REFERENCE_KEYS
@@ -194,7 +195,8 @@ def test_ddp_two_gloo_processes(data_dir, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     run_dir = tmp_path / 'ddp'
     assert sorted(os.listdir(run_dir)) == ['args.txt', 'curves.png', 'log-train.log', 'state-last.pt',
-                                           'state-last.pt.sha256', 'stats_adv.csv', 'tensorboard', 'weights-best.pt',
+                                           'state-last.pt.sha256', 'state-prev.pt', 'state-prev.pt.sha256',
+                                           'stats_adv.csv', 'tensorboard', 'weights-best.pt',
                                            'weights-best.pt.sha256', 'weights-last.pt', 'weights-last.pt.sha256']
     assert len(os.listdir(run_dir / 'tensorboard')) == 1  # one event file: rank 0 only
     log = (run_dir / 'log-train.log').read_text()

@@ -133,6 +133,13 @@ def test_killed_at_any_point_resume_ends_bit_identical(data_dir, tmp_path, one_t
     assert sorted(os.listdir(run_dir)) == sorted(os.listdir(tmp_path / 'full'))   # no temp file left
 
 
+def test_the_command_that_continues_drops_overwrite_and_resume_from():
+    from core.run.epoch import resume_command
+    assert resume_command(['train-wa.py', '--overwrite', '--resume-from', 'state-prev.pt', '--lr', '0.1']) == \
+        'python train-wa.py --lr 0.1 --resume'
+    assert resume_command(['train-wa.py', '--resume', '--resume-from=state-prev.pt']) == 'python train-wa.py --resume'
+
+
 def test_stale_temp_files_are_exactly_the_temporary_files_of_write_atomic(tmp_path):
     """A killed write_atomic leaves `.<name>.XXXXXXXX.tmp` (mkstemp's 8 characters): --resume removes those of the
     run's files, and nothing else (not a user's file, not another target's temporary file)."""
@@ -144,7 +151,7 @@ def test_stale_temp_files_are_exactly_the_temporary_files_of_write_atomic(tmp_pa
         temp_names.extend(n for n in os.listdir(tmp_path) if n.endswith('.tmp'))
     for name in RUN_FILES:
         write_atomic(tmp_path / name, record_temp_name)
-    assert len(temp_names) == len(RUN_FILES) == 6
+    assert len(temp_names) == len(RUN_FILES) == 7
     assert all(STALE_TEMP_FILES.match(n) for n in temp_names), temp_names
     kept = ['stats_adv.csv', 'notes.tmp', 'stats_adv.csv.tmp', '.args.txt.tmp', '.args.txt.abcdefg.tmp',
             '.args.txt.abcdefghi.tmp', '.other.pt.abcdefgh.tmp', 'args.txt.abcdefgh.tmp', '.args.txt.ABCDEFGH.tmp']
@@ -325,6 +332,42 @@ def test_a_damaged_generated_file_is_one_line_before_the_run_folder(data_dir, tm
     err = capsys.readouterr().err
     assert err.startswith(f'error: {aux}: member image.npy is damaged') and err.count('\n') == 1, err
     assert not (tmp_path / 'run').exists() and not os.path.exists(f'{aux}.verified')
+
+
+def test_a_damaged_last_state_names_the_intact_previous_one_which_resumes_bit_identical(data_dir, tmp_path, capsys,
+                                                                                        one_thread):
+    """Every save keeps the state it replaces as state-prev.pt (with its own checksum): a changed byte in
+    state-last.pt is one line naming state-prev.pt, its epoch and --resume-from; that resume keeps the damaged file
+    and ends with the uninterrupted run's weights; the flag left in a requeued job script is refused, never
+    silently going back."""
+    assert run(tiny_args(data_dir, tmp_path, 'full', '--num-adv-epochs', '3', data='cifar10')) == 0
+    argv = tiny_args(data_dir, tmp_path, 'run', '--num-adv-epochs', '3', data='cifar10')
+    run_dir = tmp_path / 'run'
+    assert run(argv + ['--stop-after', '2']) == 0
+    assert load(run_dir / 'state-prev.pt')['epoch'] == 1 and load(run_dir / 'state-last.pt')['epoch'] == 2
+    assert (run_dir / 'state-prev.pt.sha256').read_text().endswith('  state-prev.pt\n')
+    data = bytearray((run_dir / 'state-last.pt').read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (run_dir / 'state-last.pt').write_bytes(bytes(data))
+    before = sorted(os.listdir(run_dir))
+    capsys.readouterr()
+    assert run(argv + ['--resume']) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'state-last.pt is corrupt' in err and 'Traceback' not in err, err
+    assert f'{run_dir / "state-prev.pt"} (epoch 1) is intact: add --resume-from state-prev.pt' in err
+    assert sorted(os.listdir(run_dir)) == before
+    assert run(argv + ['--resume-from', 'state-prev.pt']) == 2   # without --resume
+    assert 'add --resume' in capsys.readouterr().err
+    assert run(argv + ['--resume', '--resume-from', 'state-prev.pt']) == 0
+    kept = [n for n in os.listdir(run_dir) if n.startswith('state-last-damaged-') and n.endswith('.pt')]
+    assert len(kept) == 1 and (run_dir / kept[0]).read_bytes() == bytes(data)
+    for name in ('weights-last.pt', 'weights-best.pt'):
+        assert_same_weights(load(tmp_path / 'full' / name), load(run_dir / name))
+    capsys.readouterr()
+    assert run(argv + ['--resume', '--resume-from', 'state-prev.pt']) == 2
+    assert 'state-last.pt is intact' in capsys.readouterr().err and load(run_dir / 'state-last.pt')['epoch'] == 3
+    os.remove(run_dir / 'state-last.pt')
+    assert run(argv + ['--resume']) == 2 and 'is missing but' in capsys.readouterr().err
 
 
 def test_a_log_dir_that_is_a_file_is_one_line_before_data(data_dir, tmp_path, capsys):

@@ -266,10 +266,11 @@ def test_run_files_resume_and_refusal(data_root, tmp_path, monkeypatch, capsys):
     out = capsys.readouterr()
     assert 'File name:  ' + os.path.basename(FOLDER) in out.out and 'Clip loss bound:  0.17777778208255768' in out.out
     files = sorted(os.listdir(FOLDER))
-    assert files == ['model_best.pth', 'model_best.pth.sha256', 'output.log', 'state-last.pt', 'state-last.pt.sha256',
-                     'test_acc_record.txt', 'test_robust_acc_record_KL.txt', 'test_robust_acc_record_new.txt'] or \
-        files == ['output.log', 'state-last.pt', 'state-last.pt.sha256', 'test_acc_record.txt',
-                  'test_robust_acc_record_KL.txt', 'test_robust_acc_record_new.txt']  # model_best once min(robust) > 0
+    states = ['state-last.pt', 'state-last.pt.sha256', 'state-prev.pt', 'state-prev.pt.sha256']   # prev: epoch 1
+    assert files == ['model_best.pth', 'model_best.pth.sha256', 'output.log'] + states + [
+        'test_acc_record.txt', 'test_robust_acc_record_KL.txt', 'test_robust_acc_record_new.txt'] or \
+        files == ['output.log'] + states + ['test_acc_record.txt', 'test_robust_acc_record_KL.txt',
+                                            'test_robust_acc_record_new.txt']  # model_best once min(robust) > 0
     assert np.loadtxt(os.path.join(FOLDER, 'test_acc_record.txt')).shape == (2,)
     log = open(os.path.join(FOLDER, 'output.log')).read().splitlines()
     assert log[0].startswith('[') and '] - Namespace(model=' in log[0]

@@ -13,6 +13,7 @@ from core.attacks.divergence import NORMS  # noqa: E402
 from core.losses.divergences import check_divergence, clip_bound  # noqa: E402
 from core.models.without_ddpm import ACTIVATIONS, MODELS, WRN_ACTIVATIONS, create_without_ddpm_model  # noqa: E402
 from core.run.epoch import (  # noqa: E402
+    check_space,
     non_finite_message,
     restore_state,
     run_state,
@@ -28,6 +29,7 @@ from core.run.run_dir import (  # noqa: E402
     data_fingerprint,
     load_resume_state,
     overwrite_run,
+    save_state,
 )
 from core.training.objectives import resolve_without_ddpm  # noqa: E402
 from core.training.trainer import Interrupted, evaluate  # noqa: E402
@@ -97,6 +99,8 @@ def get_args(argv=None):
     extra.add_argument('--num-workers', type=int, default=2, help='DataLoader worker processes (the original: 2).')
     extra.add_argument('--wrn-depth', type=int, default=34, help=argparse.SUPPRESS)  # testing aid: WRN-10-w
     extra.add_argument('--resume', action='store_true', help='Continue the run folder from its state-last.pt.')
+    extra.add_argument('--resume-from', default=None, metavar='FILE',
+                       help='With --resume, while state-last.pt is damaged or missing: continue from FILE instead.')
     extra.add_argument('--overwrite', action='store_true',
                        help='Start a new run in an existing run folder; its files move to previous-DATE/ in it.')
     extra.add_argument('--stop-after', type=int, default=None, help=argparse.SUPPRESS)  # testing aid
@@ -122,6 +126,8 @@ def validate(args):
         raise UserError(f'--wrn-depth {args.wrn_depth}: a WideResNet needs depth 6n + 4 >= 10 (e.g. 10 or 34).')
     if args.resume and args.overwrite:
         raise UserError('--resume continues a run and --overwrite starts a new one over it: give only one.')
+    if args.resume_from and not args.resume:
+        raise UserError('--resume-from names the state a --resume continues from: add --resume, or drop it.')
 
 
 def save_weights(model, path, test_acc, rob_kl, rob_new):
@@ -168,6 +174,7 @@ def run(stop, lock, argv=None):
     trainer = build_trainer(model, objective, args, num_classes, runtime, len(train_loader))
     test_attacks = (None,) + eval_attacks(model, args, num_classes)
 
+    check_space(trainer, runtime, folder, fresh=state is None)   # before anything is written
     os.makedirs(folder, exist_ok=True)
     if args.overwrite:
         overwrite_run(folder)   # the earlier run's files into previous-<date>/, before anything new is written
@@ -213,13 +220,14 @@ def run(stop, lock, argv=None):
         if epoch > 99:
             save_weights(model, os.path.join(folder, f'model_{epoch}.pth'), test_acc, rob_kl, rob_new)
         robust = min(rob_kl, rob_new)
+        check_space(trainer, runtime, folder)
         # model selection on the test set (docs/differences.md item 64)
         if robust > best:  # strict: ties keep the earlier epoch
             best = robust
             save_weights(model, os.path.join(folder, 'model_best.pth'), test_acc, rob_kl, rob_new)
         state = {'format_version': STATE_FORMAT_VERSION, 'epoch': epoch + 1, 'best': best, 'records': records,
                  'compute': (meter.seconds, meter.images), 'args': dict(vars(args)), 'data': data}
-        save_atomic(run_state(trainer, runtime, **state), state_path)
+        save_state(run_state(trainer, runtime, **state), folder)
         if stop.signum is not None and epoch < args.epochs - 1:
             stop_code = save_stopped(trainer, runtime, logger, state_path, stop, state)
             break

@@ -2,20 +2,21 @@
 last: the epoch's commit point), stop on a signal; the log lines and the CSV row are the reference's."""
 import os
 import shlex
+import shutil
 import sys
 import time
 
 import pandas as pd
+import torch
 
 from core.data import set_epoch
 from core.run.plotting import write_run_curves
-from core.run.run_dir import STATE_FILE, STATE_FORMAT_VERSION, saved_lr, write_args
+from core.run.run_dir import STATE_FILE, STATE_FORMAT_VERSION, save_state, saved_lr, write_args
 from core.training.cost import flop_per_image
 from core.training.epoch_metrics import NonFiniteLoss
 from core.training.trainer import Interrupted
 from core.utils import faults
 from core.utils.atomic import write_atomic
-from core.utils.checkpoint import save_atomic
 from core.utils.compute import Meter, device_peak, format_line
 from core.utils.distributed import all_gather_object, barrier
 from core.utils.errors import UserError
@@ -50,8 +51,12 @@ def train_or_stop(trainer, loader, epoch, stop_message, on_step=None, resume=Non
 
 
 def resume_command(argv=None):
-    """The command line that continues this run: the same flags, --overwrite dropped, --resume added."""
-    argv = [a for a in (sys.argv if argv is None else argv) if a != '--overwrite']
+    """The command line that continues this run: the same flags, --overwrite and --resume-from dropped (the run
+    continues from its new state-last.pt), --resume added."""
+    argv = list(sys.argv if argv is None else argv)
+    if '--resume-from' in argv:
+        del argv[argv.index('--resume-from'):argv.index('--resume-from') + 2]
+    argv = [a for a in argv if a != '--overwrite' and not a.startswith('--resume-from=')]
     return 'python ' + ' '.join(shlex.quote(a) for a in argv + ([] if '--resume' in argv else ['--resume']))
 
 
@@ -62,8 +67,9 @@ def save_stopped(trainer, runtime, logger, path, stop, fields, interrupted=None)
     if interrupted is not None:
         fields = {k: v for k, v in fields.items() if k not in ('trainer', 'rng', 'global_step', 'partial')}
         state = run_state(trainer, runtime, **fields, partial=interrupted.partial)
+        check_space(trainer, runtime, os.path.dirname(path))
         if runtime.is_primary:
-            save_atomic(state, path)
+            save_state(state, os.path.dirname(path))
         barrier(runtime)
     message = (f'Stopped by {stop.name} {where}: the run is saved in {path}; continue it with: {resume_command()}')
     logger.logger.info(message)
@@ -179,10 +185,34 @@ def adversarial_test(trainer, logger, test_dataloader, res, epoch_metrics, run):
     return test_adv_acc
 
 
+def _nbytes(obj):
+    if torch.is_tensor(obj):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(map(_nbytes, obj.values()))
+    return sum(map(_nbytes, obj)) if isinstance(obj, (list, tuple)) else 0
+
+
+def check_space(trainer, runtime, folder, fresh=False):
+    """One line before a save that `folder` cannot hold (the state, and for a new run the two weights files): said
+    at the start rather than after an epoch, and before each save so that no epoch is saved half."""
+    if not runtime.is_primary:
+        return
+    need = _nbytes(trainer.state_dict()) + (2 * _nbytes(trainer.weights()) if fresh else 0)
+    if not trainer.optimizer.state:   # SGD's momentum buffers appear at the first step
+        need += sum(_nbytes(p) for p in trainer.model.parameters())
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise UserError(f'{folder} has {free / 2 ** 20:.1f} MiB free, but saving this run needs about '
+                        f'{need / 2 ** 20:.1f} MiB: free some space or give another folder (the files saved so far '
+                        'are intact; a started run continues with --resume).')
+
+
 def save_epoch(trainer, runtime, logger, log_dir, new_best, rows, state, start, args_to_write=None):
     """weights-best.pt (if `new_best`), weights-last.pt, stats_adv.csv, curves.png, args.txt (if `args_to_write`)
     and, last, the state file: the epoch's commit point (docs/differences.md item 45)."""
     state = run_state(trainer, runtime, **state)
+    check_space(trainer, runtime, log_dir)
     if runtime.is_primary:
         if new_best:
             trainer.save_model(os.path.join(log_dir, 'weights-best.pt'))
@@ -193,7 +223,7 @@ def save_epoch(trainer, runtime, logger, log_dir, new_best, rows, state, start, 
         write_run_curves(log_dir)  # curves.png; a failure to draw is a warning, never a crash
         if args_to_write is not None:
             write_args(args_to_write, log_dir)
-        save_atomic(state, os.path.join(log_dir, STATE_FILE))
+        save_state(state, log_dir)
     barrier(runtime)
 
 

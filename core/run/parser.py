@@ -90,6 +90,9 @@ def parser_train(tau=True):
     extra = parser.add_argument_group('beyond the reference')
     extra.add_argument('--resume', action='store_true', default=False,
                        help='Continue the run LOG_DIR/DESC from its state-last.pt (same flags).')
+    extra.add_argument('--resume-from', default=None, metavar='FILE',
+                       help='With --resume, while state-last.pt is damaged or missing: continue from FILE of the '
+                            'run folder instead (state-prev.pt, the state saved before it).')
     extra.add_argument('--resume-changed-flags', type=_flag_list, default=[], metavar='FLAGS',
                        help='With --resume: what may differ from the saved run on purpose: lr (the schedule '
                             'continues scaled to the new --lr), data (other training data).')
@@ -153,6 +156,8 @@ def check_train_flags(args):
         raise UserError(f'--validation-size {args.validation_size}: must be >= 1.')
     if args.resume and args.overwrite:
         raise UserError('--resume continues a run and --overwrite starts a new one over it: give only one.')
+    if args.resume_from and not args.resume:
+        raise UserError('--resume-from names the state a --resume continues from: add --resume, or drop it.')
     if args.resume_changed_flags and not args.resume:
         raise UserError('--resume-changed-flags names flags a --resume may change: add --resume, or drop it.')
     for name in args.resume_changed_flags:

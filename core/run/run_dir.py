@@ -1,28 +1,32 @@
 """The run folder of every training script: never written over unless asked (the original deleted it,
 docs/differences.md items 5 and 45), resumable; `read_args` is the one reader of a run's args.txt."""
+import datetime
 import json
 import os
+import shutil
 import socket
 
 from core.data.npz import VERIFIED_SUFFIX
-from core.utils.atomic import move_aside, temp_name_pattern, write_atomic
-from core.utils.checkpoint import load_checkpoint
+from core.utils.atomic import CHECKSUM_SUFFIX, move_aside, temp_name_pattern, write_atomic
+from core.utils.checkpoint import load_checkpoint, save_atomic
 from core.utils.distributed import barrier
 from core.utils.errors import UserError
 from core.utils.logger import Logger
 
 STATE_FILE = 'state-last.pt'
+PREVIOUS_STATE_FILE = 'state-prev.pt'  # the state that state-last.pt replaced: --resume-from when that one breaks
 LOCK_FILE = '.lock'
 ARGS_FILE = 'args.txt'
 STATE_FORMAT_VERSION = 1
 # The files of a run folder written with core.utils.atomic.write_atomic (log-train.log is appended instead).
-RUN_FILES = ('weights-best.pt', 'weights-last.pt', STATE_FILE, 'stats_adv.csv', ARGS_FILE, 'curves.png')
+RUN_FILES = ('weights-best.pt', 'weights-last.pt', STATE_FILE, PREVIOUS_STATE_FILE, 'stats_adv.csv', ARGS_FILE,
+             'curves.png')
 # The temporary files those writes leave behind when the process is killed mid-write (and nothing else).
 STALE_TEMP_FILES = temp_name_pattern(RUN_FILES)
 # Flags that may differ between a run and its --resume (they do not change the numbers).
 # A renamed run folder resumes: its name (--desc, --fname) is not compared.
 RESUME_FREE_FLAGS = ('resume', 'overwrite', 'num_workers', 'stop_after', 'device', 'data_dir', 'log_dir',
-                     'aux_data_filename', 'resume_changed_flags', 'tensorboard', 'desc', 'fname')
+                     'aux_data_filename', 'resume_changed_flags', 'tensorboard', 'desc', 'fname', 'resume_from')
 # Flags a resume may change on purpose, named in --resume-changed-flags (docs/training.md).
 RESUME_CHANGEABLE_FLAGS = ('lr', 'data')
 
@@ -127,20 +131,72 @@ def check_run_dir(log_dir, args, state_file=STATE_FILE, rename_hint='choose anot
                         f'--overwrite to write a new run over its files, or {rename_hint}.')
 
 
-def load_resume_state(log_dir, args, num_epochs, version=STATE_FORMAT_VERSION, flags_file=ARGS_FILE):
-    """The state to continue, checked: format `version`, the flags, fewer than `num_epochs` epochs done; None for a
-    run killed before its first saved epoch (args.txt only, checked the same way)."""
-    if not os.path.isfile(os.path.join(log_dir, STATE_FILE)):
+def save_state(state, log_dir):
+    """state-last.pt; the one it replaces stays as state-prev.pt (hard-linked first: a kill at any point leaves a
+    complete state-last.pt), which --resume-from continues from when state-last.pt is damaged."""
+    path, prev = os.path.join(log_dir, STATE_FILE), os.path.join(log_dir, PREVIOUS_STATE_FILE)
+    # already one file when the last save failed after this step (a rename onto the same file does nothing)
+    if os.path.isfile(path) and not (os.path.isfile(prev) and os.path.samefile(path, prev)):
+        if os.path.exists(prev + CHECKSUM_SUFFIX):   # never a stale checksum beside a new state-prev.pt
+            os.remove(prev + CHECKSUM_SUFFIX)
+        tmp = os.path.join(log_dir, f'.{PREVIOUS_STATE_FILE}.hardlink.tmp')   # a STALE_TEMP_FILES name
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+        try:
+            os.link(path, tmp)
+        except OSError:   # a file system without hard links: the same bytes, copied
+            shutil.copyfile(path, tmp)
+        os.replace(tmp, prev)
+        if os.path.isfile(path + CHECKSUM_SUFFIX):
+            with open(path + CHECKSUM_SUFFIX) as f:
+                line = f.read().replace(STATE_FILE, PREVIOUS_STATE_FILE)
+            write_atomic(prev + CHECKSUM_SUFFIX, lambda f: f.write(line.encode()))
+    save_atomic(state, path)
+
+
+def _usable(path):
+    try:
+        return load_checkpoint(path)
+    except UserError:
+        return None
+
+
+def load_resume_state(log_dir, args, num_epochs, version=STATE_FORMAT_VERSION, flags_file=ARGS_FILE, primary=True):
+    """The state to continue (state-last.pt, or --resume-from FILE while that one is damaged), checked: format
+    `version`, the flags, fewer than `num_epochs` epochs done; None for a run killed before its first saved epoch."""
+    last, prev = os.path.join(log_dir, STATE_FILE), os.path.join(log_dir, PREVIOUS_STATE_FILE)
+    chosen = os.path.join(log_dir, args.resume_from) if getattr(args, 'resume_from', None) else last
+    if chosen != last and (not os.path.isfile(chosen) or os.path.isfile(last) and _usable(last) is not None):
+        why = f'{chosen} does not exist' if not os.path.isfile(chosen) else f'{last} is intact'
+        raise UserError(f'--resume-from: {why}; it recovers a run whose {STATE_FILE} is damaged or missing: drop '
+                        '--resume-from to continue from its last state.')
+    if not os.path.isfile(chosen):
+        if os.path.isfile(prev):
+            raise UserError(f'--resume: {last} is missing but {prev} exists: add --resume-from '
+                            f'{PREVIOUS_STATE_FILE} to continue from it.')
         check_resume_flags(read_args(log_dir, fix='start the run again with --overwrite'), args, log_dir)
         return None
-    state = load_checkpoint(os.path.join(log_dir, STATE_FILE))
+    try:
+        state = load_checkpoint(chosen)
+    except UserError as e:
+        older = _usable(prev) if chosen == last and os.path.isfile(prev) else None
+        if older is None:
+            raise
+        raise UserError(f'{e}. {prev} (epoch {older["epoch"]}{", mid-epoch" if older.get("partial") else ""}) is '
+                        f'intact: add --resume-from {PREVIOUS_STATE_FILE} to continue from it (the damaged file '
+                        'is kept).') from None
     if state.get('format_version') != version:
-        raise UserError(f'--resume: {log_dir}/{STATE_FILE} has format {state.get("format_version")}, this code '
-                        f'reads {version}; finish that run with the version that wrote it, or start it again '
-                        f'with --overwrite.')
+        raise UserError(f'--resume: {chosen} has format {state.get("format_version")}, this code reads {version}; '
+                        'finish that run with the version that wrote it, or start it again with --overwrite.')
     check_resume_flags(state['args'], args, log_dir, flags_file)
     if state['epoch'] >= num_epochs:
         raise UserError(f'--resume: {log_dir} already completed its {state["epoch"]} epochs; nothing to do.')
+    if chosen != last and primary and os.path.isfile(last):   # kept, out of the way of the next save's rotation
+        kept = os.path.join(log_dir, f'state-last-damaged-{datetime.datetime.now():%Y%m%d-%H%M%S}.pt')
+        for suffix in ('', CHECKSUM_SUFFIX):
+            if os.path.isfile(last + suffix):
+                os.replace(last + suffix, kept + suffix)
+        print(f'--resume-from {args.resume_from}: the damaged {STATE_FILE} was kept as {kept}.')
     return state
 
 
