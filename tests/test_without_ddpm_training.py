@@ -316,6 +316,12 @@ def test_run_files_resume_and_refusal(data_root, tmp_path, monkeypatch, capsys):
     assert run(EVAL, ['--out-dir', FOLDER, '--data-dir', data_root, '--device', 'cpu', '--num-workers', '0',
                       '--version', 'none', '--checkpoint', 'state-last.pt']) == 0
     assert len(capsys.readouterr().out.splitlines()) == 3
+    best = os.path.join(FOLDER, 'model_best.pth')
+    if os.path.exists(best):   # as after epochs whose robust accuracy stayed 0: the flag that evaluates is named
+        os.remove(best)
+    assert run(EVAL, ['--out-dir', FOLDER, '--data-dir', data_root, '--device', 'cpu', '--num-workers', '0']) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'pass --checkpoint state-last.pt' in err, err
 
 
 @pytest.mark.parametrize('extra, message', [

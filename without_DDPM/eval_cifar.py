@@ -68,6 +68,10 @@ def main(argv=None):
         raise UserError(f'--num-samples {args.num_samples}: must be >= 1.')
     if args.data_dir is None:
         args.data_dir = DEFAULT_DATA_DIR
+    path = os.path.join(args.out_dir, args.checkpoint)
+    if not os.path.exists(path) and os.path.isfile(os.path.join(args.out_dir, STATE_FILE)):
+        raise UserError(f'{path} does not exist: the run writes it at the first epoch whose robust test accuracy is '
+                        f'above 0 (as the original); pass --checkpoint {STATE_FILE} to evaluate its last model.')
     if args.version != 'none':
         try:
             require_autoattack()
@@ -86,7 +90,6 @@ def main(argv=None):
         subset = torch.utils.data.Subset(test_loader.dataset, range(min(args.num_samples, len(test_loader.dataset))))
         test_loader = torch.utils.data.DataLoader(subset, batch_size=args.batch_size, shuffle=False,
                                                   num_workers=args.num_workers)
-    path = os.path.join(args.out_dir, args.checkpoint)
     state_dict = load_weights(path, key='state_dict') if args.checkpoint != STATE_FILE else \
         load_checkpoint(path)['trainer']['model']  # the .pth files' {'state_dict': ...}, or the state's trained model
     model = create_without_ddpm_model(args.model, num_classes, args.activation, args.width_factor, device,
