@@ -51,7 +51,7 @@ def load_data(data_dir, batch_size=256, batch_size_test=256, num_workers=4, use_
         validate_unsup_fraction(unsup_fraction)  # raises
     if name in SEMISUP_DATASETS:
         train_dataset, test_dataset, val_dataset = _SEMISUP[name](data_dir, use_augmentation, aux_data_filename,
-                                                                  validation, val_size)
+                                                                  validation, val_size, verify=rank == 0)
         sampler = SemiSupervisedSampler(train_dataset.sup_indices, train_dataset.unsup_indices, batch_size,
                                         unsup_fraction, math.ceil(train_dataset.dataset_size / batch_size), seed,
                                         rank, world_size)

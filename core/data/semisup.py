@@ -170,11 +170,11 @@ def plain_loader(name, num_classes):
 def semisup_loader(name, num_classes):
     """`load_<name>s(...)` -> (train, test, val or None), also without validation (docs/differences.md item 22); base
     data from DATA_DIR/../<name>, whose test split is the test set, also for svhns (docs/differences.md item 12)."""
-    def load(data_dir, use_augmentation='base', aux_data_filename=None, validation=False, val_size=1024):
+    def load(data_dir, use_augmentation='base', aux_data_filename=None, validation=False, val_size=1024, verify=True):
         if not aux_data_filename:
             raise UserError(f'{name}s is semi-supervised and needs generated data: pass --aux-data-filename '
                             f'(a .npz with image and label, a .pickle, a comma-separated list or a folder of parts).')
-        generated = GeneratedData(aux_data_filename, num_classes)
+        generated = GeneratedData(aux_data_filename, num_classes, verify=verify)   # one pass, by rank 0
         base_dir = os.path.join(os.path.dirname(os.path.normpath(data_dir)), name)
         train, train_tf, test_dataset, val_dataset, n = load_base(name, base_dir, num_classes, use_augmentation,
                                                                   validation, val_size)
