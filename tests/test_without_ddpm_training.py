@@ -300,6 +300,15 @@ def test_run_files_resume_and_refusal(data_root, tmp_path, monkeypatch, capsys):
     assert resumed['records'] == state['records']
     assert run(TRAIN, tiny(data_root, '--resume')) == 2  # finished
     assert 'already completed' in capsys.readouterr().err
+    # state-last.pt lost: --resume names state-prev.pt (epoch 1 done), from which the last epoch is the same again
+    for name in ('state-last.pt', 'state-last.pt.sha256'):
+        os.remove(os.path.join(FOLDER, name))
+    assert run(TRAIN, tiny(data_root, '--resume')) == 2
+    assert 'add --resume-from state-prev.pt' in capsys.readouterr().err
+    assert run(TRAIN, tiny(data_root, '--resume', '--resume-from', 'state-prev.pt')) == 0
+    again = torch.load(os.path.join(FOLDER, 'state-last.pt'), weights_only=True)
+    assert all(torch.equal(v, again['trainer']['model'][k]) for k, v in state['trainer']['model'].items())
+    capsys.readouterr()
 
     # eval_cifar.py on the run's checkpoint (written here if model_best was not)
     ckpt = torch.load(os.path.join(FOLDER, 'state-last.pt'), weights_only=True)['trainer']['model']

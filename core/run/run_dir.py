@@ -121,7 +121,8 @@ def check_run_dir(log_dir, args, state_file=STATE_FILE, rename_hint='choose anot
     in `resumable_without_state`: a run killed before its first saved epoch) or args.overwrite."""
     state = os.path.join(log_dir, state_file)
     if args.resume:
-        if not any(os.path.isfile(os.path.join(log_dir, f)) for f in (state_file,) + tuple(resumable_without_state)):
+        kept = (state_file, PREVIOUS_STATE_FILE) + tuple(resumable_without_state)   # load_resume_state says which
+        if not any(os.path.isfile(os.path.join(log_dir, f)) for f in kept):
             raise UserError(f'--resume: {state} not found; start the run without --resume.')
         return
     names = run_files(log_dir)
