@@ -2,11 +2,11 @@
 every panel in one PNG (docs/toy.md)."""
 import argparse
 import os
-import sys
 
 import numpy as np
 
 from core.run.plotting import save_figure
+from core.utils.errors import UserError, exit_on_user_error
 
 GROUND_TRUTH_COLOUR = (0 / 255, 139 / 255, 139 / 255)
 LEARNED_COLOUR = (0.85, 0.325, 0.098)
@@ -40,9 +40,22 @@ def load_predictions(folder, ite=None):
     for p in paths:
         if not os.path.isfile(p):
             hint = ' (run generate_toy_demo.py with --save-every)' if ite is not None else ''
-            raise SystemExit(f'error: {p} not found{hint}.')
-    x, y, pre = (np.loadtxt(p, ndmin=2) for p in paths)
+            raise UserError(f'{p} not found{hint}.')
+    x, y, pre = (_loadtxt(p, ndmin=2) for p in paths)
     return x[:, 0], y[:, 0], pre[:, 0]
+
+
+def _loadtxt(path, **kw):
+    try:
+        return np.loadtxt(path, **kw)
+    except ValueError as e:
+        raise UserError(f'{path} is not a generate_toy_demo.py record ({e}); run the demo again.') from None
+
+
+def _new(png, force):
+    if os.path.exists(png) and not force:
+        raise UserError(f'{png} exists already; pass --force to replace it, or another --out-dir / --grid.')
+    return png
 
 
 def mean_abs_error(folder, ite=None):
@@ -97,8 +110,8 @@ def plot_losses(folder, png):
                                 ('Standard', '$R_{Standard}$', GROUND_TRUTH_COLOUR)):
         path = os.path.join(folder, f'record_{name}_loss.txt')
         if not os.path.isfile(path):
-            raise SystemExit(f'error: {path} not found; is {folder} a finished generate_toy_demo.py run?')
-        rec = np.atleast_1d(np.loadtxt(path))
+            raise UserError(f'{path} not found; is {folder} a finished generate_toy_demo.py run?')
+        rec = np.atleast_1d(_loadtxt(path))
         ax.plot(np.arange(1, len(rec) + 1), rec, color=colour, label=label, linewidth=1.5)
     ax.set_yscale('log')
     ax.grid(True, which='both', alpha=0.4)
@@ -124,28 +137,32 @@ def main(argv=None):
     parser.add_argument('--ite', type=_ite, nargs='*', help='Snapshot iterations to draw, or `final` (the default).')
     parser.add_argument('--out-dir', help='Where to write the PNGs (default: each folder).')
     parser.add_argument('--grid', metavar='PNG', help='Also draw every panel into one PNG (a row per folder).')
+    parser.add_argument('--force', action='store_true', help='Replace PNGs that exist already.')
     args = parser.parse_args(argv)
+    work = []   # (draw, png, line): every output is checked before the first is drawn
     for folder in args.folders:
         if not os.path.isdir(folder):
-            raise SystemExit(f'error: {folder} is not a folder; pass a run folder such as toy_results/PGDAT_KL.')
-        out = args.out_dir or folder
-        os.makedirs(out, exist_ok=True)
+            raise UserError(f'{folder} is not a folder; pass a run folder such as toy_results/PGDAT_KL.')
+        out, run = args.out_dir or folder, _name(folder)
         for ite in (args.ite or [None]):
-            png = os.path.join(out, f'{_name(folder)}{"" if ite is None else f"_{ite}"}_posterior.png')
-            plot_posterior(folder, png, ite)
-            err = mean_abs_error(folder, ite)
-            print(f'{_name(folder)}{"" if ite is None else f" ite {ite}"}: mean |learned - true| P(Y=0|X) = '
-                  f'{err:.4f} -> {png}')
-        if not os.path.isfile(os.path.join(folder, 'record_train_loss.txt')):
-            print(f'{_name(folder)}: no record_*_loss.txt (run not finished), loss curves skipped')
-            continue
-        png = os.path.join(out, f'{_name(folder)}_losses.png')
-        plot_losses(folder, png)
-        print(f'{_name(folder)}: loss curves -> {png}')
+            png = os.path.join(out, f'{run}{"" if ite is None else f"_{ite}"}_posterior.png')
+            work.append((lambda png, f=folder, i=ite: plot_posterior(f, png, i), png,
+                         f'{run}{"" if ite is None else f" ite {ite}"}: mean |learned - true| P(Y=0|X) = '
+                         f'{mean_abs_error(folder, ite):.4f} -> {png}'))
+        if os.path.isfile(os.path.join(folder, 'record_train_loss.txt')):
+            png = os.path.join(out, f'{run}_losses.png')
+            work.append((lambda png, f=folder: plot_losses(f, png), png, f'{run}: loss curves -> {png}'))
+        else:
+            print(f'{run}: no record_*_loss.txt (run not finished), loss curves skipped')
     if args.grid:
-        plot_grid(args.folders, args.ite or [None], args.grid)
-        print(f'all panels -> {args.grid}')
-
+        work.append((lambda png: plot_grid(args.folders, args.ite or [None], png), args.grid,
+                     f'all panels -> {args.grid}'))
+    for _, png, _ in work:
+        _new(png, args.force)
+    for draw, png, line in work:
+        os.makedirs(os.path.dirname(os.path.abspath(png)), exist_ok=True)
+        draw(png)
+        print(line)
 
 if __name__ == '__main__':
-    sys.exit(main())
+    exit_on_user_error(main)

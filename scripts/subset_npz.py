@@ -12,6 +12,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import numpy as np  # noqa: E402
 
 from core.utils.atomic import write_atomic  # noqa: E402
+from core.utils.errors import exit_on_user_error  # noqa: E402
 
 
 def fail(msg):
@@ -49,8 +50,11 @@ def main(argv=None):
         fail(f'{args.src} has no image/label arrays')
     if args.n > have:
         fail(f'N = {args.n} but {args.src} holds only {have} images; pass N <= {have}')
-    with np.load(args.src, mmap_mode='r') as f:
-        image, label = f['image'][:args.n], f['label'][:args.n]
+    try:
+        with np.load(args.src, mmap_mode='r') as f:   # reads each member whole: its CRC-32 is checked
+            image, label = f['image'][:args.n], f['label'][:args.n]
+    except Exception as e:  # noqa: BLE001 - zipfile's 'Bad CRC-32' and numpy's errors: a damaged file
+        fail(f'{args.src} is damaged ({type(e).__name__}: {e}); copy or generate it again')
     os.makedirs(os.path.dirname(os.path.abspath(args.dst)), exist_ok=True)
     write_atomic(args.dst, lambda f: np.savez(f, image=np.ascontiguousarray(image),
                                               label=np.ascontiguousarray(label)))
@@ -58,4 +62,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    exit_on_user_error(main)   # write_atomic's one line for a read-only or full disk

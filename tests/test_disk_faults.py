@@ -41,6 +41,20 @@ def test_disk_error_is_one_line_and_keeps_the_previous_file(tmp_path, monkeypatc
     assert path.read_bytes() == b'old' and os.listdir(tmp_path) == ['f.bin']
 
 
+def test_torch_save_on_a_full_disk_is_the_same_one_line(tmp_path, monkeypatch):
+    """torch.save turns the file's ENOSPC into RuntimeError('... unexpected pos ...'): still the disk's one line."""
+    import io
+    real_fdopen = os.fdopen
+
+    class Full(io.FileIO):
+        def write(self, b):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(os, 'fdopen', lambda fd, mode: Full(fd, 'wb') if 'w' in mode else real_fdopen(fd, mode))
+    with pytest.raises(UserError, match='No space left on device.*free some space'):
+        save_atomic({'w': torch.zeros(1000)}, tmp_path / 'w.pt')
+    assert os.listdir(tmp_path) == []
+
+
 def test_other_os_errors_are_unchanged(tmp_path, monkeypatch):
     monkeypatch.setattr(os, 'replace', lambda *a: (_ for _ in ()).throw(OSError(errno.ENAMETOOLONG, 'too long')))
     with pytest.raises(OSError, match='too long'):

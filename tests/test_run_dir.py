@@ -64,3 +64,23 @@ def test_callers_refuse_a_broken_args_txt_and_keep_their_missing_file_behaviour(
     resume = argparse.Namespace(desc='run', resume=True, resume_changed_flags=[])
     one_line_error(lambda: load_resume_state(str(run), resume, 1), ARGS_FILE, '--overwrite')
     assert (sorted(os.listdir(tmp_path)), sorted(os.listdir(run))) == before
+
+
+def test_a_lock_that_cannot_be_written_is_not_left_and_an_empty_one_is_named(tmp_path, monkeypatch):
+    """A full disk while the lock is written: nothing left to hold the folder; an empty lock is named, not 'None'."""
+    import errno
+
+    from core.run.run_dir import RunLock
+
+    def full(fd, mode):
+        os.close(fd)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(os, 'fdopen', full)
+    folder = str(tmp_path / 'run')
+    with RunLock() as lock, pytest.raises(UserError, match='No space left'):
+        lock.acquire(folder, 'choose another --desc')
+    monkeypatch.undo()
+    assert os.listdir(folder) == []
+    open(os.path.join(folder, '.lock'), 'w').close()
+    with RunLock() as lock, pytest.raises(UserError, match='names no process .* delete it if no run uses'):
+        lock.acquire(folder, 'choose another --desc')

@@ -247,7 +247,7 @@ def test_command_line(tmp_path):
     assert bad.returncode == 2 and bad.stderr.startswith('error: --samples')
 
 
-def test_plot_toy_demo_draws_pngs(tmp_path):
+def test_plot_toy_demo_draws_pngs(tmp_path, capsys):
     import plot_toy_demo
     folder = tmp_path / 'PGDAT_KL'
     folder.mkdir()
@@ -265,6 +265,21 @@ def test_plot_toy_demo_draws_pngs(tmp_path):
                         '--grid', str(tmp_path / 'figs' / 'all.png')])
     for png in ('PGDAT_KL_10_posterior.png', 'PGDAT_KL_losses.png', 'all.png'):
         assert (tmp_path / 'figs' / png).read_bytes()[:4] == b'\x89PNG'
+    # an existing PNG, a garbled record, a missing folder: one line, exit 2, the user's file kept
+    (tmp_path / 'mine.png').write_bytes(b'mine')
+    (tmp_path / 'garbled').mkdir()
+    for name in ('x_test', 'y_test', 'pre_test'):
+        (tmp_path / 'garbled' / f'{name}.txt').write_text('1 2 abc\n')
+    for argv, says in (([str(folder), '--out-dir', str(tmp_path / 'new'), '--grid', str(tmp_path / 'mine.png')],
+                        'mine.png exists already; pass --force'),
+                       ([str(tmp_path / 'garbled'), '--out-dir', str(tmp_path / 'g')], 'is not a generate_toy_demo'),
+                       ([str(tmp_path / 'missing')], 'is not a folder')):
+        with pytest.raises(SystemExit) as e:
+            exit_on_user_error(lambda argv=argv: plot_toy_demo.main(argv))
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count('\n') == 1 and says in err, err
+    assert (tmp_path / 'mine.png').read_bytes() == b'mine' and not (tmp_path / 'new').exists()   # nothing drawn
+    plot_toy_demo.main([str(folder), '--out-dir', str(tmp_path / 'figs'), '--force'])
 
 
 def test_attack_refuses_another_network():

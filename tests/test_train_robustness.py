@@ -25,7 +25,8 @@ def data_dir(tmp_path_factory):
 
 
 BAD_NUMBERS = [('--attack-eps', '-1'), ('--attack-eps', 'nan'), ('--attack-step', '0'), ('--attack-iter', '0'),
-               ('--lr', 'nan'), ('--lr', '0'), ('--lr', 'inf'), ('--weight-decay', '-0.0001'), ('--beta', '-1'),
+               ('--lr', 'nan'), ('--lr', '0'), ('--lr', 'inf'), ('--lr', '1e300'), ('--weight-decay', '1e300'),
+               ('--weight-decay', '-0.0001'), ('--beta', '-1'),
                ('--beta', 'nan'), ('--clip_value', '-0.5'), ('--ls', '1'), ('--ls', '-0.1'), ('--tau', '1'),
                ('--tau', '-0.5'), ('--clip-grad', '0'), ('--seed', '-1'), ('--unsup-fraction', 'nan'),
                ('--stop-after', '0')]

@@ -71,8 +71,12 @@ class RunLock:
         try:
             os.makedirs(folder, exist_ok=True)
             fd = self._create(path, folder, hint)
-            with os.fdopen(fd, 'w') as f:
-                f.write(f'{os.getpid()} {socket.gethostname()}\n')
+            try:
+                with os.fdopen(fd, 'w') as f:
+                    f.write(f'{os.getpid()} {socket.gethostname()}\n')
+            except OSError:
+                os.remove(path)   # an empty lock would hold the folder for good (a full disk)
+                raise
         except OSError as e:
             raise UserError(f'{folder} cannot be used as the run folder ({e.strerror}); give a writable folder '
                             f'({hint}).') from None
@@ -85,6 +89,9 @@ class RunLock:
             return os.open(path, flags, 0o644)
         except FileExistsError:
             pid, host = _holder(path)
+        if pid is None:
+            raise UserError(f'{path} names no process (a start that failed while writing it?): delete it if no run '
+                            f'uses {folder}, or {hint}.')
         if host != socket.gethostname():
             raise UserError(f'{folder} is locked by process {pid} on host {host} ({path}): wait for that run, '
                             f'{hint}, or delete {path} if that process is gone.')

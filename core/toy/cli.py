@@ -62,7 +62,10 @@ def prepare_folder(folder, overwrite, log=print):
     if old:
         aside, names = move_aside(folder)
         log(f'{len(names)} earlier result files moved to {aside}')
-    os.makedirs(folder, exist_ok=True)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:   # read-only, or a file in the way
+        raise UserError(f'{folder} cannot be made ({e.strerror}): pass --out DIR, a folder you can write.') from None
 
 
 def set_runtime(device, threads):

@@ -51,8 +51,9 @@ def write_atomic(path, write):
         os.chmod(tmp, 0o666 & ~_umask())
         fault_point(f'mid-write:{os.path.basename(path)}')
         os.replace(tmp, path)
-    except OSError as e:
-        if e.errno not in DISK_ERRORS:
+    except (OSError, RuntimeError) as caught:
+        e = caught if isinstance(caught, OSError) else caught.__context__   # torch.save wraps the file's OSError
+        if not isinstance(e, OSError) or e.errno not in DISK_ERRORS:
             raise
         try:
             free = f'{shutil.disk_usage(directory).free / 2 ** 20:.1f} MiB free'

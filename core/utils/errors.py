@@ -47,12 +47,13 @@ def _peer_lost(e):
 
 
 SEED_MAX = 2 ** 32 - 1  # numpy's np.random.seed accepts [0, 2**32 - 1]
+FLOAT32_MAX = 3.4028234663852886e38  # a larger finite flag overflows the float32 tensors it multiplies
 
 
 def check_number(flag, value, low=None, high=None, *, low_open=False, high_open=False, example=None):
     """UserError unless `value` is finite and in [low, high] (None: unbounded), e.g. `--attack-eps -1.0: must be a
     finite number > 0 (e.g. 8/255).`"""
-    ok = isinstance(value, (int, float)) and math.isfinite(value)
+    ok = isinstance(value, (int, float)) and math.isfinite(value) and abs(value) <= FLOAT32_MAX
     if ok and low is not None:
         ok = value > low if low_open else value >= low
     if ok and high is not None:
