@@ -203,6 +203,15 @@ def test_damaged_generated_file_named_once_verified_files_are_remembered(root, c
     assert 'CRC' in str(e.value) and os.path.isfile(path)
 
 
+def test_damaged_real_data_is_named_too(root):
+    path = root / 'data' / 'cifar10' / 'test.npz'
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=f'^{path}: member image.npy is damaged'):
+        semisup(root)
+
+
 def test_bad_inputs_paths_and_flags(root):
     with pytest.raises(UserError, match='no such file or folder'):
         semisup(root, aux_data_filename=str(root / 'missing.npz'))
@@ -250,7 +259,8 @@ def test_make_npz_writes_both_splits_once(tmp_path, monkeypatch, capsys):
     before = (d / 'train.npz').stat().st_mtime_ns
     assert run_script(script, [d]) == 2 and 'exists' in capsys.readouterr().err
     assert run_script(script, [tmp_path / 'mnist']) == 2 and not (tmp_path / 'mnist').exists()
-    assert (d / 'train.npz').stat().st_mtime_ns == before and sorted(os.listdir(d)) == ['test.npz', 'train.npz']
+    assert (d / 'train.npz').stat().st_mtime_ns == before   # read: verified once (FILE.verified beside it)
+    assert sorted(os.listdir(d)) == ['test.npz', 'test.npz.verified', 'train.npz', 'train.npz.verified']
 
 def test_corrupt_torchvision_folder(tmp_path):
     (tmp_path / 'cifar10' / 'cifar-10-batches-py').mkdir(parents=True)

@@ -7,6 +7,7 @@ Swish, its own SAME padding), and compares logits with the project's model.
 import importlib.util
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -179,3 +180,10 @@ def test_export_refusals(tmp_path, capsys):
         torch.save({'model_state_dict': create_model('resnet18', False, get_data_info('cifar10'), 'cpu').state_dict()},
                    tmp_path / 'resnet.pt')
         export_weights(str(tmp_path / 'resnet.pt'), str(tmp_path / 'r.pt'), layout='robustbench')
+    sd = create_model('wrn-16-1-swish', False, get_data_info('cifar10'), 'cpu').state_dict()
+    name = [k for k, v in sd.items() if v.is_floating_point()][2]
+    sd[name].view(-1)[0] = float('nan')
+    torch.save({'model_state_dict': sd}, tmp_path / 'nan.pt')
+    with pytest.raises(UserError, match=f'tensor {re.escape(name)} holds NaN or inf'):   # as eval-aa.py refuses it
+        export_weights(str(tmp_path / 'nan.pt'), str(tmp_path / 'nan-out.pt'))
+    assert not (tmp_path / 'nan-out.pt').exists()

@@ -355,6 +355,14 @@ def test_bad_input_exits_2_and_writes_nothing(data_root, tmp_path, monkeypatch, 
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize('extra, message', [(['--epsilon', '1000'], '--epsilon 1000: must be an integer in [0, 255]'),
+                                            (['--batch-size', '0'], 'the batch sizes must be >= 1')])
+def test_eval_bad_numbers_exit_2(tmp_path, capsys, extra, message):
+    assert run(EVAL, ['--out-dir', str(tmp_path), '--device', 'cpu', '--version', 'none'] + extra) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and message in err, err
+
+
 def test_missing_data_exits_2_and_writes_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr('core.data.common._download', lambda *a: (_ for _ in ()).throw(OSError('offline')))

@@ -17,7 +17,7 @@ from core.training.trainer import evaluate, to_device  # noqa: E402
 from core.training.without_ddpm import DATASETS, DEFAULT_DATA_DIR, load_cifar  # noqa: E402
 from core.utils.checkpoint import load_checkpoint, load_state_dict, load_weights  # noqa: E402
 from core.utils.distributed import add_device_argument, setup  # noqa: E402
-from core.utils.errors import UserError, exit_on_user_error  # noqa: E402
+from core.utils.errors import UserError, check_number, exit_on_user_error  # noqa: E402
 from core.utils.logger import setup_logger  # noqa: E402
 from core.utils.utils import seed  # noqa: E402
 
@@ -62,8 +62,9 @@ def get_args(argv=None):
 def main(argv=None):
     args = get_args(argv)
     # unknown choices are argparse errors, negative values refused (docs/differences.md item 69)
-    if args.epsilon < 0 or args.batch_size < 1 or args.aa_batch_size < 1:
-        raise UserError('--epsilon must be >= 0 and the batch sizes >= 1.')
+    check_number('--epsilon', args.epsilon, 0, 255, example=8)   # in units of 1/255, as train_cifar.py's
+    if args.batch_size < 1 or args.aa_batch_size < 1:
+        raise UserError('the batch sizes must be >= 1.')
     if args.num_samples is not None and args.num_samples < 1:
         raise UserError(f'--num-samples {args.num_samples}: must be >= 1.')
     if args.data_dir is None:

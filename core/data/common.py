@@ -10,7 +10,7 @@ import torchvision.transforms as T
 from PIL import Image
 from torch.utils.data import DataLoader, get_worker_info
 
-from core.data.npz import open_image_label_file
+from core.data.npz import open_image_label_file, verify_npz
 from core.utils.errors import UserError
 from core.utils.utils import str2bool
 
@@ -44,7 +44,9 @@ def load_split(name, data_dir, split, num_classes):
     """(N x 32 x 32 x 3 uint8 images, int labels) of split `train`/`test` of cifar10/cifar100/svhn."""
     npz = os.path.join(data_dir, f'{split}.npz')
     if os.path.isfile(npz):
-        return open_image_label_file(npz, num_classes)
+        arrays = open_image_label_file(npz, num_classes)
+        verify_npz(npz)   # the real data too: a changed byte would train silently
+        return arrays
     tv_path = os.path.join(data_dir, _TORCHVISION[name][1].format(split=split))
     if os.path.exists(tv_path):
         try:

@@ -194,8 +194,7 @@ def _nbytes(obj):
 
 
 def check_space(trainer, runtime, folder, fresh=False):
-    """One line before a save that `folder` cannot hold (the state, and for a new run the two weights files): said
-    at the start rather than after an epoch, and before each save so that no epoch is saved half."""
+    """One line before a save `folder` cannot hold (at the start, not after an epoch; before each: no half save)."""
     if not runtime.is_primary:
         return
     need = _nbytes(trainer.state_dict()) + (2 * _nbytes(trainer.weights()) if fresh else 0)

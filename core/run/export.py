@@ -12,6 +12,7 @@ from core.utils.atomic import write_atomic
 from core.utils.checkpoint import (
     SAFETENSORS_SUFFIX,
     canonical_state_dict,
+    check_finite,
     import_safetensors,
     is_safetensors,
     load_weights,
@@ -81,6 +82,7 @@ def export_weights(src, out, layout='reference', unaveraged=False, overwrite=Fal
     if suffix == SAFETENSORS_SUFFIX:
         import_safetensors()  # fail before reading a large checkpoint
     state_dict, path, args = _read_source(src, unaveraged)
+    check_finite(state_dict, path)
     meta = {'format': FORMAT, 'layout': layout, 'source': os.path.abspath(path),
             'source_state_dict': 'unaveraged_model_state_dict' if unaveraged else 'model_state_dict'}
     meta.update({k: json.dumps(args[k]) for k in ('model', 'normalize', 'data') if k in args})

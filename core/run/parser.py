@@ -1,6 +1,5 @@
 """Command-line parsers of train-wa.py and eval-aa.py and the checks of the training flags: the reference's flags
-and defaults, none pointing at the authors' cluster (docs/differences.md item 44), then this project's.
-"""
+and defaults, none pointing at the authors' cluster (docs/differences.md item 44), then this project's."""
 import argparse
 import os
 

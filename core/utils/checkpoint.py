@@ -1,6 +1,5 @@
-"""Checkpoint I/O (docs/differences.md item 36): unwrap, strict loading of the reference's `module.0.` / `module.1.`
-keys and their usual variants (no prefix, DDP's `module.module.`, torch.compile's `_orig_mod.`), atomic saves, loads
-with weights_only=True (item 53) and .safetensors exports."""
+"""Checkpoint I/O (docs/differences.md item 36): strict loading of the reference's keys and their usual variants
+(DDP's, torch.compile's), atomic checksummed saves, loads with weights_only=True (item 53), .safetensors."""
 import hashlib
 import os
 import pickle
@@ -157,13 +156,18 @@ def load_state_dict(model, state_dict, source=None, model_from='--model',
         raise UserError(f'{source} was saved with --normalize {source_index == 1} (keys module.{source_index}.*) '
                         f'but the model is built with --normalize {target_index == 1}: '
                         f'pass --normalize {source_index == 1}')
-    bad = next((k for k, v in state_dict.items()
-                if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()), None)
-    if bad is not None:  # NaN/inf weights would otherwise be evaluated as a chance-level model
-        raise UserError(f'{source}: tensor {bad} holds NaN or inf values (a diverged run); pass a checkpoint '
-                        'with finite weights, e.g. an earlier one of the run')
+    check_finite(state_dict, source)
     target.load_state_dict(sd, strict=True)
     return target
+
+
+def check_finite(state_dict, source):
+    """NaN/inf weights would otherwise be evaluated (or exported) as a chance-level model."""
+    bad = next((k for k, v in state_dict.items()
+                if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise UserError(f'{source}: tensor {bad} holds NaN or inf values (a diverged run or a damaged file); pass '
+                        'a checkpoint with finite weights, e.g. an earlier one of the run')
 
 
 def to_cpu(obj):

@@ -1,7 +1,6 @@
 """Fault injection for the kill-and-resume test: SCORE_AT_FAULT=`train-batch:E:B` (after batch B's step of epoch E),
 `mid-write:<file>:E` (temporary file written, not renamed) or `after-write:<file>:E` (renamed) makes the process
-SIGKILL itself there, with no cleanup; a suffix `@R` limits it to the process of rank R (a dead DDP worker). Unset,
-`fault_point` is one dictionary lookup."""
+SIGKILL itself there, with no cleanup; a suffix `@R` limits it to rank R (a dead DDP worker)."""
 import os
 import signal
 
