@@ -1,7 +1,5 @@
-"""The paper's 1-D toy demo (Pang et al., ICML 2022, Figures 1-2): PGD-AT, SCORE, TRADES and standard training of a
-1-100-100-2 tanh network on two Gaussian classes, eps = 1; docs/toy.md. The algorithm with plain autograd; its
-default strategy `ops` is core/toy/fast.py's FastPath, the command line and records are in core/toy/cli.py.
-"""
+"""The paper's 1-D toy demo (Pang et al., ICML 2022, Figures 1-2), docs/toy.md: the algorithm with plain autograd;
+the default strategy is core/toy/fast.py's FastPath, the command line and records are in core/toy/cli.py."""
 import functools
 import os
 
@@ -89,8 +87,7 @@ def distance(o, t, div):
 
 
 class PlainAutograd:
-    """The strategy `ops` as written (`--plain-autograd`). input_grad is the gradient in x of distance(p(x),
-    target), p the model's prediction or, for model=None, the ground truth; target None means P(Y|x) itself."""
+    """`--plain-autograd`: input_grad is d distance(p(x), target) / dx, p = P(Y|x) for model None, as target None."""
 
     softmax = staticmethod(functools.partial(F.softmax, dim=1))
     ground_truth = staticmethod(ground_truth)
@@ -110,8 +107,7 @@ def strategy(plain_autograd=False, device='cpu'):
 
 
 def pgd(ops, model, x, target, div):
-    """The reference's L-inf sign ascent on distance(p(x + delta), target) from U(-eps, eps) drawn on x's device;
-    returns delta. Unlike the reference it accumulates no parameter gradients (it cleared them)."""
+    """The reference's L-inf sign ascent on distance(p(x + delta), target) from U(-eps, eps) on x's device -> delta."""
     delta = torch.zeros_like(x).uniform_(-EPS, EPS)
     with torch.no_grad():
         for _ in range(ATTACK_ITERS):
@@ -121,8 +117,7 @@ def pgd(ops, model, x, target, div):
 
 
 def objective(ops, model, demo, x, div):
-    """The training loss of `demo` on the batch x. TRADES' robust term targets P(Y|x), not p(x), as the
-    reference (docs/differences.md item 33)."""
+    """`demo`'s loss on x; TRADES' robust term targets P(Y|x), not p(x) (docs/differences.md item 33)."""
     p, truth = ops.predict, ops.ground_truth
     if demo == 'PGDAT':
         y = truth(x)
@@ -156,8 +151,7 @@ def save_predictions(ops, model, x_test, folder, suffix=''):
 def run(demo='PGDATconsistent', divergence='KL', divergence_C='KL', iterations=ITERATIONS, samples=N0 + N1,
         seed=SEED, device='cpu', out='toy_results', save_every=0, progress=False, log=print, compact=False,
         plain_autograd=False, overwrite=None):
-    """Train one demo and write its files; the random stream follows the reference's order (--save-every's test
-    points come from their own generator)."""
+    """Train one demo, write its files; the reference's random stream (--save-every's test points: their own)."""
     check_run(demo, (divergence, divergence_C), samples, iterations, save_every, seed, DEMOS, DIVERGENCES, SEED)
     folder = os.path.join(out, f'{demo}_{divergence}')
     if overwrite is not None:  # the command line: an earlier result folder is refused or moved aside
@@ -187,7 +181,6 @@ def run(demo='PGDATconsistent', divergence='KL', divergence_C='KL', iterations=I
     records = Recorder(f'{demo}_{divergence}', iterations, progress, log, compact)
     for ite in records:
         x = draw_samples(n0, n1, device)
-        optimizer.zero_grad()
         loss = objective(ops, model, demo, x, divergence)
         optimizer.zero_grad()
         loss.backward()

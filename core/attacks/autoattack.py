@@ -1,5 +1,4 @@
-"""One adapter over the official `autoattack` package (used when importable) and `pyautoattack` (PyPI: the same
-attack code, another API): the same version, seed and inputs give the same examples (docs/differences.md item 57)."""
+"""One adapter over the official `autoattack` package (first) and `pyautoattack` (docs/differences.md item 57)."""
 import contextlib
 import inspect
 import json
@@ -77,8 +76,7 @@ def _package_quiet(adversary):
 
 
 def make_autoattack(model, norm, eps, version='standard', seed=None, device=None, log_path=None, n_iter=None):
-    """AutoAttack (Croce & Hein, ICML 2020) as eval-aa.py configures it; version 'custom' is the reference's apgd-ce
-    + apgd-t, one restart each. device: default the model's (not the package's 'cuda', docs/differences.md item 54)."""
+    """AutoAttack (Croce & Hein, 2020) as eval-aa.py's; default device the model's (docs/differences.md item 54)."""
     require_autoattack()
     if version not in VERSIONS:
         raise ValueError(f'unknown AutoAttack version {version!r}: choose one of {", ".join(VERSIONS)}')
@@ -150,8 +148,7 @@ def _attack_subset(adversary, attack, x, y, bs):
 
 
 def run_autoattack(adversary, x, y, bs=250, state_path=None, chunk_batches=10, runtime=None, progress=True):
-    """The package's `run_standard_evaluation(x, y, bs)` with exact counts, in chunks of whole batches
-    (docs/differences.md item 56); `state_path` lets a rerun continue (item 55); torchrun shares chunks (item 57)."""
+    """`run_standard_evaluation(x, y, bs)` in resumable, shared chunks (docs/differences.md items 55, 56 and 57)."""
     x = x.detach().cpu().contiguous()  # the packages' gradient checks `view` the input gradient
     run = _Evaluation(adversary, x, y.detach().cpu(), bs, state_path, runtime)
     resumed = run.start()

@@ -50,8 +50,7 @@ def _take(pool, positions):
 
 
 class SemiSupervisedSampler(torch.utils.data.Sampler):
-    """Batches of `(index, item_seed)`, a function of (seed, epoch) only (docs/differences.md items 32 and 35): slices
-    of a permutation of the labelled data filled with generated indices; every DDP rank keeps `batch[rank::world]`."""
+    """Batches of `(index, item_seed)`, functions of (seed, epoch) only (docs/differences.md items 32 and 35)."""
 
     def __init__(self, sup_indices, unsup_indices, batch_size, unsup_fraction=None, num_batches=None, seed=1,
                  rank=0, world_size=1, shuffle=True):
@@ -88,8 +87,7 @@ class SemiSupervisedSampler(torch.utils.data.Sampler):
 
     def global_batches(self, epoch):
         """The global batches of `epoch` as (indices, item_seeds) int64 arrays."""
-        g = torch.Generator()
-        g.manual_seed(self.stream_seed(0, epoch))
+        g = torch.Generator().manual_seed(self.stream_seed(0, epoch))
         rng = np.random.default_rng(_seed_sequence(self.seed, epoch, 1))
         n_sup, count = len(self.sup_indices), 0
         while count < self.num_batches:
@@ -128,11 +126,8 @@ class SemiSupervisedDataset(ImageDataset):
 
     def __init__(self, real, generated, transform, dataset_size):
         super().__init__([real] + ([generated] if generated is not None else []), transform)
-        n_real = len(real)
-        self.generated = generated
-        self.sup_indices = range(n_real)
-        self.unsup_indices = range(n_real, len(self))
-        self.dataset_size = dataset_size
+        self.generated, self.dataset_size = generated, dataset_size
+        self.sup_indices, self.unsup_indices = range(len(real)), range(len(real), len(self))
 
 
 def load_base(name, data_dir, num_classes, use_augmentation='base', validation=False, val_size=1024):
@@ -168,8 +163,7 @@ def plain_loader(name, num_classes):
 
 
 def semisup_loader(name, num_classes):
-    """`load_<name>s(...)` -> (train, test, val or None), also without validation (docs/differences.md item 22); base
-    data from DATA_DIR/../<name>, whose test split is the test set, also for svhns (docs/differences.md item 12)."""
+    """`load_<name>s(...)`: (train, test, val or None), base data in ../<name> (docs/differences.md items 12, 22)."""
     def load(data_dir, use_augmentation='base', aux_data_filename=None, validation=False, val_size=1024, verify=True):
         if not aux_data_filename:
             raise UserError(f'{name}s is semi-supervised and needs generated data: pass --aux-data-filename '

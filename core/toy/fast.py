@@ -1,5 +1,4 @@
-"""generate_toy_demo.py's default strategy `FastPath`: the toy network's forward and backward by hand, in
-cache-sized blocks, and the attacks' input gradient in forward mode (docs/benchmarks.md#toy-demo-benchtoypy)."""
+"""generate_toy_demo.py's default `FastPath`: the toy net by hand in blocks (docs/benchmarks.md#toy-demo-benchtoypy)."""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -32,8 +31,7 @@ def _buffer(rows, cols, like):  # contiguous (rows, c) views, c <= cols, of one 
 
 
 def _hidden(xb, w1, b1, w2, b2, a1, a2, slope):
-    """h1, h2 of a block xb (1, b) into a1, a2 (H, b); with slope they are (H, 2b) and columns b: get the forward-mode
-    dh1/dx = (1 - h1^2) w1 and dh2/dx = (1 - h2^2) W2 dh1/dx (one product maps both halves through W2)."""
+    """h1, h2 of xb (1, b) into a1, a2 (H, b); with slope (H, 2b), whose columns b: get dh1/dx and dh2/dx."""
     b = xb.shape[1]
     h1, dh1 = a1[:, :b], a1[:, b:]
     torch.mul(w1, xb, out=h1).add_(b1).tanh_()      # w1 x + b1 (addcmul is slow on this broadcast, addmm copies)
@@ -117,8 +115,7 @@ class FastPath:
         return softmax2(ToyLogits.apply(x, self.chunk, *model.parameters()))
 
     def input_grad(self, model, x, target, div):
-        """d/dx_i of divergence(p(x)_i, target_i), (N, 1): PlainAutograd's gradient of the batch mean over a positive
-        factor, so the attacks take the same signed steps; dz/dx comes from `_logits` in forward mode."""
+        """d/dx_i of divergence(p(x)_i, target_i), (N, 1): PlainAutograd's over a positive factor (the same signs)."""
         with torch.enable_grad():
             xr = x.detach().requires_grad_(target is None or model is None)
             t = self.ground_truth(xr) if target is None else target

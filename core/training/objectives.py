@@ -1,5 +1,4 @@
-"""The training objectives, one registry (`OBJECTIVES`): each one's flag rules, inner maximisation and loss, read
-once at start-up by `resolve` (train-wa.py, train.py) or `resolve_without_ddpm` (without_DDPM/train_cifar.py)."""
+"""The training objectives, one registry (`OBJECTIVES`): flag rules, inner maximisation and loss of each."""
 import functools
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Optional, Tuple
@@ -60,10 +59,6 @@ def _beta(args, num_classes):
     return dict(beta=args.beta)
 
 
-def _trades_kl_options(args, num_classes):
-    return dict(use_cutmix=args.CutMix, beta=args.beta, ls=args.ls)
-
-
 def _score_lse_options(args, num_classes):
     return dict(use_cutmix=args.CutMix, beta=args.beta, ls=args.ls, num_classes=num_classes, clip_value=args.clip_value)
 
@@ -77,7 +72,8 @@ OBJECTIVES = {o.name: o for o in (
               Loss(functools.partial(attack_first_composite, outer_loss=trades_plain_outer_loss), _beta)),
     Objective('trades-kl', 'beta', True, True, True, TradesInnerMax.ATTACKS, 'TRADES / LSE training',
               _inner_max(TradesInnerMax, 'kl'),
-              Loss(functools.partial(trades_composite, outer_loss=trades_kl_loss), _trades_kl_options)),
+              Loss(functools.partial(trades_composite, outer_loss=trades_kl_loss),
+                   lambda args, k: dict(use_cutmix=args.CutMix, beta=args.beta, ls=args.ls))),
     Objective('score-lse', 'LSE', True, True, True, TradesInnerMax.ATTACKS, 'TRADES / LSE training',
               _inner_max(TradesInnerMax, 'lse'),
               Loss(functools.partial(trades_composite, outer_loss=score_lse_loss), _score_lse_options)),
@@ -100,15 +96,13 @@ def _trainable(objective, weight_averaging):
 
 
 def select(args, weight_averaging):
-    """The objective's name as the reference dispatches: the first the flags ask for, has its --beta (else Madry) and
-    the trainer can train; without weight averaging TRADES is the plain variant (docs/differences.md item 37)."""
+    """The first objective asked for, with its --beta, that the trainer can train (docs/differences.md item 37)."""
     return next(o.name for o in _PRECEDENCE if _asks_for(args, o) and (args.beta is not None or not o.needs_beta)
                 and _trainable(o, weight_averaging))
 
 
 def resolve(args, weight_averaging):
-    """The Objective the flags train, or a UserError for a combination it cannot train (docs/differences.md items
-    26 and 43; without --beta the reference silently trains Madry PGD-AT)."""
+    """The Objective the flags train, or a UserError for one it cannot train (docs/differences.md items 26 and 43)."""
     for o in _PRECEDENCE:
         if args.beta is None and o.needs_beta and _asks_for(args, o):
             flag = '--' + o.flag
@@ -141,10 +135,6 @@ def _trades_divergence_pgd(model, args, num_classes):
                                div=args.divergence)
 
 
-def _no_attack(model, args, num_classes):
-    return None
-
-
 def _divergence_options(trades):
     def options(args, num_classes):
         o = dict(num_classes=num_classes, ls=args.label_smoothing, divergence=args.divergence,
@@ -167,7 +157,8 @@ OBJECTIVES.update((o.name, o) for o in (
     _without_ddpm('TRADES', Loss(divergence_composite, _divergence_options(True)), _trades_divergence_pgd,
                   norms=('linf',), norm_error='--attack TRADES has no L2 step (the original crashed): use --norm '
                                               'linf, or --attack PGD.'),
-    _without_ddpm('Standard', Loss(divergence_composite, _divergence_options(False)), _no_attack),
+    _without_ddpm('Standard', Loss(divergence_composite, _divergence_options(False)),
+                  lambda model, args, k: None),
 ))
 WITHOUT_DDPM_OBJECTIVES = {n: o for n, o in OBJECTIVES.items() if o.script == WITHOUT_DDPM_SCRIPT}
 

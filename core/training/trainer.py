@@ -1,5 +1,4 @@
-"""The one trainer of every training script: parts in (core/training/builder.py, without_ddpm.py), an epoch or an
-evaluation out; `model` is the plain network, `train_model` that of the training forwards (maybe DDP / compiled)."""
+"""The one trainer of every training script; `train_model`: the training forwards' (maybe DDP / compiled) model."""
 import itertools
 import sys
 import time
@@ -52,8 +51,7 @@ class AdversarialTrainer:
         return self.ema.wa_model
 
     def train(self, dataloader, epoch=0, on_step=None, resume=None):
-        """One epoch: the mean over batches of each metric (differences items 7, 28); NonFiniteLoss before the epoch
-        ends; a signal in `self.stop` raises Interrupted after the step, whose `partial` `resume=` continues."""
+        """One epoch -> per-batch metric means (docs/differences.md items 7, 28); a signal raises Interrupted."""
         ema, n = self.ema, len(dataloader)
         self.train_model.train()
         metrics_acc = EpochMetrics(self.device, FP16_SKIP_TOLERANCE if self.scaler.is_enabled() else 0)
@@ -174,8 +172,7 @@ class AdversarialTrainer:
 
 
 def evaluate(model, dataloader, runtime, prepare, attacks=(None,), sharded=False):
-    """(mean of per-batch accuracies, correct / total) under each attack (None: clean), the attacks before the no_grad
-    forwards (docs/differences.md items 27 and 71); under DDP round-robin batches, unless the loader is `sharded`."""
+    """(mean of batch accuracies, correct / total) per attack (None: clean; docs/differences.md items 27 and 71)."""
     model.eval()
     rank, world = runtime.rank, runtime.world_size
     sharded = sharded or getattr(dataloader.batch_sampler, 'per_rank', False)  # load_data's eval loaders
