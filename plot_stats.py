@@ -3,13 +3,12 @@
 
     python plot_stats.py logs/small-trades-kl logs/small-score-lse -o curves.png
 """
-import argparse
 import os
 import sys
 
 from core.run.plotting import STATS_FILE, draw_curves, read_run, save_figure
 from core.run.run_dir import ARGS_FILE
-from core.utils.errors import UserError, exit_on_user_error
+from core.utils.errors import ArgumentParser, UserError, exit_on_user_error
 
 FORMATS = ('png', 'pdf', 'svg')
 
@@ -28,7 +27,7 @@ def check_output(path, log_dirs, force):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('log_dirs', nargs='+', metavar='LOG_DIR', help='run folders (LOG_DIR/DESC of train-wa.py)')
     parser.add_argument('-o', '--output', default='curves.png', help='.png, .pdf or .svg figure (default: curves.png)')
     parser.add_argument('--force', action='store_true', help='replace an existing output file')

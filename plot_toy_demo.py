@@ -6,7 +6,7 @@ import os
 import numpy as np
 
 from core.run.plotting import save_figure
-from core.utils.errors import UserError, exit_on_user_error
+from core.utils.errors import ArgumentParser, UserError, exit_on_user_error
 
 GROUND_TRUTH_COLOUR = (0 / 255, 139 / 255, 139 / 255)
 LEARNED_COLOUR = (0.85, 0.325, 0.098)
@@ -132,7 +132,7 @@ def _ite(v):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description='Draw generate_toy_demo.py results (the panels of Figures 1-2).')
+    parser = ArgumentParser(description='Draw generate_toy_demo.py results (the panels of Figures 1-2).')
     parser.add_argument('folders', nargs='+', help='Run folders, e.g. toy_results/PGDAT_KL.')
     parser.add_argument('--ite', type=_ite, nargs='*', help='Snapshot iterations to draw, or `final` (the default).')
     parser.add_argument('--out-dir', help='Where to write the PNGs (default: each folder).')

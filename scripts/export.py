@@ -3,18 +3,17 @@
 
     python scripts/export.py logs/score-lse score-lse-rb.safetensors --layout robustbench  # or OUT.pt, OUT.pth
 """
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
 
 from core.run.export import LAYOUTS, export_weights  # noqa: E402
-from core.utils.errors import exit_on_user_error  # noqa: E402
+from core.utils.errors import ArgumentParser, exit_on_user_error  # noqa: E402
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('src', metavar='RUN_DIR_OR_CHECKPOINT', help='run folder (LOG_DIR/DESC) or weights file')
     parser.add_argument('out', metavar='OUT', help='output file: .safetensors, .pt or .pth')
     parser.add_argument('--layout', choices=LAYOUTS, default='reference',

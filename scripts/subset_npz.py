@@ -3,7 +3,6 @@
 
     python scripts/subset_npz.py data/cifar10/train.npz data-small/cifar10/train.npz 4096   # never overwrites
 """
-import argparse
 import os
 import sys
 
@@ -12,7 +11,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import numpy as np  # noqa: E402
 
 from core.utils.atomic import write_atomic  # noqa: E402
-from core.utils.errors import exit_on_user_error  # noqa: E402
+from core.utils.errors import ArgumentParser, exit_on_user_error  # noqa: E402
 
 
 def fail(msg):
@@ -31,7 +30,7 @@ def labels_of(path):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('src', help='input .npz with image and label')
     p.add_argument('dst', help='output .npz (must not exist)')
     p.add_argument('n', type=int, help='number of images to keep (the first N)')

@@ -17,6 +17,15 @@ def test_help(script):
     assert 'usage:' in out.stdout
 
 
+@pytest.mark.parametrize('script', ['train-wa.py', 'eval-aa.py', 'generate_toy_demo.py', 'train.py', 'plot_stats.py',
+                                    'plot_toy_demo.py', 'without_DDPM/train_cifar.py', 'without_DDPM/eval_cifar.py',
+                                    'scripts/export.py', 'scripts/subset_npz.py'])
+def test_a_flag_argparse_refuses_is_one_line_exit_2(script):
+    out = subprocess.run([sys.executable, os.path.join(ROOT, script), '--no-such-flag'], capture_output=True,
+                         text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 2 and out.stderr.count('\n') == 1 and '(see --help)' in out.stderr, out.stderr
+
+
 def test_train_augment_flag_takes_the_reference_bools_and_the_names():
     sys.path.insert(0, ROOT)
     from core.run.parser import parser_train

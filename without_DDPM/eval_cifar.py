@@ -17,7 +17,7 @@ from core.training.trainer import evaluate, to_device  # noqa: E402
 from core.training.without_ddpm import DATASETS, DEFAULT_DATA_DIR, load_cifar  # noqa: E402
 from core.utils.checkpoint import load_checkpoint, load_state_dict, load_weights  # noqa: E402
 from core.utils.distributed import add_device_argument, setup  # noqa: E402
-from core.utils.errors import UserError, check_number, exit_on_user_error  # noqa: E402
+from core.utils.errors import ArgumentParser, UserError, check_number, exit_on_user_error  # noqa: E402
 from core.utils.logger import setup_logger  # noqa: E402
 from core.utils.utils import seed  # noqa: E402
 
@@ -25,7 +25,7 @@ PGD_ITERS, PGD_STEP = 10, 2
 
 
 def get_args(argv=None):
-    p = argparse.ArgumentParser(description='Evaluate a without_DDPM run (clean, PGD-10 CE/CW, AutoAttack).')
+    p = ArgumentParser(description='Evaluate a without_DDPM run (clean, PGD-10 CE/CW, AutoAttack).')
     p.add_argument('--batch-size', default=128, type=int)
     # honoured (the original hard-coded its default path) and --device below: docs/differences.md item 67
     p.add_argument('--data-dir', default=None, type=str,

@@ -48,7 +48,7 @@ from core.utils.atomic import write_atomic  # noqa: E402
 from core.utils.checkpoint import save_atomic  # noqa: E402
 from core.utils.compute import format_line  # noqa: E402
 from core.utils.distributed import add_device_argument, setup  # noqa: E402
-from core.utils.errors import SEED_MAX, UserError, check_number, exit_on_user_error  # noqa: E402
+from core.utils.errors import SEED_MAX, ArgumentParser, UserError, check_number, exit_on_user_error  # noqa: E402
 from core.utils.logger import Logger  # noqa: E402
 from core.utils.preemption import StopRequest  # noqa: E402
 from core.utils.utils import seed  # noqa: E402
@@ -66,7 +66,7 @@ def divergence_arg(text):
 
 def get_args(argv=None):
     """The original's flags, defaults and choices (now enforced), then this project's additions."""
-    p = argparse.ArgumentParser(description='Adversarial training on CIFAR without generated data.')
+    p = ArgumentParser(description='Adversarial training on CIFAR without generated data.')
     p.add_argument('--model', default='PreActResNet18', choices=MODELS)
     p.add_argument('--batch-size', default=128, type=int)
     p.add_argument('--data-dir', default=None, type=str,

@@ -11,7 +11,7 @@ from core.training.builder import pretrained_path
 from core.training.objectives import resolve
 from core.training.schedules import SCHEDULERS, check_epochs
 from core.utils.distributed import AMP_MODES, add_device_argument
-from core.utils.errors import SEED_MAX, UserError, check_number
+from core.utils.errors import SEED_MAX, ArgumentParser, UserError, check_number
 from core.utils.utils import str2bool, str2float
 
 
@@ -22,7 +22,7 @@ def _flag_list(text):
 
 def parser_train(tau=True):
     """Flags of train-wa.py; `tau=False`: of train.py (no `--tau`, so args.txt has no `tau` key)."""
-    parser = argparse.ArgumentParser(description='Standard + Adversarial Training.')
+    parser = ArgumentParser(description='Standard + Adversarial Training.')
 
     parser.add_argument('--augment', type=augment_arg, default=True,
                         help='Augmentation: true/base (crop+flip, the reference), false/none, or one of '
@@ -182,7 +182,7 @@ def check_train_flags(args):
 def parser_eval():
     """Flags of eval-aa.py; `--num-samples` works (docs/differences.md item 10), a flag given overrides args.txt
     (item 6)."""
-    parser = argparse.ArgumentParser(description='Robustness evaluation.')
+    parser = ArgumentParser(description='Robustness evaluation.')
 
     parser.add_argument('--data-dir', type=str, default='./data',
                         help='Root data folder: the data is read from DATA_DIR/cifar10 (cifar10, cifar10s), '

@@ -11,11 +11,11 @@ from tqdm import tqdm
 
 from core.utils.atomic import move_aside, write_atomic
 from core.utils.distributed import add_device_argument, setup
-from core.utils.errors import SEED_MAX, UserError, check_number
+from core.utils.errors import SEED_MAX, ArgumentParser, UserError, check_number
 
 
 def build_parser(demos, divergences, iterations, samples, seed):
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description='The 1-D toy demo of SCORE (Pang et al., ICML 2022, Figures 1-2).',
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     # The reference's flags; its --demo default 'PGDconsistent' crashed (docs/differences.md item 33).

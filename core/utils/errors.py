@@ -1,6 +1,14 @@
 """The one exception type for bad user input: scripts print its message as one line on stderr and exit 2."""
+import argparse
 import math
 import sys
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser with its errors in one line, as every other bad input (the usage is in --help)."""
+
+    def error(self, message):
+        self.exit(2, f'{self.prog}: error: {message} (see --help)\n')
 
 
 class UserError(ValueError):
