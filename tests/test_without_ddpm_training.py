@@ -313,6 +313,11 @@ def test_run_files_resume_and_refusal(data_root, tmp_path, monkeypatch, capsys):
     # eval_cifar.py on the run's checkpoint (written here if model_best was not)
     ckpt = torch.load(os.path.join(FOLDER, 'state-last.pt'), weights_only=True)['trainer']['model']
     torch.save({'state_dict': ckpt, 'test_acc': 0.0}, tmp_path / 'model_best.pth')
+    capsys.readouterr()
+    assert run(EVAL, ['--out-dir', tmp_path, '--data-dir', data_root, '--device', 'cpu', '--num-workers', '0',
+                      '--version', 'none']) == 2   # another architecture (the default PreActResNet18): one line
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'holds a' in err and 'Namespace' not in err, err
     assert run(EVAL, ['--out-dir', tmp_path, '--data-dir', data_root, '--model', 'WideResNet', '--width-factor', '1',
                       '--wrn-depth', '10', '--device', 'cpu', '--num-workers', '0', '--version', 'none']) == 0
     out = capsys.readouterr().out.splitlines()

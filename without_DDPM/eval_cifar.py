@@ -81,10 +81,6 @@ def main(argv=None):
     runtime = setup(args.device)
     device = runtime.device
     seed(args.seed)
-    logger = setup_logger('without_ddpm.eval_cifar', console='stderr', fmt='[%(asctime)s] - %(message)s',
-                          datefmt='%Y/%m/%d %H:%M:%S')  # stderr only, no file (as the original)
-    logger.info(args)
-
     _, test_loader, num_classes = load_cifar(args.data_dir, args.dataset, args.batch_size, args.num_workers,
                                              train=False)
     if args.num_samples is not None:
@@ -97,6 +93,9 @@ def main(argv=None):
                                       depth=args.wrn_depth)
     load_state_dict(model, state_dict, source=path)
     model.float().eval()
+    logger = setup_logger('without_ddpm.eval_cifar', console='stderr', fmt='[%(asctime)s] - %(message)s',
+                          datefmt='%Y/%m/%d %H:%M:%S')  # stderr only, no file (as the original)
+    logger.info(args)   # after the inputs' checks, so that bad input is one line
 
     eps, alpha = args.epsilon / 255., PGD_STEP / 255.
 
