@@ -60,7 +60,7 @@ def run(stop, lock, argv=None):
 
     runtime = setup(args.device, args.amp)
     if runtime.is_primary:  # one lock per run folder, before any data is read
-        lock.acquire(LOG_DIR, 'choose another --desc')
+        lock.acquire(LOG_DIR, 'choose another --log-dir or --desc')
     check_run_dir(LOG_DIR, args, resumable_without_state=('args.txt',))  # args.txt only: killed before epoch 1 ended
     state = load_resume_state(LOG_DIR, args, NUM_ADV_EPOCHS, primary=runtime.is_primary) if args.resume else None
     barrier(runtime)

@@ -91,6 +91,13 @@ def test_cli_bad_folder_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count('\n') == 1 and 'stats_adv.csv' in err
     assert os.listdir(tmp_path) == []
+    (tmp_path / 'garbled').mkdir()
+    (tmp_path / 'garbled' / 'stats_adv.csv').write_text('epoch,train_loss\n1,0.5\nabc,1\n2\n')
+    with pytest.raises(SystemExit) as e:
+        exit_on_user_error(lambda: plot_stats.main([str(tmp_path / 'garbled'), '-o', str(tmp_path / 'c.png')]))
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count('\n') == 1 and 'column epoch holds text' in err, err
+    assert not (tmp_path / 'c.png').exists()
 
 
 def load_plot_stats():

@@ -37,6 +37,9 @@ def read_run(log_dir):
         raise UserError(f'{path}: not a readable CSV ({str(e).splitlines()[0]}).') from None
     if 'epoch' not in stats.columns:
         raise UserError(f'{path}: no `epoch` column; is it a stats_adv.csv of train-wa.py?')
+    text = [c for c in stats.columns if not pd.api.types.is_numeric_dtype(stats[c])]
+    if text:   # a hand-edited or foreign CSV would otherwise be drawn as if it were numbers
+        raise UserError(f'{path}: column {text[0]} holds text, not numbers; is it a stats_adv.csv of train-wa.py?')
     saved = read_args(log_dir, missing_ok=True, fix='repair or remove it (the run is then labelled with its folder '
                                                      'name)') or {}
     return saved.get('desc', os.path.basename(os.path.normpath(log_dir))), stats

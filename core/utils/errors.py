@@ -76,6 +76,7 @@ def check_number(flag, value, low=None, high=None, *, low_open=False, high_open=
         want = f'{"<" if high_open else "<="} {high}'
     else:
         want = ''
-    kind = 'an integer' if isinstance(value, int) and not isinstance(value, bool) else 'a finite number'
+    integer = isinstance(value, int) and not isinstance(value, bool) and not isinstance(example, str)   # not 8/255
+    kind = 'an integer' if integer else 'a finite number'
     hint = f' (e.g. {example})' if example is not None else ''
     raise UserError(f'{flag} {value}: must be {kind} {want}{hint}.'.replace(' .', '.'))
