@@ -1,5 +1,4 @@
-"""ResNet (He et al., 2016) for 32x32 inputs, kuangliu's CIFAR layout as the reference, and `Normalization`;
-default BatchNorm momentum (the weight-averaging trick sets 0.01 on every BN, docs/differences.md item 20)."""
+"""ResNet (He et al., 2016), kuangliu's CIFAR layout, and `Normalization` (docs/differences.md item 20)."""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
