@@ -1,5 +1,4 @@
-"""CutMix (Yun et al., ICCV 2019) with soft labels and the x4 expansion of --CutMix (docs/differences.md item 26),
-on numpy's global generator in the reference's order: lambda ~ Beta(alpha, alpha), centre row, column, perm."""
+"""CutMix (Yun et al., 2019), soft labels, x4 expansion, numpy's global generator (docs/differences.md item 26)."""
 import numpy as np
 import torch
 import torch.nn.functional as F

@@ -1,5 +1,4 @@
-"""The batch metrics of one training epoch, kept on the device (epoch figures: the unweighted mean over batches,
-docs/differences.md items 1 and 7), and the stop on a non-finite loss (docs/differences.md item 45)."""
+"""One epoch's batch metrics on the device, unweighted means, a non-finite loss stops (docs/differences.md 1, 7, 45)."""
 import time
 
 import pandas as pd
