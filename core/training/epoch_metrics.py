@@ -47,10 +47,7 @@ class EpochMetrics:
     def check_finite(self, epoch, num_batches, runtime):
         """Raise NonFiniteLoss if a loss was not finite (under DDP on any process, on every process)."""
         first, value = int(self.first_bad), float(self.bad_value)
-        if runtime.distributed:
-            if all_reduce_sum([1.0 if first else 0.0], runtime)[0] == 0:
-                return
-        elif not first:
+        if all_reduce_sum([1.0 if first else 0.0], runtime)[0] == 0:  # under DDP a collective
             return
         raise NonFiniteLoss(epoch, first, num_batches, value if first else float('nan'))
 
