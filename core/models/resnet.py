@@ -37,8 +37,7 @@ class BasicBlock(nn.Module):
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        out = out + self.shortcut(x)
-        return F.relu(out)
+        return F.relu(out + self.shortcut(x))
 
 
 class Bottleneck(nn.Module):
@@ -58,8 +57,7 @@ class Bottleneck(nn.Module):
         out = F.relu(self.bn1(self.conv1(x)))
         out = F.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        out = out + self.shortcut(x)
-        return F.relu(out)
+        return F.relu(out + self.shortcut(x))
 
 
 class ResNet(nn.Module):
