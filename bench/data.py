@@ -1,5 +1,4 @@
-"""Peak memory and throughput of the cifar10s training loader on a synthetic uncompressed .npz of --size generated
-images (the reference held 2 x SIZE x 3 KiB in RAM): `python bench/data.py [--size 1000000] [--workers 2]`."""
+"""Peak memory and throughput of the cifar10s training loader on a synthetic .npz of --size generated images."""
 import argparse
 import os
 import resource

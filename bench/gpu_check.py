@@ -1,6 +1,5 @@
 #!/usr/bin/env python3
-"""GPU acceptance check: one command that exercises the CUDA paths of train-wa.py and eval-aa.py in minutes.
-`python bench/gpu_check.py [--quick]`: one PASS / FAIL / SKIP row per check; without CUDA, the CPU parts run."""
+"""GPU acceptance check: the CUDA paths of train-wa.py and eval-aa.py, one PASS / FAIL / SKIP row per check."""
 import argparse
 import csv
 import math

@@ -1,6 +1,5 @@
 #!/usr/bin/env python3
-"""Throughput of one train-wa.py step (AdversarialTrainer.train on a fixed batch): images/s, FLOP/s, MFU, hours.
-`python bench/throughput.py --model wrn-28-10-swish --batch-size 512 --amp bf16 --channels-last [--variants]`"""
+"""Throughput of one train-wa.py step (AdversarialTrainer.train on a fixed batch): images/s, FLOP/s, MFU, hours."""
 import argparse
 import os
 import statistics

@@ -1,5 +1,4 @@
-"""Seconds per training iteration of generate_toy_demo.py against a reference-style loop, timed alternately in rounds
-from the same seed (docs/benchmarks.md#toy-demo-benchtoypy): `python bench/toy.py --rounds 3 --plain-autograd`."""
+"""Seconds per generate_toy_demo.py iteration vs a reference-style loop (docs/benchmarks.md#toy-demo-benchtoypy)."""
 import argparse
 import os
 import platform

@@ -1,8 +1,5 @@
 #!/usr/bin/env python3
-"""Write DATA_DIR/train.npz and DATA_DIR/test.npz from torchvision's CIFAR-10, CIFAR-100 or SVHN.
-
-    python scripts/make_npz.py data/cifar10    # downloads where the files are missing; never overwrites
-"""
+"""Write DATA_DIR/train.npz and test.npz from torchvision's CIFAR-10, CIFAR-100 or SVHN (downloaded; no overwrite)."""
 import argparse
 import os
 import sys

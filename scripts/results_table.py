@@ -1,6 +1,5 @@
 #!/usr/bin/env python3
-"""One Markdown (or --csv) row per evaluated run folder, matched against docs/published.csv.
-`python scripts/results_table.py logs/score logs/trades-kl [--csv table.csv]`: each has args.txt and eval-aa.json."""
+"""One Markdown (or --csv) row per run folder (args.txt, eval-aa.json), matched against docs/published.csv."""
 import argparse
 import csv
 import io

@@ -1,5 +1,4 @@
-"""Attack library: `ATTACKS`, `create_attack` and the trainers' attack rules. Every attack is an object,
-`attack(x, y) -> x_adv` (images (B, C, H, W) in [0, 1]), arguments in the order (eps, step, iters)."""
+"""Attack library: every attack is an object, `attack(x, y) -> x_adv` (images in [0, 1]), args (eps, step, iters)."""
 from core.utils.errors import UserError
 
 from .apgd import APGD, L2APGDAttack, LinfAPGDAttack

@@ -55,9 +55,7 @@ def set_apgd_iterations(attack, n_iter):
 
 
 def _log_path(adversary):
-    if _backend_of(adversary) == 'pyautoattack':
-        return getattr(adversary, 'log_path', None)
-    return getattr(adversary.logger, 'log_path', None)
+    return getattr(adversary if _backend_of(adversary) == 'pyautoattack' else adversary.logger, 'log_path', None)
 
 
 @contextlib.contextmanager

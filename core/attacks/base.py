@@ -8,8 +8,7 @@ from core.utils.context import ctx_noparamgrad_and_eval
 
 
 class Attack:
-    """`attack(x, y) -> x_adv` in [0, 1], detached (y None: the predictions; loss_fn None: summed CE), the model in
-    eval mode with frozen parameters; modes and `requires_grad` restored on exit, gradients on under no_grad."""
+    """`attack(x, y) -> x_adv` (y None: the predictions; loss_fn None: summed CE), in eval mode, frozen parameters."""
 
     def __init__(self, model, loss_fn=None):
         self.model = model

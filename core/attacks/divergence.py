@@ -1,5 +1,4 @@
-"""The without_DDPM attacks, `attack(x, y) -> x_adv`, `linf` or `l2`: random starts on the generator of x's device
-(docs/differences.md item 65), no parameter `.grad` written (docs/differences.md item 71)."""
+"""The without_DDPM attacks, `linf` or `l2`: starts on x's device (docs/differences.md items 65 and 71)."""
 import torch
 import torch.nn.functional as F
 
@@ -56,8 +55,7 @@ class _Attack:
 
 
 class DivergencePGD(_Attack):
-    """PGD (Madry et al., ICLR 2018) on mean_i D(p(model(x + delta))_i, e_y,i) in the model's mode (training: each
-    forward updates BatchNorm, as the original); the last restart is returned (docs/differences.md items 58, 61)."""
+    """PGD on mean_i D(p(x + delta)_i, e_y,i) in the model's mode, the last restart (docs/differences.md 58, 61)."""
 
     def __init__(self, model, eps, step, iters, restarts=1, norm='linf', div='KL', num_classes=10):
         super().__init__(model, eps, step, iters, restarts, norm)

@@ -1,5 +1,4 @@
-"""The inner maximisations of TRADES (Zhang et al., ICML 2019), SCORE (Pang et al., ICML 2022) and MART (Wang et
-al., ICLR 2020) as attacks; random starts on the CPU generator in the reference's order (docs/differences.md item 2)."""
+"""The inner maximisations of TRADES, SCORE and MART as attacks, CPU random starts (docs/differences.md item 2)."""
 from contextlib import contextmanager
 
 import torch

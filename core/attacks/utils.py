@@ -30,8 +30,7 @@ CWLoss = functools.partial(cw_margin, reduction='sum', clamp=True)
 
 
 def cpu_draw(shape, device, fill):
-    """A float32 tensor filled on the CPU generator by `fill`, then moved to `device` (the training attacks' random
-    starts: the reference's stream, docs/differences.md item 2); pinned and non-blocking, so the host never waits."""
+    """A float32 tensor filled on the CPU generator by `fill`, then moved to `device` (docs/differences.md item 2)."""
     device = torch.device(device)
     out = torch.empty(shape, dtype=torch.float32, pin_memory=device.type == 'cuda')
     fill(out)
@@ -43,8 +42,7 @@ ATTACK_GRAD_TARGET = 2.0 ** 4
 
 
 def input_gradient(model, loss_of_logits, z):
-    """d loss_of_logits(model(z)) / d z (no parameter `.grad`); under fp16 / bf16 autocast the objective is taken in
-    float32 and its gradient scaled by a power of two around the backward (docs/differences.md item 47)."""
+    """d loss_of_logits(model(z)) / d z; under autocast in float32, scaled by a power of two (differences item 47)."""
     z = z.detach().requires_grad_(True)
     logits = model(z)
     if logits.dtype in (torch.float32, torch.float64):
@@ -101,8 +99,7 @@ def l2_sgd_ascent(model, loss_of_logits, x, delta, eps, iters):
 
 
 def redraw_zero_rows(grad, zero):
-    """The reference replaces the (NaN) normalised gradient of a zero-gradient sample by N(0, 1) noise: on the CPU
-    exactly so (its stream); elsewhere a full-size draw used only in those rows, without a host synchronisation."""
+    """The reference's N(0, 1) rows for zero gradients: on the CPU its stream, elsewhere without a host sync."""
     if grad.device.type == 'cpu':
         if zero.any():
             grad[zero] = torch.randn_like(grad[zero])

@@ -1,5 +1,4 @@
-"""`python -m core.data.convert IN OUT.npz`: generated data (a compressed `.npz` or the reference's `.pickle`) as
-the uncompressed .npz the data layer reads lazily (docs/differences.md item 50); OUT must not exist."""
+"""`python -m core.data.convert IN OUT.npz`: generated data as an uncompressed .npz (docs/differences.md item 50)."""
 import os
 import sys
 import zipfile

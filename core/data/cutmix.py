@@ -1,5 +1,4 @@
-"""CutMix (Yun et al., ICCV 2019) with soft labels and the x4 expansion of --CutMix (docs/differences.md item 26),
-on numpy's global generator in the reference's order: lambda ~ Beta(alpha, alpha), centre row, column, perm."""
+"""CutMix (Yun et al., 2019), soft labels, x4 expansion, numpy's global generator (docs/differences.md item 26)."""
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -11,8 +10,7 @@ def cutmix(x, y, num_classes, alpha=1.0):
     lam = np.random.beta(alpha, alpha)
     ratio = np.sqrt(1.0 - lam)
     cut_w, cut_h = int(width * ratio), int(height * ratio)
-    ci = np.random.randint(height)
-    cj = np.random.randint(width)
+    ci, cj = np.random.randint(height), np.random.randint(width)  # row first, as the reference
     y1 = int(np.clip(ci - cut_h // 2, 0, height))
     x1 = int(np.clip(cj - cut_w // 2, 0, width))
     h = int(np.clip(ci + cut_h // 2, 0, height)) - y1

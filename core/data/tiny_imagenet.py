@@ -24,8 +24,7 @@ class _FolderSource:
 
 
 def per_class_split(labels, val_size, path='the training set'):
-    """(validation, training) indices: round r takes the r-th image of every class with more than r + 1, until
-    `val_size` (the reference's first files emptied classes 0 and 1, docs/differences.md item 51)."""
+    """(validation, training) indices: round r takes every class's r-th image (docs/differences.md item 51)."""
     by_class = {}
     for i, label in enumerate(labels):
         by_class.setdefault(label, []).append(i)

@@ -1,6 +1,4 @@
-"""Distances D(o, t) per sample between (B, K) probability batches (o the output, t the target), the clip bound and
-smoothed targets (Pang et al., ICML 2022, Section 5.2). KL(P || Q) = sum_k P_k (log P_k - log Q_k) with logs of
-probabilities (docs/differences.md item 60), P_k = 0 terms masked to 0 (docs/differences.md item 68)."""
+"""Distances D(o, t) per sample of (B, K) probabilities, clip bound, smoothed targets (docs/differences.md 60, 68)."""
 import math
 
 import torch
@@ -23,8 +21,7 @@ def check_divergence(div):
 
 
 def kl(p, q):
-    """KL(p || q) per row as the original's F.kl_div(log q, p), p_k = 0 terms masked to 0 in value and gradient
-    (docs/differences.md items 68 and 77)."""
+    """KL(p || q) per row as F.kl_div(log q, p), p_k = 0 terms masked to 0 (docs/differences.md items 68 and 77)."""
     pos = p > 0
     p_safe = torch.where(pos, p, torch.ones_like(p))  # masked entries: xlogy(1, 1) - 1 * log 1 = 0, no gradient
     q_safe = torch.where(pos, q, torch.ones_like(q))
@@ -50,8 +47,7 @@ def distance(o, t, div):
 
 
 def clip_bound(r, div, num_classes):
-    """b = D(c, e_0), c = (1 - r, r/(K-1), ..., r/(K-1)) in float32 (LSE: r^2 K/(K-1); KL: -ln(1 - r)), a float of
-    r, the distance and K only, as the original's (docs/differences.md item 59)."""
+    """b = D(c, e_0), c = (1 - r, r/(K-1), ..., r/(K-1)) in float32, as the original's (docs/differences.md item 59)."""
     k = int(num_classes)
     c = torch.tensor([[1.0 - r] + [r / (k - 1)] * (k - 1)], dtype=torch.float32)
     e0 = F.one_hot(torch.tensor([0]), k).float()
@@ -73,8 +69,7 @@ def squared_error_sum(p_target, logits):
 
 
 def cw_margin(logits, y, reduction='mean', clamp=False, confidence=0.):
-    """Carlini-Wagner margin -(z_y - max_{k != y} z_k + confidence), clamped at 0 before the sign with `clamp`: the WA
-    eval attack's (sum, clamp), without_DDPM's (mean; docs/differences.md item 66), on the logits' device (item 2)."""
+    """CW margin -(z_y - max_{k != y} z_k + confidence), `clamp`: at 0 first (docs/differences.md items 2 and 66)."""
     onehot = F.one_hot(y.detach(), logits.shape[-1]).to(device=logits.device, dtype=logits.dtype)
     real = (onehot * logits).sum(1)
     other = ((1. - onehot) * logits - onehot * 10000.).max(1)[0]

@@ -1,5 +1,4 @@
-"""Outer losses of adversarial training, pure functions of logits and targets -> (loss, metrics): PGD-AT (Madry et
-al., 2018), TRADES (Zhang et al., 2019), MART (Wang et al., 2020), SCORE (Pang et al., 2022)."""
+"""Outer losses of adversarial training (PGD-AT, TRADES, MART, SCORE): logits and targets -> (loss, metrics)."""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -30,8 +29,7 @@ def _mean(t):
 
 def trades_loss(logits_nat, logits_adv, targets, *, beta, divergence, natural=None, bound=None, clip_clean=False,
                 per_sample=False):
-    """(natural + beta robust, natural, robust), robust = divergence(z_adv, p_nat), p_nat = softmax(z_nat) not
-    detached (docs/differences.md item 59); a bound clips the sum (clip_clean) or robust alone."""
+    """(natural + beta robust, natural, robust), robust = divergence(z_adv, p_nat) (docs/differences.md item 59)."""
     p_nat = F.softmax(logits_nat, dim=1)
     natural = divergence(logits_nat, targets, p_nat) if natural is None else natural
     robust = divergence(logits_adv, p_nat)
@@ -66,8 +64,7 @@ def trades_kl_loss(logits_nat, logits_adv, y, *, beta, ls=0.1, soft_labels=None)
 
 
 def score_lse_loss(logits_nat, logits_adv, y, *, beta, ls=0.0, num_classes=None, clip_value=0.0, soft_labels=None):
-    """SCORE-LSE: mean_i sum_k (q_nat - t)^2 + beta mean_i relu(sum_k (q_adv - q_nat)^2 - clip_value), q = softmax,
-    t = smooth_targets(y, K, ls) (float32 under fp16 / bf16 autocast) or the CutMix soft labels."""
+    """SCORE-LSE: mean_i |q_nat - t|^2 + beta mean_i relu(|q_adv - q_nat|^2 - clip_value), t: float32 targets."""
     num_classes = logits_nat.shape[1] if num_classes is None else num_classes
     dtype = torch.promote_types(logits_nat.dtype, torch.float32)
     target = soft_labels if soft_labels is not None else smooth_targets(y, num_classes, ls, dtype)
@@ -104,7 +101,5 @@ def madry_outer_loss(logits, y, keep_clean=False):
     metrics = {'loss': loss.detach()}
     if keep_clean:
         metrics['clean_acc'] = batch_accuracy(y, preds[:len(y)])
-        metrics['adversarial_acc'] = batch_accuracy(y, preds[len(y):])
-    else:
-        metrics['adversarial_acc'] = batch_accuracy(y, preds)
+    metrics['adversarial_acc'] = batch_accuracy(y, preds[len(y):] if keep_clean else preds)
     return loss, metrics

@@ -1,5 +1,4 @@
-"""`MODELS`, `check_model_name`, `create_model`: a `ModelWrapper` around nn.Sequential([Normalization] + [backbone]),
-keys `module.0.*` (`module.1.*` with --normalize) as the reference's DataParallel checkpoints (differences item 36)."""
+"""`create_model`: nn.Sequential([Normalization] + [backbone]) keyed as DataParallel's (docs/differences.md item 36)."""
 import argparse
 import re
 

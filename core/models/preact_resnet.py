@@ -1,5 +1,4 @@
-"""Pre-activation ResNet (He et al., 2016) as the reference (BatchNorm momentum: docs/differences.md item 20); `act`
-replaces ReLU for the without_DDPM models (stateless: the keys do not change)."""
+"""Pre-activation ResNet (He et al., 2016) as the reference's (docs/differences.md item 20); `act` replaces ReLU."""
 import torch.nn as nn
 import torch.nn.functional as F
 

@@ -1,5 +1,4 @@
-"""Pre-activation ResNet with Swish (Rebuffi et al., 2021) as the reference: "SAME" padding by hand, a 3x3 shortcut
-on the padded input, BN momentum 0.01, per-dataset normalisation inside (docs/differences.md item 13)."""
+"""Pre-activation ResNet with Swish (Rebuffi et al., 2021) as the reference's (docs/differences.md item 13)."""
 import torch.nn as nn
 import torch.nn.functional as F
 

@@ -1,5 +1,4 @@
-"""ResNet (He et al., 2016) for 32x32 inputs, kuangliu's CIFAR layout as the reference, and `Normalization`;
-default BatchNorm momentum (the weight-averaging trick sets 0.01 on every BN, docs/differences.md item 20)."""
+"""ResNet (He et al., 2016), kuangliu's CIFAR layout, and `Normalization` (docs/differences.md item 20)."""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -38,8 +37,7 @@ class BasicBlock(nn.Module):
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        out = out + self.shortcut(x)
-        return F.relu(out)
+        return F.relu(out + self.shortcut(x))
 
 
 class Bottleneck(nn.Module):
@@ -59,8 +57,7 @@ class Bottleneck(nn.Module):
         out = F.relu(self.bn1(self.conv1(x)))
         out = F.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        out = out + self.shortcut(x)
-        return F.relu(out)
+        return F.relu(out + self.shortcut(x))
 
 
 class ResNet(nn.Module):

@@ -1,5 +1,4 @@
-"""Wide ResNet with ReLU (Zagoruyko & Komodakis, 2016), `wrn-D-W`, as the reference (BatchNorm momentum:
-docs/differences.md item 20); `act` replaces ReLU for the without_DDPM WRN (stateless: the keys do not change)."""
+"""Wide ResNet with ReLU, `wrn-D-W`, as the reference's (docs/differences.md item 20); `act` replaces ReLU."""
 import math
 
 import torch

@@ -1,5 +1,4 @@
-"""WideResNet with Swish (Gowal et al., 2020), `wrn-D-W-swish`, as the reference: normalisation inside, "SAME"
-padding by hand, BN momentum 0.01, `batchnorm` in the BN names exempts them from decay (differences item 18)."""
+"""WideResNet with Swish (Gowal et al., 2020), `wrn-D-W-swish`, as the reference's (docs/differences.md item 18)."""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -13,8 +12,7 @@ CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 
 
 def dataset_mean_std(dataset):
-    """The Swish models' constants by substring: cifar100*, *svhn* (0.5), else CIFAR-10 (std 0.2471..., not the
-    0.2023... of `get_data_info`: docs/differences.md item 13)."""
+    """The Swish models' constants by substring: cifar100*, *svhn*, else CIFAR-10 (docs/differences.md item 13)."""
     if 'cifar100' in dataset:
         return CIFAR100_MEAN, CIFAR100_STD
     if 'svhn' in dataset:

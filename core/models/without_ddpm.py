@@ -1,5 +1,4 @@
-"""The without_DDPM models: the core `preact-resnet18` / `wrn-D-w` backbones with a chosen activation in
-`NormalizedNet`, keyed as the original's `DataParallel(model)` (`module.conv1.weight`, ...), so both load."""
+"""The without_DDPM models: core backbones with a chosen activation, keyed as the original's DataParallel's."""
 import torch
 import torch.nn as nn
 

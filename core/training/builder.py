@@ -50,10 +50,8 @@ def trainer_parts(info, args, runtime=None, weight_averaging=None, objective=Non
     # the training attack runs on the plain module, not through DDP / torch.compile (docs/differences.md item 48)
     train_attack = objective.make_attack(model, args, info['num_classes'])
     attack_flags = (args.attack, args.attack_eps, args.attack_step, args.attack_iter)
-    if ema is None:
-        eval_attack = create_eval_attack(model, nn.CrossEntropyLoss(), *attack_flags)
-    else:
-        eval_attack = create_wa_eval_attack(ema.wa_model, *attack_flags)
+    eval_attack = (create_eval_attack(model, nn.CrossEntropyLoss(), *attack_flags) if ema is None
+                   else create_wa_eval_attack(ema.wa_model, *attack_flags))
 
     prepare = functools.partial(to_device, device=runtime.device, channels_last=channels_last)
     prepare_train = prepare
@@ -81,9 +79,7 @@ def wrap_model(model, runtime, sync_bn=False, compile=False):
 def pretrained_path(args):
     """`--pretrained-file`: a weights file, else a run name under --log-dir (its weights-best.pt, as the reference)."""
     name = args.pretrained_file
-    if os.path.isfile(name):
-        return name
-    return os.path.join(args.log_dir, name, 'weights-best.pt')
+    return name if os.path.isfile(name) else os.path.join(args.log_dir, name, 'weights-best.pt')
 
 
 class Trainer(AdversarialTrainer):

@@ -25,8 +25,7 @@ def madry_composite(model, attack, x, y, *, keep_clean):
 
 
 def trades_composite(model, attack, x, y, *, use_cutmix, outer_loss, **outer):
-    """TRADES-KL / SCORE-LSE of the WA trainer: z_nat = model(x), x_adv = attack(x, softmax(z_nat) detached or the
-    CutMix soft labels), z_adv = model(x_adv) (docs/differences.md items 42 and 48)."""
+    """TRADES-KL / SCORE-LSE of the WA trainer: z_nat, then x_adv, then z_adv (docs/differences.md items 42 and 48)."""
     model.train()
     logits_nat = model(x)
     p_natural = y if use_cutmix else F.softmax(logits_nat.detach(), dim=1)

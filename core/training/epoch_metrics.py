@@ -1,5 +1,4 @@
-"""The batch metrics of one training epoch, kept on the device (epoch figures: the unweighted mean over batches,
-docs/differences.md items 1 and 7), and the stop on a non-finite loss (docs/differences.md item 45)."""
+"""One epoch's batch metrics on the device, unweighted means, a non-finite loss stops (docs/differences.md 1, 7, 45)."""
 import time
 
 import pandas as pd
@@ -48,10 +47,7 @@ class EpochMetrics:
     def check_finite(self, epoch, num_batches, runtime):
         """Raise NonFiniteLoss if a loss was not finite (under DDP on any process, on every process)."""
         first, value = int(self.first_bad), float(self.bad_value)
-        if runtime.distributed:
-            if all_reduce_sum([1.0 if first else 0.0], runtime)[0] == 0:
-                return
-        elif not first:
+        if all_reduce_sum([1.0 if first else 0.0], runtime)[0] == 0:  # under DDP a collective
             return
         raise NonFiniteLoss(epoch, first, num_batches, value if first else float('nan'))
 

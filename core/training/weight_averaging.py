@@ -1,5 +1,4 @@
-"""Weight averaging of train-wa.py (Gowal et al., 2020): parameters averaged in float32, buffers not
-(docs/differences.md item 40); BatchNorm statistics copied each epoch, not aliased (docs/differences.md item 8)."""
+"""Weight averaging of train-wa.py (Gowal et al., 2020) in float32 (docs/differences.md items 8 and 40)."""
 import torch
 import torch.nn as nn
 

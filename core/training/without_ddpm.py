@@ -32,8 +32,7 @@ def _split(root, dataset, split, transform):
 
 
 def load_cifar(root, dataset, batch_size, num_workers=2, seed=0, pin_memory=False, train=True):
-    """(train loader or None, test loader, K) of the full CIFAR-10/100 splits: crop + flip, order and augmentations
-    functions of (seed, epoch) (docs/differences.md item 74); images in [0, 1], the model normalises (item 62)."""
+    """(train loader or None, test loader, K) of CIFAR-10/100, crop + flip (docs/differences.md items 62 and 74)."""
     train_tf, test_tf = get_transforms('cifar10', 'base')  # crop + flip for both datasets (no CIFAR-100 rotation)
     test_dl = eval_loader(_split(root, dataset, 'test', test_tf), batch_size, num_workers, pin_memory)
     train_dl = None

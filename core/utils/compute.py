@@ -1,5 +1,4 @@
-"""What a run costs: FLOPs counted by torch.utils.flop_counter, the device's dense peak and the model FLOP
-utilisation (MFU, as nanoGPT's estimate_mfu), images per second and the projected time to finish."""
+"""What a run costs: FLOPs (torch.utils.flop_counter), the device's peak, MFU (nanoGPT's estimate_mfu), the ETA."""
 import time
 
 import torch
@@ -7,8 +6,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from core.utils.utils import format_time
 
-# Dense (no sparsity) peak FLOP/s from the vendors' datasheets, by a substring of torch.cuda.get_device_name();
-# the first match wins, so the PCIe parts stand before their SXM names.
+# Datasheet dense peak FLOP/s by a substring of the device name; the first match wins (PCIe before SXM names).
 PEAKS = (
     ('H100 PCIe', {'fp32': 51.2e12, 'tf32': 378e12, 'bf16': 756e12, 'fp16': 756e12}),
     ('H100', {'fp32': 67e12, 'tf32': 494.7e12, 'bf16': 989.4e12, 'fp16': 989.4e12}),
@@ -22,8 +20,7 @@ PEAKS = (
 
 
 class _NoModuleTracking:
-    """FlopCounterMode's per-module tracker hooks every forward, and those hooks break torch.autograd.grad, which
-    every attack step calls (pytorch issue 131753); the total needs no per-module split."""
+    """FlopCounterMode's per-module hooks break the attacks' torch.autograd.grad (pytorch issue 131753)."""
     parents = {'Global'}
 
     def __enter__(self):

@@ -1,6 +1,4 @@
-"""Device, mixed precision and DDP, decided once at a script's start: `setup(device, amp)` -> `Runtime` (torchrun's
-RANK / WORLD_SIZE / LOCAL_RANK, `is_primary`, an autocast context, a GradScaler enabled for fp16 only). The original
-hard-coded `.cuda()` and DataParallel (docs/differences.md items 2 and 46)."""
+"""Device, mixed precision and DDP, decided once: `setup(device, amp)` -> `Runtime` (docs/differences.md 2, 46)."""
 import contextlib
 import datetime
 import os
@@ -48,14 +46,12 @@ def add_device_argument(parser):
     parser.add_argument('--device', choices=DEVICES, default='auto', help='auto (CUDA if available), cpu or cuda.')
 
 
-# A collective that waits this long for a peer (a dead or hung worker) fails instead of hanging (issue: a killed
-# worker under nccl); SCORE_DDP_TIMEOUT_S overrides it.
+# A collective waiting this long for a dead or hung peer fails instead of hanging; SCORE_DDP_TIMEOUT_S overrides it.
 DDP_TIMEOUT = datetime.timedelta(seconds=float(os.environ.get('SCORE_DDP_TIMEOUT_S', 600)))
 
 
 def setup(device='auto', amp='none') -> Runtime:
-    """Decide the device and AMP mode (UserError for CUDA without a GPU, fp16 without CUDA); under torchrun with
-    WORLD_SIZE > 1, start the process group."""
+    """Decide the device and AMP mode; under torchrun with WORLD_SIZE > 1, start the process group."""
     if device not in DEVICES:
         raise UserError(f'unknown --device {device!r}; use one of {", ".join(DEVICES)}.')
     if amp not in AMP_MODES:
@@ -70,8 +66,7 @@ def setup(device='auto', amp='none') -> Runtime:
     rank = int(os.environ.get('RANK', '0'))
     local_rank = int(os.environ.get('LOCAL_RANK', '0'))
     if use_cuda:
-        # local_rank % count: launchers that show each rank only its own GPU (SLURM --gpus-per-task=1) give
-        # LOCAL_RANK > 0 with one visible device; torchrun --nproc_per_node N on one host gives distinct ones.
+        # % count: a launcher that shows each rank only its own GPU (SLURM --gpus-per-task=1) gives LOCAL_RANK > 0
         index = local_rank % torch.cuda.device_count() if world_size > 1 else torch.cuda.current_device()
         dev = torch.device('cuda', index)
         torch.cuda.set_device(dev)

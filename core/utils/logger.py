@@ -1,6 +1,4 @@
-"""Logging for every script: one line per message, to a file opened and closed per line (several writers of one log
-keep their order) and/or the console (tqdm bars redrawn around it), on a project logger that does not propagate
-(docs/differences.md item 29)."""
+"""Logging: one line per message, the file opened per line, no propagation (docs/differences.md item 29)."""
 import contextlib
 import logging
 import sys
@@ -58,8 +56,7 @@ def close_logger(logger):
 
 
 def setup_logger(name, path=None, mode='a', console=None, fmt='%(message)s', datefmt=None, enabled=True):
-    """The logger `name`, its previous handlers replaced; `enabled=False` (non-primary processes) drops every message
-    and touches no file."""
+    """The logger `name`, its previous handlers replaced; `enabled=False` drops every message, touches no file."""
     logger = logging.getLogger(name)
     close_logger(logger)
     logger.propagate = False
@@ -92,8 +89,7 @@ def routed(name, path=None, level=logging.DEBUG):
 
 
 class Logger:
-    """The training scripts' run log: `log(msg)` prints msg (or, with a `stream`, writes the formatted line there) and
-    appends it to `path`; `mode='w'` truncates it once, as the reference's 'w+'."""
+    """The run log: `log(msg)` prints msg (or writes it to `stream`) and appends it to `path` ('w': the reference's)."""
 
     def __init__(self, path, mode='w', enabled=True, fmt='%(message)s', datefmt=None, stream=None):
         self.enabled = enabled

@@ -1,5 +1,4 @@
-"""Accuracy: argmax of the outputs equals the label; per-batch accuracies are the reference's float32 division
-correct / B, and their batch means are the reported accuracies (docs/differences.md item 7)."""
+"""Accuracy: per-batch float32 correct / B, their batch means reported (docs/differences.md item 7)."""
 import torch
 
 

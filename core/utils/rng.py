@@ -1,5 +1,4 @@
-"""The RNG states of one process for bit-identical resumes (`state-last.pt` key 'rng'; docs/differences.md items 34
-and 45): torch CPU, numpy and Python always; CUDA only for the run's own device, so a CPU run opens no CUDA context."""
+"""One process's RNG states for bit-identical resumes, CUDA only the run's device (docs/differences.md items 34, 45)."""
 import random
 import warnings
 
@@ -20,8 +19,7 @@ def rng_state(device=torch.device('cpu')):
 
 
 def set_rng_state(state, device=torch.device('cpu')):
-    """Restore `rng_state`'s output; a longer 'cuda' list (older files: every visible GPU) gives `device`'s entry,
-    or a warning if it has none."""
+    """Restore `rng_state`'s output; of a longer 'cuda' list (older files: every GPU) `device`'s entry, or a warning."""
     torch.set_rng_state(state['torch'])
     device = torch.device(device)
     cuda = state.get('cuda') or []

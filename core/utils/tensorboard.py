@@ -1,6 +1,4 @@
-"""train-wa.py --tensorboard: per-step train/* and per-epoch epoch/* scalars in LOG_DIR/tensorboard/. The x axis is
-the run's optimizer step; a resumed run purges what an earlier process wrote from its first step on, so every step
-appears once. The `tensorboard` package is optional."""
+"""train-wa.py --tensorboard: train/* and epoch/* scalars by optimizer step; a resume purges the steps it reruns."""
 import os
 
 from core.utils.errors import UserError
