@@ -159,8 +159,13 @@ def main(argv=None):
                      f'all panels -> {args.grid}'))
     for _, png, _ in work:
         _new(png, args.force)
+    for _, png, _ in work:
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(png)), exist_ok=True)
+        except OSError as e:
+            raise UserError(f'{os.path.dirname(os.path.abspath(png))} cannot be made ({e.strerror}): pass --out-dir '
+                            'DIR, a folder you can write.') from None
     for draw, png, line in work:
-        os.makedirs(os.path.dirname(os.path.abspath(png)), exist_ok=True)
         draw(png)
         print(line)
 

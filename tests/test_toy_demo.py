@@ -273,7 +273,8 @@ def test_plot_toy_demo_draws_pngs(tmp_path, capsys):
     for argv, says in (([str(folder), '--out-dir', str(tmp_path / 'new'), '--grid', str(tmp_path / 'mine.png')],
                         'mine.png exists already; pass --force'),
                        ([str(tmp_path / 'garbled'), '--out-dir', str(tmp_path / 'g')], 'is not a generate_toy_demo'),
-                       ([str(tmp_path / 'missing')], 'is not a folder')):
+                       ([str(tmp_path / 'missing')], 'is not a folder'),
+                       ([str(folder), '--out-dir', str(tmp_path / 'mine.png' / 'x')], 'cannot be made')):
         with pytest.raises(SystemExit) as e:
             exit_on_user_error(lambda argv=argv: plot_toy_demo.main(argv))
         err = capsys.readouterr().err
